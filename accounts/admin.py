@@ -1,0 +1,276 @@
+"""Django admin for superadmins.  Entry is decided by the user's role (see
+``User.is_staff``); every change goes through ``accounts.services``."""
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import ValidationError
+
+from accounts import services
+from accounts.models import (
+    Domain,
+    Keypair,
+    KeypairResourcePolicy,
+    Project,
+    ProjectMembership,
+    ProjectResourcePolicy,
+    User,
+    UserResourcePolicy,
+    UserStatus,
+)
+
+admin.site.site_header = "Backend.AI Control Panel administration"
+admin.site.site_title = "Control Panel admin"
+admin.site.index_title = "Cluster administration"
+
+
+class UserPolicyActionForm(ActionForm):
+    policy = forms.ModelChoiceField(UserResourcePolicy.objects.all(), required=False, label="User policy")
+
+
+class KeypairPolicyActionForm(ActionForm):
+    policy = forms.ModelChoiceField(KeypairResourcePolicy.objects.all(), required=False, label="Keypair policy")
+
+
+def _assign_policy(modeladmin, request, queryset, assign, kind):
+    policy = modeladmin.action_form(request.POST).fields["policy"].clean(request.POST.get("policy")) if request.POST.get("policy") else None
+    if policy is None:
+        modeladmin.message_user(request, f"Choose a {kind} policy first.", messages.WARNING)
+        return
+    count = assign(list(queryset), policy)
+    modeladmin.message_user(request, f"Assigned policy {policy} to {count} {kind}(s).", messages.SUCCESS)
+
+
+class KeypairInline(admin.TabularInline):
+    model = Keypair
+    fields = ["access_key", "is_active", "is_admin", "resource_policy", "rate_limit", "last_used", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class MembershipInline(admin.TabularInline):
+    model = ProjectMembership
+    extra = 0
+    autocomplete_fields = ["user", "project"]
+
+
+class UserCreationAdminForm(forms.ModelForm):
+    password = forms.CharField(widget=forms.PasswordInput, help_text="The initial password.")
+
+    class Meta:
+        model = User
+        fields = ["email", "username", "full_name", "role", "status", "domain", "resource_policy", "need_password_change"]
+
+    def clean_password(self):
+        from django.contrib.auth import password_validation
+
+        password = self.cleaned_data["password"]
+        password_validation.validate_password(password)
+        return password
+
+
+class UserChangeAdminForm(forms.ModelForm):
+    new_password = forms.CharField(
+        widget=forms.PasswordInput, required=False, help_text="Leave empty to keep the current password."
+    )
+
+    class Meta:
+        model = User
+        exclude = ["password"]
+
+    def clean_new_password(self):
+        from django.contrib.auth import password_validation
+
+        password = self.cleaned_data.get("new_password")
+        if password:
+            password_validation.validate_password(password, self.instance)
+        return password
+
+    def clean_allowed_client_ip(self):
+        import ipaddress
+
+        value = self.cleaned_data.get("allowed_client_ip") or []
+        if not isinstance(value, list):
+            raise ValidationError("Give a list of CIDR networks, e.g. [\"10.0.0.0/8\"].")
+        for item in value:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                raise ValidationError(f"{item!r} is not an IP address or network.") from None
+        return value
+
+
+@admin.register(User)
+class UserAdmin(admin.ModelAdmin):
+    list_display = ["email", "username", "full_name", "role", "status", "domain", "resource_policy", "created_at"]
+    list_filter = ["role", "status", "domain", "resource_policy"]
+    search_fields = ["email", "username", "full_name"]
+    ordering = ["email"]
+    readonly_fields = ["id", "main_keypair", "last_login", "password_changed_at", "created_at", "modified_at"]
+    inlines = [KeypairInline, MembershipInline]
+    actions = ["activate_users", "deactivate_users", "assign_user_policy"]
+    action_form = UserPolicyActionForm
+
+    def get_form(self, request, obj=None, **kwargs):
+        kwargs["form"] = UserChangeAdminForm if obj else UserCreationAdminForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": UserCreationAdminForm.Meta.fields[:2] + ["password"] + UserCreationAdminForm.Meta.fields[2:]})]
+        return [
+            (None, {"fields": ["id", "email", "username", "full_name", "description", "new_password"]}),
+            ("Role and status", {"fields": ["role", "status", "status_info", "need_password_change", "sudo_session_enabled"]}),
+            ("Membership and limits", {"fields": ["domain", "resource_policy", "main_keypair", "allowed_client_ip"]}),
+            ("History", {"fields": ["integration_id", "last_login", "password_changed_at", "created_at", "modified_at"]}),
+        ]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            if form.cleaned_data.get("new_password"):
+                obj.set_password(form.cleaned_data["new_password"])
+                obj.save(update_fields=["password"])
+            return
+        data = form.cleaned_data
+        created = services.create_user(
+            email=data["email"], password=data["password"], username=data["username"], full_name=data["full_name"],
+            role=data["role"], status=data["status"], domain=data["domain"], resource_policy=data["resource_policy"],
+            need_password_change=data["need_password_change"],
+        )
+        obj.pk = created.pk
+        obj._state.adding = False
+        obj._state.db = "default"
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+
+    @admin.action(description="Activate selected users")
+    def activate_users(self, request, queryset):
+        count = services.set_user_status(list(queryset), UserStatus.ACTIVE, request.user)
+        self.message_user(request, f"Activated {count} user(s).", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected users")
+    def deactivate_users(self, request, queryset):
+        users = [u for u in queryset if u.pk != request.user.pk]
+        if len(users) < queryset.count():
+            self.message_user(request, "You cannot deactivate yourself; skipped.", messages.WARNING)
+        count = services.set_user_status(users, UserStatus.INACTIVE, request.user)
+        self.message_user(request, f"Deactivated {count} user(s).", messages.SUCCESS)
+
+    @admin.action(description="Assign the chosen user policy")
+    def assign_user_policy(self, request, queryset):
+        _assign_policy(self, request, queryset, services.assign_user_policy, "user")
+
+
+class KeypairCreationForm(forms.ModelForm):
+    class Meta:
+        model = Keypair
+        fields = ["user", "resource_policy", "rate_limit", "is_active"]
+
+
+@admin.register(Keypair)
+class KeypairAdmin(admin.ModelAdmin):
+    list_display = ["access_key", "user", "is_active", "is_admin", "resource_policy", "rate_limit", "num_queries", "last_used", "created_at"]
+    list_filter = ["is_active", "is_admin", "resource_policy"]
+    search_fields = ["access_key", "user__email", "user__username"]
+    list_select_related = ["user", "resource_policy"]
+    autocomplete_fields = ["user"]
+    exclude = ["secret_key", "ssh_private_key"]
+    readonly_fields = ["access_key", "user", "is_admin", "num_queries", "last_used", "created_at", "modified_at", "ssh_public_key"]
+    actions = ["regenerate_secret", "activate_keypairs", "deactivate_keypairs", "assign_keypair_policy"]
+    action_form = KeypairPolicyActionForm
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = KeypairCreationForm
+            kwargs["fields"] = KeypairCreationForm.Meta.fields
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return KeypairCreationForm.Meta.fields
+        return super().get_fields(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        keypair, secret = services.create_keypair(
+            data["user"], resource_policy=data["resource_policy"], rate_limit=data["rate_limit"], is_active=data["is_active"]
+        )
+        obj.pk = keypair.pk
+        obj._state.adding = False
+        self.message_user(
+            request, f"Created {keypair.access_key}. Secret key (shown once): {secret}", messages.WARNING
+        )
+
+    @admin.action(description="Regenerate the secret key (shown once)")
+    def regenerate_secret(self, request, queryset):
+        for keypair in queryset:
+            secret = services.regenerate_secret(keypair)
+            self.message_user(request, f"{keypair.access_key}: new secret key (shown once): {secret}", messages.WARNING)
+
+    @admin.action(description="Activate selected keypairs")
+    def activate_keypairs(self, request, queryset):
+        count = services.set_keypair_active(list(queryset), True, request.user)
+        self.message_user(request, f"Activated {count} keypair(s).", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected keypairs")
+    def deactivate_keypairs(self, request, queryset):
+        count = services.set_keypair_active(list(queryset), False, request.user)
+        self.message_user(request, f"Deactivated {count} keypair(s).", messages.SUCCESS)
+
+    @admin.action(description="Assign the chosen keypair policy")
+    def assign_keypair_policy(self, request, queryset):
+        _assign_policy(self, request, queryset, services.assign_keypair_policy, "keypair")
+
+
+class ProjectInline(admin.TabularInline):
+    model = Project
+    fields = ["name", "is_active", "resource_policy", "type"]
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_active", "description", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "description"]
+    inlines = [ProjectInline]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "domain", "is_active", "type", "resource_policy", "created_at"]
+    list_filter = ["is_active", "type", "domain", "resource_policy"]
+    search_fields = ["name", "description", "domain__name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(KeypairResourcePolicy)
+class KeypairResourcePolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "default_for_unspecified", "total_resource_slots", "max_concurrent_sessions",
+                    "max_pending_session_count", "max_session_lifetime", "idle_timeout"]
+    list_filter = ["default_for_unspecified"]
+    search_fields = ["name"]
+
+
+@admin.register(UserResourcePolicy)
+class UserResourcePolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "max_vfolder_count", "max_quota_scope_size", "max_session_count_per_model_session", "max_customized_image_count"]
+    search_fields = ["name"]
+
+
+@admin.register(ProjectResourcePolicy)
+class ProjectResourcePolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "max_vfolder_count", "max_quota_scope_size"]
+    search_fields = ["name"]

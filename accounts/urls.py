@@ -1,0 +1,13 @@
+"""Web UI routes (mounted under /ui/ with the ``ui`` namespace)."""
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from accounts import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("keys/", views.keypairs, name="keypairs"),
+    path("keys/action/", views.keypair_action, name="keypair-action"),
+]

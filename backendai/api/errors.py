@@ -1,0 +1,125 @@
+"""API errors as ``application/problem+json`` with Backend.AI's type slugs.
+
+Every API failure, whether raised by our services, by DRF (validation,
+authentication, parsing, method) or by Django's URL resolver, leaves through
+``problem_response`` so the client always sees the same shape::
+
+    {"type": "https://api.backend.ai/probs/<slug>", "title": "...", "msg"?: ..., "data"?: ...}
+"""
+from __future__ import annotations
+
+import logging
+
+from django.http import JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.exceptions import APIException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://api.backend.ai/probs/"
+
+
+def problem_response(status: int, slug: str, title: str, msg=None, data=None, headers=None) -> JsonResponse:
+    body = {"type": PROBLEM_BASE + slug, "title": title}
+    if msg is not None:
+        body["msg"] = msg
+    if data is not None:
+        body["data"] = data
+    response = JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+class BackendAIError(APIException):
+    """Base of the API errors.  Subclasses fix the status, slug and title."""
+
+    status_code = 500
+    error_type = "internal-server-error"
+    error_title = "Internal server error."
+
+    def __init__(self, msg: str | None = None, data=None):
+        self.msg = msg
+        self.data = data
+        super().__init__(detail=msg or self.error_title)
+
+    def as_response(self) -> JsonResponse:
+        return problem_response(self.status_code, self.error_type, self.error_title, self.msg, self.data)
+
+
+def _error(name: str, status: int, slug: str, title: str) -> type[BackendAIError]:
+    return type(name, (BackendAIError,), {"status_code": status, "error_type": slug, "error_title": title})
+
+
+URLNotFound = _error("URLNotFound", 404, "url-not-found", "Unknown URL path.")
+ObjectNotFound = _error("ObjectNotFound", 404, "object-not-found", "No such object.")
+GenericBadRequest = _error("GenericBadRequest", 400, "generic-bad-request", "Bad request.")
+InvalidAPIParameters = _error("InvalidAPIParameters", 400, "invalid-api-params", "Missing or invalid API parameters.")
+InvalidAuthParameters = _error("InvalidAuthParameters", 400, "invalid-auth-params", "Missing or invalid authorization parameters.")
+InvalidCredentials = _error("InvalidCredentials", 400, "invalid-credentials", "Invalid credentials for authentication.")
+AuthorizationFailed = _error("AuthorizationFailed", 401, "auth-failed", "Credential/signature mismatch.")
+PasswordExpired = _error("PasswordExpired", 401, "password-expired", "Password has expired.")
+GenericForbidden = _error("GenericForbidden", 403, "generic-forbidden", "Forbidden operation.")
+InsufficientPrivilege = _error("InsufficientPrivilege", 403, "insufficient-privilege", "Insufficient privilege.")
+MethodNotAllowed = _error("MethodNotAllowed", 405, "method-not-allowed", "HTTP Method Not Allowed.")
+QuotaExceeded = _error("QuotaExceeded", 412, "quota-exceeded", "Quota exceeded.")
+RateLimitExceeded = _error("RateLimitExceeded", 429, "rate-limit-exceeded", "Rate limit exceeded.")
+InternalServerError = _error("InternalServerError", 500, "internal-server-error", "Internal server error.")
+ServiceUnavailable = _error("ServiceUnavailable", 503, "service-unavailable", "Serivce unavailable.")
+
+
+def object_not_found(kind: str, msg: str | None = None) -> BackendAIError:
+    """``ObjectNotFound`` titled after the object, as the real manager does."""
+    error = ObjectNotFound(msg)
+    error.error_title = f"No such {kind}."
+    return error
+
+
+def _validation_message(detail) -> str:
+    if isinstance(detail, dict):
+        parts = []
+        for field, errors in detail.items():
+            text = _validation_message(errors)
+            parts.append(text if field == "non_field_errors" else f"{field}: {text}")
+        return "; ".join(parts)
+    if isinstance(detail, list):
+        return " ".join(_validation_message(item) for item in detail)
+    return str(detail)
+
+
+def problem_exception_handler(exc, context):
+    """DRF exception handler: map every exception to problem+json."""
+    if isinstance(exc, BackendAIError):
+        return exc.as_response()
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return problem_response(400, "invalid-api-params", InvalidAPIParameters.error_title,
+                                _validation_message(exc.detail), exc.detail)
+    if isinstance(exc, drf_exceptions.NotAuthenticated):
+        return problem_response(401, "auth-failed", AuthorizationFailed.error_title, "Unauthorized access")
+    if isinstance(exc, drf_exceptions.AuthenticationFailed):
+        return problem_response(401, "auth-failed", AuthorizationFailed.error_title, str(exc.detail))
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        return problem_response(403, "insufficient-privilege", InsufficientPrivilege.error_title, str(exc.detail))
+    if isinstance(exc, drf_exceptions.NotFound):
+        return problem_response(404, "object-not-found", ObjectNotFound.error_title, str(exc.detail))
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return problem_response(405, "method-not-allowed", MethodNotAllowed.error_title, str(exc.detail))
+    if isinstance(exc, drf_exceptions.ParseError):
+        return problem_response(400, "invalid-api-params", InvalidAPIParameters.error_title, f"Malformed request body: {exc.detail}")
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        return problem_response(400, "invalid-api-params", InvalidAPIParameters.error_title, str(exc.detail))
+    if isinstance(exc, drf_exceptions.Throttled):
+        return problem_response(429, "rate-limit-exceeded", RateLimitExceeded.error_title, str(exc.detail))
+    if isinstance(exc, APIException):
+        return problem_response(exc.status_code, "generic-bad-request", GenericBadRequest.error_title, str(exc.detail))
+    from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+    from django.http import Http404
+
+    if isinstance(exc, Http404):
+        return problem_response(404, "object-not-found", ObjectNotFound.error_title, str(exc) or None)
+    if isinstance(exc, DjangoPermissionDenied):
+        return problem_response(403, "generic-forbidden", GenericForbidden.error_title, str(exc) or None)
+    request = context.get("request")
+    log.exception("unhandled API error on %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"))
+    return problem_response(500, "internal-server-error", InternalServerError.error_title)

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class BackendAIConfig(AppConfig):
+    name = "backendai"
+    verbose_name = "Manager"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from backendai.api import schema  # noqa: F401  (registers the OpenAPI auth extension)

@@ -1,0 +1,167 @@
+"""Every setting the deployment can change, read from the environment in one place.
+
+Each variable has an embedded default so that a fresh checkout runs with no
+services installed (SQLite under the data directory, in-memory channel layer,
+cache and rate limiter).  A malformed value stops start-up with a message that
+names the variable.  ``settings.py`` consumes the ``Config`` object built here;
+nothing else in the project reads ``os.environ`` for configuration.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A configuration variable holds a value we cannot use."""
+
+    def __init__(self, variable: str, message: str):
+        self.variable = variable
+        super().__init__(f"configuration error in {variable}: {message}")
+
+
+def _get(env, name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _bool(env, name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected a boolean (true/false), got {raw!r}")
+
+
+def _int(env, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, f"must be at most {maximum}, got {value}")
+    return value
+
+
+def _list(env, name: str, default: list[str]) -> list[str]:
+    raw = _get(env, name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _networks(env, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for item in _list(env, name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(name, f"{item!r} is not an IP address or CIDR network") from None
+    return networks
+
+
+def _database_url(env, data_dir: Path) -> str:
+    raw = _get(env, "DATABASE_URL")
+    if raw is None:
+        return f"sqlite:///{data_dir / 'db.sqlite3'}"
+    scheme = urlparse(raw).scheme
+    if scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
+        raise ConfigError("DATABASE_URL", f"unsupported scheme {scheme!r}; use postgres:// or sqlite://")
+    return raw
+
+
+def _redis_url(env) -> str | None:
+    raw = _get(env, "REDIS_URL")
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL", f"unsupported scheme {parsed.scheme!r}; use redis://host:port/db")
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigError("REDIS_URL", "missing host")
+    return raw
+
+
+def _secret_key(env, data_dir: Path) -> str:
+    raw = _get(env, "SECRET_KEY")
+    if raw is not None:
+        if len(raw) < 32:
+            raise ConfigError("SECRET_KEY", "must be at least 32 characters long")
+        return raw
+    # Embedded mode: generate once, keep it in the data directory (mode 600).
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    debug: bool
+    secret_key: str
+    database_url: str
+    redis_url: str | None
+    allowed_hosts: list[str]
+    csrf_trusted_origins: list[str]
+    trusted_proxies: list = field(default_factory=list)
+    default_rate_limit: int = 10000
+    log_level: str = "INFO"
+    time_zone: str = "UTC"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: in-memory layers, local task runner."""
+        return self.redis_url is None
+
+
+def load(env=None) -> Config:
+    env = os.environ if env is None else env
+    data_dir_raw = _get(env, "BACKEND_DATA_DIR", str(BASE_DIR / "var"))
+    data_dir = Path(data_dir_raw).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = (BASE_DIR / data_dir).resolve()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError("BACKEND_DATA_DIR", f"{data_dir} exists and is not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("BACKEND_DATA_DIR", f"cannot create {data_dir}: {exc.strerror}") from None
+    log_level = (_get(env, "LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+    return Config(
+        data_dir=data_dir,
+        debug=_bool(env, "DEBUG", False),
+        secret_key=_secret_key(env, data_dir),
+        database_url=_database_url(env, data_dir),
+        redis_url=_redis_url(env),
+        allowed_hosts=_list(env, "ALLOWED_HOSTS", ["*"]),
+        csrf_trusted_origins=_list(env, "CSRF_TRUSTED_ORIGINS", []),
+        trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
+        default_rate_limit=_int(env, "DEFAULT_RATE_LIMIT", 10000, minimum=1),
+        log_level=log_level,
+        time_zone=_get(env, "TIME_ZONE", "UTC"),
+    )

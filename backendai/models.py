@@ -1,0 +1,39 @@
+"""Manager-wide settings kept in the database: the announcement banner and
+the known resource slot types."""
+from django.db import models
+
+
+class Announcement(models.Model):
+    """A single banner that superadmins set and every client shows."""
+
+    enabled = models.BooleanField(default=False)
+    message = models.TextField(blank=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "announcement"
+
+    def __str__(self):
+        return ("[on] " if self.enabled else "[off] ") + (self.message[:60] or "(empty)")
+
+
+class SlotType(models.TextChoices):
+    COUNT = "count", "count"
+    BYTES = "bytes", "bytes"
+    UNIQUE = "unique", "unique"
+
+
+class ResourceSlotType(models.Model):
+    """A slot name the cluster knows (``cpu``, ``mem``, ``cuda.device`` ...).
+    Agents add theirs as they report devices."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    slot_type = models.CharField(max_length=16, choices=SlotType.choices)
+    display_name = models.CharField(max_length=64, blank=True)
+    display_unit = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.slot_type})"

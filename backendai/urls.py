@@ -1,0 +1,35 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from backendai.api import views
+from backendai.api.middleware import is_api_path
+
+urlpatterns = [
+    path("", views.RootView.as_view(), name="api-root"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("manager/announcement", views.AnnouncementView.as_view(), name="announcement"),
+    path("config/resource-slots", views.ResourceSlotsView.as_view(), name="resource-slots"),
+    path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
+    path("spec/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
+    path("", include("accounts.api.urls")),
+    path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
+    path("admin/", admin.site.urls),
+]
+
+
+def handler404(request, exception=None):
+    if is_api_path(request.path):
+        return views.api_not_found(request, exception)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if is_api_path(request.path):
+        return views.api_server_error(request)
+    from django.views.defaults import server_error
+
+    return server_error(request)

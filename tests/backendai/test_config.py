@@ -1,0 +1,54 @@
+"""Configuration from the environment: defaults, and a bad value stops start-up naming the variable."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backendai import config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_embedded_defaults_need_no_services(tmp_path):
+    loaded = config.load({"BACKEND_DATA_DIR": str(tmp_path)})
+    assert loaded.database_url == f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert loaded.redis_url is None and loaded.embedded
+    assert len(loaded.secret_key) >= 40
+
+
+def test_the_generated_secret_key_is_kept_and_private(tmp_path):
+    first = config.load({"BACKEND_DATA_DIR": str(tmp_path)}).secret_key
+    assert config.load({"BACKEND_DATA_DIR": str(tmp_path)}).secret_key == first
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_production_values_are_read(tmp_path):
+    loaded = config.load({
+        "BACKEND_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@db:5432/bai", "REDIS_URL": "redis://r:6379/1",
+        "SECRET_KEY": "k" * 50, "ALLOWED_HOSTS": "a.example, b.example", "TRUSTED_PROXIES": "10.0.0.0/8",
+    })
+    assert loaded.database_url.startswith("postgres://") and loaded.redis_url == "redis://r:6379/1"
+    assert loaded.allowed_hosts == ["a.example", "b.example"] and not loaded.embedded
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [("DATABASE_URL", "mysql://x@y/z"), ("REDIS_URL", "http://localhost"), ("SECRET_KEY", "short"),
+     ("DEBUG", "maybe"), ("DEFAULT_RATE_LIMIT", "lots"), ("DEFAULT_RATE_LIMIT", "0"), ("TRUSTED_PROXIES", "10.0.0.0/99"),
+     ("LOG_LEVEL", "LOUD")],
+)
+def test_a_bad_value_names_the_variable(tmp_path, variable, value):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"BACKEND_DATA_DIR": str(tmp_path), variable: value})
+    assert variable in str(caught.value)
+
+
+def test_a_bad_value_stops_start_up_with_a_message(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(BACKEND_DATA_DIR=str(tmp_path), DATABASE_URL="mysql://nope")
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr

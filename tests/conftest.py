@@ -1,0 +1,96 @@
+"""Fixtures shared by every test package.
+
+Permission tests use an owner, a member and an outsider (another domain),
+plus a domain admin and a superadmin.  ``signed`` builds a client that signs
+requests exactly as the official Backend.AI client does.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+from helpers import PASSWORD, SignedClient, require  # noqa: F401
+
+
+@pytest.fixture
+def chromium_path():
+    path = shutil.which("chromium")
+    require(path is not None, "Debian's chromium")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    from backendai.api import ratelimit
+
+    try:
+        ratelimit.get_limiter().reset()
+    except Exception as exc:  # Redis configured but down
+        require(False, f"Redis ({exc})")
+    yield
+
+
+@pytest.fixture
+def defaults(db):
+    from accounts import services
+
+    return services.ensure_defaults()
+
+
+@pytest.fixture
+def make_user(defaults):
+    from accounts import services
+    from accounts.models import Domain, UserRole
+
+    counter = {"n": 0}
+
+    def make(email=None, role=UserRole.USER, domain=None, password=PASSWORD, **fields):
+        counter["n"] += 1
+        email = email or f"user{counter['n']}@example.com"
+        if isinstance(domain, str):
+            domain, _ = Domain.objects.get_or_create(name=domain)
+        return services.create_user(email=email, password=password, role=role, domain=domain or defaults.domain, **fields)
+
+    return make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner@example.com")
+
+
+@pytest.fixture
+def member(make_user):
+    return make_user("member@example.com")
+
+
+@pytest.fixture
+def outsider(make_user):
+    return make_user("outsider@other.example.com", domain="other")
+
+
+@pytest.fixture
+def domain_admin(make_user):
+    from accounts.models import UserRole
+
+    return make_user("domainadmin@example.com", role=UserRole.ADMIN)
+
+
+@pytest.fixture
+def superadmin(make_user):
+    from accounts.models import UserRole
+
+    return make_user("root@example.com", role=UserRole.SUPERADMIN)
+
+
+@pytest.fixture
+def signed(client):
+    """``signed(user)`` -> a SignedClient using the user's main keypair."""
+
+    def make(user_or_keypair, **kwargs):
+        keypair = getattr(user_or_keypair, "main_keypair", user_or_keypair)
+        return SignedClient(client, keypair.access_key, keypair.secret_key, **kwargs)
+
+    return make

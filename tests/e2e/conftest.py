@@ -1,0 +1,185 @@
+"""Fixtures for the end-to-end tests: a real Chromium driven by Playwright and
+the official ``backend.ai-client`` run in its own virtualenv, both talking to
+pytest-django's ``live_server``.
+
+Every helper here is a fixture, because the root ``tests/conftest.py`` is not
+importable under a stable name with ``--import-mode=importlib``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
+DEFAULT_CLIENT_BIN = "/work/main/.venv-client/bin/backend.ai"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-sync",
+]
+SUBPROCESS_TIMEOUT = 60
+UI_TIMEOUT_MS = 15_000
+
+
+def _root_conftest():
+    """The already-loaded root conftest module (whatever name pytest gave it)."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == ROOT_CONFTEST:
+            return module
+    spec = importlib.util.spec_from_file_location("_backendai_root_conftest", ROOT_CONFTEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def require():
+    """``require(available, what)`` from the root conftest: skip here, fail under CI."""
+    return _root_conftest().require
+
+
+@pytest.fixture(scope="session")
+def password():
+    return _root_conftest().PASSWORD
+
+
+@pytest.fixture
+def server_host(live_server) -> str:
+    """``localhost:PORT``: the Host header a client sends, and so what it signs."""
+    return urlsplit(live_server.url).netloc
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+@pytest.fixture
+def browser(require, chromium_path, live_server, monkeypatch):
+    """Debian's Chromium, headless; Playwright never downloads a browser."""
+    require(importlib.util.find_spec("playwright") is not None, "Playwright for Python")
+    monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM
+    # checks are plain synchronous code, so let Django run them.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def login(page, password):
+    """``login(user_or_email, password=PASSWORD)``: log in through the form."""
+
+    def do(user, secret=None):
+        email = getattr(user, "email", user)
+        page.goto("/ui/login/")
+        page.fill("input[name=username]", email)
+        page.fill("input[name=password]", secret or password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_load_state("domcontentloaded")
+        return page
+
+    return do
+
+
+# --- signed calls -----------------------------------------------------------------------------
+
+@pytest.fixture
+def signed_get(live_server, server_host):
+    """``signed_get(access_key, secret_key, target)``: a real HTTP call signed like the client."""
+    import requests
+
+    from backendai import signing
+
+    def do(access_key, secret_key, target):
+        headers = signing.signed_headers(access_key, secret_key, "GET", target, server_host, content_type="text/plain")
+        return requests.get(live_server.url + target, headers=headers, timeout=SUBPROCESS_TIMEOUT)
+
+    return do
+
+
+# --- the official client ----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def client_bin():
+    return Path(os.environ.get("BACKENDAI_CLIENT_BIN") or DEFAULT_CLIENT_BIN)
+
+
+@pytest.fixture
+def official_client(client_bin, require, live_server, tmp_path):
+    """Runs the official client (its CLI or a script under its python) against the
+    live server, from an empty directory with a clean environment.
+
+    ``official_client.cli(keypair, *args)`` and ``official_client.script(keypair, code)``
+    return the CompletedProcess; ``keypair`` is anything with access_key/secret_key
+    or a ``(access_key, secret_key)`` pair.
+    """
+    python = client_bin.parent / "python"
+    require(client_bin.is_file() and python.is_file(), f"the official backend.ai client at {client_bin}")
+    workdir = tmp_path / "client-cwd"
+    home = tmp_path / "client-home"
+    workdir.mkdir()
+    home.mkdir()
+    endpoint = live_server.url.rstrip("/")
+    assert not urlsplit(endpoint).netloc.endswith(":80"), endpoint
+
+    def env_for(keypair):
+        if isinstance(keypair, tuple):
+            access_key, secret_key = keypair
+        else:
+            access_key, secret_key = keypair.access_key, keypair.secret_key
+        return {
+            "PATH": f"{client_bin.parent}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "BACKEND_ENDPOINT": endpoint,
+            "BACKEND_ACCESS_KEY": access_key,
+            "BACKEND_SECRET_KEY": secret_key,
+            "BACKEND_ENDPOINT_TYPE": "api",
+        }
+
+    def run(argv, keypair):
+        return subprocess.run(
+            argv, cwd=workdir, env=env_for(keypair), capture_output=True, text=True,
+            timeout=SUBPROCESS_TIMEOUT, stdin=subprocess.DEVNULL,
+        )
+
+    class OfficialClient:
+        def cli(self, keypair, *args):
+            return run([str(client_bin), *args], keypair)
+
+        def script(self, keypair, code):
+            return run([str(python), "-c", code], keypair)
+
+        def script_json(self, keypair, code):
+            """Run ``code`` and parse the last stdout line as JSON."""
+            done = self.script(keypair, code)
+            assert done.returncode == 0, f"client script failed\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+            lines = [line for line in done.stdout.splitlines() if line.strip()]
+            assert lines, f"client script printed nothing\nstderr:\n{done.stderr}"
+            return json.loads(lines[-1])
+
+    return OfficialClient()
