@@ -115,6 +115,9 @@ class UserAdmin(admin.ModelAdmin):
     actions = ["activate_users", "deactivate_users", "assign_user_policy"]
     action_form = UserPolicyActionForm
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj else []
+
     def get_form(self, request, obj=None, **kwargs):
         kwargs["form"] = UserChangeAdminForm if obj else UserCreationAdminForm
         return super().get_form(request, obj, **kwargs)
@@ -145,9 +148,6 @@ class UserAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj._state.adding = False
         obj._state.db = "default"
-
-    def save_formset(self, request, form, formset, change):
-        super().save_formset(request, form, formset, change)
 
     @admin.action(description="Activate selected users")
     def activate_users(self, request, queryset):
