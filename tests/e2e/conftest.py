@@ -66,9 +66,10 @@ def browser(require, chromium_path, live_server, monkeypatch):
     """Debian's Chromium, headless; Playwright never downloads a browser."""
     require(importlib.util.find_spec("playwright") is not None, "Playwright for Python")
     monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM
-    # checks are plain synchronous code, so let Django run them.
+    # Playwright's sync API keeps an event loop running in this thread; the test's
+    # own ORM checks are plain synchronous code, so let Django run them.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -77,6 +78,10 @@ def browser(require, chromium_path, live_server, monkeypatch):
             yield launched
         finally:
             launched.close()
+            # While that loop runs, Django keeps this thread's connections in a
+            # context variable, apart from the ones the test database teardown
+            # closes: close them here or PostgreSQL refuses to drop the database.
+            connections.close_all()
 
 
 @pytest.fixture
