@@ -130,6 +130,8 @@ class Config:
     default_rate_limit: int = 10000
     log_level: str = "INFO"
     time_zone: str = "UTC"
+    agent_heartbeat_timeout: int = 30
+    agent_sync_interval: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -164,4 +166,6 @@ def load(env=None) -> Config:
         default_rate_limit=_int(env, "DEFAULT_RATE_LIMIT", 10000, minimum=1),
         log_level=log_level,
         time_zone=_get(env, "TIME_ZONE", "UTC"),
+        agent_heartbeat_timeout=_int(env, "AGENT_HEARTBEAT_TIMEOUT", 30, minimum=3),
+        agent_sync_interval=_int(env, "AGENT_SYNC_INTERVAL", 5, minimum=1, maximum=300),
     )

@@ -1,4 +1,4 @@
-"""Websocket routes.  Apps append theirs as they gain streams (terminals,
-tcpproxy, agent link)."""
+"""Websocket routes of every app."""
+from agents.routing import websocket_urlpatterns as agent_routes
 
-websocket_urlpatterns: list = []
+websocket_urlpatterns: list = [*agent_routes]

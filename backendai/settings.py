@@ -23,6 +23,8 @@ CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
 TRUSTED_PROXIES = CONFIG.trusted_proxies
 BACKEND_DEFAULT_RATE_LIMIT = CONFIG.default_rate_limit
 REDIS_URL = CONFIG.redis_url
+AGENT_HEARTBEAT_TIMEOUT = CONFIG.agent_heartbeat_timeout
+AGENT_SYNC_INTERVAL = CONFIG.agent_sync_interval
 
 INSTALLED_APPS = [
     "daphne",
@@ -39,8 +41,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "channels",
+    "django_celery_beat",
     "backendai",
     "accounts",
+    "agents",
+    "sessions.apps.SessionsConfig",
 ]
 
 MIDDLEWARE = [
@@ -148,6 +153,24 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"BackendAISignature": []}],
+}
+
+# Celery: Redis in production; in the embedded mode a broker-less filesystem
+# transport under the data directory, so a local worker needs no service.
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+else:
+    _queue_dir = DATA_DIR / "celery-queue"
+    _queue_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(_queue_dir), "data_folder_out": str(_queue_dir)}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "agents.mark_lost": {"task": "agents.tasks.mark_lost_agents", "schedule": 5.0},
 }
 
 SESSION_COOKIE_HTTPONLY = True

@@ -14,7 +14,9 @@ urlpatterns = [
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
     path("spec/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
     path("", include("accounts.api.urls")),
+    path("", include("agents.api.urls")),
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
+    path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
     path("admin/", admin.site.urls),
 ]
 

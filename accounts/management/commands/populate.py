@@ -38,6 +38,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             defaults = services.ensure_defaults()
             manager_services.ensure_intrinsic_slot_types()
+            from agents.services import ensure_default_scaling_group
+
+            ensure_default_scaling_group()
             admin = User.objects.filter(email__iexact=admin_email).first()
             password = admin_password or (recorded.get("admin") or {}).get("password")
             if admin is None:

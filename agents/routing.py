@@ -1,0 +1,5 @@
+from django.urls import path
+
+from agents.consumers import AgentLinkConsumer
+
+websocket_urlpatterns = [path("agent-api/v1/link", AgentLinkConsumer.as_asgi())]

@@ -1,0 +1,119 @@
+"""Compute sessions and their kernels (one container each).
+
+Status fields are changed only through ``sessions.services`` using the maps in
+``sessions.lifecycle``."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from sessions.lifecycle import KernelStatus, SessionStatus
+
+
+class SessionType(models.TextChoices):
+    INTERACTIVE = "interactive", "Interactive"
+    BATCH = "batch", "Batch"
+    INFERENCE = "inference", "Inference"
+    SYSTEM = "system", "System"
+
+
+class ClusterMode(models.TextChoices):
+    SINGLE_NODE = "single-node", "Single node"
+    MULTI_NODE = "multi-node", "Multi node"
+
+
+class SessionResult(models.TextChoices):
+    UNDEFINED = "undefined", "Undefined"
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    creation_id = models.CharField(max_length=32, blank=True)
+    name = models.CharField(max_length=64, db_index=True)
+    session_type = models.CharField(max_length=16, choices=SessionType.choices, default=SessionType.INTERACTIVE)
+    priority = models.PositiveSmallIntegerField(default=10)
+    cluster_mode = models.CharField(max_length=16, choices=ClusterMode.choices, default=ClusterMode.SINGLE_NODE)
+    cluster_size = models.PositiveSmallIntegerField(default=1)
+    agent_ids = models.JSONField(default=list, blank=True)
+    scaling_group = models.ForeignKey("agents.ScalingGroup", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
+    domain = models.ForeignKey("accounts.Domain", on_delete=models.CASCADE, related_name="sessions")
+    project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, related_name="sessions")
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="sessions")
+    access_key = models.ForeignKey("accounts.Keypair", null=True, on_delete=models.SET_NULL, related_name="sessions",
+                                   db_column="access_key")
+    image = models.CharField(max_length=512)
+    architecture = models.CharField(max_length=32, default="x86_64")
+    tag = models.CharField(max_length=64, blank=True)
+    requested_slots = models.JSONField(default=dict, blank=True)
+    occupying_slots = models.JSONField(default=dict, blank=True)
+    vfolder_mounts = models.JSONField(default=list, blank=True)
+    environ = models.JSONField(default=dict, blank=True)
+    resource_opts = models.JSONField(default=dict, blank=True)
+    bootstrap_script = models.TextField(blank=True)
+    startup_command = models.TextField(blank=True)
+    batch_timeout = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds")
+    callback_url = models.URLField(max_length=1024, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in SessionStatus],
+                              default=SessionStatus.PENDING, db_index=True)
+    status_changed = models.DateTimeField(null=True, blank=True)
+    status_info = models.CharField(max_length=64, blank=True)
+    status_data = models.JSONField(default=dict, blank=True)
+    status_history = models.JSONField(default=list, blank=True)
+    result = models.CharField(max_length=16, choices=SessionResult.choices, default=SessionResult.UNDEFINED)
+    num_queries = models.BigIntegerField(default=0)
+    last_stat = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.status})"
+
+
+class Kernel(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="kernels")
+    cluster_role = models.CharField(max_length=16, default="main")
+    cluster_idx = models.PositiveSmallIntegerField(default=1)
+    local_rank = models.PositiveSmallIntegerField(default=0)
+    cluster_hostname = models.CharField(max_length=64, default="main1")
+    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="kernels")
+    agent_addr = models.CharField(max_length=128, blank=True)
+    image = models.CharField(max_length=512)
+    architecture = models.CharField(max_length=32, default="x86_64")
+    registry = models.CharField(max_length=256, blank=True)
+    container_id = models.CharField(max_length=128, blank=True)
+    requested_slots = models.JSONField(default=dict, blank=True)
+    occupied_slots = models.JSONField(default=dict, blank=True)
+    resource_opts = models.JSONField(default=dict, blank=True)
+    environ = models.JSONField(default=dict, blank=True)
+    mounts = models.JSONField(default=list, blank=True)
+    kernel_host = models.CharField(max_length=256, blank=True)
+    service_ports = models.JSONField(default=list, blank=True)
+    preopen_ports = models.JSONField(default=list, blank=True)
+    startup_command = models.TextField(blank=True)
+    bootstrap_script = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in KernelStatus],
+                              default=KernelStatus.PENDING, db_index=True)
+    status_changed = models.DateTimeField(null=True, blank=True)
+    status_info = models.CharField(max_length=64, blank=True)
+    status_data = models.JSONField(default=dict, blank=True)
+    status_history = models.JSONField(default=list, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    container_log = models.TextField(blank=True)
+    last_stat = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session_id", "cluster_idx"]
+        indexes = [models.Index(fields=["agent", "status"], name="kernel_agent_status")]
+
+    def __str__(self):
+        return f"{self.id} ({self.status})"
