@@ -51,7 +51,7 @@ def test_an_illegal_kernel_move_raises():
     (["RESIZING"], "RUNNING"),
     (["SUSPENDED"], "ERROR"),
     (["RUNNING", "TERMINATED"], "RUNNING_DEGRADED"),
-    (["PENDING", "RUNNING"], "PENDING"),
+    (["PENDING", "RUNNING"], "ERROR"),  # placement is all-or-nothing: an inconsistent mix
     ([], "PENDING"),
 ])
 def test_a_session_takes_the_least_advanced_state_of_its_kernels(kernels, session):
