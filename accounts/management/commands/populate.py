@@ -27,8 +27,10 @@ class Command(BaseCommand):
         parser.add_argument("--admin-password", default=None, help="Default: generated, or the one already recorded.")
         parser.add_argument("--credentials", type=Path, default=None, help="Write the demo login to this JSON file (mode 600).")
         parser.add_argument("--url", default="http://127.0.0.1:8091", help="The URL recorded in the credentials file.")
+        parser.add_argument("--agent-token", type=Path, default=None,
+                            help="Keep a token for the embedded local agent in this file (mode 600).")
 
-    def handle(self, *args, admin_email, admin_password, credentials, url, **options):
+    def handle(self, *args, admin_email, admin_password, credentials, url, agent_token=None, **options):
         recorded = {}
         if credentials and credentials.exists():
             try:
@@ -38,9 +40,11 @@ class Command(BaseCommand):
         with transaction.atomic():
             defaults = services.ensure_defaults()
             manager_services.ensure_intrinsic_slot_types()
-            from agents.services import ensure_default_scaling_group
+            from agents import services as agent_services
 
-            ensure_default_scaling_group()
+            group = agent_services.ensure_default_scaling_group()
+            if agent_token is not None:
+                _ensure_agent_token(agent_token, group)
             admin = User.objects.filter(email__iexact=admin_email).first()
             password = admin_password or (recorded.get("admin") or {}).get("password")
             if admin is None:
@@ -73,3 +77,16 @@ class Command(BaseCommand):
                 json.dump(body, handle, indent=2)
             os.chmod(credentials, 0o600)
         self.stdout.write(self.style.SUCCESS("populated"))
+
+
+def _ensure_agent_token(path: Path, group) -> None:
+    """A scaling-group token for the embedded agent; kept while it stays valid."""
+    from agents import services as agent_services
+
+    if path.exists() and agent_services.token_for(path.read_text().strip()) is not None:
+        return
+    _, raw = agent_services.issue_token("embedded local agent", scaling_group=group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(raw)

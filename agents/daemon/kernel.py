@@ -1,0 +1,297 @@
+"""Wire models: what the manager asks for (:class:`KernelSpec`) and what the agent reports (:class:`KernelState`).
+
+See ``docs/agent-protocol.md``.  Slot amounts travel as decimal strings; they
+are parsed into :class:`~decimal.Decimal` here and formatted back with
+:func:`format_count`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Mapping
+
+__all__ = [
+    "LOG_LIMIT", "REASON_LIMIT", "KernelSpec", "KernelState", "KernelStatus", "Mount", "RegistryAuth",
+    "ServicePort", "SpecError", "exit_reason", "format_count", "normalize_architecture", "tail_text", "utcnow_iso",
+]
+
+#: The most of a kernel's output reported as ``last_logs`` (bytes of UTF-8).
+LOG_LIMIT = 64 * 1024
+#: The manager stores at most this many characters of ``reason``.
+REASON_LIMIT = 64
+
+_UUIDISH = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+class KernelStatus(str, Enum):
+    """Kernel statuses as the agent sees them."""
+
+    PULLING = "PULLING"
+    PREPARING = "PREPARING"
+    RUNNING = "RUNNING"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+
+    @property
+    def final(self) -> bool:
+        return self in (KernelStatus.TERMINATED, KernelStatus.ERROR)
+
+
+class SpecError(ValueError):
+    """A desired kernel from the manager that cannot be understood."""
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def format_count(value: Decimal | int | float) -> str:
+    """Format a count the way slots travel: at most 3 decimals, no trailing zeros."""
+    amount = Decimal(str(value)).quantize(Decimal("0.001"))
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def normalize_architecture(name: str | None) -> str:
+    """Docker/Go architecture names to the ones Backend.AI uses (``x86_64``, ``aarch64``)."""
+    name = (name or "").lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "arm64/v8": "aarch64"}.get(name, name or "x86_64")
+
+
+def tail_text(data: bytes | str | None, limit: int = LOG_LIMIT) -> str | None:
+    """The last ``limit`` bytes of ``data`` as text (invalid UTF-8 replaced)."""
+    if data is None:
+        return None
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
+    text = raw[-limit:].decode("utf-8", "replace")
+    encoded = text.encode("utf-8")
+    if len(encoded) > limit:  # replacement characters can grow the text
+        text = encoded[-limit:].decode("utf-8", "ignore")
+    return text
+
+
+def _decimal(value: Any, what: str) -> Decimal:
+    try:
+        result = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise SpecError(f"{what}: not a number: {value!r}") from None
+    if result.is_nan() or result < 0:
+        raise SpecError(f"{what}: invalid amount: {value!r}")
+    return result
+
+
+@dataclass
+class ServicePort:
+    """A service a kernel exposes; ``host_ports`` are filled in by the agent."""
+
+    name: str
+    protocol: str
+    container_ports: list[int]
+    host_ports: list[int | None] = field(default_factory=list)
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ServicePort:
+        try:
+            name = str(data["name"])
+            protocol = str(data.get("protocol") or "tcp")
+            ports = [int(p) for p in data.get("container_ports") or []]
+            host_ports = [None if p is None else int(p) for p in data.get("host_ports") or []]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"bad service port {data!r}: {exc}") from None
+        if not name or not ports or any(not 0 < p < 65536 for p in ports):
+            raise SpecError(f"bad service port {data!r}")
+        return cls(name=name, protocol=protocol, container_ports=ports, host_ports=host_ports)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "protocol": self.protocol, "container_ports": list(self.container_ports),
+                "host_ports": list(self.host_ports)}
+
+
+@dataclass(frozen=True)
+class Mount:
+    host_path: str
+    container_path: str
+    mode: str = "rw"
+
+    @property
+    def read_only(self) -> bool:
+        return self.mode == "ro"
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    url: str | None
+    username: str | None
+    password: str | None
+
+
+@dataclass
+class KernelSpec:
+    """One entry of ``desired`` in the manager's sync answer."""
+
+    kernel_id: str
+    session_id: str | None
+    image: str
+    session_name: str | None = None
+    session_type: str = "interactive"
+    cluster_role: str = "main"
+    cluster_idx: int = 1
+    cluster_hostname: str | None = None
+    architecture: str | None = None
+    registry: RegistryAuth | None = None
+    slots: dict[str, Decimal] = field(default_factory=dict)
+    resource_opts: dict[str, Any] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    service_ports: list[ServicePort] = field(default_factory=list)
+    startup_command: str | None = None
+    bootstrap_script: str | None = None
+    batch_timeout: float | None = None
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> KernelSpec:
+        """Parse a desired kernel; raises :class:`SpecError` (with the kernel id when known)."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"desired kernel is not an object: {data!r}")
+        kernel_id = str(data.get("kernel_id") or "")
+        if not _UUIDISH.fullmatch(kernel_id):
+            raise SpecError(f"bad kernel_id {data.get('kernel_id')!r}")
+        image = data.get("image")
+        if not image or not isinstance(image, str):
+            raise SpecError("image is missing")
+        slots = {str(k): _decimal(v, f"slot {k}") for k, v in (data.get("slots") or {}).items()}
+        registry = data.get("registry")
+        auth = None
+        if isinstance(registry, Mapping):
+            auth = RegistryAuth(url=registry.get("url"), username=registry.get("username"),
+                                password=registry.get("password"))
+        mounts = []
+        for item in data.get("mounts") or []:
+            try:
+                mode = str(item.get("mode") or "rw")
+                mounts.append(Mount(host_path=str(item["host_path"]), container_path=str(item["container_path"]),
+                                    mode="ro" if mode == "ro" else "rw"))
+            except (KeyError, TypeError, AttributeError):
+                raise SpecError(f"bad mount {item!r}") from None
+        timeout = data.get("batch_timeout")
+        if timeout is not None:
+            timeout = float(_decimal(timeout, "batch_timeout"))
+            if timeout <= 0 or math.isinf(timeout):
+                timeout = None
+        try:
+            cluster_idx = int(data.get("cluster_idx") or 1)
+        except (TypeError, ValueError):
+            raise SpecError(f"bad cluster_idx {data.get('cluster_idx')!r}") from None
+        return cls(
+            kernel_id=kernel_id,
+            session_id=str(data["session_id"]) if data.get("session_id") else None,
+            image=image,
+            session_name=data.get("session_name"),
+            session_type=str(data.get("session_type") or "interactive"),
+            cluster_role=str(data.get("cluster_role") or "main"),
+            cluster_idx=cluster_idx,
+            cluster_hostname=data.get("cluster_hostname") or None,
+            architecture=data.get("architecture"),
+            registry=auth,
+            slots=slots,
+            resource_opts=dict(data.get("resource_opts") or {}),
+            environ={str(k): str(v) for k, v in (data.get("environ") or {}).items()},
+            mounts=mounts,
+            service_ports=[ServicePort.from_wire(p) for p in data.get("service_ports") or []],
+            startup_command=data.get("startup_command") or None,
+            bootstrap_script=data.get("bootstrap_script") or None,
+            batch_timeout=timeout,
+        )
+
+    # -- convenient views on the slots --------------------------------------------------
+    @property
+    def cpu(self) -> Decimal:
+        return self.slots.get("cpu", Decimal(0))
+
+    @property
+    def mem(self) -> int:
+        mem = self.slots.get("mem", Decimal(0))
+        return 0 if mem.is_infinite() else int(mem)
+
+    @property
+    def shmem(self) -> int:
+        value = self.resource_opts.get("shmem")
+        if value in (None, ""):
+            return 0
+        return int(_decimal(value, "resource_opts.shmem"))
+
+    @property
+    def cuda_devices(self) -> int:
+        amount = self.slots.get("cuda.device", Decimal(0))
+        if amount != amount.to_integral_value():
+            raise SpecError(f"cuda.device must be a whole number, got {amount}")
+        return int(amount)
+
+    @property
+    def is_batch(self) -> bool:
+        return self.session_type == "batch"
+
+    def environment(self) -> dict[str, str]:
+        """The manager's environment plus the ``BACKENDAI_*`` variables every kernel gets."""
+        env = dict(self.environ)
+        env.update({
+            "BACKENDAI_KERNEL_ID": self.kernel_id,
+            "BACKENDAI_SESSION_ID": self.session_id or "",
+            "BACKENDAI_SESSION_NAME": self.session_name or "",
+            "BACKENDAI_SESSION_TYPE": self.session_type,
+            "BACKENDAI_CLUSTER_ROLE": self.cluster_role,
+            "BACKENDAI_CLUSTER_IDX": str(self.cluster_idx),
+            "BACKENDAI_CLUSTER_HOST": self.cluster_hostname or "",
+        })
+        return env
+
+
+def exit_reason(session_type: str | None, exit_code: int | None) -> str:
+    """Why a kernel ended on its own: batch tasks finish or fail, others self-terminate."""
+    if session_type == "batch":
+        return "task-finished" if exit_code == 0 else "task-failed"
+    return "self-terminated"
+
+
+@dataclass
+class KernelState:
+    """A kernel as the agent has it: one entry of ``kernels`` in a sync, or one event."""
+
+    kernel_id: str
+    session_id: str | None
+    status: KernelStatus
+    container_id: str | None = None
+    host: str | None = None
+    service_ports: list[ServicePort] = field(default_factory=list)
+    exit_code: int | None = None
+    reason: str | None = None
+    last_logs: str | None = None
+    stats: dict[str, str] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The sync entry (see the protocol's ``kernels`` list)."""
+        return {
+            "kernel_id": self.kernel_id,
+            "session_id": self.session_id,
+            "status": self.status.value,
+            "container_id": self.container_id,
+            "host": self.host,
+            "service_ports": [p.to_wire() for p in self.service_ports],
+            "exit_code": self.exit_code,
+            "reason": self.reason[:REASON_LIMIT] if self.reason else self.reason,
+            "last_logs": self.last_logs,
+            "stats": self.stats,
+        }
+
+    def to_event(self, timestamp: str | None = None) -> dict[str, Any]:
+        """The same entry as an event (no stats, with a timestamp)."""
+        entry = self.to_wire()
+        entry.pop("stats")
+        entry["timestamp"] = timestamp or utcnow_iso()
+        return entry

@@ -1,0 +1,112 @@
+"""Run the whole stack on one machine in the foreground (the embedded mode of
+``scripts/run``): the web/websocket server, a Celery worker with beat, and a
+local agent.  Output is prefixed per process; Ctrl-C stops everything.
+
+If a process dies, the others are stopped too and the exit status says which,
+so a broken stack never looks half alive."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def processes(args) -> dict[str, list[str]]:
+    py = sys.executable
+    url = f"http://127.0.0.1:{args.port}"
+    data = Path(args.data_dir)
+    return {
+        "web": [py, "-m", "daphne", "-b", args.host, "-p", str(args.port), "--proxy-headers", "backendai.asgi:application"],
+        "worker": [py, "-m", "celery", "-A", "backendai", "worker", "--beat", "--pool=solo", "--loglevel=INFO",
+                   "--schedule", str(data / "celerybeat-schedule"), "--without-gossip", "--without-mingle",
+                   "--hostname", f"embedded@{args.port}"],
+        "agent": [py, "-m", "agents.daemon", "--manager", url, "--token-file", str(data / "agent-token"),
+                  "--agent-id", args.agent_id, "--scaling-group", "default", "--backend", args.agent_backend,
+                  "--scratch", str(data / "agent"), "--port-range", args.agent_ports],
+    }
+
+
+def _pump(name: str, stream, lock: threading.Lock) -> None:
+    for line in iter(stream.readline, b""):
+        with lock:
+            sys.stdout.write(f"[{name:6}] {line.decode(errors='replace')}")
+            sys.stdout.flush()
+
+
+def wait_for_http(url: str, timeout: float = 60) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.3)
+    return False
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8091)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--data-dir", default=str(ROOT / "var"))
+    parser.add_argument("--agent-id", default="local-agent")
+    parser.add_argument("--agent-backend", default="local", choices=["local", "docker"])
+    parser.add_argument("--agent-ports", default="31000-31999")
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ, BACKEND_DATA_DIR=str(args.data_dir), PYTHONUNBUFFERED="1")
+    lock = threading.Lock()
+    children: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def stop(*_):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    commands = processes(args)
+    order = ["web", "worker", "agent"]
+    for name in order:
+        if name == "agent" and not wait_for_http(f"http://127.0.0.1:{args.port}/healthz"):
+            print("[stack ] the web server did not come up; stopping", flush=True)
+            stopping.set()
+            break
+        child = subprocess.Popen(commands[name], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        children[name] = child
+        threading.Thread(target=_pump, args=(name, child.stdout, lock), daemon=True).start()
+
+    failed = None
+    while not stopping.is_set():
+        for name, child in children.items():
+            if child.poll() is not None:
+                failed = name
+                print(f"[stack ] {name} exited with status {child.returncode}; stopping the stack", flush=True)
+                stopping.set()
+                break
+        time.sleep(0.5)
+
+    for name in reversed(order):  # the agent first, so it can say goodbye to the web server
+        child = children.get(name)
+        if child and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+    print("[stack ] stopped", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
