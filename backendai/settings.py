@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "accounts",
     "agents",
     "sessions.apps.SessionsConfig",
+    "vfolders",
 ]
 
 MIDDLEWARE = [

@@ -15,8 +15,10 @@ urlpatterns = [
     path("spec/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
     path("", include("accounts.api.urls")),
     path("", include("agents.api.urls")),
+    path("", include("vfolders.api.urls")),
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
+    path("ui/", include(("vfolders.urls", "ui-vfolders"), namespace="ui-vfolders")),
     path("admin/", admin.site.urls),
 ]
 
