@@ -580,7 +580,7 @@ SERVICE_PORT_PROTOCOLS = ("http", "tcp", "pty", "preopen", "vnc", "rdp", "intern
 RESERVED_PORTS = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
 _SERVICE_PORT_RE = re.compile(
     r"\s*(?P<name>[^:,\s\[\]]+)\s*:\s*(?P<proto>[^:,\s\[\]]+)\s*:\s*"
-    r"(?P<ports>\[[^\]]*\]|[^,\s\[\]]+)\s*(?:,|$)")
+    r"(?P<ports>\[[^\]]*\]|[^,:\s\[\]]+)\s*(?:,|$)")
 _SERVICE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

@@ -117,3 +117,16 @@ class Kernel(models.Model):
 
     def __str__(self):
         return f"{self.id} ({self.status})"
+
+
+class SessionDependency(models.Model):
+    """``session`` waits until ``depends_on`` is TERMINATED with result SUCCESS."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="dependency_links")
+    depends_on = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="dependent_links")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session", "depends_on"], name="session_dependency_unique")]
+
+    def __str__(self):
+        return f"{self.session_id} after {self.depends_on_id}"
