@@ -23,6 +23,7 @@ from agents.models import (
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
+from sessions import idle
 from sessions import services as session_services
 from sessions.lifecycle import AGENT_DESIRED_KERNEL, AGENT_OCCUPYING_KERNEL, TERMINAL_KERNEL, KernelStatus
 from sessions.models import Kernel, Session
@@ -186,6 +187,9 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
             continue
         if kernel.status == KernelStatus.TERMINATING and target not in (KernelStatus.TERMINATED, KernelStatus.ERROR):
             target = KernelStatus.TERMINATING  # still waiting for the stop; record what else it says
+        if (kernel.status == KernelStatus.RESTARTING and target == KernelStatus.RUNNING
+                and report.get("restart_id") != (kernel.status_data or {}).get("restart_id")):
+            target = KernelStatus.RESTARTING  # the agent has not applied this restart yet
         reason = report.get("reason") or None
         if target == KernelStatus.TERMINATED and kernel.status != KernelStatus.TERMINATING:
             reason = reason or "self-terminated"
@@ -199,8 +203,13 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
             container_log=logs[-MAX_LOG_BYTES:] if isinstance(logs, str) and logs else None,
             last_stat=report.get("stats") or None,
         )
+        if logs and (kernel.status_data or {}).get("logs_requested_at"):
+            kernel.status_data = {**kernel.status_data, "logs_received_at": now.isoformat()}
+            changed = True
+        if kernel.status == KernelStatus.RUNNING and idle.record_sample(kernel, report.get("stats"), now):
+            changed = True
         if changed:
-            kernel.save(update_fields=session_services.KERNEL_REPORT_FIELDS)
+            kernel.save(update_fields=[*session_services.KERNEL_REPORT_FIELDS, "status_data"])
             touched_sessions[kernel.session_id] = kernel.session
             log.info("kernel %s of session %s on agent %s is %s", kernel.pk, kernel.session_id, agent.pk, kernel.status)
     for session in touched_sessions.values():
@@ -216,12 +225,17 @@ def desired_state(agent: Agent, extra_stop: list[dict] | None = None) -> dict:
     )
     registries = {r.registry_name: r for r in ContainerRegistry.objects.filter(
         registry_name__in={k.registry for k in kernels if k.registry})}
-    desired, stop = [], list(extra_stop or [])
+    desired, stop, restart, want_logs = [], list(extra_stop or []), [], []
     for kernel in kernels:
         if kernel.status == KernelStatus.TERMINATING:
             stop.append({"kernel_id": str(kernel.pk), "reason": kernel.status_info or "user-requested"})
-        else:
-            desired.append(kernel_spec(kernel, registries.get(kernel.registry)))
+            continue
+        desired.append(kernel_spec(kernel, registries.get(kernel.registry)))
+        data = kernel.status_data or {}
+        if kernel.status == KernelStatus.RESTARTING:
+            restart.append({"kernel_id": str(kernel.pk), "restart_id": data.get("restart_id", "")})
+        if data.get("logs_requested_at") and data.get("logs_received_at", "") < data["logs_requested_at"]:
+            want_logs.append(str(kernel.pk))
     return {
         "agent_id": agent.pk,
         "status": agent.status,
@@ -229,6 +243,8 @@ def desired_state(agent: Agent, extra_stop: list[dict] | None = None) -> dict:
         "sync_interval": settings.AGENT_SYNC_INTERVAL,
         "desired": desired,
         "stop": stop,
+        "restart": restart,
+        "want_logs": want_logs,
     }
 
 
@@ -474,3 +490,24 @@ def ensure_default_scaling_group() -> ScalingGroup:
     return group
 
 
+
+
+def resolve_image(reference: str, architecture: str | None = None) -> Image:
+    """An image by canonical name or alias (and architecture when several exist)."""
+    from agents.models import ImageAlias
+
+    candidates = list(Image.objects.filter(name=reference))
+    if not candidates:
+        alias = ImageAlias.objects.select_related("image").filter(alias=reference).first()
+        if alias is not None:
+            candidates = list(Image.objects.filter(name=alias.image.name))
+    if not candidates:
+        raise errors.object_not_found("environment image", f"Unknown image {reference!r}")
+    if architecture:
+        matching = [c for c in candidates if c.architecture == architecture]
+        if not matching:
+            archs = ", ".join(sorted({c.architecture for c in candidates}))
+            raise errors.object_not_found("environment image",
+                                          f"Image {reference!r} is not available for {architecture} (only {archs})")
+        return matching[0]
+    return candidates[0]

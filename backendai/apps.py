@@ -8,3 +8,4 @@ class BackendAIConfig(AppConfig):
 
     def ready(self):
         from backendai.api import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from backendai.celery import app  # noqa: F401  (tasks' .delay() use the configured app)

@@ -77,6 +77,20 @@ def _networks(env, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return networks
 
 
+def _thresholds(env, name: str) -> dict:
+    """``cpu_util=2,cuda_util=5`` -> {"cpu_util": 2.0, "cuda_util": 5.0}."""
+    result = {}
+    for item in _list(env, name, []):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in ("cpu_util", "mem_used", "cuda_util", "cuda_mem"):
+            raise ConfigError(name, f"expected metric=percent pairs of cpu_util, mem_used, cuda_util, cuda_mem; got {item!r}")
+        try:
+            result[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(name, f"{value!r} is not a number") from None
+    return result
+
+
 def _database_url(env, data_dir: Path) -> str:
     raw = _get(env, "DATABASE_URL")
     if raw is None:
@@ -132,6 +146,13 @@ class Config:
     time_zone: str = "UTC"
     agent_heartbeat_timeout: int = 30
     agent_sync_interval: int = 5
+    session_create_max_wait: int = 120
+    session_scheduled_timeout: int = 120
+    session_preparing_timeout: int = 1800
+    session_terminating_timeout: int = 120
+    idle_network_timeout: int = 0
+    idle_utilization_window: int = 600
+    idle_utilization_thresholds: dict = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -168,4 +189,11 @@ def load(env=None) -> Config:
         time_zone=_get(env, "TIME_ZONE", "UTC"),
         agent_heartbeat_timeout=_int(env, "AGENT_HEARTBEAT_TIMEOUT", 30, minimum=3),
         agent_sync_interval=_int(env, "AGENT_SYNC_INTERVAL", 5, minimum=1, maximum=300),
+        session_create_max_wait=_int(env, "SESSION_CREATE_MAX_WAIT", 120, minimum=1),
+        session_scheduled_timeout=_int(env, "SESSION_SCHEDULED_TIMEOUT", 120, minimum=5),
+        session_preparing_timeout=_int(env, "SESSION_PREPARING_TIMEOUT", 1800, minimum=5),
+        session_terminating_timeout=_int(env, "SESSION_TERMINATING_TIMEOUT", 120, minimum=5),
+        idle_network_timeout=_int(env, "IDLE_NETWORK_TIMEOUT", 0, minimum=0),
+        idle_utilization_window=_int(env, "IDLE_UTILIZATION_WINDOW", 600, minimum=15),
+        idle_utilization_thresholds=_thresholds(env, "IDLE_UTILIZATION_THRESHOLDS"),
     )

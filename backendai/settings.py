@@ -25,6 +25,10 @@ BACKEND_DEFAULT_RATE_LIMIT = CONFIG.default_rate_limit
 REDIS_URL = CONFIG.redis_url
 AGENT_HEARTBEAT_TIMEOUT = CONFIG.agent_heartbeat_timeout
 AGENT_SYNC_INTERVAL = CONFIG.agent_sync_interval
+SESSION_CREATE_MAX_WAIT = CONFIG.session_create_max_wait
+IDLE_NETWORK_TIMEOUT = CONFIG.idle_network_timeout
+IDLE_UTILIZATION_WINDOW = CONFIG.idle_utilization_window
+IDLE_UTILIZATION_THRESHOLDS = CONFIG.idle_utilization_thresholds
 
 INSTALLED_APPS = [
     "daphne",
@@ -172,7 +176,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "agents.mark_lost": {"task": "agents.tasks.mark_lost_agents", "schedule": 5.0},
+    "sessions.schedule_pending": {"task": "sessions.tasks.schedule_pending", "schedule": 2.0},
+    "sessions.schedule_all": {"task": "sessions.tasks.schedule_all", "schedule": 30.0},
+    "sessions.reconcile": {"task": "sessions.tasks.reconcile", "schedule": 10.0},
+    "sessions.idle_check": {"task": "sessions.tasks.idle_check", "schedule": 15.0},
+    "sessions.deliver_callbacks": {"task": "sessions.tasks.deliver_callbacks", "schedule": 3.0},
 }
+SESSION_SCHEDULED_TIMEOUT = CONFIG.session_scheduled_timeout
+SESSION_PREPARING_TIMEOUT = CONFIG.session_preparing_timeout
+SESSION_TERMINATING_TIMEOUT = CONFIG.session_terminating_timeout
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -24,7 +24,7 @@ def processes(args) -> dict[str, list[str]]:
     data = Path(args.data_dir)
     return {
         "web": [py, "-m", "daphne", "-b", args.host, "-p", str(args.port), "--proxy-headers", "backendai.asgi:application"],
-        "worker": [py, "-m", "celery", "-A", "backendai", "worker", "--beat", "--pool=solo", "--loglevel=INFO",
+        "worker": [py, "-m", "celery", "-A", "backendai.celery", "worker", "--beat", "--pool=solo", "--loglevel=INFO",
                    "--schedule", str(data / "celerybeat-schedule"), "--without-gossip", "--without-mingle",
                    "--hostname", f"embedded@{args.port}"],
         "agent": [py, "-m", "agents.daemon", "--manager", url, "--token-file", str(data / "agent-token"),

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from backendai.api import views
+from backendai.api import graphql, views
 from backendai.api.middleware import is_api_path
 
 urlpatterns = [
@@ -13,8 +13,11 @@ urlpatterns = [
     path("config/resource-slots", views.ResourceSlotsView.as_view(), name="resource-slots"),
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
     path("spec/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
+    path("admin/gql", graphql.GraphQLView.as_view(), name="graphql"),
+    path("admin/graphql", graphql.LegacyGraphQLView.as_view(), name="graphql-legacy"),
     path("", include("accounts.api.urls")),
     path("", include("agents.api.urls")),
+    path("", include("sessions.api.urls")),
     path("", include("vfolders.api.urls")),
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),

@@ -68,6 +68,8 @@ class Session(models.Model):
     result = models.CharField(max_length=16, choices=SessionResult.choices, default=SessionResult.UNDEFINED)
     num_queries = models.BigIntegerField(default=0)
     last_stat = models.JSONField(null=True, blank=True)
+    callbacks_delivered = models.PositiveIntegerField(default=0, help_text="History entries already sent to callback_url.")
+    last_access = models.DateTimeField(null=True, blank=True, help_text="Last user activity (apps, terminals).")
 
     class Meta:
         ordering = ["-created_at"]
@@ -130,3 +132,19 @@ class SessionDependency(models.Model):
 
     def __str__(self):
         return f"{self.session_id} after {self.depends_on_id}"
+
+
+class ResourcePreset(models.Model):
+    """A named resource shape users pick when creating sessions."""
+
+    name = models.CharField(max_length=256, unique=True)
+    resource_slots = models.JSONField(default=dict, help_text='{"cpu": "2", "mem": "4294967296"}')
+    shared_memory = models.BigIntegerField(null=True, blank=True, help_text="Bytes")
+    scaling_group = models.ForeignKey("agents.ScalingGroup", null=True, blank=True, on_delete=models.CASCADE,
+                                      related_name="presets", help_text="Only for this group (empty: everywhere).")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

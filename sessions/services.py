@@ -148,3 +148,339 @@ def request_termination(session: Session, reason: str = "user-requested", forced
     for agent_id in agents:
         transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
     return session
+
+
+# --- lookups and user-facing operations -----------------------------------------------------------
+
+import re as _re  # noqa: E402
+
+from backendai.api import errors  # noqa: E402
+from sessions.lifecycle import DEAD_SESSION as _DEAD  # noqa: E402
+
+_UUID_RE = _re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def owner_scope(actor, actor_keypair, owner_access_key: str | None):
+    """The keypair whose sessions a call addresses (admins may name another)."""
+    from sessions.enqueue import owner_keypair
+
+    return owner_keypair(actor, actor_keypair, owner_access_key)
+
+
+def visible_sessions(actor):
+    query = Session.objects.all()
+    if actor.is_superadmin:
+        return query
+    if actor.is_domain_admin:
+        return query.filter(domain_id=actor.domain_id)
+    return query.filter(user=actor)
+
+
+def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | None = None) -> Session:
+    """A session by id (dashed or hex) or by name among the keypair's sessions:
+    a live one first, else the most recent."""
+    keypair = owner_scope(actor, actor_keypair, owner_access_key)
+    query = visible_sessions(actor).select_related("access_key", "scaling_group", "project", "user")
+    if _UUID_RE.match(name_or_id):
+        found = query.filter(pk=name_or_id).first()
+        if found is not None:
+            return found
+    named = query.filter(access_key=keypair, name=name_or_id)
+    found = named.exclude(status__in=_DEAD).order_by("-created_at").first() or named.order_by("-created_at").first()
+    if found is None:
+        raise errors.object_not_found("session", f"No session {name_or_id!r}")
+    return found
+
+
+def match_sessions(actor, actor_keypair, prefix: str, limit: int = 10) -> list[Session]:
+    query = visible_sessions(actor).filter(access_key=actor_keypair or actor.main_keypair)
+    by_name = list(query.filter(name__startswith=prefix).order_by("-created_at")[:limit])
+    by_id = []
+    hex_prefix = prefix.replace("-", "").lower()
+    if _re.fullmatch(r"[0-9a-f]{4,32}", hex_prefix):
+        by_id = [s for s in query.order_by("-created_at")[:500] if s.pk.hex.startswith(hex_prefix)]
+    seen, result = set(), []
+    for s in by_id + by_name:
+        if s.pk not in seen:
+            seen.add(s.pk)
+            result.append(s)
+    return result[:limit]
+
+
+def destroy(actor, session: Session, forced: bool = False, recursive: bool = False) -> list[Session]:
+    """User-facing destroy: PENDING is cancelled, live sessions terminate through
+    their agent, ``forced`` ends them at once.  ``recursive`` also destroys
+    sessions that depend on this one."""
+    targets = [session]
+    if recursive:
+        frontier = [session.pk]
+        seen = {session.pk}
+        while frontier:
+            dependents = list(Session.objects.filter(dependency_links__depends_on__in=frontier).exclude(pk__in=seen))
+            frontier = [d.pk for d in dependents]
+            seen.update(frontier)
+            targets.extend(dependents)
+    for target in targets:
+        if target.status in _DEAD:
+            continue
+        if target.status == SessionStatus.TERMINATING and not forced:
+            continue
+        reason = "force-terminated" if forced else "user-requested"
+        request_termination(target, reason, forced=forced or target.status == SessionStatus.ERROR)
+    for target in targets:
+        target.refresh_from_db()
+    return targets
+
+
+@transaction.atomic
+def restart(session: Session) -> None:
+    if session.status not in (SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED):
+        raise errors.GenericForbidden(f"Only running sessions can be restarted (this one is {session.status})")
+    now = timezone.now()
+    kernels = list(session.kernels.select_for_update())
+    for kernel in kernels:
+        if move_kernel(kernel, KernelStatus.RESTARTING, reason="restarting", now=now):
+            kernel.status_data = {**(kernel.status_data or {}), "restart_id": now.isoformat()}
+            kernel.save(update_fields=[*KERNEL_REPORT_FIELDS, "status_data"])
+    if refresh_session_status(session, kernels, now):
+        save_session(session)
+    from agents import services as agent_services
+
+    for agent_id in {k.agent_id for k in kernels if k.agent_id}:
+        transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
+
+
+def rename(session: Session, new_name: str) -> Session:
+    from sessions.enqueue import validate_name
+
+    validate_name(new_name)
+    if session.status in _DEAD:
+        raise errors.GenericForbidden("A finished session cannot be renamed")
+    clash = Session.objects.filter(access_key_id=session.access_key_id, name=new_name).exclude(status__in=_DEAD)
+    if clash.exclude(pk=session.pk).exists():
+        raise errors.SessionAlreadyExists(f"You already have a session named {new_name!r}")
+    Session.objects.filter(pk=session.pk).update(name=new_name)
+    session.name = new_name
+    return session
+
+
+def request_logs(session: Session) -> None:
+    """Ask the agent for fresh logs of the session's main kernel (answered on its next sync)."""
+    from agents import services as agent_services
+
+    kernel = session.kernels.filter(cluster_role="main").first()
+    if kernel is None or not kernel.agent_id or kernel.status in TERMINAL_KERNEL:
+        return
+    data = dict(kernel.status_data or {})
+    data["logs_requested_at"] = timezone.now().isoformat()
+    Kernel.objects.filter(pk=kernel.pk).update(status_data=data)
+    agent_services.poke_agent(kernel.agent_id)
+
+
+def logs_of(session: Session, wait_seconds: float = 5.0) -> str:
+    """The container log of the main kernel: fresh from the agent when it is alive."""
+    import time
+
+    kernel = session.kernels.filter(cluster_role="main").first()
+    if kernel is None:
+        return ""
+    if kernel.status in TERMINAL_KERNEL or not kernel.agent_id:
+        return kernel.container_log or ""
+    request_logs(session)
+    asked = timezone.now()
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        kernel.refresh_from_db(fields=["container_log", "status_data", "status"])
+        received = (kernel.status_data or {}).get("logs_received_at")
+        if received and received >= asked.isoformat():
+            break
+        time.sleep(0.2)
+    return kernel.container_log or ""
+
+
+def apps_of(session: Session) -> list[dict]:
+    """Service ports of the main kernel in the shape the client's ``apps`` reads."""
+    kernel = session.kernels.filter(cluster_role="main").first()
+    apps = []
+    for port in (kernel.service_ports if kernel else []) or []:
+        entry = {"name": port["name"], "protocol": port["protocol"], "ports": port["container_ports"]}
+        if port.get("url_template"):
+            entry["url_template"] = port["url_template"]
+        for key in ("allowed_arguments", "allowed_envs"):
+            if key in port:
+                entry[key] = port[key]
+        apps.append(entry)
+    return apps
+
+
+def info(session: Session) -> dict:
+    """``GET /session/{s}``: the camelCase dict of Backend.AI's get_info."""
+    kernel = session.kernels.filter(cluster_role="main").select_related("agent").first()
+    now = timezone.now()
+    end = session.terminated_at or now
+    return {
+        "sessionId": str(session.pk),
+        "sessionName": session.name,
+        "domainName": session.domain_id,
+        "groupId": str(session.project_id),
+        "userId": str(session.user_id),
+        "ownerAccessKey": session.access_key_id,
+        "type": session.session_type.upper(),
+        "image": session.image,
+        "architecture": session.architecture,
+        "registry": kernel.registry if kernel else "",
+        "tag": session.tag,
+        "containerId": kernel.container_id if kernel else "",
+        "agentIds": session.agent_ids,
+        "scalingGroup": session.scaling_group_id,
+        "occupiedSlots": session.occupying_slots,
+        "occupyingSlots": session.occupying_slots,
+        "requestedSlots": session.requested_slots,
+        "environ": session.environ,
+        "resourceOpts": session.resource_opts,
+        "status": session.status,
+        "statusInfo": session.status_info,
+        "statusData": session.status_data,
+        "statusHistory": session.status_history,
+        "result": session.result.upper(),
+        "age": int((end - session.created_at).total_seconds() * 1000),
+        "creationTime": session.created_at.isoformat(),
+        "terminationTime": session.terminated_at.isoformat() if session.terminated_at else None,
+        "numQueriesExecuted": session.num_queries,
+        "lastStat": (kernel.last_stat if kernel else None) or session.last_stat,
+        "idleChecks": idle_checks(session, now),
+        "servicePorts": apps_of(session),
+    }
+
+
+def idle_checks(session: Session, now=None) -> dict:
+    """Remaining seconds per idle checker (negative: expired); see sessions.idle."""
+    from sessions import idle
+
+    return idle.report(session, now or timezone.now())
+
+
+# --- usage and presets ------------------------------------------------------------------------------
+
+USER_OCCUPYING_SESSION = [s.value for s in SessionStatus if s not in (
+    SessionStatus.PENDING, SessionStatus.TERMINATED, SessionStatus.CANCELLED, SessionStatus.TERMINATING)]
+
+
+def usage(**filters):
+    """Slots occupied by live sessions matching ``filters`` (recomputed, never counted down)."""
+    from backendai.slots import ResourceSlot
+
+    total = ResourceSlot()
+    for slots in Session.objects.filter(status__in=USER_OCCUPYING_SESSION, **filters).values_list(
+            "requested_slots", flat=True):
+        total = total + ResourceSlot.from_json(slots)
+    return total
+
+
+def check_presets(user, keypair, project, scaling_group_name: str | None = None) -> dict:
+    """What ``POST /resource/check-presets`` answers: limits, usage, remaining, and
+    which presets fit right now."""
+    from agents import services as agent_services
+    from backendai import services as manager_services
+    from backendai.slots import ResourceSlot
+    from sessions.models import ResourcePreset
+
+    slot_types = manager_services.known_slot_types()
+    policy = keypair.resource_policy
+    kp_limits = ResourceSlot.from_policy(policy.total_resource_slots, policy.default_for_unspecified, slot_types)
+    kp_using = usage(access_key=keypair)
+    group_limits = ResourceSlot.from_policy(project.total_resource_slots, "UNLIMITED", slot_types)
+    group_using = usage(project=project)
+    group_remaining = group_limits - group_using
+    kp_remaining = ResourceSlot.minimum(kp_limits - kp_using, group_remaining)
+    groups = list(agent_services.allowed_scaling_groups(user, project))
+    if scaling_group_name:
+        groups = [g for g in groups if g.pk == scaling_group_name]
+        if not groups:
+            raise errors.InvalidAPIParameters(f"Scaling group {scaling_group_name!r} is not allowed for you")
+    rows = agent_services.group_capacity(groups)
+    from agents.models import Agent, AgentStatus
+
+    agent_free = [ResourceSlot.from_json(a) - ResourceSlot.from_json(o) for a, o in Agent.objects.filter(
+        scaling_group__in=groups, status=AgentStatus.ALIVE, schedulable=True).values_list(
+        "available_slots", "occupied_slots")]
+    sg_remaining = ResourceSlot()
+    for row in rows:
+        sg_remaining = sg_remaining + row["free"]
+    presets = []
+    query = ResourcePreset.objects.filter(models_q_preset(groups))
+    for preset in query:
+        request = ResourceSlot.from_json(preset.resource_slots, slot_types)
+        allocatable = request <= kp_remaining and any(request <= free for free in agent_free)
+        presets.append({"name": preset.name, "resource_slots": request.to_json(),
+                        "shared_memory": str(preset.shared_memory) if preset.shared_memory is not None else None,
+                        "allocatable": allocatable})
+    return {
+        "keypair_limits": kp_limits.to_json(),
+        "keypair_using": kp_using.to_json(),
+        "keypair_remaining": kp_remaining.to_json(),
+        "group_limits": group_limits.to_json(),
+        "group_using": group_using.to_json(),
+        "group_remaining": group_remaining.to_json(),
+        "scaling_group_remaining": sg_remaining.to_json(),
+        "scaling_groups": {row["group"].pk: {"using": row["occupied"].to_json(), "remaining": row["free"].to_json()}
+                           for row in rows},
+        "presets": presets,
+    }
+
+
+def models_q_preset(groups):
+    from django.db.models import Q
+
+    return Q(scaling_group__isnull=True) | Q(scaling_group__in=groups)
+
+
+# --- webhooks ---------------------------------------------------------------------------------------
+
+CALLBACK_EVENTS = {
+    SessionStatus.PENDING: "enqueued", SessionStatus.SCHEDULED: "scheduled", SessionStatus.PREPARING: "preparing",
+    SessionStatus.RUNNING: "started", SessionStatus.TERMINATING: "terminating",
+    SessionStatus.TERMINATED: "terminated", SessionStatus.CANCELLED: "cancelled", SessionStatus.ERROR: "failure",
+}
+
+
+def deliver_callbacks(limit: int = 200, timeout: float = 5.0) -> int:
+    """POST ``{type: "session_lifecycle", event, session_id, when}`` to each session's
+    callback URL for every history entry not yet delivered; a failed delivery is
+    retried on the next run (at-least-once)."""
+    import httpx
+
+    delivered = 0
+    pending = [s for s in Session.objects.exclude(callback_url="").only(
+        "id", "callback_url", "status_history", "callbacks_delivered").order_by("status_changed")[:limit * 5]
+        if len(s.status_history) > s.callbacks_delivered][:limit]
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for session in pending:
+            sent = session.callbacks_delivered
+            for entry in session.status_history[session.callbacks_delivered:]:
+                event = CALLBACK_EVENTS.get(entry["status"])
+                if event is not None:
+                    try:
+                        response = client.post(session.callback_url, json={
+                            "type": "session_lifecycle", "event": event, "session_id": str(session.pk),
+                            "when": entry["timestamp"]})
+                        response.raise_for_status()
+                    except httpx.HTTPError as exc:
+                        log.info("callback for session %s to %s failed: %s", session.pk, session.callback_url, exc)
+                        break
+                    delivered += 1
+                sent += 1
+            if sent != session.callbacks_delivered:
+                Session.objects.filter(pk=session.pk, callbacks_delivered=session.callbacks_delivered).update(
+                    callbacks_delivered=sent)
+    return delivered
+
+
+def terminate_idle(now=None) -> int:
+    from sessions import idle
+
+    expired = idle.find_idle(now)
+    for session, reason in expired:
+        log.info("session %s idle (%s): terminating", session.pk, reason)
+        request_termination(session, reason)
+    return len(expired)

@@ -1,2 +1,248 @@
-"""Storage hosts, virtual folders, permissions and invitations."""
-from django.db import models  # noqa: F401
+"""Storage hosts, virtual folders, per-user permissions, invitations and quota
+scope usage (reference §1.9 and §9).  State changes go through
+``vfolders.services``; disk work through ``vfolders.storage``."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class StorageBackend(models.TextChoices):
+    VFS = "vfs", "vfs (a directory tree the manager reaches)"
+
+
+class UsageMode(models.TextChoices):
+    GENERAL = "general", "General"
+    MODEL = "model", "Model"
+    DATA = "data", "Data"
+
+
+class VFolderPermission(models.TextChoices):
+    READ_ONLY = "ro", "Read only"
+    READ_WRITE = "rw", "Read-write"
+    RW_DELETE = "wd", "Read-write-delete"
+
+
+class OwnershipType(models.TextChoices):
+    USER = "user", "User"
+    GROUP = "group", "Project (group)"
+
+
+class VFolderStatus(models.TextChoices):
+    READY = "ready", "Ready"
+    PERFORMING = "performing", "Performing"
+    CLONING = "cloning", "Cloning"
+    MOUNTED = "mounted", "Mounted"
+    ERROR = "error", "Error"
+    DELETE_PENDING = "delete-pending", "In the trash"
+    DELETE_ONGOING = "delete-ongoing", "Being deleted"
+    DELETE_COMPLETE = "delete-complete", "Deleted"
+    DELETE_ERROR = "delete-error", "Deletion failed"
+
+
+class InvitationState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+    CANCELED = "canceled", "Canceled"
+
+
+class HostPermission(models.TextChoices):
+    CREATE = "create-vfolder", "Create folders"
+    MODIFY = "modify-vfolder", "Rename and change folders"
+    DELETE = "delete-vfolder", "Delete folders"
+    MOUNT = "mount-in-session", "Mount in sessions"
+    UPLOAD = "upload-file", "Upload files"
+    DOWNLOAD = "download-file", "Download files"
+    INVITE = "invite-others", "Invite others"
+    SET_USER_PERMISSION = "set-user-specific-permission", "Set user-specific permissions"
+
+
+ALL_HOST_PERMISSIONS = [p.value for p in HostPermission]
+
+#: Folders in these statuses are alive: they hold their name and can be used.
+ALIVE_STATUSES = (VFolderStatus.READY, VFolderStatus.PERFORMING, VFolderStatus.CLONING, VFolderStatus.MOUNTED,
+                  VFolderStatus.ERROR)
+#: In the trash: restorable (delete-error may also be purged again).
+TRASH_STATUSES = (VFolderStatus.DELETE_PENDING, VFolderStatus.DELETE_ERROR)
+#: Files may be read, written and mounted only in these.
+USABLE_STATUSES = (VFolderStatus.READY, VFolderStatus.MOUNTED)
+DELETED_STATUSES = (VFolderStatus.DELETE_PENDING, VFolderStatus.DELETE_ONGOING, VFolderStatus.DELETE_COMPLETE,
+                    VFolderStatus.DELETE_ERROR)
+
+
+class StorageHost(models.Model):
+    """A volume: ``<proxy>:<volume>`` in Backend.AI's naming (``local:volume1``)."""
+
+    name = models.CharField(max_length=128, primary_key=True,
+                            help_text="<proxy>:<volume>, e.g. local:volume1")
+    backend = models.CharField(max_length=16, choices=StorageBackend.choices, default=StorageBackend.VFS)
+    path = models.CharField(
+        max_length=1024, blank=True,
+        help_text="Where the manager reaches the volume. Empty: <VFOLDER_ROOT>/<volume name>.")
+    mount_path = models.CharField(
+        max_length=1024, blank=True,
+        help_text="Where agents see the same directory tree. Empty: the manager's path (agents on this machine).")
+    capabilities = models.JSONField(default=list, blank=True, help_text='e.g. ["vfolder", "quota"]')
+    default_quota = models.BigIntegerField(
+        default=-1, help_text="Bytes per quota scope when the resource policy sets none; negative is unlimited.")
+    is_active = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def volume_name(self) -> str:
+        return self.name.split(":", 1)[-1]
+
+    @property
+    def root(self) -> Path:
+        """The volume's directory as the manager reaches it."""
+        if self.path:
+            return Path(self.path)
+        base = getattr(settings, "VFOLDER_ROOT", None) or (Path(settings.DATA_DIR) / "vfroot")
+        return Path(base) / self.volume_name
+
+    @property
+    def agent_root(self) -> Path:
+        return Path(self.mount_path) if self.mount_path else self.root
+
+
+class VFolder(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.ForeignKey(StorageHost, on_delete=models.PROTECT, related_name="vfolders")
+    domain = models.ForeignKey("accounts.Domain", on_delete=models.CASCADE, related_name="vfolders")
+    quota_scope_id = models.CharField(max_length=64, db_index=True, help_text="user:<uuid> or project:<uuid>")
+    name = models.CharField(max_length=64)
+    usage_mode = models.CharField(max_length=16, choices=UsageMode.choices, default=UsageMode.GENERAL)
+    permission = models.CharField(max_length=2, choices=VFolderPermission.choices, default=VFolderPermission.READ_WRITE)
+    ownership_type = models.CharField(max_length=8, choices=OwnershipType.choices, default=OwnershipType.USER)
+    user = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.CASCADE, related_name="vfolders")
+    project = models.ForeignKey("accounts.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="vfolders")
+    creator = models.EmailField(max_length=64, blank=True, help_text="Email of the user who created it")
+    cloneable = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=VFolderStatus.choices, default=VFolderStatus.READY, db_index=True)
+    status_history = models.JSONField(default=list, blank=True)
+    status_changed = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        verbose_name = "virtual folder"
+        constraints = [
+            models.CheckConstraint(
+                name="vfolder_owner_matches_ownership",
+                condition=(Q(ownership_type="user", user__isnull=False, project__isnull=True)
+                           | Q(ownership_type="group", user__isnull=True, project__isnull=False)),
+            ),
+            models.UniqueConstraint(
+                fields=["user", "name"], name="vfolder_name_unique_per_user",
+                condition=Q(ownership_type="user") & ~Q(status__in=list(DELETED_STATUSES)),
+            ),
+            models.UniqueConstraint(
+                fields=["project", "name"], name="vfolder_name_unique_per_project",
+                condition=Q(ownership_type="group") & ~Q(status__in=list(DELETED_STATUSES)),
+            ),
+        ]
+        indexes = [models.Index(fields=["domain", "status"], name="vfolder_domain_status")]
+
+    def __str__(self):
+        return f"{self.name} ({self.id.hex[:8]})"
+
+    @property
+    def is_project_folder(self) -> bool:
+        return self.ownership_type == OwnershipType.GROUP
+
+    @property
+    def relative_path(self) -> str:
+        """The folder's directory under its host: ``<scope>/<hex[0:2]>/<hex[2:4]>/<hex[4:]>``."""
+        kind, _, ident = self.quota_scope_id.partition(":")
+        hexid = self.id.hex
+        return f"{kind}-{uuid.UUID(ident).hex}/{hexid[0:2]}/{hexid[2:4]}/{hexid[4:]}"
+
+    @property
+    def path(self) -> Path:
+        return self.host.root / self.relative_path
+
+    @property
+    def agent_path(self) -> Path:
+        return self.host.agent_root / self.relative_path
+
+    @property
+    def owner_label(self) -> str:
+        if self.is_project_folder:
+            return f"project {self.project.name}" if self.project_id else "project"
+        return self.user.email if self.user_id else ""
+
+
+class VFolderGrant(models.Model):
+    """A per-user permission on a folder (Backend.AI's ``vfolder_permissions``): from an
+    accepted invitation (user folders) or from sharing (project folders, overriding
+    the folder's permission for that member)."""
+
+    vfolder = models.ForeignKey(VFolder, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="vfolder_grants")
+    permission = models.CharField(max_length=2, choices=VFolderPermission.choices, default=VFolderPermission.READ_WRITE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "folder permission"
+        constraints = [models.UniqueConstraint(fields=["vfolder", "user"], name="vfolder_grant_unique")]
+
+    def __str__(self):
+        return f"{self.user} {self.permission} on {self.vfolder}"
+
+
+class VFolderInvitation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    vfolder = models.ForeignKey(VFolder, on_delete=models.CASCADE, related_name="invitations")
+    inviter = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="sent_vfolder_invitations")
+    invitee = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="vfolder_invitations")
+    permission = models.CharField(max_length=2, choices=VFolderPermission.choices, default=VFolderPermission.READ_WRITE)
+    state = models.CharField(max_length=10, choices=InvitationState.choices, default=InvitationState.PENDING,
+                             db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "invitation"
+        constraints = [
+            models.UniqueConstraint(fields=["vfolder", "invitee"], condition=Q(state="pending"),
+                                    name="vfolder_one_pending_invitation"),
+        ]
+
+    def __str__(self):
+        return f"{self.inviter} → {self.invitee}: {self.vfolder} ({self.state})"
+
+
+class QuotaScope(models.Model):
+    """The last measured usage of one quota scope on one host.  The limit itself is
+    read live from the user's or project's resource policy; usage is re-measured
+    from the disk (never adjusted by increments)."""
+
+    host = models.ForeignKey(StorageHost, on_delete=models.CASCADE, related_name="quota_scopes")
+    quota_scope_id = models.CharField(max_length=64)
+    usage_bytes = models.BigIntegerField(default=0)
+    usage_files = models.BigIntegerField(default=0)
+    measured_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "quota_scope_id"]
+        verbose_name = "quota scope usage"
+        verbose_name_plural = "quota scope usage"
+        constraints = [models.UniqueConstraint(fields=["host", "quota_scope_id"], name="quota_scope_unique")]
+
+    def __str__(self):
+        return f"{self.quota_scope_id} on {self.host_id}"

@@ -25,6 +25,7 @@ class KernelReportSerializer(serializers.Serializer):
     last_logs = serializers.CharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
     stats = serializers.DictField(required=False, allow_null=True)
     timestamp = serializers.DateTimeField(required=False, allow_null=True)
+    restart_id = serializers.CharField(max_length=64, required=False, allow_blank=True, allow_null=True)
 
 
 class SyncSerializer(serializers.Serializer):

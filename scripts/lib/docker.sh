@@ -70,6 +70,7 @@ ensure_docker() {
     return 1
   fi
   # A dockerd already running but not answering yet (starting up) is waited for, not doubled.
+  local log="an already running dockerd"
   if ! _dockerd_running; then
     if [ "$(id -u)" != "0" ]; then
       echo "error: no Docker engine answers and starting dockerd needs root" >&2
@@ -77,7 +78,7 @@ ensure_docker() {
     fi
     local log_dir="/tmp"
     [ -d "$_DOCKER_SH_ROOT/var" ] && [ -w "$_DOCKER_SH_ROOT/var" ] && log_dir="$_DOCKER_SH_ROOT/var"
-    local log="$log_dir/dockerd.log"
+    log="$log_dir/dockerd.log"
     echo "==> starting dockerd (log: $log)" >&2
     # setsid + nohup: the daemon outlives this script and its terminal/process group.
     setsid nohup dockerd >>"$log" 2>&1 </dev/null &
@@ -89,7 +90,7 @@ ensure_docker() {
     sleep 1
     waited=$((waited + 1))
   done
-  echo "error: dockerd did not answer \`docker info\` within 60 s (see ${log:-its log})" >&2
+  echo "error: dockerd did not answer \`docker info\` within 60 s (${log})" >&2
   return 1
 }
 

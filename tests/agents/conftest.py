@@ -1,7 +1,8 @@
 """Fixtures for the agent tests: a Docker engine, the local test images, free ports.
 
-* ``docker_client`` (session): ``docker.from_env()`` after a ping; skips locally
-  (fails under CI=true) when no engine answers.
+* ``docker_client`` (session): ``docker.from_env()`` after a ping; when no engine
+  answers it runs ``ensure_docker`` (scripts/lib/docker.sh: installs/starts
+  Debian's docker.io as root) once, then skips locally (fails under CI=true).
 * ``test_images`` (session): runs ``scripts/build-test-images`` once and returns
   ``{"shell": "bai-test/shell:1.0", "http": "bai-test/http:1.0", "batch": "bai-test/batch:1.0"}``.
 * ``free_port`` (function): a callable, ``free_port() -> int``, an unused
@@ -12,10 +13,8 @@
 """
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from helpers import require
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-test-images"
+DOCKER_SH = ROOT / "scripts" / "lib" / "docker.sh"
 TEST_IMAGES = {"shell": "bai-test/shell:1.0", "http": "bai-test/http:1.0", "batch": "bai-test/batch:1.0"}
 TEST_LABEL = {"bai-test": "1"}
 
@@ -57,14 +57,27 @@ def docker_client():
         import docker
     except ImportError:  # pragma: no cover - docker is a project dependency
         require(False, "the docker Python SDK")
+    def connect():
+        client = docker.from_env(timeout=60)
+        client.ping()
+        return client
+
     client = None
     reason = ""
     try:
-        client = docker.from_env(timeout=60)
-        client.ping()
+        client = connect()
     except Exception as exc:  # DockerException, connection refused, no socket ...
         reason = str(exc)
-        client = None
+        # a fresh machine: install/start Debian's docker.io the way the scripts do (root only)
+        ensured = subprocess.run(["bash", "-c", f'. "{DOCKER_SH}" && ensure_docker'], capture_output=True,
+                                 text=True, timeout=900)
+        if ensured.returncode == 0:
+            try:
+                client = connect()
+            except Exception as exc2:
+                reason = str(exc2)
+        else:
+            reason = ensured.stderr.strip() or reason
     require(client is not None, f"a Docker engine ({reason or 'docker.from_env() failed'})")
     yield client
     client.close()
@@ -73,8 +86,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def test_images(docker_client):
     """Build (or reuse) the bai-test images once per session; {"shell"|"http"|"batch": tag}."""
-    result = subprocess.run([str(BUILD_SCRIPT), "--quiet"], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHON": sys.executable})
+    result = subprocess.run([str(BUILD_SCRIPT), "--quiet"], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         pytest.fail(f"scripts/build-test-images failed ({result.returncode}):\n{result.stdout}\n{result.stderr}",
                     pytrace=False)

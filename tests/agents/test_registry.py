@@ -91,7 +91,8 @@ def test_service_ports_empty(value):
     ("web:http:8080,web:tcp:9000", "used twice"),
     ("web:http:8080,api:http:8080", "already used"),
     ("-web:http:8080", "invalid name"),
-    ("web:http:8080;echo:tcp:9000", ""),
+    ("web:http:8080;echo:tcp:9000", "expected name:protocol:port"),
+    ("web:http:80;81", "not a port number"),
 ])
 def test_service_ports_malformed(value, message):
     with pytest.raises(ImageLabelError, match=message):

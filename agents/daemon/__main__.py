@@ -1,0 +1,6 @@
+"""``python -m agents.daemon``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,421 @@
+"""The local backend: kernels are process groups on this host.
+
+Per kernel, ``<scratch>/<kernel_id>/`` holds:
+
+* ``kernel.json``: the state file (pid + process start time, ports, status,
+  exit code, reason), written atomically, so a restarted daemon re-adopts
+  live processes and reports finished ones;
+* ``home/work/``: the working directory (``HOME``), with the mounts as symlinks;
+* ``output.log``: stdout and stderr;
+* ``exit_code``: written by a tiny ``/bin/sh`` wrapper when the startup
+  command ends, because a restarted daemon cannot ``wait()`` for a process it
+  did not spawn.
+
+The wrapper runs in its own session (``start_new_session``), so the whole
+kernel is one process group: stop sends SIGTERM to the group, then SIGKILL
+after the grace period.  Without a startup command an idle loop runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..kernel import KernelSpec, KernelState, KernelStatus, ServicePort, exit_reason, tail_text
+from ..ports import PortsExhausted
+from .base import Backend, BackendSettings, EmitFn, KernelError, _ignore, choose_gpus
+
+__all__ = ["LocalBackend", "process_start_time"]
+
+STATE_FILE = "kernel.json"
+LOG_FILE = "output.log"
+EXIT_FILE = "exit_code"
+IDLE_COMMAND = "while :; do sleep 3600; done"
+#: $1: the startup command, $2: the exit code file, $3: an optional bootstrap script.
+#: The trap keeps the wrapper alive on SIGTERM so that it can record the command's exit status.
+WRAPPER = r"""trap : TERM INT HUP
+if [ -n "$3" ]; then /bin/sh "$3"; fi
+/bin/sh -c "$1"
+code=$?
+echo "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"
+exit "$code"
+"""
+_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _proc_stat(pid: int, proc: Path = Path("/proc")) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (index 0 is the state)."""
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (stable identity with the pid)."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def _is_alive(pid: int, start_time: int | None) -> bool:
+    """Whether ``pid`` is still the process we started (not a zombie, not a reused pid)."""
+    fields = _proc_stat(pid)
+    if not fields or fields[0] in ("Z", "X", "x"):
+        return False
+    return start_time is None or (len(fields) > 19 and int(fields[19]) == start_time)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X", "x"):
+            members.append(int(entry.name))
+    return members
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+class LocalBackend(Backend):
+    """Kernels as process groups; state under ``settings.scratch_root``."""
+
+    name = "local"
+
+    def __init__(self, settings: BackendSettings):
+        super().__init__(settings)
+        self.root = Path(settings.scratch_root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping: set[str] = set()
+        self._cpu_prev: dict[str, tuple[int, float]] = {}
+        self._lock = threading.RLock()
+
+    # -- state files ----------------------------------------------------------------------------
+    def _dir(self, kernel_id: str) -> Path:
+        if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]*", kernel_id):
+            raise KernelError("invalid-kernel-id", kernel_id)
+        return self.root / kernel_id
+
+    def _load(self, kernel_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self._dir(kernel_id) / STATE_FILE).read_text())
+        except (OSError, ValueError, KernelError):
+            return None
+
+    def _save(self, state: dict[str, Any]) -> None:
+        path = self._dir(state["kernel_id"]) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, path)
+
+    def _kernel_ids(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self.root) if e.is_dir() and (Path(e.path) / STATE_FILE).exists())
+        except FileNotFoundError:
+            return []
+
+    # -- status ---------------------------------------------------------------------------------
+    def _exit_code(self, kernel_id: str, state: dict[str, Any]) -> int | None:
+        try:
+            return int((self._dir(kernel_id) / EXIT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            pass
+        proc = self._procs.get(kernel_id)
+        if proc is not None and proc.returncode is not None:
+            code = proc.returncode
+            return 128 - code if code < 0 else code
+        return state.get("exit_code")
+
+    def _running(self, kernel_id: str, state: dict[str, Any]) -> bool:
+        proc = self._procs.get(kernel_id)
+        if proc is not None and proc.poll() is not None:  # reap our own child
+            return False
+        if (self._dir(kernel_id) / EXIT_FILE).exists():
+            return False
+        return bool(state.get("pid")) and _is_alive(int(state["pid"]), state.get("start_time"))
+
+    def _refresh(self, kernel_id: str) -> dict[str, Any] | None:
+        """Load a kernel's state, noticing (and persisting) that its process has ended."""
+        with self._lock:
+            state = self._load(kernel_id)
+            if state is None or state.get("status") != KernelStatus.RUNNING.value:
+                return state
+            if self._running(kernel_id, state):
+                return state
+            code = self._exit_code(kernel_id, state)
+            state.update(status=KernelStatus.TERMINATED.value, exit_code=code, finished_at=time.time())
+            if not state.get("reason"):
+                state["reason"] = exit_reason(state.get("session_type"), code) if code is not None else "process-lost"
+            self._save(state)
+            self.log.info("kernel %s ended (exit code %s, %s)", kernel_id, code, state["reason"])
+            return state
+
+    def _to_state(self, state: dict[str, Any], with_logs: bool = True) -> KernelState:
+        kernel_id = state["kernel_id"]
+        status = KernelStatus(state["status"])
+        final = status is KernelStatus.TERMINATED
+        return KernelState(
+            kernel_id=kernel_id, session_id=state.get("session_id"), status=status,
+            container_id=str(state["pid"]) if state.get("pid") else None,
+            host=self.settings.kernel_host,
+            service_ports=[ServicePort.from_wire(p) for p in state.get("service_ports", [])],
+            exit_code=state.get("exit_code") if final else None,
+            reason=state.get("reason") if final else None,
+            last_logs=self.logs(kernel_id) if final and with_logs else None,
+        )
+
+    # -- Backend --------------------------------------------------------------------------------
+    def adopt(self) -> list[KernelState]:
+        adopted = []
+        for kernel_id in self._kernel_ids():
+            state = self._load(kernel_id)
+            if state is None:
+                continue
+            if state.get("status") == KernelStatus.PREPARING.value:
+                self.log.warning("kernel %s was interrupted while being created; discarding it", kernel_id)
+                shutil.rmtree(self._dir(kernel_id), ignore_errors=True)
+                continue
+            for port in state.get("service_ports", []):
+                self.ports.reserve(port.get("host_ports") or [])
+            state = self._refresh(kernel_id) or state
+            self.log.info("re-adopted kernel %s (%s, pid %s)", kernel_id, state["status"], state.get("pid"))
+            adopted.append(self._to_state(state))
+        return adopted
+
+    def list_kernels(self) -> list[KernelState]:
+        states = []
+        for kernel_id in self._kernel_ids():
+            state = self._refresh(kernel_id)
+            if state is not None:
+                states.append(self._to_state(state))
+        return states
+
+    def _used_gpus(self) -> set[str]:
+        used: set[str] = set()
+        for kernel_id in self._kernel_ids():
+            state = self._load(kernel_id) or {}
+            if state.get("status") in (KernelStatus.PREPARING.value, KernelStatus.RUNNING.value):
+                used.update(state.get("cuda_devices", []))
+        return used
+
+    def _link_mounts(self, spec: KernelSpec, home: Path) -> None:
+        """Mounts appear as symlinks in ``home/work`` (``/home/work/x`` -> ``x``, others by basename).
+
+        The ``ro`` mode cannot be enforced by a symlink; it is recorded only.
+        """
+        for mount in spec.mounts:
+            target = mount.container_path.rstrip("/")
+            rel = target[len("/home/work/"):] if target.startswith("/home/work/") else os.path.basename(target)
+            parts = [p for p in Path(rel).parts if p not in ("", ".", "/")]
+            if not parts or ".." in parts:
+                raise KernelError("invalid-mount", mount.container_path)
+            link = home.joinpath(*parts)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.exists() or link.is_symlink():
+                raise KernelError("invalid-mount", f"{mount.container_path} is mounted twice")
+            link.symlink_to(mount.host_path, target_is_directory=Path(mount.host_path).is_dir())
+
+    def create(self, spec: KernelSpec, emit: EmitFn = _ignore) -> KernelState:
+        kernel_id = spec.kernel_id
+        kdir = self._dir(kernel_id)
+        with self._lock:
+            existing = self._refresh(kernel_id)
+            if existing is not None:
+                return self._to_state(existing)
+            kdir.mkdir(parents=True, exist_ok=True)
+            state: dict[str, Any] = {
+                "kernel_id": kernel_id, "session_id": spec.session_id, "session_type": spec.session_type,
+                "status": KernelStatus.PREPARING.value, "pid": None, "start_time": None, "service_ports": [],
+                "exit_code": None, "reason": None, "batch_timeout": spec.batch_timeout, "created_at": time.time(),
+                "cuda_devices": [],
+            }
+            self._save(state)
+            emit(self._to_state(state))
+            ports: list[int] = []
+            try:
+                gpus = choose_gpus(self.settings.gpus, self._used_gpus(), spec.cuda_devices)
+                ports = self.ports.allocate(sum(len(p.container_ports) for p in spec.service_ports))
+                service_ports, it = [], iter(ports)
+                for port in spec.service_ports:
+                    service_ports.append(ServicePort(port.name, port.protocol, list(port.container_ports),
+                                                     [next(it) for _ in port.container_ports]))
+                home = kdir / "home" / "work"
+                home.mkdir(parents=True, exist_ok=True)
+                self._link_mounts(spec, home)
+                env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+                env.update(spec.environment())
+                env["HOME"] = str(home)
+                for port in service_ports:
+                    env[f"BACKENDAI_PORT_{_env_name(port.name)}"] = str(port.host_ports[0])
+                if service_ports:
+                    env["PORT"] = str(service_ports[0].host_ports[0])
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid for g in gpus)
+                bootstrap = ""
+                if spec.bootstrap_script:
+                    (kdir / "bootstrap.sh").write_text(spec.bootstrap_script)
+                    bootstrap = str(kdir / "bootstrap.sh")
+                command = spec.startup_command or IDLE_COMMAND
+                with open(kdir / LOG_FILE, "ab") as log_file:
+                    proc = subprocess.Popen(
+                        ["/bin/sh", "-c", WRAPPER, "bai-kernel", command, str(kdir / EXIT_FILE), bootstrap],
+                        cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                        start_new_session=True, close_fds=True,
+                    )
+            except (OSError, PortsExhausted, KernelError, ValueError) as exc:
+                self.ports.release(ports)
+                shutil.rmtree(kdir, ignore_errors=True)
+                if isinstance(exc, KernelError):
+                    raise
+                reason = "port-exhausted" if isinstance(exc, PortsExhausted) else "failed-to-start"
+                raise KernelError(reason, str(exc)) from exc
+            self._procs[kernel_id] = proc
+            state.update(status=KernelStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
+                         started_at=time.time(), service_ports=[p.to_wire() for p in service_ports],
+                         cuda_devices=[g.uuid for g in gpus], command=command)
+            self._save(state)
+        self.log.info("kernel %s started: pid %d, ports %s", kernel_id, proc.pid,
+                      {p.name: p.host_ports for p in service_ports})
+        running = self._to_state(state)
+        emit(running)
+        return running
+
+    def _terminate(self, kernel_id: str, pgid: int, grace: float) -> bool:
+        """SIGTERM the group, SIGKILL it after ``grace`` seconds; True if SIGKILL was needed."""
+        _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        proc = self._procs.get(kernel_id)
+        while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()
+            if not _group_members(pgid):
+                return False
+            time.sleep(0.05)
+        self.log.warning("kernel %s ignored SIGTERM for %.1fs: killing it", kernel_id, grace)
+        _killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _group_members(pgid):
+            time.sleep(0.05)
+        if proc is not None:
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        return True
+
+    def _end(self, kernel_id: str, reason: str, grace: float) -> dict[str, Any] | None:
+        """Terminate a running kernel, record ``reason``; returns the refreshed state."""
+        with self._lock:
+            state = self._refresh(kernel_id)
+            if state is None or state.get("status") != KernelStatus.RUNNING.value or kernel_id in self._stopping:
+                return state
+            self._stopping.add(kernel_id)
+            state["reason"] = reason
+            self._save(state)
+        try:
+            killed = self._terminate(kernel_id, int(state["pid"]), grace)
+            with self._lock:
+                state = self._load(kernel_id) or state
+                if killed and not (self._dir(kernel_id) / EXIT_FILE).exists():
+                    proc = self._procs.get(kernel_id)
+                    if proc is None or proc.returncode is None:
+                        state["exit_code"] = 128 + signal.SIGKILL
+                    self._save(state)
+            return self._refresh(kernel_id)
+        finally:
+            with self._lock:
+                self._stopping.discard(kernel_id)
+
+    def stop(self, kernel_id: str, reason: str) -> KernelState | None:
+        if self._load(kernel_id) is None:
+            return None
+        self.log.info("stopping kernel %s (%s)", kernel_id, reason)
+        state = self._end(kernel_id, reason, self.settings.stop_timeout)
+        if state is None:
+            return None
+        if state.get("status") == KernelStatus.PREPARING.value:  # never started
+            state.update(status=KernelStatus.TERMINATED.value, reason=reason)
+        final = self._to_state(state)
+        if state.get("pid"):  # stray children that left the wrapper behind
+            _killpg(int(state["pid"]), signal.SIGKILL)
+        with self._lock:
+            self._procs.pop(kernel_id, None)
+            self._cpu_prev.pop(kernel_id, None)
+            for port in state.get("service_ports", []):
+                self.ports.release(port.get("host_ports") or [])
+            shutil.rmtree(self._dir(kernel_id), ignore_errors=True)
+        self.log.info("kernel %s stopped and cleaned up (exit code %s)", kernel_id, final.exit_code)
+        return final
+
+    def logs(self, kernel_id: str) -> str | None:
+        path = self._dir(kernel_id) / LOG_FILE
+        try:
+            with path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 64 * 1024))
+                return tail_text(fh.read())
+        except OSError:
+            return None
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        groups: dict[int, tuple[int, int]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            fields = _proc_stat(int(entry.name))
+            if not fields or len(fields) < 22 or fields[0] in ("Z", "X"):
+                continue
+            pgrp, ticks, rss = int(fields[2]), int(fields[11]) + int(fields[12]), int(fields[21])
+            old = groups.get(pgrp, (0, 0))
+            groups[pgrp] = (old[0] + ticks, old[1] + rss * _PAGE)
+        now = time.monotonic()
+        result = {}
+        for kernel_id in self._kernel_ids():
+            state = self._load(kernel_id) or {}
+            if state.get("status") != KernelStatus.RUNNING.value or not state.get("pid"):
+                continue
+            ticks, rss = groups.get(int(state["pid"]), (0, 0))
+            util = 0.0
+            previous = self._cpu_prev.get(kernel_id)
+            if previous and now > previous[1] and ticks >= previous[0]:
+                util = (ticks - previous[0]) / _CLK_TCK / (now - previous[1]) * 100
+            self._cpu_prev[kernel_id] = (ticks, now)
+            result[kernel_id] = {"cpu_util": f"{util:.1f}", "mem_used": str(rss)}
+        return result
+
+    def check_timeouts(self) -> list[KernelState]:
+        ended = []
+        now = time.time()
+        for kernel_id in self._kernel_ids():
+            state = self._load(kernel_id) or {}
+            timeout = state.get("batch_timeout")
+            if (state.get("status") == KernelStatus.RUNNING.value and timeout and state.get("started_at")
+                    and now - float(state["started_at"]) > float(timeout) and kernel_id not in self._stopping):
+                self.log.info("kernel %s ran past its batch timeout of %ss: killing it", kernel_id, timeout)
+                final = self._end(kernel_id, "task-timeout", min(self.settings.stop_timeout, 2.0))
+                if final is not None:
+                    ended.append(self._to_state(final))
+        return ended

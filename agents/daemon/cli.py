@@ -1,0 +1,84 @@
+"""Command line entry point: ``python -m agents.daemon [--discover] [options]``."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import AgentConfig, ConfigError, load_config
+
+__all__ = ["discover_json", "main"]
+
+log = logging.getLogger("agents.daemon")
+
+
+def _setup_logging(config: AgentConfig) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.log_level),
+        format=f"%(asctime)s %(levelname)s [agent {config.agent_id}] %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("httpx", "httpcore", "urllib3", "websockets", "docker"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _probe_and_resources(config: AgentConfig, nvml: Any = None) -> tuple[Any, Any]:
+    from .discovery import GpuProbe, discover
+
+    probe = GpuProbe(nvml=nvml, mask=config.gpu_devices)
+    resources = discover(reserved_cpu=config.reserved_cpu, reserved_mem=config.reserved_mem,
+                         cpu_limit=config.cpu_limit, mem_limit=config.mem_limit, gpu_probe=probe)
+    return probe, resources
+
+
+def discover_json(config: AgentConfig, nvml: Any = None) -> dict[str, Any]:
+    """What ``--discover`` prints: capacity, slot types, plugins, devices and live GPU stats."""
+    probe, resources = _probe_and_resources(config, nvml)
+    try:
+        data = resources.to_json()
+        data["gpu_stats"] = probe.stats()
+        data["agent_id"] = config.agent_id
+        return data
+    finally:
+        probe.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config, args = load_config(argv)
+    except ConfigError as exc:
+        print(f"agent: error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config)
+    if args.discover:
+        print(json.dumps(discover_json(config), indent=2))
+        return 0
+    if not config.token:
+        print("agent: error: a token is required: --token or BAI_AGENT_TOKEN", file=sys.stderr)
+        return 2
+
+    from .agent import Agent
+    from .backends import BackendSettings, make_backend
+    from .client import ManagerClient
+
+    probe, resources = _probe_and_resources(config)
+    gpus = resources.cuda.devices if resources.cuda else []
+    try:
+        backend = make_backend(config.backend, BackendSettings.from_config(config, gpus))
+    except Exception as exc:  # noqa: BLE001 - e.g. no Docker engine
+        print(f"agent: error: cannot start the {config.backend} backend: {exc}", file=sys.stderr)
+        return 1
+    client = ManagerClient(config.manager_url, config.token)
+    agent = Agent(config, backend, client, resources, gpu_probe=probe if resources.cuda else None)
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s: shutting down (kernels keep running)", signal.Signals(signum).name)
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return agent.run()

@@ -1,0 +1,36 @@
+"""``/resource/*`` and ``/scaling-groups``."""
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import services as account_services
+from agents import services as agent_services
+from backendai.api import errors
+from sessions import services
+from sessions.models import ResourcePreset
+
+
+class PresetsView(APIView):
+    def get(self, request):
+        return Response({"presets": [
+            {"name": p.name, "resource_slots": p.resource_slots,
+             "shared_memory": str(p.shared_memory) if p.shared_memory is not None else None,
+             "scaling_group_name": p.scaling_group_id}
+            for p in ResourcePreset.objects.all()]})
+
+
+class CheckPresetsView(APIView):
+    def post(self, request):
+        data = request.data if isinstance(request.data, dict) else {}
+        group = data.get("group") or "default"
+        if not isinstance(group, str):
+            raise errors.InvalidAPIParameters("group must be a project name or id")
+        project = account_services.project_for_user(request.user, group)
+        return Response(services.check_presets(request.user, request.auth, project, data.get("scaling_group")))
+
+
+class ScalingGroupsView(APIView):
+    def get(self, request):
+        group = request.query_params.get("group")
+        project = account_services.project_for_user(request.user, group) if group else None
+        groups = agent_services.allowed_scaling_groups(request.user, project).order_by("name")
+        return Response({"scaling_groups": [{"name": g.pk} for g in groups]})

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from sessions.api import resource_views, views
+
+urlpatterns = [
+    path("session", views.SessionCreateView.as_view(), name="session-create"),
+    path("session/_/create", views.SessionCreateView.as_view(), name="session-create-alt"),
+    path("session/_/match", views.SessionMatchView.as_view(), name="session-match"),
+    path("session/<str:name>", views.SessionDetailView.as_view(), name="session-detail"),
+    path("session/<str:name>/logs", views.SessionLogsView.as_view(), name="session-logs"),
+    path("session/<str:name>/rename", views.SessionRenameView.as_view(), name="session-rename"),
+    path("stream/session/<str:name>/apps", views.SessionAppsView.as_view(), name="session-apps"),
+    path("resource/presets", resource_views.PresetsView.as_view(), name="resource-presets"),
+    path("resource/check-presets", resource_views.CheckPresetsView.as_view(), name="resource-check-presets"),
+    path("scaling-groups", resource_views.ScalingGroupsView.as_view(), name="scaling-groups"),
+]

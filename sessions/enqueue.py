@@ -1,0 +1,335 @@
+"""Session creation (``POST /session``): every rule between a create request
+and PENDING kernels in the database.  Part of the sessions service layer."""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Keypair, Project, User
+from agents import services as agent_services
+from agents.models import ScalingGroup
+from backendai import services as manager_services
+from backendai.api import errors
+from backendai.slots import ResourceSlot, SlotError, format_binary_size, humanize_binary_size, parse_binary_size
+from sessions.lifecycle import DEAD_SESSION, KernelStatus, SessionStatus
+from sessions.models import ClusterMode, Kernel, Session, SessionDependency, SessionType
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*[A-Za-z0-9_]$")
+RESERVED_NAMES = {"from-template"}
+DEFAULT_SHMEM = Decimal(64 * 2**20)
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass
+class EnqueueRequest:
+    image: str
+    name: str | None = None
+    session_type: str = SessionType.INTERACTIVE
+    architecture: str | None = None
+    group: str = "default"
+    domain: str = "default"
+    cluster_size: int = 1
+    cluster_mode: str = ClusterMode.SINGLE_NODE
+    priority: int = 10
+    tag: str = ""
+    enqueue_only: bool = False
+    max_wait_seconds: int = 0
+    starts_at: str | None = None
+    reuse_if_exists: bool = True
+    startup_command: str | None = None
+    bootstrap_script: str | None = None
+    dependencies: list = field(default_factory=list)
+    callback_url: str | None = None
+    owner_access_key: str | None = None
+    batch_timeout: int | None = None
+    mounts: list = field(default_factory=list)
+    mount_map: dict = field(default_factory=dict)
+    mount_options: dict = field(default_factory=dict)
+    environ: dict = field(default_factory=dict)
+    scaling_group: str | None = None
+    resources: dict = field(default_factory=dict)
+    resource_opts: dict = field(default_factory=dict)
+    preopen_ports: list = field(default_factory=list)
+    agent_list: list | None = None
+
+
+@dataclass
+class EnqueueResult:
+    session: Session
+    created: bool
+
+
+def validate_name(name: str) -> str:
+    if not (4 <= len(name) <= 64) or not NAME_RE.match(name):
+        raise errors.InvalidAPIParameters(
+            "Session name must be 4-64 characters of letters, digits, '_', '-' and '.', "
+            "starting and ending with a letter, digit or '_'")
+    if name in RESERVED_NAMES:
+        raise errors.InvalidAPIParameters(f"{name!r} is a reserved name")
+    return name
+
+
+def parse_starts_at(value: str, now: datetime) -> datetime:
+    text = value.strip()
+    match = DURATION_RE.match(text)
+    if match:
+        return now + timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.InvalidAPIParameters(f"starts_at must be an ISO 8601 time or a duration like 1h, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+
+
+def owner_keypair(actor: User, actor_keypair: Keypair | None, owner_access_key: str | None) -> Keypair:
+    if not owner_access_key or (actor_keypair and owner_access_key == actor_keypair.access_key):
+        if actor_keypair is None:
+            if actor.main_keypair_id is None:
+                raise errors.InvalidAPIParameters("You have no keypair")
+            return actor.main_keypair
+        return actor_keypair
+    if not (actor.is_superadmin or actor.is_domain_admin):
+        raise errors.InsufficientPrivilege("Only admins may act for another keypair (owner_access_key)")
+    keypair = Keypair.objects.select_related("user", "resource_policy").filter(access_key=owner_access_key).first()
+    if keypair is None or (actor.is_domain_admin and keypair.user.domain_id != actor.domain_id):
+        raise errors.object_not_found("keypair", f"Unknown owner_access_key {owner_access_key}")
+    return keypair
+
+
+def choose_project(user: User, name_or_id: str, domain: str) -> Project:
+    if domain != user.domain_id:
+        raise errors.InvalidAPIParameters(f"You do not belong to domain {domain!r}")
+    query = Project.objects.filter(domain_id=domain, is_active=True)
+    project = query.filter(name=name_or_id).first()
+    if project is None and re.fullmatch(r"[0-9a-fA-F-]{32,36}", name_or_id or ""):
+        project = query.filter(pk=name_or_id).first()
+    if project is None:
+        raise errors.object_not_found("group (project)", f"Unknown project {name_or_id!r} in domain {domain!r}")
+    if not (user.is_superadmin or user.is_domain_admin) and not project.memberships.filter(user=user).exists():
+        raise errors.object_not_found("group (project)", f"You are not a member of project {project.name!r}")
+    return project
+
+
+def choose_scaling_group(user: User, project: Project, requested: str | None, session_type: str) -> ScalingGroup:
+    allowed = list(agent_services.allowed_scaling_groups(user, project).order_by("name"))
+    usable = [g for g in allowed if session_type in g.opts["allowed_session_types"]]
+    if requested:
+        group = next((g for g in allowed if g.pk == requested), None)
+        if group is None:
+            raise errors.InvalidAPIParameters(f"Scaling group {requested!r} is not allowed for you in project {project.name!r}")
+        if group not in usable:
+            raise errors.InvalidAPIParameters(f"Scaling group {requested!r} does not accept {session_type} sessions")
+        return group
+    if not usable:
+        raise errors.InvalidAPIParameters(f"No scaling group accepts {session_type} sessions for you in project {project.name!r}")
+    return next((g for g in usable if g.pk == "default"), usable[0])
+
+
+def compute_request(image, resources: dict, resource_opts: dict, slot_types: dict) -> tuple[ResourceSlot, dict]:
+    """Per-kernel slots: user input filled from image minimums, checked against
+    image min/max; shmem from resource_opts, the image label or 64m, below mem."""
+    try:
+        requested = ResourceSlot.from_user_input(resources or {}, slot_types)
+    except SlotError as exc:
+        raise errors.InvalidAPIParameters(str(exc)) from None
+    limits = image.resources or {}
+    opts = dict(resource_opts or {})
+    shmem_raw = opts.get("shmem") or image.labels.get("ai.backend.resource.preferred.shmem")
+    try:
+        shmem = parse_binary_size(shmem_raw) if shmem_raw else DEFAULT_SHMEM
+    except SlotError as exc:
+        raise errors.InvalidAPIParameters(f"resource_opts.shmem: {exc}") from None
+    minimum = {k: Decimal(v["min"]) for k, v in limits.items() if v.get("min") not in (None, "")}
+    minimum["mem"] = minimum.get("mem", Decimal(0)) + shmem
+    values = dict(requested)
+    for slot in ("cpu", "mem"):
+        if not values.get(slot):
+            values[slot] = minimum.get(slot, Decimal(1) if slot == "cpu" else Decimal(256 * 2**20))
+    for slot, low in minimum.items():
+        if slot in values and values[slot] < low:
+            shown = humanize_binary_size(low) if slot == "mem" else str(low)
+            raise errors.InvalidAPIParameters(f"Image {image.name} needs at least {shown} of {slot}"
+                                              + (" (including shared memory)" if slot == "mem" else ""))
+    for slot, spec in limits.items():
+        high = spec.get("max")
+        if high not in (None, "") and values.get(slot, Decimal(0)) > Decimal(high):
+            raise errors.InvalidAPIParameters(f"Image {image.name} allows at most {high} of {slot}")
+    if shmem >= values["mem"]:
+        raise errors.InvalidAPIParameters(
+            f"Shared memory ({format_binary_size(shmem)}) must be less than memory ({format_binary_size(values['mem'])})")
+    opts["shmem"] = str(int(shmem))
+    return ResourceSlot(values), opts
+
+
+def check_absolute_limits(keypair: Keypair, project: Project, total: ResourceSlot, slot_types: dict) -> None:
+    """Refuse requests that could never run under the owner's policies."""
+    policy = keypair.resource_policy
+    checks = [
+        ("keypair resource policy " + policy.name,
+         ResourceSlot.from_policy(policy.total_resource_slots, policy.default_for_unspecified, slot_types)),
+        (f"project {project.name}", ResourceSlot.from_policy(project.total_resource_slots, "UNLIMITED", slot_types)),
+        (f"domain {project.domain_id}",
+         ResourceSlot.from_policy(project.domain.total_resource_slots, "UNLIMITED", slot_types)),
+    ]
+    for what, limit in checks:
+        over = [k for k, v in total.items() if v > limit.get(k, Decimal(0))]
+        if over:
+            raise errors.QuotaExceeded(
+                f"The request exceeds the {what} for {', '.join(over)} "
+                f"(asked {', '.join(f'{k}={total[k]}' for k in over)}, limit {', '.join(f'{k}={limit.get(k)}' for k in over)})")
+
+
+def check_pending_limits(keypair: Keypair, total: ResourceSlot, slot_types: dict) -> None:
+    policy = keypair.resource_policy
+    pending = Session.objects.filter(access_key=keypair, status=SessionStatus.PENDING)
+    if policy.max_pending_session_count is not None and pending.count() >= policy.max_pending_session_count:
+        raise errors.QuotaExceeded(f"You already have {policy.max_pending_session_count} pending session(s), the most allowed")
+    if policy.max_pending_session_resource_slots:
+        used = ResourceSlot()
+        for slots in pending.values_list("requested_slots", flat=True):
+            used = used + ResourceSlot.from_json(slots)
+        limit = ResourceSlot.from_policy(policy.max_pending_session_resource_slots, "UNLIMITED", slot_types)
+        if not (used + total) <= limit:
+            raise errors.QuotaExceeded("Pending sessions would exceed the pending resource limit of your policy")
+
+
+def resolve_dependencies(keypair: Keypair, refs: list) -> list[Session]:
+    sessions = []
+    for ref in refs or []:
+        text = str(ref)
+        query = Session.objects.filter(access_key=keypair)
+        found = None
+        if re.fullmatch(r"[0-9a-fA-F-]{32,36}", text):
+            found = query.filter(pk=text).first()
+        if found is None:
+            found = query.filter(name=text).exclude(status__in=DEAD_SESSION).order_by("-created_at").first() or \
+                query.filter(name=text).order_by("-created_at").first()
+        if found is None:
+            raise errors.object_not_found("session", f"Unknown dependency {text!r}")
+        sessions.append(found)
+    return sessions
+
+
+def service_ports_for(image, preopen_ports: list) -> list[dict]:
+    ports = [dict(p) for p in image.service_ports or []]
+    used = {p for entry in ports for p in entry["container_ports"]}
+    for port in preopen_ports or []:
+        if not isinstance(port, int) or not 1024 <= port <= 65535:
+            raise errors.InvalidAPIParameters(f"preopen_ports must be integers between 1024 and 65535, got {port!r}")
+        if port in used:
+            raise errors.InvalidAPIParameters(f"Port {port} is already a service port of the image")
+        ports.append({"name": f"port{port}", "protocol": "preopen", "container_ports": [port]})
+    return ports
+
+
+def find_existing(keypair: Keypair, name: str) -> Session | None:
+    return (Session.objects.filter(access_key=keypair, name=name).exclude(status__in=DEAD_SESSION)
+            .exclude(status=SessionStatus.ERROR).first())
+
+
+def mounts_for(user: User, project: Project, req: EnqueueRequest) -> list[dict]:
+    """Folder mounts (vfolders decides permissions and paths; dot-folders auto-mount)."""
+    from vfolders import services as vfolder_services
+
+    return vfolder_services.resolve_mounts(user, project, list(req.mounts or []), dict(req.mount_map or {}),
+                                           dict(req.mount_options or {}))
+
+
+@transaction.atomic
+def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> EnqueueResult:
+    keypair = owner_keypair(actor, actor_keypair, req.owner_access_key)
+    owner = keypair.user
+    now = timezone.now()
+    if req.session_type not in (SessionType.INTERACTIVE, SessionType.BATCH, SessionType.INFERENCE):
+        raise errors.InvalidAPIParameters(f"Unknown session type {req.session_type!r}")
+    name = validate_name(req.name) if req.name else f"sess-{secrets.token_hex(4)}"
+    existing = find_existing(keypair, name)
+    if existing is not None:
+        if req.reuse_if_exists and existing.image == req.image:
+            return EnqueueResult(existing, created=False)
+        raise errors.SessionAlreadyExists(f"A session named {name!r} already exists",
+                                          data={"existingSessionId": str(existing.pk)})
+    if not 0 <= req.priority <= 100:
+        raise errors.InvalidAPIParameters("priority must be between 0 and 100")
+    if req.cluster_size < 1 or req.cluster_size > 64:
+        raise errors.InvalidAPIParameters("cluster_size must be between 1 and 64")
+    if req.cluster_mode not in ClusterMode.values:
+        raise errors.InvalidAPIParameters(f"cluster_mode must be one of {', '.join(ClusterMode.values)}")
+    if req.session_type == SessionType.BATCH and not (req.startup_command or "").strip():
+        raise errors.InvalidAPIParameters("Batch sessions need a startup command (startupCommand)")
+    starts_at = None
+    if req.starts_at:
+        if req.session_type != SessionType.BATCH:
+            raise errors.InvalidAPIParameters("starts_at is allowed only for batch sessions")
+        starts_at = parse_starts_at(req.starts_at, now)
+    if req.batch_timeout is not None and (req.batch_timeout < 1 or req.session_type != SessionType.BATCH):
+        raise errors.InvalidAPIParameters("batch_timeout must be a positive number of seconds, for batch sessions")
+    if not isinstance(req.environ, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in req.environ.items()):
+        raise errors.InvalidAPIParameters("environ must map names to string values")
+
+    project = choose_project(owner, req.group, req.domain)
+    group = choose_scaling_group(owner, project, req.scaling_group, req.session_type)
+    image = agent_services.resolve_image(req.image, req.architecture)
+    slot_types = manager_services.known_slot_types()
+    per_kernel, resource_opts = compute_request(image, req.resources, req.resource_opts, slot_types)
+    total = per_kernel.scale(req.cluster_size)
+    check_absolute_limits(keypair, project, total, slot_types)
+    check_pending_limits(keypair, total, slot_types)
+    dependencies = resolve_dependencies(keypair, req.dependencies)
+    agent_ids = []
+    if req.agent_list:
+        if not actor.is_superadmin:
+            raise errors.InsufficientPrivilege("Only superadmins choose agents (agent_list)")
+        expected = 1 if req.cluster_mode == ClusterMode.SINGLE_NODE else req.cluster_size
+        if len(req.agent_list) != expected:
+            raise errors.InvalidAPIParameters(f"agent_list needs exactly {expected} agent id(s)")
+        agent_ids = [str(a) for a in req.agent_list]
+    mounts = mounts_for(owner, project, req)
+    ports = service_ports_for(image, req.preopen_ports)
+
+    session = Session.objects.create(
+        name=name, creation_id=secrets.token_hex(16), session_type=req.session_type, priority=req.priority,
+        cluster_mode=req.cluster_mode, cluster_size=req.cluster_size, agent_ids=agent_ids, scaling_group=group,
+        domain_id=project.domain_id, project=project, user=owner, access_key=keypair, image=image.name,
+        architecture=image.architecture, tag=req.tag or "", requested_slots=total.to_json(), occupying_slots={},
+        vfolder_mounts=mounts, environ=req.environ, resource_opts=resource_opts,
+        bootstrap_script=req.bootstrap_script or "", startup_command=req.startup_command or "",
+        batch_timeout=req.batch_timeout, callback_url=req.callback_url or "", starts_at=starts_at,
+        status=SessionStatus.PENDING, status_changed=now,
+        status_history=[{"status": SessionStatus.PENDING, "timestamp": now.isoformat()}],
+    )
+    kernels = []
+    for idx in range(req.cluster_size):
+        role = "main" if idx == 0 else "sub"
+        kernels.append(Kernel(
+            session=session, cluster_role=role, cluster_idx=idx + 1 if role == "main" else idx,
+            local_rank=idx, cluster_hostname=f"{role}{1 if role == 'main' else idx}", image=image.name,
+            architecture=image.architecture, registry=image.registry_name, requested_slots=per_kernel.to_json(),
+            resource_opts=resource_opts, environ=req.environ,
+            mounts=[{k: m[k] for k in ("host_path", "container_path", "mode")} for m in mounts],
+            service_ports=ports if role == "main" else [], preopen_ports=list(req.preopen_ports or []),
+            startup_command=req.startup_command or "", bootstrap_script=req.bootstrap_script or "",
+            status=KernelStatus.PENDING, status_changed=now,
+            status_history=[{"status": KernelStatus.PENDING, "timestamp": now.isoformat()}],
+        ))
+    Kernel.objects.bulk_create(kernels)
+    SessionDependency.objects.bulk_create([SessionDependency(session=session, depends_on=d) for d in dependencies])
+    log.info("enqueued session %s (%s) for user %s keypair %s in group %s: %s x%d",
+             session.pk, name, owner.pk, keypair.access_key, group.pk, image.name, req.cluster_size)
+    from sessions import events
+
+    transaction.on_commit(lambda: events.session_changed(session.pk, group.pk, enqueued=True))
+    return EnqueueResult(session, created=True)
+
+
+__all__ = ["EnqueueRequest", "EnqueueResult", "enqueue"]

@@ -1,0 +1,115 @@
+"""Daemon configuration: flags > BAI_AGENT_* variables > TOML file > defaults; bad values name their source."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agents.daemon.config import AgentConfig, ConfigError, default_agent_id, load_config, parse_size
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_defaults_follow_the_protocol(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config, args = load_config([], {})
+    assert config.agent_id == default_agent_id()
+    assert config.scaling_group == "default"
+    assert config.backend == "docker"
+    assert config.host_address == "127.0.0.1"
+    assert config.port_range == (30000, 31000)
+    assert config.sync_interval == 5.0
+    assert config.scratch_root == tmp_path / "var" / f"agent-{config.agent_id}"
+    assert config.token is None and config.address is None and config.gpu_devices is None
+    assert config.kernel_host == "127.0.0.1"
+    assert not args.discover
+
+
+def test_flags_beat_environment_which_beats_the_toml_file(tmp_path):
+    toml = tmp_path / "agent.toml"
+    toml.write_text('agent_id = "from-toml"\nregion = "toml-region"\nsync_interval = 7\n'
+                    'port_range = "40000-40010"\n[agent]\nbackend = "local"\nreserved_mem = "1g"\n')
+    env = {"BAI_AGENT_CONFIG": str(toml), "BAI_AGENT_ID": "from-env", "BAI_AGENT_REGION": "env-region",
+           "BAI_AGENT_TOKEN": "secret"}
+    config, _ = load_config(["--agent-id", "from-flag", "--gpu-devices", "0,GPU-abc-1"], env)
+    assert config.agent_id == "from-flag"
+    assert config.region == "env-region"
+    assert config.sync_interval == 7.0
+    assert config.port_range == (40000, 40010)
+    assert config.backend == "local"
+    assert config.reserved_mem == 1024**3
+    assert config.token == "secret"
+    assert config.gpu_devices == ("0", "GPU-abc-1")
+    assert config.config_file == toml
+    assert config.public()["token"] == "***"
+
+
+def test_an_advertised_address_is_the_kernel_host_when_publishing_on_all_interfaces():
+    config, _ = load_config(["--host-address", "0.0.0.0", "--address", "10.0.0.5"], {})
+    assert config.public_host == "10.0.0.5"
+    assert config.kernel_host == "10.0.0.5"
+    assert AgentConfig(host_address="10.0.0.7", address="node.example").kernel_host == "10.0.0.7"
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    (["--port-range", "31000-30000"], {}, "--port-range"),
+    ([], {"BAI_AGENT_SYNC_INTERVAL": "soon"}, "BAI_AGENT_SYNC_INTERVAL"),
+    (["--backend", "podman"], {}, "--backend"),
+    ([], {"BAI_AGENT_ID": "bad id!"}, "BAI_AGENT_ID"),
+    (["--manager-url", "ftp://x"], {}, "--manager-url"),
+    (["--reserved-mem", "lots"], {}, "--reserved-mem"),
+    (["--cpu-limit", "-1"], {}, "--cpu-limit"),
+    (["--gpu-devices", "first"], {}, "--gpu-devices"),
+    (["--host-address", "localhost"], {}, "--host-address"),
+    (["--log-level", "loud"], {}, "--log-level"),
+])
+def test_bad_values_name_the_option_or_variable(argv, env, named):
+    with pytest.raises(ConfigError, match=named.replace("-", r"\-")):
+        load_config(argv, env)
+
+
+def test_bad_toml_values_and_unknown_keys_name_the_key(tmp_path):
+    toml = tmp_path / "a.toml"
+    toml.write_text("sync_interval = -3\n")
+    with pytest.raises(ConfigError, match="sync_interval in"):
+        load_config(["--config", str(toml)], {})
+    toml.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown option.*colour"):
+        load_config(["--config", str(toml)], {})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(["--config", str(tmp_path / "missing.toml")], {})
+
+
+def test_sizes_and_cpu_counts_parse():
+    assert parse_size("4g") == 4 * 1024**3
+    assert parse_size("1.5GiB") == 3 * 512 * 1024**2
+    assert parse_size("1024") == 1024
+    config, _ = load_config(["--cpu-limit", "2.5", "--mem-limit", "512m"], {})
+    assert config.cpu_limit == Decimal("2.5") and config.mem_limit == 512 * 1024**2
+
+
+def test_the_daemon_exits_with_a_message_naming_the_bad_variable():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAI_AGENT_")}
+    env["BAI_AGENT_PORT_RANGE"] = "lots"
+    result = subprocess.run([sys.executable, "-m", "agents.daemon", "--token", "x"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "BAI_AGENT_PORT_RANGE" in result.stderr and "Traceback" not in result.stderr
+    env.pop("BAI_AGENT_PORT_RANGE")
+    result = subprocess.run([sys.executable, "-m", "agents.daemon", "--backend", "local"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "BAI_AGENT_TOKEN" in result.stderr
+
+
+def test_the_daemon_imports_nothing_from_django_or_the_manager():
+    code = ("import sys, agents.daemon.cli, agents.daemon.agent, agents.daemon.backends.docker, "
+            "agents.daemon.backends.local\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'rest_framework', 'channels', "
+            "'celery') or (m.startswith('agents.') and not m.startswith('agents.daemon')))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr

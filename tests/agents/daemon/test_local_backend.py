@@ -1,0 +1,202 @@
+"""The local backend end to end, with real process groups on this host."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from agents.daemon.backends.base import BackendSettings, KernelError
+from agents.daemon.backends.local import LocalBackend, _group_members
+from agents.daemon.kernel import KernelSpec, KernelStatus
+
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+PORTS = (31100, 31199)
+
+
+def spec(command: str | None, **extra) -> KernelSpec:
+    data = {"kernel_id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()), "image": "bai-test/shell:1.0",
+            "session_type": "interactive", "cluster_hostname": "main1", "slots": {"cpu": "1", "mem": "268435456"},
+            "startup_command": command}
+    data.update(extra)
+    return KernelSpec.from_wire(data)
+
+
+def http_spec(**extra) -> KernelSpec:
+    command = f"env > env.txt; exec {PYTHON} -m http.server $PORT --bind 127.0.0.1"
+    return spec(command, service_ports=[{"name": "web", "protocol": "http", "container_ports": [8080]}], **extra)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return BackendSettings(agent_id="local-test", scratch_root=tmp_path / "scratch", port_range=PORTS, stop_timeout=2)
+
+
+@pytest.fixture
+def backend(settings):
+    backend = LocalBackend(settings)
+    yield backend
+    for state in LocalBackend(settings).list_kernels():  # never leave processes behind
+        backend.stop(state.kernel_id, "test-cleanup")
+
+
+def fetch(port: int, path: str = "/", timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def wait_status(backend, kernel_id, status, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {s.kernel_id: s for s in backend.list_kernels()}
+        if kernel_id in states and states[kernel_id].status is status:
+            return states[kernel_id]
+        assert time.monotonic() < deadline, f"kernel never became {status}: {states.get(kernel_id)}"
+        time.sleep(0.05)
+
+
+def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(backend, settings, tmp_path):
+    data = tmp_path / "vfolder"
+    data.mkdir()
+    (data / "hello.txt").write_text("from the vfolder")
+    emitted = []
+    kernel = http_spec(environ={"FOO": "bar"},
+                       mounts=[{"host_path": str(data), "container_path": "/home/work/data", "mode": "rw"}])
+    state = backend.create(kernel, emit=emitted.append)
+    assert [s.status for s in emitted] == [KernelStatus.PREPARING, KernelStatus.RUNNING]
+    assert state.status is KernelStatus.RUNNING
+    port = state.service_ports[0].host_ports[0]
+    assert PORTS[0] <= port <= PORTS[1]
+    assert state.service_ports[0].container_ports == [8080]
+    assert state.host == "127.0.0.1" and state.container_id
+
+    assert "from the vfolder" in fetch(port, "/data/hello.txt")
+    env = dict(line.split("=", 1) for line in fetch(port, "/env.txt").splitlines() if "=" in line)
+    assert env["BACKENDAI_KERNEL_ID"] == kernel.kernel_id
+    assert env["BACKENDAI_SESSION_ID"] == kernel.session_id
+    assert env["BACKENDAI_PORT_WEB"] == env["PORT"] == str(port)
+    assert env["FOO"] == "bar"
+    assert env["HOME"].endswith(f"{kernel.kernel_id}/home/work")
+    assert not any(k.startswith("BAI_AGENT_") for k in env)
+
+    # idempotent: the same kernel id is not started twice
+    assert backend.create(kernel).container_id == state.container_id
+    stats = backend.stats()
+    assert int(stats[kernel.kernel_id]["mem_used"]) > 0
+
+    final = backend.stop(kernel.kernel_id, "user-requested")
+    assert final.status is KernelStatus.TERMINATED
+    assert final.exit_code == 128 + signal.SIGTERM
+    assert final.reason == "user-requested"
+    assert "GET /env.txt" in (final.last_logs or "")
+    assert not (settings.scratch_root / kernel.kernel_id).exists()
+    assert data.exists() and (data / "hello.txt").exists()  # the mount target survives the clean-up
+    assert backend.list_kernels() == []
+    assert port not in backend.ports.held
+    assert backend.stop(kernel.kernel_id, "again") is None
+
+
+def test_a_batch_command_that_exits_3_is_reported_with_its_logs(backend):
+    kernel = spec("echo batch-start; echo oops >&2; exit 3", session_type="batch")
+    backend.create(kernel)
+    state = wait_status(backend, kernel.kernel_id, KernelStatus.TERMINATED)
+    assert state.exit_code == 3
+    assert state.reason == "task-failed"
+    assert "batch-start" in state.last_logs and "oops" in state.last_logs
+    final = backend.stop(kernel.kernel_id, "user-requested")
+    assert final.exit_code == 3 and final.reason == "task-failed"  # it had already ended on its own
+
+
+def test_a_restarted_backend_re_adopts_the_live_process(settings):
+    first = LocalBackend(settings)
+    kernel = spec(None, service_ports=[{"name": "ssh", "protocol": "tcp", "container_ports": [22]}])
+    state = first.create(kernel)
+    pid = int(state.container_id)
+
+    second = LocalBackend(settings)  # the daemon restarted
+    adopted = {s.kernel_id: s for s in second.adopt()}
+    assert adopted[kernel.kernel_id].status is KernelStatus.RUNNING
+    assert adopted[kernel.kernel_id].container_id == str(pid)
+    assert adopted[kernel.kernel_id].service_ports[0].host_ports == state.service_ports[0].host_ports
+    assert set(state.service_ports[0].host_ports) <= second.ports.held
+    final = second.stop(kernel.kernel_id, "user-requested")
+    assert final.exit_code == 128 + signal.SIGTERM  # the idle loop, recorded by the wrapper
+    assert _group_members(pid) == []  # nothing of the group is left (but a zombie for this test process)
+
+
+def test_a_kernel_that_finished_while_the_daemon_was_down_reports_its_exit_code(settings):
+    first = LocalBackend(settings)
+    kernel = spec("sleep 0.3; echo done; exit 5")
+    first.create(kernel)
+    del first
+    time.sleep(0.8)
+    second = LocalBackend(settings)
+    adopted = {s.kernel_id: s for s in second.adopt()}
+    assert adopted[kernel.kernel_id].status is KernelStatus.TERMINATED
+    assert adopted[kernel.kernel_id].exit_code == 5
+    assert adopted[kernel.kernel_id].reason == "self-terminated"
+    assert "done" in adopted[kernel.kernel_id].last_logs
+    state_file = json.loads((settings.scratch_root / kernel.kernel_id / "kernel.json").read_text())
+    assert state_file["status"] == "TERMINATED" and state_file["exit_code"] == 5
+    second.stop(kernel.kernel_id, "user-requested")
+
+
+def test_a_vanished_process_without_an_exit_code_is_reported_lost(settings):
+    backend = LocalBackend(settings)
+    kernel_id = str(uuid.uuid4())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    kdir = settings.scratch_root / kernel_id
+    kdir.mkdir(parents=True)
+    (kdir / "kernel.json").write_text(json.dumps({
+        "kernel_id": kernel_id, "session_id": None, "status": "RUNNING", "pid": dead.pid, "start_time": 1,
+        "service_ports": [], "exit_code": None, "reason": None}))
+    state = {s.kernel_id: s for s in backend.adopt()}[kernel_id]
+    assert state.status is KernelStatus.TERMINATED and state.exit_code is None and state.reason == "process-lost"
+    backend.stop(kernel_id, "user-requested")
+
+
+def test_a_kernel_ignoring_sigterm_is_killed_after_the_grace_period(settings):
+    settings.stop_timeout = 0.5
+    backend = LocalBackend(settings)
+    kernel = spec("trap '' TERM; sleep 30")
+    backend.create(kernel)
+    time.sleep(0.2)
+    started = time.monotonic()
+    final = backend.stop(kernel.kernel_id, "user-requested")
+    assert time.monotonic() - started < 3
+    assert final.exit_code == 128 + signal.SIGKILL
+
+
+def test_a_batch_kernel_past_its_timeout_is_killed_with_reason_task_timeout(backend):
+    kernel = spec("sleep 30", session_type="batch", batch_timeout=0.3)
+    backend.create(kernel)
+    time.sleep(0.5)
+    ended = backend.check_timeouts()
+    assert [s.kernel_id for s in ended] == [kernel.kernel_id]
+    state = wait_status(backend, kernel.kernel_id, KernelStatus.TERMINATED)
+    assert state.reason == "task-timeout" and state.exit_code == 128 + signal.SIGTERM
+
+
+def test_a_failed_creation_raises_and_leaves_nothing_behind(backend, settings):
+    kernel = spec("true", mounts=[{"host_path": "/tmp", "container_path": "/home/work/../../etc", "mode": "rw"}])
+    with pytest.raises(KernelError) as info:
+        backend.create(kernel)
+    assert info.value.reason == "invalid-mount"
+    assert not (settings.scratch_root / kernel.kernel_id).exists()
+    assert backend.ports.held == frozenset()
+    with pytest.raises(KernelError, match="insufficient-cuda-devices"):
+        backend.create(spec("true", slots={"cuda.device": "1"}))
