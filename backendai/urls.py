@@ -22,6 +22,7 @@ urlpatterns = [
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
     path("ui/", include(("vfolders.urls", "ui-vfolders"), namespace="ui-vfolders")),
+    path("ui/", include(("sessions.urls", "ui-sessions"), namespace="ui-sessions")),
     path("admin/", admin.site.urls),
 ]
 

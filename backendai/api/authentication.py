@@ -129,3 +129,15 @@ class HMACAuthentication(BaseAuthentication):
         return user, keypair
 
 
+
+
+def authenticate_plain_request(request):
+    """HMAC-authenticate a plain Django request (for views outside DRF, like SSE
+    and websockets); returns (user, keypair) or raises a BackendAIError."""
+    from rest_framework.request import Request
+
+    drf_request = Request(request, authenticators=[HMACAuthentication()])
+    result = HMACAuthentication().authenticate(drf_request)
+    if result is None:
+        raise errors.AuthorizationFailed("Unauthorized access")
+    return result

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sessions.api import resource_views, views
+from sessions.api import events_view, resource_views, views
 
 urlpatterns = [
     path("session", views.SessionCreateView.as_view(), name="session-create"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("session/<str:name>/logs", views.SessionLogsView.as_view(), name="session-logs"),
     path("session/<str:name>/rename", views.SessionRenameView.as_view(), name="session-rename"),
     path("stream/session/<str:name>/apps", views.SessionAppsView.as_view(), name="session-apps"),
+    path("events/session", events_view.session_events, name="session-events"),
     path("resource/presets", resource_views.PresetsView.as_view(), name="resource-presets"),
     path("resource/check-presets", resource_views.CheckPresetsView.as_view(), name="resource-check-presets"),
     path("scaling-groups", resource_views.ScalingGroupsView.as_view(), name="scaling-groups"),
