@@ -239,10 +239,15 @@ def find_existing(keypair: Keypair, name: str) -> Session | None:
 
 def mounts_for(user: User, project: Project, req: EnqueueRequest) -> list[dict]:
     """Folder mounts (vfolders decides permissions and paths; dot-folders auto-mount)."""
-    from vfolders import services as vfolder_services
+    import importlib
 
-    return vfolder_services.resolve_mounts(user, project, list(req.mounts or []), dict(req.mount_map or {}),
-                                           dict(req.mount_options or {}))
+    try:
+        resolver = importlib.import_module("vfolders.services").resolve_mounts
+    except (ImportError, AttributeError):
+        if req.mounts or req.mount_map:
+            raise errors.InvalidAPIParameters("Folder mounts are not available on this manager") from None
+        return []
+    return resolver(user, project, list(req.mounts or []), dict(req.mount_map or {}), dict(req.mount_options or {}))
 
 
 @transaction.atomic

@@ -87,6 +87,8 @@ class FakeManager:
                 if data:
                     self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")  # so that stopping the server refuses at once
+                self.close_connection = True
                 self.end_headers()
                 self.wfile.write(data)
 
