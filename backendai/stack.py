@@ -63,7 +63,13 @@ def main(argv=None) -> int:
     parser.add_argument("--agent-ports", default="31000-31999")
     args = parser.parse_args(argv)
 
-    env = dict(os.environ, BACKEND_DATA_DIR=str(args.data_dir), PYTHONUNBUFFERED="1")
+    metrics_dir = Path(args.data_dir) / "prometheus"
+    if metrics_dir.exists():
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, BACKEND_DATA_DIR=str(args.data_dir), PYTHONUNBUFFERED="1",
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     lock = threading.Lock()
     children: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()

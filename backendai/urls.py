@@ -3,12 +3,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backendai.api import graphql, views
+from backendai.metrics import metrics_view
 from backendai.api.middleware import is_api_path
 
 urlpatterns = [
     path("", views.RootView.as_view(), name="api-root"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("manager/announcement", views.AnnouncementView.as_view(), name="announcement"),
     path("config/resource-slots", views.ResourceSlotsView.as_view(), name="resource-slots"),
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),

@@ -112,3 +112,14 @@ def test_the_announcement_is_set_by_superadmins_only(signed, owner, superadmin):
     assert signed(owner).get("/manager/announcement").json() == {"enabled": True, "message": "Maintenance at 18:00"}
     bad = signed(superadmin).post("/manager/announcement", {"enabled": "yes"})
     assert bad.status_code == 400 and slug(bad) == "invalid-api-params"
+
+
+def test_metrics_show_sessions_and_agents_by_status(client, owner):
+    from agents import services as agent_services
+    from agents.models import Agent
+
+    group = agent_services.ensure_default_scaling_group()
+    Agent.objects.create(id="m1", scaling_group=group)
+    body = client.get("/metrics").content.decode()
+    assert 'backendai_agent_count{status="ALIVE"} 1.0' in body
+    assert "django_http_requests" in body

@@ -1,0 +1,44 @@
+"""``/metrics`` for Prometheus: request metrics (django-prometheus), the
+scheduler's counters and histograms (recorded in whichever process ran a pass;
+shared through ``PROMETHEUS_MULTIPROC_DIR`` when set), and gauges read from the
+database at scrape time (sessions and agents by status)."""
+from __future__ import annotations
+
+import os
+
+from django.http import HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+
+class DatabaseCollector:
+    """Counts that are truths in the database, read when Prometheus scrapes."""
+
+    def collect(self):
+        from django.db.models import Count
+
+        from agents.models import Agent
+        from sessions.models import Session
+
+        sessions = GaugeMetricFamily("backendai_session_count", "Sessions by status", labels=["status"])
+        for row in Session.objects.values("status").annotate(n=Count("id")).order_by():
+            sessions.add_metric([row["status"]], row["n"])
+        yield sessions
+        agents = GaugeMetricFamily("backendai_agent_count", "Agents by status", labels=["status"])
+        for row in Agent.objects.values("status").annotate(n=Count("id")).order_by():
+            agents.add_metric([row["status"]], row["n"])
+        yield agents
+
+
+def metrics_view(request):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    local = CollectorRegistry()
+    local.register(DatabaseCollector())
+    body = generate_latest(registry) + generate_latest(local)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
