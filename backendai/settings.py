@@ -2,6 +2,7 @@
 ``backendai.config`` (environment variables with embedded defaults)."""
 from __future__ import annotations
 
+import os
 import sys
 
 import dj_database_url
@@ -94,6 +95,8 @@ DATABASES = {"default": dj_database_url.parse(CONFIG.database_url, conn_max_age=
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # a file, not memory, so that test runs can share it with real server processes
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:

@@ -27,9 +27,9 @@ def processes(args) -> dict[str, list[str]]:
         "worker": [py, "-m", "celery", "-A", "backendai.celery", "worker", "--beat", "--pool=solo", "--loglevel=INFO",
                    "--schedule", str(data / "celerybeat-schedule"), "--without-gossip", "--without-mingle",
                    "--hostname", f"embedded@{args.port}"],
-        "agent": [py, "-m", "agents.daemon", "--manager", url, "--token-file", str(data / "agent-token"),
-                  "--agent-id", args.agent_id, "--scaling-group", "default", "--backend", args.agent_backend,
-                  "--scratch", str(data / "agent"), "--port-range", args.agent_ports],
+        "agent": [py, "-m", "agents.daemon", "--manager-url", url, "--agent-id", args.agent_id,
+                  "--scaling-group", "default", "--backend", args.agent_backend,
+                  "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports],
     }
 
 
@@ -87,8 +87,11 @@ def main(argv=None) -> int:
             print("[stack ] the web server did not come up; stopping", flush=True)
             stopping.set()
             break
-        child = subprocess.Popen(commands[name], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        child_env = dict(env)
+        if name == "agent":  # the token travels in the environment, never on a command line
+            child_env["BAI_AGENT_TOKEN"] = (Path(args.data_dir) / "agent-token").read_text().strip()
+        child = subprocess.Popen(commands[name], cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
         children[name] = child
         threading.Thread(target=_pump, args=(name, child.stdout, lock), daemon=True).start()
 

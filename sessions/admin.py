@@ -1,8 +1,24 @@
-"""Admin for sessions and kernels (read-mostly; changes go through services)."""
-from django.contrib import admin
+"""Admin for sessions and kernels (read-mostly; changes go through services),
+and the cluster overview (capacity, occupancy, sessions by status, per
+scaling group and per agent) at ``admin:compute_sessions_cluster_overview``."""
+from __future__ import annotations
 
+from decimal import Decimal
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Min
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+
+from backendai.slots import ResourceSlot, SlotError
 from sessions import services
+from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, SessionStatus
 from sessions.models import Kernel, Session
+
+STATUS_ORDER = [s.value for s in SessionStatus]
+LIVE_STATUSES = [s for s in STATUS_ORDER if s not in (SessionStatus.TERMINATED, SessionStatus.CANCELLED)]
 
 
 class KernelInline(admin.TabularInline):
@@ -30,6 +46,22 @@ class SessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def get_urls(self):
+        overview = path("overview/", self.admin_site.admin_view(self.cluster_overview_view),
+                        name="compute_sessions_cluster_overview")
+        return [overview, *super().get_urls()]
+
+    def cluster_overview_view(self, request):
+        if not request.user.is_superadmin:
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cluster overview",
+            "opts": self.model._meta,
+            **cluster_overview(),
+        }
+        return TemplateResponse(request, "admin/compute_sessions/cluster_overview.html", context)
+
     @admin.action(description="Terminate selected sessions")
     def terminate(self, request, queryset):
         for session in queryset:
@@ -53,3 +85,102 @@ class KernelAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# --- cluster overview ---------------------------------------------------------------------------
+
+def _slots(value) -> ResourceSlot:
+    try:
+        return ResourceSlot.from_json(value or {})
+    except SlotError:
+        return ResourceSlot()
+
+
+def usage_rows(capacity: ResourceSlot, occupied: ResourceSlot) -> list[dict]:
+    """Per slot: used / total with a percentage, cpu and mem first."""
+    from sessions.forms import format_amount, ordered_slots
+
+    rows = []
+    for slot in ordered_slots({k: None for k in [*capacity, *(k for k in occupied if k not in capacity)]}):
+        total, used = capacity.get(slot, Decimal(0)), occupied.get(slot, Decimal(0))
+        if total == 0 and used == 0:
+            continue
+        percent = float(used / total * 100) if total > 0 and not total.is_infinite() else None
+        rows.append({"slot": slot, "used": format_amount(slot, used), "total": format_amount(slot, total),
+                     "percent": round(percent, 1) if percent is not None else None,
+                     "bar": min(round(percent or 0), 100), "over": percent is not None and percent > 100})
+    return rows
+
+
+def cluster_overview() -> dict:
+    """Capacity, occupancy and sessions by status, per scaling group and per agent
+    (a fixed number of queries, whatever the cluster's size)."""
+    from agents.models import Agent, AgentStatus, ScalingGroup
+
+    now = timezone.now()
+    groups = {g.pk: g for g in ScalingGroup.objects.all()}
+    agents = list(Agent.objects.order_by("scaling_group_id", "id").only(
+        "id", "status", "scaling_group_id", "schedulable", "available_slots", "occupied_slots", "architecture",
+        "backend", "last_heartbeat", "addr"))
+    kernels = dict(Kernel.objects.filter(status__in=AGENT_OCCUPYING_KERNEL, agent__isnull=False)
+                   .values_list("agent_id").annotate(n=Count("id")).values_list("agent_id", "n"))
+    by_status: dict[str | None, dict[str, int]] = {}
+    for group_id, status, count in (Session.objects.values_list("scaling_group_id", "status")
+                                    .annotate(n=Count("id")).values_list("scaling_group_id", "status", "n")):
+        by_status.setdefault(group_id, {})
+        by_status[group_id][status] = by_status[group_id].get(status, 0) + count
+    oldest_pending = dict(Session.objects.filter(status=SessionStatus.PENDING).values_list("scaling_group_id")
+                          .annotate(oldest=Min("created_at")).values_list("scaling_group_id", "oldest"))
+
+    group_rows: dict[str | None, dict] = {}
+    for group_id, group in groups.items():
+        group_rows[group_id] = {"name": group_id, "group": group, "agents": 0, "alive": 0, "schedulable": 0,
+                                "capacity": ResourceSlot(), "occupied": ResourceSlot()}
+    agent_rows = []
+    total_capacity, total_occupied = ResourceSlot(), ResourceSlot()
+    for agent in agents:
+        row = group_rows.setdefault(agent.scaling_group_id, {
+            "name": agent.scaling_group_id, "group": None, "agents": 0, "alive": 0, "schedulable": 0,
+            "capacity": ResourceSlot(), "occupied": ResourceSlot()})
+        available, occupied = _slots(agent.available_slots), _slots(agent.occupied_slots)
+        alive = agent.status == AgentStatus.ALIVE
+        row["agents"] += 1
+        if alive:
+            row["alive"] += 1
+            row["occupied"] = row["occupied"] + occupied
+            total_occupied = total_occupied + occupied
+            if agent.schedulable:
+                row["schedulable"] += 1
+                row["capacity"] = row["capacity"] + available
+                total_capacity = total_capacity + available
+        agent_rows.append({
+            "agent": agent, "alive": alive, "usage": usage_rows(available, occupied),
+            "kernels": kernels.get(agent.pk, 0),
+            "heartbeat_age": (now - agent.last_heartbeat).total_seconds() if agent.last_heartbeat else None,
+        })
+
+    status_totals: dict[str, int] = {}
+    rows = []
+    for group_id in sorted(set(group_rows) | set(by_status), key=lambda g: (g is None, g or "")):
+        row = group_rows.get(group_id) or {"name": group_id, "group": None, "agents": 0, "alive": 0,
+                                           "schedulable": 0, "capacity": ResourceSlot(), "occupied": ResourceSlot()}
+        counts = by_status.get(group_id, {})
+        for status, count in counts.items():
+            status_totals[status] = status_totals.get(status, 0) + count
+        oldest = oldest_pending.get(group_id)
+        rows.append({
+            **row, "usage": usage_rows(row["capacity"], row["occupied"]),
+            "statuses": [(s, counts[s]) for s in STATUS_ORDER if counts.get(s)],
+            "live": sum(counts.get(s, 0) for s in LIVE_STATUSES),
+            "pending": counts.get(SessionStatus.PENDING, 0),
+            "oldest_pending": (now - oldest).total_seconds() if oldest else None,
+        })
+    return {
+        "group_rows": rows, "agent_rows": agent_rows,
+        "total_usage": usage_rows(total_capacity, total_occupied),
+        "status_totals": [(s, status_totals[s]) for s in STATUS_ORDER if status_totals.get(s)],
+        "live_total": sum(status_totals.get(s, 0) for s in LIVE_STATUSES),
+        "agents_total": len(agents),
+        "agents_alive": sum(1 for a in agents if a.status == AgentStatus.ALIVE),
+        "now": now,
+    }

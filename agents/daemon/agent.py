@@ -37,7 +37,7 @@ from .discovery import GpuProbe, HostStats, Resources
 from .kernel import KernelSpec, KernelState, KernelStatus, SpecError, normalize_architecture, tail_text
 from .link import ManagerLink
 
-__all__ = ["Agent", "FinishedKernels"]
+__all__ = ["Agent", "AppliedRestarts", "FinishedKernels"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,46 @@ class FinishedKernels:
                     log.warning("cannot persist finished kernels to %s: %s", self._path, exc)
 
 
+class AppliedRestarts:
+    """The last ``restart_id`` applied per kernel (persisted, so a restarted daemon does not restart again)."""
+
+    def __init__(self, path: Path | None):
+        self._path = path
+        self._lock = threading.Lock()
+        self._ids: dict[str, str] = {}
+        if path is not None:
+            try:
+                data = json.loads(path.read_text())
+                self._ids = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._ids = {}
+
+    def get(self, kernel_id: str) -> str | None:
+        with self._lock:
+            return self._ids.get(kernel_id)
+
+    def _save_locked(self) -> None:
+        if self._path is None:
+            return
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._ids))
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.warning("cannot persist applied restarts to %s: %s", self._path, exc)
+
+    def set(self, kernel_id: str, restart_id: str) -> None:
+        with self._lock:
+            self._ids[kernel_id] = restart_id
+            self._save_locked()
+
+    def forget(self, kernel_id: str) -> None:
+        with self._lock:
+            if self._ids.pop(kernel_id, None) is not None:
+                self._save_locked()
+
+
 class Agent:
     """One agent daemon.  :meth:`run` blocks until :meth:`request_stop` (or a signal via the CLI)."""
 
@@ -111,6 +151,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._sync_thread: threading.Thread | None = None
         self.finished = FinishedKernels(Path(config.scratch_root) / "finished-kernels.json")
+        self.restarts = AppliedRestarts(Path(config.scratch_root) / "applied-restarts.json")
 
         self.syncs = 0  # successful syncs
         self.failures = 0  # failed sync attempts in a row
@@ -175,8 +216,13 @@ class Agent:
         """The sync request, and the ids of the final states it delivers."""
         kernels = {k.kernel_id: k for k in self.backend.list_kernels()}
         with self._lock:
+            for kernel_id, op in self._inflight.items():
+                if op == "restart":  # passing through TERMINATED must not reach the manager
+                    kernels.pop(kernel_id, None)
             finals = {k: v for k, v in self._final.items() if k not in kernels}
         kernels.update(finals)
+        for kernel_id, state in kernels.items():
+            state.restart_id = self.restarts.get(kernel_id)
         try:
             kernel_stats = self.backend.stats()
         except Exception as exc:  # noqa: BLE001 - stats are optional
@@ -268,6 +314,8 @@ class Agent:
             for kernel_id in kernel_ids:
                 self._final.pop(kernel_id, None)
                 self._reported.pop(kernel_id, None)
+        for kernel_id in kernel_ids:
+            self.restarts.forget(kernel_id)
 
     # -- applying the answer --------------------------------------------------------------------
     def apply(self, answer: dict[str, Any]) -> None:
@@ -290,7 +338,7 @@ class Agent:
         for item in answer.get("stop") or []:
             if isinstance(item, dict) and item.get("kernel_id"):
                 stops[str(item["kernel_id"])] = str(item.get("reason") or "user-requested")
-        present = {k.kernel_id for k in self.backend.list_kernels()}
+        present = {k.kernel_id: k for k in self.backend.list_kernels()}
 
         for item in answer.get("desired") or []:
             try:
@@ -321,6 +369,31 @@ class Agent:
                     continue
                 self._inflight[kernel_id] = "stop"
             self._spawn(self._stop_worker, kernel_id, reason, name=f"stop-{kernel_id[:8]}")
+
+        for item in answer.get("restart") or []:
+            if not isinstance(item, dict) or not item.get("kernel_id"):
+                continue
+            kernel_id, restart_id = str(item["kernel_id"]), str(item.get("restart_id") or "")
+            if kernel_id in stops or self.restarts.get(kernel_id) == restart_id:
+                continue  # already applied (or going away anyway)
+            with self._lock:
+                if kernel_id in self._inflight or kernel_id not in present:
+                    continue  # retried at a later sync
+                self._inflight[kernel_id] = "restart"
+            self._spawn(self._restart_worker, kernel_id, restart_id, name=f"restart-{kernel_id[:8]}")
+
+        for kernel_id in answer.get("want_logs") or []:
+            state = present.get(str(kernel_id))
+            if state is None:
+                continue
+            with self._lock:
+                if str(kernel_id) in self._inflight:
+                    continue
+            state.last_logs = self.backend.logs(state.kernel_id)
+            state.restart_id = self.restarts.get(state.kernel_id)
+            self.log.info("kernel %s: sending its logs (%d characters) as asked", state.kernel_id,
+                          len(state.last_logs or ""))
+            self._events.put(state.to_event())
 
     def _reject(self, item: Any, exc: SpecError) -> None:
         kernel_id = item.get("kernel_id") if isinstance(item, dict) else None
@@ -368,6 +441,24 @@ class Agent:
             if deferred is not None:
                 self._stop_worker(kernel_id, deferred)
 
+    def _restart_worker(self, kernel_id: str, restart_id: str) -> None:
+        try:
+            state = self.backend.restart(kernel_id)
+            if state is None:
+                self.log.warning("kernel %s: asked to restart a kernel this agent does not have", kernel_id)
+                return
+            self.restarts.set(kernel_id, restart_id)
+            state.restart_id = restart_id
+            with self._lock:
+                self._reported[kernel_id] = state.status.value
+            self.log.info("kernel %s restarted (restart id %s): %s", kernel_id, restart_id, state.status.value)
+            self._events.put(state.to_event())
+        except Exception:  # noqa: BLE001 - not recorded as applied: retried at the next sync
+            self.log.exception("kernel %s: restart failed; will retry", kernel_id)
+        finally:
+            with self._lock:
+                self._inflight.pop(kernel_id, None)
+
     def _stop_worker(self, kernel_id: str, reason: str) -> None:
         try:
             final = self.backend.stop(kernel_id, reason)
@@ -399,8 +490,9 @@ class Agent:
                 self.backend.check_timeouts()
                 for state in self.backend.list_kernels():
                     with self._lock:
-                        busy = self._inflight.get(state.kernel_id) == "stop"
-                    if not busy:  # the stop worker reports the final state itself
+                        busy = self._inflight.get(state.kernel_id) in ("stop", "restart")
+                    if not busy:  # those workers report the outcome themselves
+                        state.restart_id = self.restarts.get(state.kernel_id)
                         self._observe(state)
             except Exception as exc:  # noqa: BLE001 - keep watching
                 self.log.debug("watch failed: %s", exc, exc_info=True)
@@ -418,5 +510,7 @@ class Agent:
                     break
             try:
                 self.client.post_events(self.agent_id, batch)
+            except ManagerRejected as exc:
+                self.log.warning("the manager rejected %d event(s) (%s); the next sync carries them", len(batch), exc)
             except ManagerError as exc:
                 self.log.debug("posting %d event(s) failed (%s); the next sync carries them", len(batch), exc)

@@ -273,10 +273,11 @@ class KernelState:
     reason: str | None = None
     last_logs: str | None = None
     stats: dict[str, str] | None = None
+    restart_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """The sync entry (see the protocol's ``kernels`` list)."""
-        return {
+        """The sync entry (see the protocol's ``kernels`` list); ``restart_id`` only once a restart was applied."""
+        entry = {
             "kernel_id": self.kernel_id,
             "session_id": self.session_id,
             "status": self.status.value,
@@ -288,6 +289,9 @@ class KernelState:
             "last_logs": self.last_logs,
             "stats": self.stats,
         }
+        if self.restart_id is not None:
+            entry["restart_id"] = self.restart_id
+        return entry
 
     def to_event(self, timestamp: str | None = None) -> dict[str, Any]:
         """The same entry as an event (no stats, with a timestamp)."""

@@ -126,3 +126,15 @@ def problem_exception_handler(exc, context):
     request = context.get("request")
     log.exception("unhandled API error on %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"))
     return problem_response(500, "internal-server-error", InternalServerError.error_title)
+
+# --- virtual folders (appended by the vfolders app) --------------------------------------------
+TooManyVFoldersFound = _error("TooManyVFoldersFound", 404, "too-many-vfolders", "Multiple virtual folders found.")
+VFolderCreationFailed = _error("VFolderCreationFailed", 400, "vfolder-creation-failed", "Virtual folder creation has failed.")
+VFolderAlreadyExists = _error("VFolderAlreadyExists", 400, "vfolder-already-exists", "Virtual folder already exists with the same name.")
+VFolderOperationFailed = _error("VFolderOperationFailed", 400, "vfolder-operation-failed", "Virtual folder operation has failed.")
+VFolderPermissionError = _error("VFolderPermissionError", 400, "vfolder-permission-error", "The virtual folder does not permit the specified permission.")
+UploadOffsetConflict = _error("UploadOffsetConflict", 409, "upload-offset-conflict", "The upload offset does not match.")
+PayloadTooLarge = _error("PayloadTooLarge", 413, "payload-too-large", "Request payload too large.")
+UnsupportedMediaType = _error("UnsupportedMediaType", 415, "unsupported-media-type", "Unsupported media type.")
+RangeNotSatisfiable = _error("RangeNotSatisfiable", 416, "range-not-satisfiable", "Requested range not satisfiable.")
+UnsupportedTusVersion = _error("UnsupportedTusVersion", 412, "unsupported-tus-version", "Unsupported tus protocol version.")

@@ -61,7 +61,7 @@ def test_an_unknown_agent_registers_on_its_first_sync(client, group_token):
     assert agent.available_slots == {"cpu": "4", "mem": "8589934592"}
     assert agent.occupied_slots == {} or all(v == "0" for v in agent.occupied_slots.values())
     assert response.json() == {"agent_id": "node-1", "status": "ALIVE", "schedulable": True, "sync_interval": 5,
-                               "desired": [], "stop": []}
+                               "desired": [], "stop": [], "restart": [], "want_logs": []}
 
 
 def test_local_images_are_recorded_with_what_their_labels_say(client, group_token):

@@ -188,3 +188,141 @@ def official_client(client_bin, require, live_server, tmp_path):
             return json.loads(lines[-1])
 
     return OfficialClient()
+
+
+# --- the whole stack as real processes ------------------------------------------------------------
+
+import os as _os
+import signal as _signal
+import socket as _socket
+import subprocess as _subprocess
+import sys as _sys
+import time as _time
+from pathlib import Path as _Path
+
+_ROOT = _Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    if connection.vendor == "postgresql":
+        user = settings_dict.get("USER") or "postgres"
+        password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+        host = settings_dict.get("HOST") or "127.0.0.1"
+        port = settings_dict.get("PORT") or 5432
+        return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+    return f"sqlite:///{settings_dict['NAME']}"
+
+
+class LiveStack:
+    """daphne + a Celery worker with beat + agent daemons, on the test database."""
+
+    def __init__(self, data_dir: _Path, env: dict, port: int):
+        self.data_dir = data_dir
+        self.env = env
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.host = f"127.0.0.1:{port}"
+        self.processes: dict[str, _subprocess.Popen] = {}
+        self.logs: dict[str, _Path] = {}
+
+    def start(self, name: str, argv: list[str], extra_env: dict | None = None) -> _subprocess.Popen:
+        log = self.data_dir / f"{name}.log"
+        self.logs[name] = log
+        handle = open(log, "ab")
+        process = _subprocess.Popen(argv, cwd=_ROOT, env={**self.env, **(extra_env or {})}, stdout=handle,
+                                    stderr=_subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig=_signal.SIGTERM, timeout: float = 20) -> int | None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return process.returncode if process else None
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout=timeout)
+        except _subprocess.TimeoutExpired:
+            _os.killpg(process.pid, _signal.SIGKILL)
+            return process.wait(timeout=5)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the whole process group: no goodbye to the manager."""
+        process = self.processes.pop(name)
+        _os.killpg(process.pid, _signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        path = self.logs.get(name)
+        return path.read_text(errors="replace")[-6000:] if path and path.exists() else ""
+
+    def start_agent(self, agent_id: str, backend: str, token: str, port_range: str | None = None) -> None:
+        low = 32000 + (abs(hash(agent_id)) % 200) * 20
+        self.start(agent_id, [_sys.executable, "-m", "agents.daemon", "--manager-url", self.url, "--agent-id", agent_id,
+                              "--backend", backend, "--scratch-root", str(self.data_dir / f"scratch-{agent_id}"),
+                              "--port-range", port_range or f"{low}-{low + 19}", "--sync-interval", "1",
+                              "--stop-timeout", "3"],
+                   {"BAI_AGENT_TOKEN": token})
+
+    def wait_for(self, predicate, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
+        from django.db import close_old_connections
+
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline:
+            close_old_connections()
+            value = predicate()
+            if value:
+                return value
+            _time.sleep(interval)
+        logs = "\n".join(f"--- {n} ---\n{self.log(n)}" for n in self.logs)
+        raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+@pytest.fixture
+def live_stack(transactional_db, tmp_path):
+    """The stack as real processes on the test database; agents are started by the test."""
+    from django.conf import settings
+
+    port = _free_port()
+    data_dir = tmp_path / "stack"
+    data_dir.mkdir()
+    env = {k: v for k, v in _os.environ.items() if not k.startswith(("BAI_AGENT_", "PYTEST", "DJANGO_ALLOW"))}
+    env.update(DATABASE_URL=_test_database_url(), BACKEND_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
+               AGENT_HEARTBEAT_TIMEOUT="6", AGENT_SYNC_INTERVAL="1", SESSION_CREATE_MAX_WAIT="60",
+               PROMETHEUS_MULTIPROC_DIR=str(data_dir))
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        env.pop("REDIS_URL", None)
+    stack = LiveStack(data_dir, env, port)
+    stack.start("web", [_sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                        "backendai.asgi:application"])
+    stack.start("worker", [_sys.executable, "-m", "celery", "-A", "backendai.celery", "worker", "--beat",
+                           "--pool=solo", "--loglevel=INFO", "--purge", "--without-gossip", "--without-mingle",
+                           "--schedule", str(data_dir / "beat-schedule"), "--hostname", f"test@{port}"])
+    import urllib.request
+
+    def up():
+        try:
+            with urllib.request.urlopen(stack.url + "/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        stack.wait_for(up, timeout=60, what="the web server")
+        yield stack
+    finally:
+        for name in list(stack.processes):
+            stack.stop(name)
+        from django.db import connections
+
+        connections.close_all()

@@ -97,6 +97,15 @@ class Backend(ABC):
         """Stop and clean up a kernel; returns its final ``TERMINATED`` state (``None``: unknown kernel)."""
 
     @abstractmethod
+    def restart(self, kernel_id: str) -> KernelState | None:
+        """Stop and start the same kernel again (same container or working directory, same ports).
+
+        Returns its new state (``None``: unknown kernel).  While it runs,
+        :meth:`list_kernels` may show the kernel in passing states; the agent
+        leaves restarting kernels out of its reports.
+        """
+
+    @abstractmethod
     def logs(self, kernel_id: str) -> str | None:
         """The last 64 KiB of the kernel's output."""
 

@@ -86,6 +86,8 @@ class DockerBackend(Backend):
         self._final_logs: dict[str, str | None] = {}
         self._cpu_prev: dict[str, tuple[int, int]] = {}
         self._ncpu: int | None = None
+        self._one_shot = True  # one stats sample per call; CPU % is computed against the previous call
+        self._use_init = True  # tini as PID 1 forwards SIGTERM to the kernel's command
         self._lock = threading.RLock()
 
     # -- helpers --------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ class DockerBackend(Backend):
                 command = ["/bin/sh", "-c", spec.startup_command]
         args: dict[str, Any] = {
             "image": spec.image, "command": command, "environment": env, "working_dir": WORKDIR,
-            "hostname": spec.cluster_hostname or None, "labels": labels, "detach": True, "init": True,
+            "hostname": spec.cluster_hostname or None, "labels": labels, "detach": True, "init": self._use_init,
             "name": f"bai-{self.settings.agent_id}-{spec.kernel_id}",
             "ports": {f"{c}/tcp": (self.settings.host_address, h)
                       for p in service_ports for c, h in zip(p.container_ports, p.host_ports)},
@@ -309,6 +311,10 @@ class DockerBackend(Backend):
                         return existing[0]
                 if container is not None:
                     self._remove(container)
+                if self._use_init and "docker-init" in str(exc) and attempt < attempts - 1:
+                    self.log.warning("the engine has no docker-init; kernels run without an init process")
+                    self._use_init = False
+                    continue
                 if _port_conflict(exc) and attempt < attempts - 1:
                     self.log.info("kernel %s: host port taken meanwhile, retrying (%s)", spec.kernel_id, exc)
                     continue
@@ -365,6 +371,22 @@ class DockerBackend(Backend):
             self.log.info("kernel %s stopped and removed (exit code %s)", kernel_id, final.exit_code)
         return final
 
+    def restart(self, kernel_id: str) -> KernelState | None:
+        containers = self._containers(kernel_id)
+        if not containers:
+            return None
+        container = containers[0]
+        self.log.info("restarting kernel %s: container %s", kernel_id, container.short_id)
+        with self._lock:
+            self._final_logs.pop(container.id, None)
+            self._timed_out.discard(kernel_id)
+        try:
+            container.restart(timeout=max(int(round(self.settings.stop_timeout)), 1))
+            container.reload()
+        except docker.errors.APIError as exc:
+            raise KernelError("restart-failed", str(exc.explanation or exc)) from exc
+        return self._state(container)
+
     def logs(self, kernel_id: str) -> str | None:
         containers = self._containers(kernel_id)
         return self._logs_of(containers[0]) if containers else None
@@ -376,7 +398,13 @@ class DockerBackend(Backend):
                 continue
             kernel_id = container.labels.get(LABEL_KERNEL, "")
             try:
-                sample = container.stats(stream=False, one_shot=True)
+                if self._one_shot:
+                    try:
+                        sample = container.stats(stream=False, one_shot=True)
+                    except docker.errors.InvalidVersion:  # engines before API 1.41
+                        self._one_shot = False
+                if not self._one_shot:
+                    sample = container.stats(stream=False)
             except docker.errors.APIError as exc:
                 self.log.debug("kernel %s: no stats: %s", kernel_id, exc)
                 continue

@@ -7,6 +7,7 @@ Per kernel, ``<scratch>/<kernel_id>/`` holds:
   live processes and reports finished ones;
 * ``home/work/``: the working directory (``HOME``), with the mounts as symlinks;
 * ``output.log``: stdout and stderr;
+* ``launch.json`` (mode 0600): the command and environment, for restarts;
 * ``exit_code``: written by a tiny ``/bin/sh`` wrapper when the startup
   command ends, because a restarted daemon cannot ``wait()`` for a process it
   did not spawn.
@@ -37,6 +38,7 @@ __all__ = ["LocalBackend", "process_start_time"]
 STATE_FILE = "kernel.json"
 LOG_FILE = "output.log"
 EXIT_FILE = "exit_code"
+LAUNCH_FILE = "launch.json"
 IDLE_COMMAND = "while :; do sleep 3600; done"
 #: $1: the startup command, $2: the exit code file, $3: an optional bootstrap script.
 #: The trap keeps the wrapper alive on SIGTERM so that it can record the command's exit status.
@@ -109,6 +111,7 @@ class LocalBackend(Backend):
         self.root.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping: set[str] = set()
+        self._restarting: set[str] = set()
         self._cpu_prev: dict[str, tuple[int, float]] = {}
         self._lock = threading.RLock()
 
@@ -160,7 +163,7 @@ class LocalBackend(Backend):
         """Load a kernel's state, noticing (and persisting) that its process has ended."""
         with self._lock:
             state = self._load(kernel_id)
-            if state is None or state.get("status") != KernelStatus.RUNNING.value:
+            if state is None or state.get("status") != KernelStatus.RUNNING.value or kernel_id in self._restarting:
                 return state
             if self._running(kernel_id, state):
                 return state
@@ -244,7 +247,7 @@ class LocalBackend(Backend):
             existing = self._refresh(kernel_id)
             if existing is not None:
                 return self._to_state(existing)
-            kdir.mkdir(parents=True, exist_ok=True)
+            kdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             state: dict[str, Any] = {
                 "kernel_id": kernel_id, "session_id": spec.session_id, "session_type": spec.session_type,
                 "status": KernelStatus.PREPARING.value, "pid": None, "start_time": None, "service_ports": [],
@@ -277,13 +280,11 @@ class LocalBackend(Backend):
                 if spec.bootstrap_script:
                     (kdir / "bootstrap.sh").write_text(spec.bootstrap_script)
                     bootstrap = str(kdir / "bootstrap.sh")
-                command = spec.startup_command or IDLE_COMMAND
-                with open(kdir / LOG_FILE, "ab") as log_file:
-                    proc = subprocess.Popen(
-                        ["/bin/sh", "-c", WRAPPER, "bai-kernel", command, str(kdir / EXIT_FILE), bootstrap],
-                        cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                        start_new_session=True, close_fds=True,
-                    )
+                launch = {"command": spec.startup_command or IDLE_COMMAND, "env": env, "bootstrap": bootstrap}
+                fd = os.open(kdir / LAUNCH_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # env may hold secrets
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(launch, fh)
+                proc = self._launch(kdir, launch)
             except (OSError, PortsExhausted, KernelError, ValueError) as exc:
                 self.ports.release(ports)
                 shutil.rmtree(kdir, ignore_errors=True)
@@ -294,13 +295,54 @@ class LocalBackend(Backend):
             self._procs[kernel_id] = proc
             state.update(status=KernelStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
                          started_at=time.time(), service_ports=[p.to_wire() for p in service_ports],
-                         cuda_devices=[g.uuid for g in gpus], command=command)
+                         cuda_devices=[g.uuid for g in gpus])
             self._save(state)
         self.log.info("kernel %s started: pid %d, ports %s", kernel_id, proc.pid,
                       {p.name: p.host_ports for p in service_ports})
         running = self._to_state(state)
         emit(running)
         return running
+
+    def _launch(self, kdir: Path, launch: dict[str, Any]) -> subprocess.Popen[bytes]:
+        """Start the wrapper (and so the startup command) in a new session."""
+        with open(kdir / LOG_FILE, "ab") as log_file:
+            return subprocess.Popen(
+                ["/bin/sh", "-c", WRAPPER, "bai-kernel", launch["command"], str(kdir / EXIT_FILE),
+                 launch.get("bootstrap") or ""],
+                cwd=kdir / "home" / "work", env=launch["env"], stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+
+    def restart(self, kernel_id: str) -> KernelState | None:
+        kdir = self._dir(kernel_id)
+        with self._lock:
+            state = self._refresh(kernel_id)
+            if state is None or kernel_id in self._stopping or state.get("status") == KernelStatus.PREPARING.value:
+                return None
+            try:
+                launch = json.loads((kdir / LAUNCH_FILE).read_text())
+            except (OSError, ValueError) as exc:
+                raise KernelError("restart-failed", f"no launch record: {exc}") from exc
+            self._restarting.add(kernel_id)
+        try:
+            self.log.info("restarting kernel %s", kernel_id)
+            if state.get("status") == KernelStatus.RUNNING.value:
+                self._terminate(kernel_id, int(state["pid"]), self.settings.stop_timeout)
+            with self._lock:
+                (kdir / EXIT_FILE).unlink(missing_ok=True)
+                try:
+                    proc = self._launch(kdir, launch)
+                except OSError as exc:
+                    raise KernelError("restart-failed", str(exc)) from exc
+                self._procs[kernel_id] = proc
+                state.update(status=KernelStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
+                             started_at=time.time(), exit_code=None, reason=None, finished_at=None)
+                self._save(state)
+        finally:
+            with self._lock:
+                self._restarting.discard(kernel_id)
+        self.log.info("kernel %s restarted: pid %d", kernel_id, proc.pid)
+        return self._to_state(state)
 
     def _terminate(self, kernel_id: str, pgid: int, grace: float) -> bool:
         """SIGTERM the group, SIGKILL it after ``grace`` seconds; True if SIGKILL was needed."""

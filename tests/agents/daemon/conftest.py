@@ -2,8 +2,8 @@
 
 ``fake_manager``: a tiny stand-in for the manager's agent API
 (``/agent-api/v1/sync``, ``/events``, ``/shutdown``; the websocket link answers
-404) on 127.0.0.1, recording every request.  Tests set ``desired`` / ``stop``
-and read ``syncs`` / ``events`` / ``shutdowns``.
+404) on 127.0.0.1, recording every request.  Tests set ``desired`` / ``stop`` /
+``restart`` / ``want_logs`` and read ``syncs`` / ``events`` / ``shutdowns``.
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ class FakeManager:
         self.headers: list[dict[str, str]] = []
         self.desired: list[dict[str, Any]] = []
         self.stop: list[dict[str, Any]] = []
+        self.restart: list[dict[str, Any]] = []
+        self.want_logs: list[str] = []
         self.sync_interval: float = 0.3
         self.fail_with: int | None = None  # answer every request with this status
         self.lock = threading.Lock()
@@ -117,7 +119,8 @@ class FakeManager:
                         manager.syncs.append(body)
                         answer = {"agent_id": body["agent_id"], "status": "ALIVE", "schedulable": True,
                                   "sync_interval": manager.sync_interval, "desired": list(manager.desired),
-                                  "stop": list(manager.stop)}
+                                  "stop": list(manager.stop), "restart": list(manager.restart),
+                                  "want_logs": list(manager.want_logs)}
                     self._send(200, answer)
                 elif path == "/agent-api/v1/events":
                     with manager.lock:

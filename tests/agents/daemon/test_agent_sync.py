@@ -138,6 +138,35 @@ def test_a_desired_kernel_runs_is_reported_and_a_stop_instruction_stops_it(make_
     assert agent.backend.list_kernels() == []
 
 
+def test_a_restart_is_applied_once_and_reported_with_its_restart_id(make_agent, fake_manager, wait_for):
+    kernel = desired_http(startup_command=f"echo started-$$; exec {PYTHON} -m http.server $PORT --bind 127.0.0.1")
+    kernel_id = kernel["kernel_id"]
+    fake_manager.desired = [kernel]
+    agent = make_agent()
+    first = wait_for(lambda: [e for e in fake_manager.kernel_events(kernel_id) if e["status"] == "RUNNING"],
+                     what="a RUNNING event")[0]
+    port = first["service_ports"][0]["host_ports"][0]
+
+    fake_manager.restart = [{"kernel_id": kernel_id, "restart_id": "r1"}]
+    restarted = wait_for(lambda: [e for e in fake_manager.kernel_events(kernel_id) if e.get("restart_id") == "r1"],
+                         what="the restart event")[0]
+    assert restarted["status"] == "RUNNING" and restarted["container_id"] != first["container_id"]
+    assert restarted["service_ports"][0]["host_ports"] == [port]
+    assert not [e for e in fake_manager.kernel_events(kernel_id) if e["status"] == "TERMINATED"]
+    assert "Directory listing" in fetch(port)
+    since = len(fake_manager.syncs)
+    entry = wait_for(lambda: fake_manager.synced_kernel(kernel_id, since + 2), what="later syncs")
+    assert entry["restart_id"] == "r1" and entry["container_id"] == restarted["container_id"]  # applied once
+    assert not [s for s in fake_manager.syncs if any(k["status"] == "TERMINATED" for k in s["kernels"])]
+
+    fake_manager.restart = []
+    fake_manager.want_logs = [kernel_id]
+    with_logs = wait_for(lambda: [e for e in fake_manager.kernel_events(kernel_id) if e["last_logs"]],
+                         what="an event with the logs")[0]
+    assert with_logs["status"] == "RUNNING" and with_logs["last_logs"].count("started-") == 2
+    assert agent.restarts.get(kernel_id) == "r1"
+
+
 def test_the_manager_being_down_leaves_kernels_running_and_the_agent_retries(make_agent, fake_manager, wait_for):
     kernel = desired_http()
     fake_manager.desired = [kernel]

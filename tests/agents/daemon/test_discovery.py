@@ -297,3 +297,16 @@ def test_the_discover_flag_prints_the_capacity_as_json():
     assert Decimal(data["capacity"]["cpu"]) > 0
     assert data["agent_id"] == "discover-test"
     assert data["slot_types"]["cpu"] == "count"
+
+
+def test_discover_json_uses_the_injected_nvml_and_the_mask():
+    from agents.daemon.cli import discover_json
+    from agents.daemon.config import AgentConfig
+
+    nvml = FakeNVML(TWO_GPUS)
+    data = discover_json(AgentConfig(agent_id="gpu-node", gpu_devices=("1",)), nvml=nvml)
+    assert data["capacity"]["cuda.device"] == "1"
+    assert [d["uuid"] for d in data["devices"]] == ["GPU-bbbb-1111"]
+    assert data["compute_plugins"]["cuda"]["cuda_version"] == "12.4"
+    assert data["gpu_stats"] == [{"id": "1", "util": "97", "mem_used": "2048"}]
+    assert nvml.shutdowns == 1

@@ -7,10 +7,16 @@ import time
 import urllib.request
 import uuid
 
+from decimal import Decimal
+
 import pytest
 
-from agents.daemon.backends.base import BackendSettings, KernelError
+from agents.daemon.agent import Agent
+from agents.daemon.backends.base import BackendSettings, KernelError, choose_gpus
 from agents.daemon.backends.docker import LABEL_AGENT, LABEL_KERNEL, LABEL_OWNER, LABEL_SESSION, OWNER, DockerBackend
+from agents.daemon.client import ManagerClient
+from agents.daemon.config import AgentConfig
+from agents.daemon.discovery import GpuDevice, Resources
 from agents.daemon.kernel import KernelSpec, KernelStatus
 
 AGENT_ID = f"pytest-daemon-{os.getpid()}"
@@ -19,16 +25,21 @@ MiB = 1024**2
 
 
 @pytest.fixture
-def settings(tmp_path):
+def backend_settings(tmp_path):
     return BackendSettings(agent_id=AGENT_ID, scratch_root=tmp_path, port_range=PORTS, stop_timeout=2)
 
 
-@pytest.fixture
-def backend(docker_client, test_images, settings):
-    backend = DockerBackend(settings, client=docker_client)
-    yield backend
+@pytest.fixture(autouse=True)
+def _remove_test_containers(docker_client):
+    """Whatever happens, no container labelled with this test agent id survives a test."""
+    yield
     for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_AGENT}={AGENT_ID}"}):
         container.remove(force=True, v=True)
+
+
+@pytest.fixture
+def backend(docker_client, test_images, backend_settings):
+    return DockerBackend(backend_settings, client=docker_client)
 
 
 def spec(image: str, **extra) -> KernelSpec:
@@ -120,16 +131,27 @@ def test_a_startup_command_runs_under_sh_and_its_exit_code_is_reported_on_stop(b
     assert "started" in final.last_logs
 
 
-def test_a_new_backend_instance_re_adopts_the_running_container(backend, docker_client, settings, test_images):
+def test_a_new_backend_instance_re_adopts_the_running_container(backend, docker_client, backend_settings, test_images):
     kernel = http_spec(test_images)
     state = backend.create(kernel)
-    again = DockerBackend(settings, client=docker_client)  # the daemon restarted
+    again = DockerBackend(backend_settings, client=docker_client)  # the daemon restarted
     adopted = {s.kernel_id: s for s in again.adopt()}
     assert adopted[kernel.kernel_id].status is KernelStatus.RUNNING
     assert adopted[kernel.kernel_id].container_id == state.container_id
     assert adopted[kernel.kernel_id].service_ports == state.service_ports
     held = {p for sp in state.service_ports for p in sp.host_ports}
     assert held <= again.ports.held
+    assert "bai-test http app" in fetch(state.service_ports[0].host_ports[0])
+
+
+def test_a_restart_keeps_the_container_and_its_ports(backend, docker_client, test_images):
+    kernel = http_spec(test_images)
+    state = backend.create(kernel)
+    started = docker_client.containers.get(state.container_id).attrs["State"]["StartedAt"]
+    again = backend.restart(kernel.kernel_id)
+    assert again.status is KernelStatus.RUNNING and again.container_id == state.container_id
+    assert again.service_ports == state.service_ports
+    assert docker_client.containers.get(state.container_id).attrs["State"]["StartedAt"] != started
     assert "bai-test http app" in fetch(state.service_ports[0].host_ports[0])
 
 
@@ -143,13 +165,13 @@ def test_a_labelled_container_the_manager_wants_stopped_is_removed(backend, dock
     assert not docker_client.containers.list(all=True, filters={"id": stray.id})
 
 
-def test_a_batch_exit_code_is_reported_and_survives_a_restart(backend, docker_client, settings, test_images):
+def test_a_batch_exit_code_is_reported_and_survives_a_restart(backend, docker_client, backend_settings, test_images):
     kernel = spec(test_images["batch"], session_type="batch", environ={"EXIT_CODE": "3"})
     backend.create(kernel)
     state = wait_status(backend, kernel.kernel_id, KernelStatus.TERMINATED)
     assert state.exit_code == 3 and state.reason == "task-failed"
     assert "batch-start" in state.last_logs and "batch-done" in state.last_logs
-    adopted = {s.kernel_id: s for s in DockerBackend(settings, client=docker_client).adopt()}
+    adopted = {s.kernel_id: s for s in DockerBackend(backend_settings, client=docker_client).adopt()}
     assert adopted[kernel.kernel_id].status is KernelStatus.TERMINATED
     assert adopted[kernel.kernel_id].exit_code == 3
     assert backend.stop(kernel.kernel_id, "user-requested").exit_code == 3
@@ -180,3 +202,64 @@ def test_local_images_are_listed_with_their_labels(backend, test_images):
     http = images[test_images["http"]]
     assert http["labels"]["ai.backend.service-ports"] == "web:http:8080,echo:tcp:9000"
     assert http["digest"].startswith("sha256:") and http["size"] > 0 and http["architecture"] == "x86_64"
+
+
+GPUS = [GpuDevice(index=0, uuid="GPU-aaaa-0000", model="NVIDIA H100", memory=80 * 1024**3),
+        GpuDevice(index=1, uuid="GPU-bbbb-1111", model="NVIDIA H100", memory=80 * 1024**3)]
+
+
+def test_gpus_are_requested_from_the_nvidia_driver_only_when_asked_for(docker_client, test_images, backend_settings):
+    backend_settings.gpus = GPUS
+    backend = DockerBackend(backend_settings, client=docker_client)
+    args = backend._container_args(spec(test_images["shell"]), [], choose_gpus(GPUS, {"GPU-aaaa-0000"}, 1))
+    request = args["device_requests"][0]
+    assert request["Driver"] == "nvidia" and request["DeviceIDs"] == ["GPU-bbbb-1111"]
+    assert request["Capabilities"] == [["gpu"]]
+    assert "device_requests" not in backend._container_args(spec(test_images["shell"]), [], [])
+    with pytest.raises(KernelError, match="insufficient-cuda-devices"):
+        choose_gpus(GPUS, {"GPU-aaaa-0000", "GPU-bbbb-1111"}, 1)
+
+
+def test_a_container_that_cannot_start_is_an_error_and_leaves_nothing_behind(backend, backend_settings, test_images,
+                                                                             docker_client):
+    backend_settings.gpus = GPUS  # this engine has no nvidia runtime: the start fails
+    kernel = http_spec(test_images, slots={"cpu": "1", "mem": str(64 * MiB), "cuda.device": "1"})
+    with pytest.raises(KernelError) as info:
+        backend.create(kernel)
+    assert info.value.reason == "failed-to-start" and info.value.detail
+    assert backend.list_kernels() == [] and backend.ports.held == frozenset()
+    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_KERNEL}={kernel.kernel_id}"})
+
+
+def test_the_agent_runs_a_desired_container_and_reports_images(docker_client, test_images, fake_manager, wait_for,
+                                                               tmp_path):
+    config = AgentConfig(manager_url=fake_manager.url, token="test-agent-token", agent_id=AGENT_ID, backend="docker",
+                         scratch_root=tmp_path, port_range=PORTS, sync_interval=0.3, stop_timeout=2)
+    backend = DockerBackend(BackendSettings.from_config(config), client=docker_client)
+    kernel = {"kernel_id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()), "image": test_images["http"],
+              "cluster_hostname": "main1", "slots": {"cpu": "0.5", "mem": str(64 * MiB)},
+              "service_ports": [{"name": "web", "protocol": "http", "container_ports": [8080]}]}
+    fake_manager.desired = [kernel]
+    agent = Agent(config, backend, ManagerClient(fake_manager.url, "test-agent-token"),
+                  Resources(cpu=Decimal(2), mem=1 << 30), watch_interval=0.2)
+    agent.start()
+    try:
+        events = wait_for(lambda: [e["status"] for e in fake_manager.kernel_events(kernel["kernel_id"])
+                                   if e["status"] == "RUNNING"] and fake_manager.kernel_events(kernel["kernel_id"]),
+                          what="a RUNNING event")
+        assert [e["status"] for e in events][:2] == ["PREPARING", "RUNNING"]
+        port = events[1]["service_ports"][0]["host_ports"][0]
+        assert "bai-test http app" in fetch(port)
+        body = fake_manager.last_sync()
+        assert body["backend"] == "docker"
+        assert test_images["http"] in {i["name"] for i in body["images"]}
+
+        fake_manager.desired = []
+        fake_manager.stop = [{"kernel_id": kernel["kernel_id"], "reason": "user-requested"}]
+        done = wait_for(lambda: [e for e in fake_manager.kernel_events(kernel["kernel_id"])
+                                 if e["status"] == "TERMINATED"], what="a TERMINATED event")[0]
+        assert done["exit_code"] == 0 and done["reason"] == "user-requested"
+        assert "bai-test http app" in done["last_logs"]
+    finally:
+        agent.shutdown()
+    assert fake_manager.shutdowns == [{"agent_id": AGENT_ID}]

@@ -34,15 +34,15 @@ def http_spec(**extra) -> KernelSpec:
 
 
 @pytest.fixture
-def settings(tmp_path):
+def backend_settings(tmp_path):
     return BackendSettings(agent_id="local-test", scratch_root=tmp_path / "scratch", port_range=PORTS, stop_timeout=2)
 
 
 @pytest.fixture
-def backend(settings):
-    backend = LocalBackend(settings)
+def backend(backend_settings):
+    backend = LocalBackend(backend_settings)
     yield backend
-    for state in LocalBackend(settings).list_kernels():  # never leave processes behind
+    for state in LocalBackend(backend_settings).list_kernels():  # never leave processes behind
         backend.stop(state.kernel_id, "test-cleanup")
 
 
@@ -68,7 +68,7 @@ def wait_status(backend, kernel_id, status, timeout=10.0):
         time.sleep(0.05)
 
 
-def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(backend, settings, tmp_path):
+def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(backend, backend_settings, tmp_path):
     data = tmp_path / "vfolder"
     data.mkdir()
     (data / "hello.txt").write_text("from the vfolder")
@@ -102,7 +102,7 @@ def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(back
     assert final.exit_code == 128 + signal.SIGTERM
     assert final.reason == "user-requested"
     assert "GET /env.txt" in (final.last_logs or "")
-    assert not (settings.scratch_root / kernel.kernel_id).exists()
+    assert not (backend_settings.scratch_root / kernel.kernel_id).exists()
     assert data.exists() and (data / "hello.txt").exists()  # the mount target survives the clean-up
     assert backend.list_kernels() == []
     assert port not in backend.ports.held
@@ -120,13 +120,13 @@ def test_a_batch_command_that_exits_3_is_reported_with_its_logs(backend):
     assert final.exit_code == 3 and final.reason == "task-failed"  # it had already ended on its own
 
 
-def test_a_restarted_backend_re_adopts_the_live_process(settings):
-    first = LocalBackend(settings)
+def test_a_restarted_backend_re_adopts_the_live_process(backend_settings):
+    first = LocalBackend(backend_settings)
     kernel = spec(None, service_ports=[{"name": "ssh", "protocol": "tcp", "container_ports": [22]}])
     state = first.create(kernel)
     pid = int(state.container_id)
 
-    second = LocalBackend(settings)  # the daemon restarted
+    second = LocalBackend(backend_settings)  # the daemon restarted
     adopted = {s.kernel_id: s for s in second.adopt()}
     assert adopted[kernel.kernel_id].status is KernelStatus.RUNNING
     assert adopted[kernel.kernel_id].container_id == str(pid)
@@ -137,29 +137,47 @@ def test_a_restarted_backend_re_adopts_the_live_process(settings):
     assert _group_members(pid) == []  # nothing of the group is left (but a zombie for this test process)
 
 
-def test_a_kernel_that_finished_while_the_daemon_was_down_reports_its_exit_code(settings):
-    first = LocalBackend(settings)
+def test_a_restart_runs_the_same_command_again_on_the_same_ports(backend):
+    kernel = http_spec()
+    state = backend.create(kernel)
+    port = state.service_ports[0].host_ports[0]
+    fetch(port)
+    again = backend.restart(kernel.kernel_id)
+    assert again.status is KernelStatus.RUNNING and again.container_id != state.container_id
+    assert again.service_ports == state.service_ports
+    assert "env.txt" in fetch(port)
+    assert backend.restart(str(uuid.uuid4())) is None
+    batch = spec("echo run; exit 4")
+    backend.create(batch)
+    wait_status(backend, batch.kernel_id, KernelStatus.TERMINATED)
+    backend.restart(batch.kernel_id)  # an ended kernel starts again
+    final = wait_status(backend, batch.kernel_id, KernelStatus.TERMINATED)
+    assert final.exit_code == 4 and final.last_logs.count("run") == 2
+
+
+def test_a_kernel_that_finished_while_the_daemon_was_down_reports_its_exit_code(backend_settings):
+    first = LocalBackend(backend_settings)
     kernel = spec("sleep 0.3; echo done; exit 5")
     first.create(kernel)
     del first
     time.sleep(0.8)
-    second = LocalBackend(settings)
+    second = LocalBackend(backend_settings)
     adopted = {s.kernel_id: s for s in second.adopt()}
     assert adopted[kernel.kernel_id].status is KernelStatus.TERMINATED
     assert adopted[kernel.kernel_id].exit_code == 5
     assert adopted[kernel.kernel_id].reason == "self-terminated"
     assert "done" in adopted[kernel.kernel_id].last_logs
-    state_file = json.loads((settings.scratch_root / kernel.kernel_id / "kernel.json").read_text())
+    state_file = json.loads((backend_settings.scratch_root / kernel.kernel_id / "kernel.json").read_text())
     assert state_file["status"] == "TERMINATED" and state_file["exit_code"] == 5
     second.stop(kernel.kernel_id, "user-requested")
 
 
-def test_a_vanished_process_without_an_exit_code_is_reported_lost(settings):
-    backend = LocalBackend(settings)
+def test_a_vanished_process_without_an_exit_code_is_reported_lost(backend_settings):
+    backend = LocalBackend(backend_settings)
     kernel_id = str(uuid.uuid4())
     dead = subprocess.Popen(["true"])
     dead.wait()
-    kdir = settings.scratch_root / kernel_id
+    kdir = backend_settings.scratch_root / kernel_id
     kdir.mkdir(parents=True)
     (kdir / "kernel.json").write_text(json.dumps({
         "kernel_id": kernel_id, "session_id": None, "status": "RUNNING", "pid": dead.pid, "start_time": 1,
@@ -169,9 +187,9 @@ def test_a_vanished_process_without_an_exit_code_is_reported_lost(settings):
     backend.stop(kernel_id, "user-requested")
 
 
-def test_a_kernel_ignoring_sigterm_is_killed_after_the_grace_period(settings):
-    settings.stop_timeout = 0.5
-    backend = LocalBackend(settings)
+def test_a_kernel_ignoring_sigterm_is_killed_after_the_grace_period(backend_settings):
+    backend_settings.stop_timeout = 0.5
+    backend = LocalBackend(backend_settings)
     kernel = spec("trap '' TERM; sleep 30")
     backend.create(kernel)
     time.sleep(0.2)
@@ -191,12 +209,12 @@ def test_a_batch_kernel_past_its_timeout_is_killed_with_reason_task_timeout(back
     assert state.reason == "task-timeout" and state.exit_code == 128 + signal.SIGTERM
 
 
-def test_a_failed_creation_raises_and_leaves_nothing_behind(backend, settings):
+def test_a_failed_creation_raises_and_leaves_nothing_behind(backend, backend_settings):
     kernel = spec("true", mounts=[{"host_path": "/tmp", "container_path": "/home/work/../../etc", "mode": "rw"}])
     with pytest.raises(KernelError) as info:
         backend.create(kernel)
     assert info.value.reason == "invalid-mount"
-    assert not (settings.scratch_root / kernel.kernel_id).exists()
+    assert not (backend_settings.scratch_root / kernel.kernel_id).exists()
     assert backend.ports.held == frozenset()
     with pytest.raises(KernelError, match="insufficient-cuda-devices"):
         backend.create(spec("true", slots={"cuda.device": "1"}))

@@ -1,0 +1,302 @@
+"""Forms of the sessions web UI.
+
+The create form only shapes input: the rules of a create request live in
+``sessions.enqueue``; what it refuses comes back as a ``BackendAIError`` and
+``SessionCreateForm.attach_service_error`` puts the message beside the field
+it is about.  The form itself checks what only a form can (a parseable
+amount, KEY=VALUE lines) and the request against the owner's remaining quota
+(``services.check_presets``), so the user sees the numbers it is checked
+against before submitting.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django import forms
+
+from backendai.api import errors
+from backendai.slots import ResourceSlot, SlotError, humanize_binary_size, parse_binary_size, parse_count, slot_type_of
+from sessions.enqueue import EnqueueRequest
+from sessions.models import SessionType
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USER_SESSION_TYPES = [SessionType.INTERACTIVE, SessionType.BATCH, SessionType.INFERENCE]
+SLOT_LABELS = {"cpu": "CPU cores", "mem": "Memory", "cuda.device": "CUDA GPUs", "cuda.shares": "CUDA GPU shares"}
+SLOT_HELP = {"cpu": "e.g. 2 or 0.5", "mem": "e.g. 4g or 512m"}
+#: Where an error of the create service belongs, by words in its message (first match wins).
+ERROR_FIELDS = [
+    (("needs at least", "allows at most", "shared memory", "shmem", "resource", "slot", "quota", "exceeds",
+      "pending session", "limit"), "preset"),
+    (("startup command", "startupcommand", "starts_at", "batch_timeout"), "startup_command"),
+    (("scaling group", "accepts", "does not accept"), "scaling_group"),
+    (("environ",), "environ"),
+    (("session name", "named", "reserved name", "name must"), "name"),
+    (("image",), "image"),
+    (("project", "domain"), "project"),
+    (("session type",), "session_type"),
+]
+
+
+def slot_field_name(slot: str) -> str:
+    return "slot_" + re.sub(r"[^A-Za-z0-9_]", "_", slot)
+
+
+def format_amount(slot: str, amount, slot_types: dict | None = None) -> str:
+    """One slot amount for people: ``4 GiB``, ``2``, ``unlimited``."""
+    value = Decimal(str(amount))
+    if value.is_infinite():
+        return "unlimited"
+    if slot_type_of(slot, slot_types) == "bytes":
+        return humanize_binary_size(max(value, Decimal(0)))
+    return format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
+
+
+@dataclass
+class PresetChoice:
+    name: str
+    resource_slots: dict
+    shared_memory: str | None
+    allocatable: bool
+    shown: str = ""
+
+
+@dataclass
+class CreateContext:
+    """What the create form offers and checks against, for one user and project."""
+
+    projects: list
+    project: object | None
+    images: list
+    aliases: list
+    architectures: list
+    scaling_groups: list
+    slot_types: dict
+    presets: list[PresetChoice] = field(default_factory=list)
+    remaining: dict | None = None  # keypair_remaining of check_presets; None: unknown (no keypair)
+    limits: dict | None = None
+    using: dict | None = None
+
+    @property
+    def quota_rows(self) -> list[dict]:
+        """Per slot: limit, in use and remaining, formatted."""
+        if self.remaining is None:
+            return []
+        rows = []
+        for slot in ordered_slots(self.slot_types):
+            rows.append({
+                "slot": slot,
+                "label": SLOT_LABELS.get(slot, slot),
+                "limit": format_amount(slot, (self.limits or {}).get(slot, "Infinity"), self.slot_types),
+                "using": format_amount(slot, (self.using or {}).get(slot, "0"), self.slot_types),
+                "remaining": format_amount(slot, self.remaining.get(slot, "Infinity"), self.slot_types),
+            })
+        return rows
+
+
+def ordered_slots(slot_types: dict) -> list[str]:
+    return sorted(slot_types, key=lambda s: (s not in ("cpu", "mem"), s != "cpu", s))
+
+
+def build_context(user, project_name: str | None = None) -> CreateContext:
+    """Images, groups, presets and the remaining quota the form shows (a fixed number of queries)."""
+    from agents import services as agent_services
+    from agents.models import Image, ImageAlias, ImageType
+    from backendai import services as manager_services
+    from sessions import services
+
+    projects = list(user.projects.filter(is_active=True).order_by("name"))
+    project = next((p for p in projects if p.name == project_name), None)
+    if project is None:
+        project = next((p for p in projects if p.name == "default"), projects[0] if projects else None)
+    images = list(Image.objects.filter(type=ImageType.COMPUTE).order_by("name", "architecture")
+                  .values_list("name", "architecture"))
+    by_name: dict[str, list[str]] = {}
+    for name, arch in images:
+        by_name.setdefault(name, []).append(arch)
+    aliases = list(ImageAlias.objects.filter(image__type=ImageType.COMPUTE).order_by("alias")
+                   .values_list("alias", "image__name"))
+    groups = list(agent_services.allowed_scaling_groups(user, project).order_by("name")) if project else []
+    slot_types = manager_services.known_slot_types()
+    context = CreateContext(
+        projects=projects, project=project, images=sorted(by_name.items()), aliases=aliases,
+        architectures=sorted({arch for _, arch in images}), scaling_groups=groups, slot_types=slot_types,
+    )
+    keypair = user.main_keypair
+    if keypair is not None and project is not None:
+        try:
+            checked = services.check_presets(user, keypair, project)
+        except errors.BackendAIError:
+            checked = None
+        if checked is not None:
+            context.remaining = checked["keypair_remaining"]
+            context.limits = checked["keypair_limits"]
+            context.using = checked["keypair_using"]
+            context.presets = [PresetChoice(p["name"], p["resource_slots"], p["shared_memory"], p["allocatable"])
+                               for p in checked["presets"]]
+    for preset in context.presets:
+        preset.shown = " · ".join(f"{slot} {format_amount(slot, amount, slot_types)}"
+                                  for slot, amount in sorted(preset.resource_slots.items()) if Decimal(amount) != 0)
+    return context
+
+
+class SessionCreateForm(forms.Form):
+    name = forms.CharField(required=False, max_length=64, help_text="Optional; 4-64 letters, digits, '_', '-', '.'.")
+    project = forms.ChoiceField(label="Project")
+    image = forms.ChoiceField(error_messages={"invalid_choice": "Unknown image %(value)s: pick one of the list."})
+    architecture = forms.ChoiceField(required=False)
+    session_type = forms.ChoiceField(label="Type", initial=SessionType.INTERACTIVE,
+                                     choices=[(t.value, t.label) for t in USER_SESSION_TYPES])
+    scaling_group = forms.ChoiceField(label="Resource group", required=False)
+    preset = forms.ChoiceField(label="Resources", required=False)
+    startup_command = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                                      help_text="Required for batch sessions; interactive ones may leave it empty.")
+    batch_timeout = forms.IntegerField(required=False, min_value=1, label="Batch timeout (seconds)")
+    environ = forms.CharField(label="Environment variables", required=False,
+                              widget=forms.Textarea(attrs={"rows": 3, "placeholder": "KEY=VALUE, one per line"}))
+
+    def __init__(self, *args, context: CreateContext, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.context = context
+        self.fields["project"].choices = [(p.name, p.name) for p in context.projects]
+        if context.project is not None:
+            self.fields["project"].initial = context.project.name
+        image_choices = [(name, f"{name} ({', '.join(archs)})") for name, archs in context.images]
+        alias_choices = [(alias, f"{alias} → {target}") for alias, target in context.aliases]
+        self.fields["image"].choices = [("", "— choose an image —"), ("Images", image_choices)] + (
+            [("Aliases", alias_choices)] if alias_choices else [])
+        self.fields["architecture"].choices = [("", "Any")] + [(a, a) for a in context.architectures]
+        self.fields["scaling_group"].choices = [("", "Automatic")] + [(g.name, g.name) for g in context.scaling_groups]
+        self.fields["preset"].choices = [("", "Custom")] + [(p.name, p.name) for p in context.presets]
+        self.slot_fields = []
+        for slot in ordered_slots(context.slot_types):
+            name = slot_field_name(slot)
+            self.fields[name] = forms.CharField(
+                required=False, max_length=32, label=SLOT_LABELS.get(slot, slot),
+                help_text=SLOT_HELP.get(slot, "count"),
+                widget=forms.TextInput(attrs={"inputmode": "decimal", "data-slot": slot, "size": 8}))
+            self.slot_fields.append((slot, name))
+
+    # --- rendering helpers -------------------------------------------------------------------
+    @property
+    def slot_bound_fields(self):
+        return [self[name] for _, name in self.slot_fields]
+
+    # --- validation ---------------------------------------------------------------------------
+    def clean_environ(self) -> dict:
+        text = self.cleaned_data.get("environ") or ""
+        result, bad = {}, []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            key = key.strip()
+            if not sep or not ENV_NAME_RE.match(key):
+                bad.append(f"line {number}: {line[:40]!r}")
+                continue
+            result[key] = value.strip()
+        if bad:
+            raise forms.ValidationError("Write KEY=VALUE, one per line, with names of letters, digits and '_' "
+                                        f"({'; '.join(bad)}).")
+        return result
+
+    def clean(self):
+        data = super().clean()
+        if data.get("session_type") == SessionType.BATCH and not (data.get("startup_command") or "").strip():
+            self.add_error("startup_command", "Batch sessions need a startup command.")
+        if data.get("batch_timeout") and data.get("session_type") != SessionType.BATCH:
+            self.add_error("batch_timeout", "A timeout applies only to batch sessions.")
+        resources, opts = self._resources(data)
+        data["resources"], data["resource_opts"] = resources, opts
+        if resources is not None:
+            self._check_quota(resources)
+        return data
+
+    def _resources(self, data) -> tuple[dict | None, dict]:
+        preset_name = data.get("preset")
+        if preset_name:
+            preset = next((p for p in self.context.presets if p.name == preset_name), None)
+            if preset is None:
+                self.add_error("preset", f"Unknown preset {preset_name!r}.")
+                return None, {}
+            opts = {"shmem": preset.shared_memory} if preset.shared_memory else {}
+            return {k: v for k, v in preset.resource_slots.items() if Decimal(v) != 0}, opts
+        resources, failed = {}, False
+        for slot, name in self.slot_fields:
+            raw = (data.get(name) or "").strip()
+            if not raw:
+                continue
+            try:
+                parse = parse_binary_size if slot_type_of(slot, self.context.slot_types) == "bytes" else parse_count
+                amount = parse(raw, slot)
+            except SlotError as exc:
+                self.add_error(name, str(exc))
+                failed = True
+                continue
+            if amount.is_infinite():
+                self.add_error(name, "Ask for a finite amount.")
+                failed = True
+                continue
+            if amount != 0:
+                resources[slot] = raw
+        return (None if failed else resources), {}
+
+    def _check_quota(self, resources: dict) -> None:
+        if self.context.remaining is None:
+            return
+        try:
+            asked = ResourceSlot.from_json(resources, self.context.slot_types)
+            remaining = ResourceSlot.from_json(self.context.remaining, self.context.slot_types)
+        except SlotError as exc:
+            self.add_error("preset", str(exc))
+            return
+        over = [slot for slot in asked if asked[slot] > remaining.get(slot, Decimal(0))]
+        if over:
+            details = ", ".join(
+                f"{slot} {format_amount(slot, asked[slot], self.context.slot_types)} asked, "
+                f"{format_amount(slot, remaining.get(slot, 0), self.context.slot_types)} left" for slot in over)
+            self.add_error("preset", f"More than your remaining quota ({details}).")
+
+    # --- to the service ---------------------------------------------------------------------
+    def enqueue_request(self) -> EnqueueRequest:
+        data = self.cleaned_data
+        project = next((p for p in self.context.projects if p.name == data["project"]), self.context.project)
+        return EnqueueRequest(
+            image=data["image"],
+            name=(data.get("name") or "").strip() or None,
+            session_type=data["session_type"],
+            architecture=data.get("architecture") or None,
+            group=project.name if project is not None else "default",
+            domain=project.domain_id if project is not None else "default",
+            enqueue_only=True,
+            reuse_if_exists=False,
+            startup_command=(data.get("startup_command") or "").strip() or None,
+            batch_timeout=data.get("batch_timeout") or None,
+            environ=data.get("environ") or {},
+            scaling_group=data.get("scaling_group") or None,
+            resources=data.get("resources") or {},
+            resource_opts=data.get("resource_opts") or {},
+        )
+
+    def attach_service_error(self, exc: errors.BackendAIError) -> None:
+        """Show a refusal of the create service beside the field it is about."""
+        message = exc.msg or exc.error_title
+        self.add_error(error_field(exc, message), message)
+
+
+def error_field(exc: errors.BackendAIError, message: str) -> str | None:
+    if isinstance(exc, errors.QuotaExceeded):
+        return "preset"
+    if isinstance(exc, errors.SessionAlreadyExists):
+        return "name"
+    lowered = message.lower()
+    for words, name in ERROR_FIELDS:
+        if any(word in lowered for word in words):
+            return name
+    return None
+
+
+class DestroyForm(forms.Form):
+    forced = forms.BooleanField(required=False)

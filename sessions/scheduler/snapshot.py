@@ -1,0 +1,307 @@
+"""The snapshot a pass decides on, read in a constant number of statements.
+
+Whatever the queue length, one pass of a scaling group reads:
+
+1. the pending sessions of the group, joined with their keypair's policy, the
+   user's main keypair policy, the project's and the domain's limits;
+2. the kernels of those sessions;
+3. their dependencies with the dependencies' status and result;
+4. the ALIVE agents of the group;
+5. the agents' occupancy, recomputed from the kernels in occupying statuses
+   (never read from ``Agent.occupied_slots``, which is only a cache);
+6. the usage (slots and session counts) of the keypairs, users, projects and
+   domains that have pending sessions here, aggregated in SQL;
+7. the known slot types;
+8. only when a policy sets a pending limit: the same keypairs' pending
+   sessions in other groups.
+
+Everything else happens in memory.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection
+
+from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, SessionStatus
+from sessions.models import Kernel, Session, SessionDependency
+
+S = SessionStatus
+PRIVATE_SESSION_TYPES = frozenset({"system"})
+# Sessions whose requests count against keypair/user/project/domain limits.
+USER_OCCUPYING_SESSION = (S.SCHEDULED, S.PULLING, S.PREPARING, S.RUNNING, S.RESTARTING, S.RUNNING_DEGRADED)
+# Sessions that count against max_concurrent_sessions (still holding an agent).
+CONCURRENCY_SESSION = (*USER_OCCUPYING_SESSION, S.TERMINATING)
+
+
+@dataclass(eq=False)
+class PendingKernel:
+    id: uuid.UUID
+    role: str
+    idx: int
+    hostname: str
+    architecture: str
+    status: str
+    requested_raw: dict
+    request: tuple = ()
+
+
+@dataclass(eq=False)
+class PendingSession:
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    priority: int
+    session_type: str
+    cluster_mode: str
+    designated: list
+    access_key: str | None
+    user_id: uuid.UUID
+    project_id: uuid.UUID
+    domain_id: str
+    architecture: str
+    starts_at: datetime | None
+    status_data: dict
+    requested_raw: dict
+    kernels: list = field(default_factory=list)
+    request: tuple = ()
+    error: str | None = None
+
+    @property
+    def retries(self) -> int:
+        sched = self.status_data.get("scheduler") if isinstance(self.status_data, dict) else None
+        try:
+            return int((sched or {}).get("retries", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def is_private(self) -> bool:
+        return self.session_type in PRIVATE_SESSION_TYPES
+
+
+@dataclass
+class KeypairPolicy:
+    name: str
+    total_resource_slots: dict
+    unlimited_for_unspecified: bool
+    max_concurrent_sessions: int
+    max_concurrent_sftp_sessions: int
+    max_pending_session_count: int | None
+    max_pending_session_resource_slots: dict | None
+
+
+@dataclass
+class Dependency:
+    id: uuid.UUID
+    name: str
+    status: str
+    result: str
+
+
+@dataclass
+class RawSnapshot:
+    """What the database said, before conversion to vectors."""
+
+    pending: list[PendingSession]
+    keypair_policies: dict[str, KeypairPolicy]
+    user_limits: dict  # user id -> (total_resource_slots, unlimited_for_unspecified) of the main keypair's policy
+    project_limits: dict
+    domain_limits: dict
+    dependencies: dict  # session id -> [Dependency]
+    agents: list[tuple]  # (id, addr, architecture, available_slots, schedulable)
+    occupancy: dict  # agent id -> {slot: amount}
+    usage: dict  # ('k'|'u'|'p'|'d'|'g', owner) -> {slot: amount}
+    concurrency: dict  # access key -> [regular, private]
+    pending_elsewhere: list  # (id, access_key, created_at, requested_slots)
+    slot_types: dict
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _json_each() -> str:
+    return "jsonb_each_text" if connection.vendor == "postgresql" else "json_each"
+
+
+def _norm_uuid(value):
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(str(value))
+
+
+def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
+    from agents.models import Agent, AgentStatus
+    from backendai.services import known_slot_types
+
+    pending: list[PendingSession] = []
+    by_id: dict = {}
+    keypair_policies: dict[str, KeypairPolicy] = {}
+    user_limits, project_limits, domain_limits = {}, {}, {}
+    rows = (
+        Session.objects.filter(scaling_group_id=group_name, status=S.PENDING)
+        .order_by("created_at", "id")
+        .values_list(
+            "id", "name", "created_at", "priority", "session_type", "cluster_mode", "agent_ids", "access_key_id",
+            "user_id", "project_id", "domain_id", "architecture", "starts_at", "status_data", "requested_slots",
+            "access_key__resource_policy_id",
+            "access_key__resource_policy__total_resource_slots",
+            "access_key__resource_policy__default_for_unspecified",
+            "access_key__resource_policy__max_concurrent_sessions",
+            "access_key__resource_policy__max_concurrent_sftp_sessions",
+            "access_key__resource_policy__max_pending_session_count",
+            "access_key__resource_policy__max_pending_session_resource_slots",
+            "user__main_keypair__resource_policy__total_resource_slots",
+            "user__main_keypair__resource_policy__default_for_unspecified",
+            "project__total_resource_slots",
+            "domain__total_resource_slots",
+        )
+    )
+    for (sid, name, created, priority, stype, cmode, agent_ids, ak, user_id, project_id, domain_id, arch, starts_at,
+         status_data, requested, kp_policy, kp_total, kp_default, kp_conc, kp_sftp, kp_pcount, kp_pslots,
+         u_total, u_default, p_total, d_total) in rows:
+        session = PendingSession(
+            id=sid, name=name, created_at=created, priority=priority, session_type=stype, cluster_mode=cmode,
+            designated=[str(a) for a in agent_ids] if isinstance(agent_ids, list) else [],
+            access_key=ak, user_id=user_id, project_id=project_id, domain_id=domain_id, architecture=arch,
+            starts_at=starts_at, status_data=status_data if isinstance(status_data, dict) else {},
+            requested_raw=requested if isinstance(requested, dict) else {},
+        )
+        pending.append(session)
+        by_id[sid] = session
+        if ak is not None and kp_policy is not None and ak not in keypair_policies:
+            keypair_policies[ak] = KeypairPolicy(
+                name=kp_policy, total_resource_slots=kp_total or {},
+                unlimited_for_unspecified=kp_default != "LIMITED",
+                max_concurrent_sessions=kp_conc, max_concurrent_sftp_sessions=kp_sftp,
+                max_pending_session_count=kp_pcount, max_pending_session_resource_slots=kp_pslots or None,
+            )
+        if user_id not in user_limits:
+            # no main keypair (or policy): no user-level limit
+            user_limits[user_id] = (u_total or {}, u_default != "LIMITED") if u_default is not None else ({}, True)
+        project_limits.setdefault(project_id, p_total or {})
+        domain_limits.setdefault(domain_id, d_total or {})
+
+    if not pending:
+        return RawSnapshot(pending=[], keypair_policies={}, user_limits={}, project_limits={}, domain_limits={},
+                           dependencies={}, agents=[], occupancy={}, usage={}, concurrency={}, pending_elsewhere=[],
+                           slot_types={})
+
+    for kid, session_id, role, idx, hostname, arch, requested, status in (
+        Kernel.objects.filter(session__scaling_group_id=group_name, session__status=S.PENDING)
+        .order_by()
+        .values_list("id", "session_id", "cluster_role", "cluster_idx", "cluster_hostname", "architecture",
+                     "requested_slots", "status")
+    ):
+        session = by_id.get(session_id)
+        if session is not None:
+            session.kernels.append(PendingKernel(kid, role, idx, hostname, arch, status,
+                                                 requested if isinstance(requested, dict) else {}))
+    for session in pending:
+        session.kernels.sort(key=lambda k: (k.role != "main", k.idx, k.hostname))
+
+    dependencies: dict = {}
+    for session_id, dep_id, dep_name, dep_status, dep_result in (
+        SessionDependency.objects.filter(session__scaling_group_id=group_name, session__status=S.PENDING)
+        .order_by()
+        .values_list("session_id", "depends_on_id", "depends_on__name", "depends_on__status", "depends_on__result")
+    ):
+        dependencies.setdefault(session_id, []).append(Dependency(dep_id, dep_name, dep_status, dep_result))
+
+    agents = list(
+        Agent.objects.filter(scaling_group_id=group_name, status=AgentStatus.ALIVE)
+        .order_by("id")
+        .values_list("id", "addr", "architecture", "available_slots", "schedulable")
+    )
+    occupancy = _agent_occupancy(group_name)
+    usage, concurrency = _owner_usage(group_name, with_group_usage)
+
+    pending_elsewhere: list = []
+    limited = [ak for ak, p in keypair_policies.items()
+               if p.max_pending_session_count is not None or p.max_pending_session_resource_slots]
+    if limited:
+        pending_elsewhere = list(
+            Session.objects.filter(status=S.PENDING, access_key_id__in=limited)
+            .exclude(scaling_group_id=group_name)
+            .order_by()
+            .values_list("id", "access_key_id", "created_at", "requested_slots")
+        )
+    return RawSnapshot(
+        pending=pending, keypair_policies=keypair_policies, user_limits=user_limits, project_limits=project_limits,
+        domain_limits=domain_limits, dependencies=dependencies, agents=agents, occupancy=occupancy, usage=usage,
+        concurrency=concurrency, pending_elsewhere=pending_elsewhere, slot_types=known_slot_types(),
+    )
+
+
+def _agent_occupancy(group_name: str) -> dict:
+    """{agent id: {slot: summed amount}} over the live kernels of the group's ALIVE agents."""
+    from agents.models import Agent
+
+    kernel_statuses = sorted(AGENT_OCCUPYING_KERNEL)
+    sql = (
+        f"SELECT k.agent_id, j.key, SUM(CAST(j.value AS NUMERIC)) "
+        f"FROM {_table(Kernel)} k JOIN {_table(Agent)} a ON a.id = k.agent_id, {_json_each()}(k.requested_slots) j "
+        f"WHERE a.scaling_group_id = %s AND a.status = 'ALIVE' "
+        f"AND k.status IN ({', '.join(['%s'] * len(kernel_statuses))}) "
+        f"GROUP BY k.agent_id, j.key"
+    )
+    out: dict = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [group_name, *kernel_statuses])
+        for agent_id, key, total in cursor.fetchall():
+            out.setdefault(agent_id, {})[key] = total
+    return out
+
+
+def _owner_usage(group_name: str, with_group_usage: bool) -> tuple[dict, dict]:
+    """Slots held by the keypairs, users, projects and domains that have pending
+    sessions in the group, and their session counts, in one statement."""
+    t = _table(Session)
+    each = _json_each()
+    occupying = [str(s) for s in USER_OCCUPYING_SESSION]
+    conc = [str(s) for s in CONCURRENCY_SESSION]
+    occ_in = ", ".join(["%s"] * len(occupying))
+    conc_in = ", ".join(["%s"] * len(conc))
+    parts, params = [], []
+    for scope, column in (("k", "access_key"), ("u", "user_id"), ("p", "project_id"), ("d", "domain_id")):
+        parts.append(
+            f"SELECT '{scope}', CAST(s.{column} AS TEXT), j.key, SUM(CAST(j.value AS NUMERIC)) "
+            f"FROM {t} s, {each}(s.requested_slots) j "
+            f"WHERE s.status IN ({occ_in}) AND s.{column} IN "
+            f"(SELECT p.{column} FROM {t} p WHERE p.scaling_group_id = %s AND p.status = 'PENDING') "
+            f"GROUP BY s.{column}, j.key"
+        )
+        params += [*occupying, group_name]
+    parts.append(
+        f"SELECT 'c', s.access_key, s.session_type, COUNT(*) FROM {t} s "
+        f"WHERE s.status IN ({conc_in}) AND s.access_key IN "
+        f"(SELECT p.access_key FROM {t} p WHERE p.scaling_group_id = %s AND p.status = 'PENDING') "
+        f"GROUP BY s.access_key, s.session_type"
+    )
+    params += [*conc, group_name]
+    if with_group_usage:
+        parts.append(
+            f"SELECT 'g', s.access_key, j.key, SUM(CAST(j.value AS NUMERIC)) "
+            f"FROM {t} s, {each}(s.requested_slots) j "
+            f"WHERE s.scaling_group_id = %s AND s.status IN ({occ_in}) "
+            f"GROUP BY s.access_key, j.key"
+        )
+        params += [group_name, *occupying]
+    usage: dict = {}
+    concurrency: dict = {}
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        for scope, owner, key, total in cursor.fetchall():
+            if owner is None:
+                continue
+            if scope == "c":
+                counts = concurrency.setdefault(owner, [0, 0])
+                counts[1 if key in PRIVATE_SESSION_TYPES else 0] += int(total)
+                continue
+            if scope in ("u", "p"):
+                owner = _norm_uuid(owner)
+            usage.setdefault((scope, owner), {})[key] = total
+    return usage, concurrency

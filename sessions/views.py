@@ -1,0 +1,323 @@
+"""Web UI for compute sessions: list, create, detail, logs, destroy, restart.
+
+Thin views over ``sessions.services`` and ``sessions.enqueue``.  Live status
+comes from server-rendered fragments (``*-rows``, ``detail-status``) that
+``static/sessions/live.js`` polls every 2 s; every page also works without
+JavaScript.  Fragment responses carry ``X-Live-Fragment: 1`` so the script
+never swaps in, say, a login page after the user's session expired.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from backendai.api.errors import BackendAIError
+from sessions import services
+from sessions.enqueue import enqueue
+from sessions.forms import DestroyForm, SessionCreateForm, build_context, format_amount
+from sessions.lifecycle import DEAD_SESSION, SessionStatus
+from sessions.models import Session, SessionType
+
+PAGE_SIZE = 50
+STATES = {
+    "all": ("All", None),
+    "active": ("Active", "active"),
+    "finished": ("Finished", "finished"),
+}
+FRAGMENT_HEADER = "X-Live-Fragment"
+RUNNING_STATES = (SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED)
+
+
+def _fragment(response):
+    response[FRAGMENT_HEADER] = "1"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _wants_fragment(request) -> bool:
+    return request.headers.get(FRAGMENT_HEADER) == "1"
+
+
+# --- list ---------------------------------------------------------------------------------------
+
+def short_age(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def status_note(session: Session) -> str:
+    """One line under a session's name: why it waits, or why it ended."""
+    if session.status in RUNNING_STATES:
+        return ""
+    if session.status == SessionStatus.PENDING:
+        data = (session.status_data or {}).get("scheduler") or {}
+        failed = [p for p in data.get("failed_predicates") or [] if isinstance(p, dict)]
+        if failed:
+            return failed[0].get("msg") or failed[0].get("name", "")
+        return data.get("msg") or session.status_info
+    return session.status_info
+
+
+def _scopes(user) -> list[tuple[str, str]]:
+    scopes = [("mine", "Mine")]
+    if user.is_superadmin or user.is_domain_admin:
+        scopes.append(("domain", f"Domain {user.domain_id}"))
+    if user.is_superadmin:
+        scopes.append(("all", "All domains"))
+    return scopes
+
+
+def _list_context(request) -> dict:
+    user = request.user
+    scopes = _scopes(user)
+    scope = request.GET.get("scope", "mine")
+    if scope not in dict(scopes):
+        scope = "mine"
+    state = request.GET.get("state", "all")
+    if state not in STATES:
+        state = "all"
+    query = services.visible_sessions(user)
+    if scope == "mine":
+        query = query.filter(user=user)
+    elif scope == "domain":
+        query = query.filter(domain_id=user.domain_id)
+    if state == "active":
+        query = query.exclude(status__in=DEAD_SESSION)
+    elif state == "finished":
+        query = query.filter(status__in=DEAD_SESSION)
+    query = query.order_by("-created_at")
+    if scope != "mine":
+        query = query.select_related("user")
+    query = query.defer("environ", "status_history", "vfolder_mounts", "last_stat", "bootstrap_script",
+                        "startup_command", "resource_opts")
+    page = Paginator(query, PAGE_SIZE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    sessions = list(page.object_list)
+    for session in sessions:
+        session.age_shown = short_age(((session.terminated_at or now) - session.created_at).total_seconds())
+        session.note = status_note(session)
+    params = {"scope": scope, "state": state}
+    if page.number > 1:
+        params["page"] = page.number
+    return {
+        "page": page, "sessions": sessions, "scope": scope, "scopes": scopes, "state": state,
+        "states": [(key, label) for key, (label, _) in STATES.items()], "show_owner": scope != "mine",
+        "query": urlencode(params), "now": now,
+    }
+
+
+@login_required
+@require_GET
+def session_list(request):
+    return render(request, "sessions/list.html", _list_context(request))
+
+
+@login_required
+@require_GET
+def session_list_rows(request):
+    """The list's table body, for live updates."""
+    return _fragment(render(request, "sessions/_rows.html", _list_context(request)))
+
+
+# --- create -------------------------------------------------------------------------------------
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_create(request):
+    project_name = request.POST.get("project") or request.GET.get("project")
+    context = build_context(request.user, project_name)
+    if request.method == "POST":
+        form = SessionCreateForm(request.POST, context=context)
+        if form.is_valid():
+            try:
+                result = enqueue(request.user, request.user.main_keypair, form.enqueue_request())
+            except BackendAIError as exc:
+                form.attach_service_error(exc)
+            else:
+                session = result.session
+                messages.success(request, f"Session {session.name} is queued.")
+                return redirect("ui-sessions:detail", session_id=session.pk)
+    else:
+        initial = {}
+        if request.GET.get("image"):
+            initial["image"] = request.GET["image"]
+        form = SessionCreateForm(context=context, initial=initial)
+    return render(request, "sessions/create.html", {"form": form, "ctx": context})
+
+
+# --- detail -------------------------------------------------------------------------------------
+
+def _get_session(request, session_id) -> Session:
+    """The session if the user may see it (services.get_session semantics), else 404."""
+    try:
+        return services.get_session(request.user, request.user.main_keypair, str(session_id))
+    except BackendAIError:
+        raise Http404("No such session") from None
+
+
+def _parse_time(value):
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+
+
+def _timeline(session: Session, now) -> list[dict]:
+    entries = []
+    history = [(entry.get("status"), _parse_time(entry.get("timestamp"))) for entry in session.status_history or []]
+    for index, (status, when) in enumerate(history):
+        following = history[index + 1][1] if index + 1 < len(history) else None
+        end = following or (None if session.status in DEAD_SESSION else now)
+        seconds = (end - when).total_seconds() if end and when else None
+        entries.append({"status": status, "when": when, "seconds": seconds, "current": index == len(history) - 1})
+    return entries
+
+
+def _waiting(session: Session) -> dict | None:
+    """Why a PENDING session waits (or why the scheduler cancelled it), from status_data.scheduler."""
+    data = (session.status_data or {}).get("scheduler") or {}
+    if session.status != SessionStatus.PENDING and not (
+            session.status == SessionStatus.CANCELLED and data.get("failed_predicates")):
+        return None
+    failed = []
+    for item in data.get("failed_predicates") or []:
+        if isinstance(item, dict):
+            failed.append({"name": item.get("name", "?"), "msg": item.get("msg", "")})
+        else:
+            failed.append({"name": str(item), "msg": ""})
+    passed = [item.get("name", "?") if isinstance(item, dict) else str(item)
+              for item in data.get("passed_predicates") or []]
+    return {
+        "info": session.status_info, "retries": data.get("retries"), "last_try": _parse_time(data.get("last_try")),
+        "failed": failed, "passed": passed, "msg": data.get("msg", ""), "scheduled_yet": bool(data),
+        "starts_at": session.starts_at, "cancelled": session.status == SessionStatus.CANCELLED,
+    }
+
+
+def _human_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 0:
+        return "expired"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+IDLE_LABELS = {"session_lifetime": "Session lifetime", "network_timeout": "Idle timeout (no activity)",
+               "utilization": "Low utilisation"}
+
+
+def _detail_context(request, session: Session) -> dict:
+    now = timezone.now()
+    kernels = list(session.kernels.all())
+    main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
+    ports = []
+    for port in (main.service_ports if main else []) or []:
+        ports.append({"name": port.get("name"), "protocol": port.get("protocol"),
+                      "container_ports": port.get("container_ports") or [], "host_ports": port.get("host_ports") or [],
+                      "host": main.kernel_host or main.agent_addr})
+    idle = []
+    if session.status in RUNNING_STATES:
+        for name, check in services.idle_checks(session, now).items():
+            idle.append({"name": name, "label": IDLE_LABELS.get(name, name), "remaining": check["remaining"],
+                         "shown": _human_seconds(check["remaining"])})
+    user = request.user
+    is_admin = user.is_superadmin or user.is_domain_admin
+    error_data = None
+    if session.status == SessionStatus.ERROR or (session.status_data and session.status in DEAD_SESSION
+                                                 and "scheduler" not in (session.status_data or {})):
+        error_data = session.status_data or None
+    end = session.terminated_at or now
+    return {
+        "session": session, "kernels": kernels, "main_kernel": main, "ports": ports, "idle_checks": idle,
+        "timeline": _timeline(session, now), "status_note": status_note(session), "waiting": _waiting(session),
+        "error_data": error_data,
+        "is_dead": session.status in DEAD_SESSION, "can_restart": session.status in RUNNING_STATES,
+        "can_destroy": session.status not in DEAD_SESSION, "can_force": is_admin, "is_batch":
+        session.session_type == SessionType.BATCH, "is_owner": session.user_id == user.pk,
+        "lifetime": _human_seconds((end - session.created_at).total_seconds()),
+        "requested": [(slot, format_amount(slot, amount)) for slot, amount in sorted(session.requested_slots.items())],
+        "now": now,
+    }
+
+
+@login_required
+@require_GET
+def session_detail(request, session_id):
+    session = _get_session(request, session_id)
+    return render(request, "sessions/detail.html", _detail_context(request, session))
+
+
+@login_required
+@require_GET
+def session_detail_status(request, session_id):
+    """The live part of the detail page (status, why it waits, timeline, kernels, ports)."""
+    session = _get_session(request, session_id)
+    return _fragment(render(request, "sessions/_detail_live.html", _detail_context(request, session)))
+
+
+@login_required
+@require_GET
+def session_logs(request, session_id):
+    """The main kernel's container log (asked fresh from its agent): a fragment for the
+    detail page's "Refresh logs" button, or a whole page without JavaScript."""
+    session = _get_session(request, session_id)
+    logs = services.logs_of(session, wait_seconds=3.0)
+    context = {"session": session, "logs": logs, "fetched_at": timezone.now()}
+    if _wants_fragment(request):
+        return _fragment(render(request, "sessions/_logs.html", context))
+    return render(request, "sessions/logs.html", context)
+
+
+@login_required
+@require_POST
+def session_destroy(request, session_id):
+    session = _get_session(request, session_id)
+    form = DestroyForm(request.POST)
+    user = request.user
+    forced = form.is_valid() and form.cleaned_data["forced"] and (user.is_superadmin or user.is_domain_admin)
+    if forced and session.status == SessionStatus.PULLING and not user.is_superadmin:
+        messages.error(request, "Only superadmins may force-destroy a session that is pulling its image.")
+        return redirect("ui-sessions:detail", session_id=session.pk)
+    try:
+        destroyed = services.destroy(user, session, forced=bool(forced))
+    except BackendAIError as exc:
+        messages.error(request, f"Could not destroy {session.name}: {exc.msg or exc.error_title}")
+    else:
+        status = destroyed[0].status
+        what = {SessionStatus.CANCELLED: "cancelled", SessionStatus.TERMINATED: "terminated"}.get(status, "terminating")
+        messages.success(request, f"Session {session.name} is {what}{' (forced)' if forced else ''}.")
+    return redirect(request.POST.get("next") if request.POST.get("next") == reverse("ui-sessions:list")
+                    else reverse("ui-sessions:detail", kwargs={"session_id": session.pk}))
+
+
+@login_required
+@require_POST
+def session_restart(request, session_id):
+    session = _get_session(request, session_id)
+    try:
+        services.restart(session)
+    except BackendAIError as exc:
+        messages.error(request, f"Could not restart {session.name}: {exc.msg or exc.error_title}")
+    else:
+        messages.success(request, f"Session {session.name} is restarting.")
+    return redirect("ui-sessions:detail", session_id=session.pk)

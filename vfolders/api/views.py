@@ -1,0 +1,281 @@
+"""``/folders`` endpoints, Backend.AI-compatible (client-wire §5–7).  Thin: parse
+(query string and JSON body alike, since the client sends JSON on GET and
+DELETE), call ``vfolders.services``, render."""
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backendai.api import errors
+from vfolders import services
+from vfolders.api import serializers as s
+
+
+def params(request, serializer_class) -> dict:
+    """Query parameters and the JSON body (which wins), validated."""
+    data = {key: value for key, value in request.query_params.items() if key != "token"}
+    body = request.data
+    if body and not isinstance(body, dict):
+        raise errors.InvalidAPIParameters("The request body must be a JSON object")
+    data.update(body or {})
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def base_url(request) -> str:
+    return services.public_base_url(request)
+
+
+class FolderCollectionView(APIView):
+    """``GET /folders`` lists, ``POST /folders`` creates, ``DELETE /folders`` moves to the trash."""
+
+    @extend_schema(request=s.FolderListSerializer)
+    def get(self, request):
+        p = params(request, s.FolderListSerializer)
+        accesses = services.list_folders(request.user, list_all=p["all"], group_id=p.get("group_id") or None,
+                                         owner_email=p.get("owner_user_email") or None)
+        return Response([services.folder_json(a) for a in accesses])
+
+    @extend_schema(request=s.FolderCreateSerializer)
+    def post(self, request):
+        p = params(request, s.FolderCreateSerializer)
+        folder = services.create_folder(
+            request.user, name=p["name"], host=p.get("host") or p.get("folder_host") or None,
+            group=p.get("group") or p.get("group_id") or None, usage_mode=p["usage_mode"],
+            permission=p["permission"], cloneable=p["cloneable"], keypair=request.auth,
+            unmanaged_path=p.get("unmanaged_path") or None)
+        access = services.access_for(request.user, folder)
+        return Response(services.folder_json(access), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.FolderRefSerializer)
+    def delete(self, request):
+        p = params(request, s.FolderRefSerializer)
+        services.move_to_trash(request.user, p["vfolder_id"], keypair=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class HostsView(APIView):
+    def get(self, request):
+        group = request.query_params.get("group_id")
+        if not group and isinstance(request.data, dict):
+            group = request.data.get("group_id")
+        return Response(services.hosts_info(request.user, request.auth, group or None))
+
+
+class AllHostsView(APIView):
+    def get(self, request):
+        if not request.user.is_superadmin:
+            raise errors.InsufficientPrivilege("Only superadmins list every storage host")
+        return Response(services.all_hosts_info())
+
+
+class AllowedTypesView(APIView):
+    def get(self, request):
+        return Response(["user", "group"])
+
+
+class FolderIdView(APIView):
+    """``GET /folders/_/id`` (24.09 clients resolve names first): ``{"id": "<hex>"}``."""
+
+    @extend_schema(request=s.FolderNameSerializer)
+    def get(self, request):
+        p = params(request, s.FolderNameSerializer)
+        return Response({"id": services.folder_id_by_name(request.user, p["name"])})
+
+
+class SharedView(APIView):
+    """``GET /folders/_/shared``: who else may use the folders the caller manages."""
+
+    def get(self, request):
+        wanted = request.query_params.get("vfolder_id")
+        result = []
+        for access in services.list_folders(request.user, list_all=True, statuses=services.ALIVE_STATUSES):
+            folder = access.folder
+            if not access.can_manage or (wanted and wanted not in (folder.id.hex, str(folder.id))):
+                continue
+            for grant in services.folder_grants(folder):
+                result.append({
+                    "vfolder_id": str(folder.id), "vfolder_name": folder.name, "status": folder.status,
+                    "owner": str(folder.user_id or folder.project_id), "type": folder.ownership_type,
+                    "shared_to": {"uuid": str(grant.user_id), "email": grant.user.email},
+                    "perm": grant.permission,
+                })
+        return Response({"shared": result})
+
+
+class FolderDetailView(APIView):
+    def get(self, request, name):
+        return Response(services.folder_info(request.user, name))
+
+    def delete(self, request, name):
+        services.move_to_trash(request.user, name, keypair=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RenameView(APIView):
+    @extend_schema(request=s.RenameSerializer)
+    def post(self, request, name):
+        p = params(request, s.RenameSerializer)
+        services.rename_folder(request.user, name, p["new_name"], keypair=request.auth)
+        return Response(status=status.HTTP_201_CREATED)
+
+
+class UpdateOptionsView(APIView):
+    @extend_schema(request=s.UpdateOptionsSerializer)
+    def post(self, request, name):
+        p = params(request, s.UpdateOptionsSerializer)
+        services.update_options(request.user, name, permission=p.get("permission"), cloneable=p.get("cloneable"),
+                                keypair=request.auth)
+        return Response(status=status.HTTP_201_CREATED)
+
+
+class MkdirView(APIView):
+    @extend_schema(request=s.MkdirSerializer)
+    def post(self, request, name):
+        p = params(request, s.MkdirSerializer)
+        result = services.make_dirs(request.user, name, p["path"], parents=p["parents"], exist_ok=p["exist_ok"])
+        return Response(result, status=status.HTTP_201_CREATED)
+
+
+class FilesView(APIView):
+    """``GET /folders/{x}/files``: both ``files`` (a JSON string, 23.09) and ``items`` (26.x)."""
+
+    @extend_schema(request=s.FilesSerializer)
+    def get(self, request, name):
+        p = params(request, s.FilesSerializer)
+        return Response(services.list_files(request.user, name, p["path"]))
+
+
+class RequestUploadView(APIView):
+    @extend_schema(request=s.RequestUploadSerializer)
+    def post(self, request, name):
+        p = params(request, s.RequestUploadSerializer)
+        return Response(services.request_upload(request.user, name, p["path"], p["size"],
+                                                base_url=base_url(request), keypair=request.auth))
+
+
+class RequestDownloadView(APIView):
+    @extend_schema(request=s.RequestDownloadSerializer)
+    def post(self, request, name):
+        p = params(request, s.RequestDownloadSerializer)
+        return Response(services.request_download(request.user, name, p["path"], base_url=base_url(request),
+                                                  archive=p["archive"], keypair=request.auth,
+                                                  archive_format=p.get("format")))
+
+
+class RenameFileView(APIView):
+    @extend_schema(request=s.RenameFileSerializer)
+    def post(self, request, name):
+        p = params(request, s.RenameFileSerializer)
+        services.rename_file(request.user, name, p["target_path"], p["new_name"])
+        return Response({})
+
+
+class MoveFileView(APIView):
+    @extend_schema(request=s.MoveFileSerializer)
+    def post(self, request, name):
+        p = params(request, s.MoveFileSerializer)
+        return Response({"path": services.move_file(request.user, name, p["src"], p["dst"])})
+
+
+class DeleteFilesView(APIView):
+    @extend_schema(request=s.DeleteFilesSerializer)
+    def delete(self, request, name):
+        p = params(request, s.DeleteFilesSerializer)
+        services.delete_files(request.user, name, p["files"], recursive=p["recursive"])
+        return Response({})
+
+    post = delete
+
+
+class InviteView(APIView):
+    @extend_schema(request=s.InviteSerializer)
+    def post(self, request, name):
+        p = params(request, s.InviteSerializer)
+        invited = services.invite(request.user, name, p["perm"], p["emails"], keypair=request.auth)
+        return Response({"invited_ids": invited}, status=status.HTTP_201_CREATED)
+
+
+class ShareView(APIView):
+    @extend_schema(request=s.ShareSerializer)
+    def post(self, request, name):
+        p = params(request, s.ShareSerializer)
+        return Response({"shared_emails": services.share(request.user, name, p["permission"], p["emails"])},
+                        status=status.HTTP_201_CREATED)
+
+
+class UnshareView(APIView):
+    @extend_schema(request=s.UnshareSerializer)
+    def delete(self, request, name):
+        p = params(request, s.UnshareSerializer)
+        return Response({"unshared_emails": services.unshare(request.user, name, p["emails"])})
+
+    post = delete
+
+
+class LeaveView(APIView):
+    @extend_schema(request=s.LeaveSerializer)
+    def post(self, request, name):
+        p = params(request, s.LeaveSerializer)
+        services.leave(request.user, name, p.get("shared_user_uuid") or None)
+        return Response({"msg": "left the shared folder"})
+
+
+class InvitationListView(APIView):
+    def get(self, request):
+        return Response({"invitations": [services.invitation_json(i)
+                                         for i in services.invitations_received(request.user)]})
+
+
+class InvitationSentView(APIView):
+    def get(self, request):
+        return Response({"invitations": [services.invitation_json(i) for i in services.invitations_sent(request.user)]})
+
+
+class InvitationAcceptView(APIView):
+    @extend_schema(request=s.InvitationSerializer)
+    def post(self, request):
+        p = params(request, s.InvitationSerializer)
+        services.accept_invitation(request.user, p["inv_id"])
+        return Response({})
+
+
+class InvitationDeleteView(APIView):
+    """The invitee rejects; the inviter cancels."""
+
+    @extend_schema(request=s.InvitationSerializer)
+    def delete(self, request):
+        p = params(request, s.InvitationSerializer)
+        state = services.delete_invitation(request.user, p["inv_id"])
+        return Response({"state": state})
+
+    post = delete
+
+
+class InvitationUpdateView(APIView):
+    @extend_schema(request=s.UpdateInvitationSerializer)
+    def post(self, request, inv_id):
+        p = params(request, s.UpdateInvitationSerializer)
+        services.update_invitation(request.user, inv_id, p["perm"])
+        return Response({"msg": f"invitation {inv_id} updated"})
+
+
+class RestoreView(APIView):
+    @extend_schema(request=s.FolderRefSerializer)
+    def post(self, request):
+        p = params(request, s.FolderRefSerializer)
+        services.restore_from_trash(request.user, p["vfolder_id"], keypair=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PurgeView(APIView):
+    """``POST /folders/purge`` and ``DELETE /folders/delete-from-trash-bin``: gone for good."""
+
+    @extend_schema(request=s.FolderRefSerializer)
+    def post(self, request):
+        p = params(request, s.FolderRefSerializer)
+        services.purge(request.user, p["vfolder_id"], keypair=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    delete = post

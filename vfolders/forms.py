@@ -1,0 +1,33 @@
+"""Forms of the folder web UI.  They only shape input; ``vfolders.services`` decides."""
+from django import forms
+
+from vfolders.models import UsageMode, VFolderPermission
+
+
+class CreateFolderForm(forms.Form):
+    name = forms.CharField(max_length=64, strip=False, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    host = forms.ChoiceField(label="Storage host")
+    project = forms.ChoiceField(label="Owner", required=False)
+    usage_mode = forms.ChoiceField(choices=UsageMode.choices, initial=UsageMode.GENERAL)
+    permission = forms.ChoiceField(choices=VFolderPermission.choices, initial=VFolderPermission.READ_WRITE,
+                                   help_text="What project members may do (project folders)")
+    cloneable = forms.BooleanField(required=False)
+
+    def __init__(self, *args, hosts=(), default_host=None, projects=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].choices = [(h, h) for h in hosts]
+        if default_host:
+            self.fields["host"].initial = default_host
+        self.fields["project"].choices = [("", "Me (a personal folder)")] + [
+            (str(p.pk), f"Project {p.name}") for p in projects]
+
+
+class InviteForm(forms.Form):
+    emails = forms.CharField(help_text="Emails, separated by commas or spaces")
+    permission = forms.ChoiceField(choices=VFolderPermission.choices, initial=VFolderPermission.READ_WRITE)
+
+    def clean_emails(self):
+        emails = [e for e in self.cleaned_data["emails"].replace(",", " ").split() if e]
+        if not emails:
+            raise forms.ValidationError("Enter at least one email.")
+        return emails

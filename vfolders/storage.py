@@ -1,0 +1,873 @@
+"""Disk work for virtual folders: safe path resolution, listing, file operations,
+staged (resumable) uploads, streamed downloads and archives.
+
+Imports nothing from Django, so the rules can be read (and tested) on their own.
+
+Path safety.  Every user-supplied path is first cleaned lexically
+(:func:`clean_relpath`: no NUL or control characters, no backslashes, not
+absolute, no ``..``), then walked from the folder root one component at a time
+with ``openat(O_NOFOLLOW)``.  A component that is a symbolic link is followed
+only when its target resolves inside the folder, and every directory we end up
+holding is checked again through ``/proc/self/fd`` (what was actually opened),
+so swapping a directory for a link between the check and the use gains nothing.
+Writes happen relative to those directory descriptors.
+
+Uploads are written to ``<host root>/.staging/<scope>/<upload id>.part`` (never
+inside a folder), fsynced after each chunk, and renamed into place only when
+complete, so a failed upload leaves nothing in the folder.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+import re
+import stat
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+IO_CHUNK = 1024 * 1024
+STAGING_DIRNAME = ".staging"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+class StorageError(Exception):
+    """Base of what this module raises; the message is meant for the user."""
+
+
+class UnsafePath(StorageError):
+    """The path is malformed or leaves the folder."""
+
+
+class NoSuchPath(StorageError):
+    """Nothing exists at the path (or a parent directory is missing)."""
+
+
+class PathConflict(StorageError):
+    """The operation does not fit what is on disk (exists, not a directory, not empty...)."""
+
+
+class OffsetMismatch(StorageError):
+    def __init__(self, current: int):
+        self.current = current
+        super().__init__(f"Upload-Offset does not match the stored offset {current}")
+
+
+class UploadBusy(StorageError):
+    """Another request is writing the same upload right now."""
+
+
+class TooMuchData(StorageError):
+    """A chunk would go past what the upload may write (declared size or quota)."""
+
+    def __init__(self, message: str, reason: str):
+        self.reason = reason  # "size" or "quota"
+        super().__init__(message)
+
+
+# --- lexical checks ---------------------------------------------------------------------------
+
+def clean_relpath(raw, *, allow_root: bool = True, what: str = "path") -> tuple[str, ...]:
+    """The components of a user path relative to a folder root, or ``UnsafePath``.
+
+    ``""`` and ``"."`` mean the root (when ``allow_root``); ``a//b`` and ``./a``
+    are normalised; absolute paths, ``..``, backslashes, NUL and other control
+    characters are refused outright rather than "fixed"."""
+    if isinstance(raw, Path):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        raise UnsafePath(f"{what} must be a string")
+    if "\x00" in raw:
+        raise UnsafePath(f"{what} must not contain NUL bytes")
+    if _CONTROL.search(raw):
+        raise UnsafePath(f"{what} must not contain control characters")
+    if "\\" in raw:
+        raise UnsafePath(f"{what} must not contain backslashes")
+    if raw.startswith("/"):
+        raise UnsafePath(f"{what} must be relative to the folder, not absolute: {raw!r}")
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise UnsafePath(f"{what} is longer than {MAX_PATH_BYTES} bytes")
+    parts = []
+    for part in raw.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise UnsafePath(f"{what} must not contain '..': {raw!r}")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise UnsafePath(f"a name in {what} is longer than {MAX_NAME_BYTES} bytes")
+        parts.append(part)
+    if not parts and not allow_root:
+        raise UnsafePath(f"{what} must name a file or directory inside the folder, not the folder itself")
+    return tuple(parts)
+
+
+def clean_name(raw, what: str = "name") -> str:
+    """A single path component (a new file name)."""
+    parts = clean_relpath(raw, allow_root=False, what=what)
+    if len(parts) != 1 or "/" in raw:
+        raise UnsafePath(f"{what} must be a single name without '/'")
+    return parts[0]
+
+
+def display_path(parts: tuple[str, ...]) -> str:
+    return "/".join(parts) if parts else "."
+
+
+# --- descriptors ------------------------------------------------------------------------------
+
+def _fd_path(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class FolderRoot:
+    """A folder's directory, with descriptor-based walking that cannot leave it."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.real = os.path.realpath(self.path)
+
+    # -- walking --
+    def open_root(self) -> int:
+        try:
+            return os.open(self.real, _DIR_FLAGS)
+        except FileNotFoundError:
+            raise NoSuchPath("The folder's directory is missing on its storage host") from None
+
+    def _verify(self, fd: int, shown: str) -> None:
+        actual = _fd_path(fd)
+        if actual is not None and not _inside(actual, self.real):
+            os.close(fd)
+            raise UnsafePath(f"{shown} leads outside the folder")
+
+    def _child_dir(self, fd: int, name: str, shown: str, create: bool) -> int:
+        for _attempt in range(3):
+            try:
+                child = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise NoSuchPath(f"No such directory: {shown}") from None
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(info.st_mode):
+                    raise PathConflict(f"Not a directory: {shown}") from None
+                child = self._follow_link(fd, name, shown)
+                if child is None:
+                    raise PathConflict(f"Not a directory: {shown}") from None
+                return child
+            self._verify(child, shown)
+            return child
+        raise PathConflict(f"Cannot create the directory {shown}")
+
+    def _follow_link(self, fd: int, name: str, shown: str) -> int | None:
+        """Open the directory a symlink points at, if it stays inside the folder."""
+        base = _fd_path(fd)
+        if base is None:
+            raise UnsafePath(f"{shown} is a symbolic link")
+        target = os.path.realpath(os.path.join(base, name))
+        if not _inside(target, self.real):
+            raise UnsafePath(f"{shown} is a symbolic link pointing outside the folder")
+        try:
+            child = os.open(target, _DIR_FLAGS)
+        except (NotADirectoryError, FileNotFoundError):
+            return None
+        self._verify(child, shown)
+        return child
+
+    def open_dir(self, parts: tuple[str, ...], *, create: bool = False) -> int:
+        """A descriptor of the directory at ``parts`` (the caller closes it)."""
+        fd = self.open_root()
+        try:
+            for i, name in enumerate(parts):
+                child = self._child_dir(fd, name, display_path(parts[: i + 1]), create)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            raise
+        return fd
+
+    def check(self, parts: tuple[str, ...]) -> None:
+        """Walk the part of ``parts`` that exists; ``UnsafePath`` if it leads out of the folder."""
+        fd = self.open_root()
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    child = self._child_dir(fd, name, display_path(parts[: i + 1]), create=False)
+                except (NoSuchPath, PathConflict):
+                    return
+                os.close(fd)
+                fd = child
+        finally:
+            os.close(fd)
+
+    def lstat(self, parts: tuple[str, ...]) -> os.stat_result:
+        if not parts:
+            return os.stat(self.real)
+        fd = self.open_dir(parts[:-1])
+        try:
+            return os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise NoSuchPath(f"No such file or directory: {display_path(parts)}") from None
+        finally:
+            os.close(fd)
+
+    def kind(self, parts: tuple[str, ...]) -> str:
+        """``file``, ``directory`` or ``symlink`` (a link inside the folder counts as its target)."""
+        info = self.lstat(parts)
+        if stat.S_ISLNK(info.st_mode):
+            target = self._resolved_link(parts)
+            return "directory" if os.path.isdir(target) else "file"
+        if stat.S_ISDIR(info.st_mode):
+            return "directory"
+        if stat.S_ISREG(info.st_mode):
+            return "file"
+        raise PathConflict(f"Not a regular file or directory: {display_path(parts)}")
+
+    def _resolved_link(self, parts: tuple[str, ...]) -> str:
+        fd = self.open_dir(parts[:-1])
+        try:
+            base = _fd_path(fd)
+        finally:
+            os.close(fd)
+        if base is None:
+            raise UnsafePath(f"{display_path(parts)} is a symbolic link")
+        target = os.path.realpath(os.path.join(base, parts[-1]))
+        if not _inside(target, self.real):
+            raise UnsafePath(f"{display_path(parts)} is a symbolic link pointing outside the folder")
+        return target
+
+    def open_file(self, parts: tuple[str, ...]) -> tuple[int, os.stat_result]:
+        """A read descriptor of the regular file at ``parts`` and its stat."""
+        if not parts:
+            raise PathConflict("The folder itself is a directory")
+        fd = self.open_dir(parts[:-1])
+        try:
+            try:
+                handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                raise NoSuchPath(f"No such file: {display_path(parts)}") from None
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                target = self._resolved_link(parts)
+                try:
+                    handle = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise NoSuchPath(f"No such file: {display_path(parts)}") from None
+                actual = _fd_path(handle)
+                if actual is not None and not _inside(actual, self.real):
+                    os.close(handle)
+                    raise UnsafePath(f"{display_path(parts)} leads outside the folder") from None
+        finally:
+            os.close(fd)
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(handle)
+            if stat.S_ISDIR(info.st_mode):
+                raise PathConflict(f"{display_path(parts)} is a directory")
+            raise PathConflict(f"Not a regular file: {display_path(parts)}")
+        return handle, info
+
+    # -- reading --
+    def list_dir(self, parts: tuple[str, ...]) -> list[dict]:
+        fd = self.open_dir(parts)
+        try:
+            entries = []
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISLNK(info.st_mode):
+                        kind = "symlink"
+                    elif stat.S_ISDIR(info.st_mode):
+                        kind = "directory"
+                    elif stat.S_ISREG(info.st_mode):
+                        kind = "file"
+                    else:
+                        kind = "other"
+                    entries.append({"name": entry.name, "type": kind, "size": info.st_size,
+                                    "mtime": info.st_mtime, "mode": info.st_mode})
+        finally:
+            os.close(fd)
+        entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
+        return entries
+
+    # -- changing --
+    def mkdir(self, parts: tuple[str, ...], *, parents: bool, exist_ok: bool) -> None:
+        if not parts:
+            raise PathConflict("The folder itself already exists")
+        try:
+            fd = self.open_dir(parts[:-1], create=parents)
+        except NoSuchPath:
+            raise NoSuchPath(f"The parent directory of {display_path(parts)} does not exist "
+                             "(use parents to create it)") from None
+        try:
+            os.mkdir(parts[-1], 0o755, dir_fd=fd)
+        except FileExistsError:
+            info = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+            if not (exist_ok and stat.S_ISDIR(info.st_mode)):
+                raise PathConflict(f"Already exists: {display_path(parts)}") from None
+        finally:
+            os.close(fd)
+
+    def rename(self, parts: tuple[str, ...], new_name: str) -> None:
+        if not parts:
+            raise PathConflict("The folder itself cannot be renamed here")
+        fd = self.open_dir(parts[:-1])
+        try:
+            try:
+                os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NoSuchPath(f"No such file or directory: {display_path(parts)}") from None
+            if _exists(fd, new_name):
+                raise PathConflict(f"Already exists: {display_path(parts[:-1] + (new_name,))}")
+            os.rename(parts[-1], new_name, src_dir_fd=fd, dst_dir_fd=fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def move(self, src: tuple[str, ...], dst: tuple[str, ...]) -> tuple[str, ...]:
+        """Move ``src`` to ``dst``; into ``dst`` when that is an existing directory."""
+        if not src:
+            raise PathConflict("The folder itself cannot be moved")
+        if dst[: len(src)] == src:
+            raise PathConflict("Cannot move a directory into itself")
+        src_fd = self.open_dir(src[:-1])
+        try:
+            try:
+                os.stat(src[-1], dir_fd=src_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NoSuchPath(f"No such file or directory: {display_path(src)}") from None
+            target = dst
+            if dst:
+                try:
+                    if self.kind(dst) == "directory":
+                        target = dst + (src[-1],)
+                except NoSuchPath:
+                    pass
+            else:
+                target = (src[-1],)
+            if target[: len(src)] == src:
+                raise PathConflict("Cannot move a directory into itself")
+            dst_fd = self.open_dir(target[:-1])
+            try:
+                if _exists(dst_fd, target[-1]):
+                    raise PathConflict(f"Already exists: {display_path(target)}")
+                os.rename(src[-1], target[-1], src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                os.fsync(dst_fd)
+            finally:
+                os.close(dst_fd)
+            os.fsync(src_fd)
+        finally:
+            os.close(src_fd)
+        return target
+
+    def delete(self, paths: list[tuple[str, ...]], *, recursive: bool) -> None:
+        """Delete files (and directories when ``recursive``); checks all before deleting any."""
+        for parts in paths:
+            if not parts:
+                raise PathConflict("The folder itself cannot be deleted this way (delete the folder instead)")
+            info = self.lstat(parts)
+            if stat.S_ISDIR(info.st_mode) and not recursive:
+                raise PathConflict(f"{display_path(parts)} is a directory (use recursive to delete it)")
+        for parts in paths:
+            fd = self.open_dir(parts[:-1])
+            try:
+                try:
+                    info = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # listed twice, or a parent was deleted first
+                if stat.S_ISDIR(info.st_mode):
+                    _rmtree_at(fd, parts[-1])
+                else:
+                    os.unlink(parts[-1], dir_fd=fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def walk_files(self, parts: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], os.stat_result]]:
+        """Every directory and regular file under ``parts`` (depth first, sorted, no link
+        followed), relative to ``parts``; directories come before their contents."""
+        stack = [((), self.open_dir(parts))]
+        try:
+            while stack:
+                rel, fd = stack.pop()
+                try:
+                    with os.scandir(fd) as listing:
+                        entries = sorted(listing, key=lambda e: e.name)
+                    children = []
+                    for entry in entries:
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        if stat.S_ISREG(info.st_mode):
+                            yield rel + (entry.name,), info
+                        elif stat.S_ISDIR(info.st_mode):
+                            yield rel + (entry.name,), info
+                            try:
+                                child = os.open(entry.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                            except OSError:
+                                continue
+                            children.append((rel + (entry.name,), child))
+                    stack.extend(reversed(children))
+                finally:
+                    os.close(fd)
+        finally:
+            for _rel, fd in stack:
+                os.close(fd)
+
+    def open_relative(self, parts: tuple[str, ...], rel: tuple[str, ...]) -> int | None:
+        """A read descriptor of ``parts/rel`` (a regular file, no link followed) or None."""
+        try:
+            fd = self.open_dir(parts + rel[:-1])
+        except StorageError:
+            return None
+        try:
+            return os.open(rel[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _rmtree_at(dir_fd: int, name: str) -> None:
+    import shutil
+
+    shutil.rmtree(name, dir_fd=dir_fd)
+
+
+# --- folders and usage ------------------------------------------------------------------------
+
+def create_directory(path: Path, mode: int = 0o755) -> None:
+    """The folder's own directory: parents as needed, the last one must be new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkdir(path, mode)
+    os.chmod(path, mode)  # not narrowed by the umask
+
+
+def remove_tree(path: Path) -> None:
+    import shutil
+
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+    # prune the empty <xx>/<yy> levels above it
+    for parent in (path.parent, path.parent.parent):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            break
+
+
+def usage(path: Path) -> tuple[int, int]:
+    """(bytes, regular files) under ``path``; links are not followed; missing is zero."""
+    total = files = 0
+    stack = [str(path)]
+    while stack:
+        current = stack.pop()
+        try:
+            listing = os.scandir(current)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with listing:
+            for entry in listing:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                elif stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+                    files += 1
+    return total, files
+
+
+# --- staged uploads ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Staging:
+    """Where one upload's bytes wait: ``<host>/.staging/<scope>/<upload id>.part``."""
+
+    directory: Path
+    upload_id: str
+
+    @property
+    def part(self) -> Path:
+        return self.directory / f"{self.upload_id}.part"
+
+    @property
+    def done(self) -> Path:
+        return self.directory / f"{self.upload_id}.done"
+
+    def offset(self) -> int | None:
+        """Bytes received so far, or None when nothing was received yet."""
+        try:
+            return os.stat(self.part).st_size
+        except FileNotFoundError:
+            return None
+
+    def completed(self) -> bool:
+        return self.done.exists()
+
+    def discard(self) -> None:
+        for path in (self.part, self.done):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def create(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+    def write(self, offset: int, stream: BinaryIO, length: int | None, max_bytes: int,
+              max_reason: str = "size") -> int:
+        """Append the request body at ``offset``; returns the new offset.
+
+        ``length`` is the declared body length (None: read to the end).  Writing
+        more than ``max_bytes`` raises ``TooMuchData`` (the caller discards the
+        upload).  Bytes received before a dropped connection are kept (fsynced),
+        so the client resumes from there."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UploadBusy("Another request is writing this upload") from None
+            current = os.fstat(fd).st_size
+            if current != offset:
+                raise OffsetMismatch(current)
+            if length is not None and length > max_bytes:
+                raise TooMuchData(f"The chunk of {length} bytes goes past the allowed {max_bytes} bytes", max_reason)
+            os.lseek(fd, offset, os.SEEK_SET)
+            written = 0
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = IO_CHUNK if remaining is None else min(IO_CHUNK, remaining)
+                try:
+                    data = stream.read(want)
+                except OSError:
+                    break  # the client went away mid-body: keep what arrived
+                if not data:
+                    break
+                if written + len(data) > max_bytes:
+                    raise TooMuchData(f"The upload goes past the allowed {max_bytes} more bytes", max_reason)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                written += len(data)
+                if remaining is not None:
+                    remaining -= len(data)
+            os.fsync(fd)
+            return offset + written
+        finally:
+            os.close(fd)
+
+    def finalize(self, root: FolderRoot, parts: tuple[str, ...], file_mode: int = 0o644) -> None:
+        """Move the complete upload to ``parts`` inside the folder (atomic rename)."""
+        os.chmod(self.part, file_mode)
+        parent = root.open_dir(parts[:-1], create=True)
+        try:
+            try:
+                info = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                info = None
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                raise PathConflict(f"A directory exists at {display_path(parts)}")
+            staging_fd = os.open(self.directory, _DIR_FLAGS)
+            try:
+                try:
+                    os.rename(self.part.name, parts[-1], src_dir_fd=staging_fd, dst_dir_fd=parent)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    _copy_across(self.part, parent, parts[-1], file_mode)
+                    os.unlink(self.part)
+            finally:
+                os.close(staging_fd)
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+        with open(self.done, "wb"):
+            pass
+
+
+def _copy_across(source: Path, dir_fd: int, name: str, file_mode: int) -> None:
+    """Rename fallback across filesystems: copy to a hidden temp name, then rename."""
+    temp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode, dir_fd=dir_fd)
+    try:
+        with open(source, "rb") as src:
+            while chunk := src.read(IO_CHUNK):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view):]
+        os.fsync(out)
+    except BaseException:
+        os.close(out)
+        os.unlink(temp, dir_fd=dir_fd)
+        raise
+    os.close(out)
+    os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def sweep_staging(host_root: Path, older_than_seconds: float) -> int:
+    """Remove staged uploads and completion marks untouched for a while."""
+    base = Path(host_root) / STAGING_DIRNAME
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    if not base.is_dir():
+        return 0
+    for scope_dir in base.iterdir():
+        if not scope_dir.is_dir():
+            continue
+        for item in scope_dir.iterdir():
+            try:
+                if item.is_file() and item.stat().st_mtime < cutoff:
+                    item.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+def iter_fd(fd: int, start: int, length: int, chunk: int = IO_CHUNK) -> Iterator[bytes]:
+    """Exactly ``length`` bytes from ``start`` (zero-padded if the file shrank meanwhile);
+    closes ``fd`` at the end."""
+    try:
+        position, remaining = start, length
+        while remaining > 0:
+            data = os.pread(fd, min(chunk, remaining), position)
+            if not data:
+                data = bytes(min(chunk, remaining))
+            yield data
+            position += len(data)
+            remaining -= len(data)
+    finally:
+        os.close(fd)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, non-seekable buffer that zipfile writes into."""
+
+    def __init__(self):
+        super().__init__()
+        self._buffer = bytearray()
+        self._position = 0
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self._buffer += data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self):
+        return self._position
+
+    def flush(self):
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+def _zip_time(mtime: float) -> tuple:
+    moment = time.localtime(max(mtime, 315532800))  # the zip epoch is 1980
+    return moment[:6]
+
+
+def iter_zip(root: FolderRoot, parts: tuple[str, ...], top: str) -> Iterator[bytes]:
+    """The directory at ``parts`` as a ZIP (stored, ZIP64), produced as it is read."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        top_info = zipfile.ZipInfo(top + "/", date_time=_zip_time(time.time()))
+        top_info.external_attr = (0o40755 << 16) | 0x10
+        archive.writestr(top_info, b"")
+        yield sink.take()
+        for rel, info in root.walk_files(parts):
+            name = "/".join((top,) + rel)
+            if stat.S_ISDIR(info.st_mode):
+                entry = zipfile.ZipInfo(name + "/", date_time=_zip_time(info.st_mtime))
+                entry.external_attr = (0o40755 << 16) | 0x10
+                archive.writestr(entry, b"")
+                yield sink.take()
+                continue
+            fd = root.open_relative(parts, rel)
+            if fd is None:
+                continue
+            entry = zipfile.ZipInfo(name, date_time=_zip_time(info.st_mtime))
+            entry.external_attr = (stat.S_IMODE(info.st_mode) | stat.S_IFREG) << 16
+            entry.compress_type = zipfile.ZIP_STORED
+            try:
+                with archive.open(entry, mode="w", force_zip64=True) as dest:
+                    while True:
+                        data = os.read(fd, IO_CHUNK)
+                        if not data:
+                            break
+                        dest.write(data)
+                        yield sink.take()
+            finally:
+                os.close(fd)
+            yield sink.take()
+    yield sink.take()
+
+
+@dataclass
+class TarPlan:
+    """A tar archive of a directory, sized before the first byte is sent."""
+
+    entries: list  # (header bytes, rel parts or None, size)
+    length: int
+
+
+def plan_tar(root: FolderRoot, parts: tuple[str, ...], top: str) -> TarPlan:
+    entries = []
+    length = 0
+    top_info = tarfile.TarInfo(top)
+    top_info.type = tarfile.DIRTYPE
+    top_info.mode = 0o755
+    top_info.mtime = int(time.time())
+    header = top_info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    entries.append((header, None, 0))
+    length += len(header)
+    for rel, info in root.walk_files(parts):
+        item = tarfile.TarInfo("/".join((top,) + rel))
+        item.mtime = int(info.st_mtime)
+        item.mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISDIR(info.st_mode):
+            item.type = tarfile.DIRTYPE
+            size = 0
+        else:
+            item.type = tarfile.REGTYPE
+            item.size = size = info.st_size
+        header = item.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        entries.append((header, rel if item.type == tarfile.REGTYPE else None, size))
+        length += len(header) + _tar_padded(size)
+    length += 2 * tarfile.BLOCKSIZE
+    remainder = length % tarfile.RECORDSIZE
+    if remainder:
+        length += tarfile.RECORDSIZE - remainder
+    return TarPlan(entries, length)
+
+
+def _tar_padded(size: int) -> int:
+    blocks, rest = divmod(size, tarfile.BLOCKSIZE)
+    return (blocks + (1 if rest else 0)) * tarfile.BLOCKSIZE
+
+
+def iter_tar(root: FolderRoot, parts: tuple[str, ...], plan: TarPlan) -> Iterator[bytes]:
+    """Exactly ``plan.length`` bytes: a file that changed size is cut or zero-padded."""
+    sent = 0
+    for header, rel, size in plan.entries:
+        yield header
+        sent += len(header)
+        if rel is None:
+            continue
+        fd = root.open_relative(parts, rel)
+        if fd is None:
+            body = iter(())
+            remaining = size
+        else:
+            body = iter_fd(fd, 0, size)
+            remaining = 0
+        for data in body:
+            yield data
+            sent += len(data)
+        while remaining > 0:
+            piece = bytes(min(IO_CHUNK, remaining))
+            yield piece
+            sent += len(piece)
+            remaining -= len(piece)
+        padding = _tar_padded(size) - size
+        if padding:
+            yield bytes(padding)
+            sent += padding
+    if plan.length > sent:
+        yield bytes(plan.length - sent)
+
+
+# --- HTTP ranges ------------------------------------------------------------------------------
+
+class RangeNotSatisfiable(StorageError):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=`` range as (start, end inclusive); None for the whole file.
+
+    Several ranges, other units or a malformed header are ignored (the whole file
+    is sent, which RFC 9110 allows); a range starting past the end is refused."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    try:
+        if first == "":
+            if not last:
+                return None
+            suffix = int(last)
+            if suffix <= 0:
+                raise RangeNotSatisfiable("An empty suffix range")
+            if size == 0:
+                raise RangeNotSatisfiable("The file is empty")
+            return max(0, size - suffix), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start < 0 or (last and end < start):
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(f"The range starts at {start}, past the end of a {size}-byte file")
+    return start, min(end, size - 1)
