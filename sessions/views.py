@@ -202,8 +202,10 @@ def _waiting(session: Session) -> dict | None:
             failed.append({"name": str(item), "msg": ""})
     passed = [item.get("name", "?") if isinstance(item, dict) else str(item)
               for item in data.get("passed_predicates") or []]
+    last_try = _parse_time(data.get("last_try"))
     return {
-        "info": session.status_info, "retries": data.get("retries"), "last_try": _parse_time(data.get("last_try")),
+        "info": session.status_info, "retries": data.get("retries"), "last_try": last_try,
+        "last_try_ago": short_age((timezone.now() - last_try).total_seconds()) if last_try else "",
         "failed": failed, "passed": passed, "msg": data.get("msg", ""), "scheduled_yet": bool(data),
         "starts_at": session.starts_at, "cancelled": session.status == SessionStatus.CANCELLED,
     }
@@ -247,9 +249,11 @@ def _detail_context(request, session: Session) -> dict:
                                                  and "scheduler" not in (session.status_data or {})):
         error_data = session.status_data or None
     end = session.terminated_at or now
+    waiting = _waiting(session)
     return {
         "session": session, "kernels": kernels, "main_kernel": main, "ports": ports, "idle_checks": idle,
-        "timeline": _timeline(session, now), "status_note": status_note(session), "waiting": _waiting(session),
+        "timeline": _timeline(session, now), "waiting": waiting,
+        "status_note": "" if waiting else status_note(session),
         "error_data": error_data,
         "is_dead": session.status in DEAD_SESSION, "can_restart": session.status in RUNNING_STATES,
         "can_destroy": session.status not in DEAD_SESSION, "can_force": is_admin, "is_batch":

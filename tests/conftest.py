@@ -99,3 +99,7 @@ def signed(client):
         return SignedClient(client, keypair.access_key, keypair.secret_key, **kwargs)
 
     return make
+
+
+# Docker engine, test images, free ports (tests/docker_support.py)
+from docker_support import docker_client, free_port, make_container, test_images  # noqa: E402,F401

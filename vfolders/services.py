@@ -331,12 +331,18 @@ def _personal_q(user: User) -> Q:
     )
 
 
-def _admin_q(user: User) -> Q | None:
-    if user.is_superadmin:
-        return Q()
-    if user.is_domain_admin:
-        return Q(domain_id=user.domain_id)
-    return None
+def _is_admin(user: User) -> bool:
+    return user.is_superadmin or user.is_domain_admin
+
+
+def _scoped(query, user: User, *, with_admin: bool):
+    """``query`` narrowed to what ``user`` may see (admins: their domain, or everything)."""
+    if with_admin and user.is_superadmin:
+        return query
+    scope = _personal_q(user)
+    if with_admin and user.is_domain_admin:
+        scope = scope | Q(domain_id=user.domain_id)
+    return query.filter(scope)
 
 
 def _admin_covers(user: User, folder: VFolder) -> bool:
@@ -387,11 +393,7 @@ def get_folder(user: User, ref, *, statuses=ALIVE_STATUSES, need: str | None = N
         ref = ref.strip()
     folder_id = _parse_uuid(ref)
     if folder_id is not None:
-        scope = _personal_q(user)
-        admin = _admin_q(user)
-        if admin is not None:
-            scope = scope | admin
-        folder = _folders().filter(scope, pk=folder_id, status__in=list(statuses)).first()
+        folder = _scoped(_folders(), user, with_admin=True).filter(pk=folder_id, status__in=list(statuses)).first()
     if folder is None and isinstance(ref, str) and ref:
         candidates = list(_folders().filter(_personal_q(user), name=ref, status__in=list(statuses))[:20])
         if len(candidates) > 1:
@@ -463,19 +465,14 @@ def folder_json(access: Access) -> dict:
 def list_folders(user: User, *, list_all: bool = False, group_id=None, owner_email: str | None = None,
                  statuses=LISTED_STATUSES) -> list[Access]:
     """The folders ``user`` can use; admins with ``list_all`` see their domain (or everything)."""
-    scope = _personal_q(user)
-    if list_all:
-        admin = _admin_q(user)
-        if admin is not None:
-            scope = scope | admin
-    query = _folders().filter(scope, status__in=list(statuses))
+    query = _scoped(_folders(), user, with_admin=list_all).filter(status__in=list(statuses))
     if group_id:
         project_id = _parse_uuid(group_id)
         if project_id is None:
             raise errors.InvalidAPIParameters("group_id must be a project id")
         query = query.filter(project_id=project_id)
     if owner_email:
-        if _admin_q(user) is None:
+        if not _is_admin(user):
             raise errors.InsufficientPrivilege("Only admins list other users' folders")
         query = query.filter(user__email__iexact=owner_email)
     folders = list(query.order_by("name", "created_at"))
@@ -584,7 +581,7 @@ def _project_for(user: User, ref) -> Project:
         project = query.filter(name=ref, domain_id=user.domain_id).first()
     if project is None:
         raise errors.object_not_found("group (project)", f"No such project: {ref}")
-    if not (_admin_q(user) is not None or project.memberships.filter(user_id=user.pk).exists()):
+    if not (_is_admin(user) or project.memberships.filter(user_id=user.pk).exists()):
         raise errors.object_not_found("group (project)", f"No such project: {ref}")
     return project
 
@@ -646,7 +643,7 @@ def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = 
     if unmanaged_path:
         raise errors.InvalidAPIParameters("Unmanaged folders (unmanaged_path) are not supported")
     project = _project_for(user, group) if group else None
-    if project is not None and _admin_q(user) is None and project.type != ProjectType.MODEL_STORE:
+    if project is not None and not _is_admin(user) and project.type != ProjectType.MODEL_STORE:
         raise errors.GenericForbidden("Only domain admins create project folders")
     host_obj = _host(host, user, keypair, project)
     require_host_permission(user, host_obj.name, HostPermission.CREATE, keypair, project)

@@ -14,8 +14,10 @@
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from django.core.cache import cache
@@ -141,12 +143,14 @@ def _run(name: str, now) -> PassResult:
                 result.skipped = "no-such-group"
                 return result
             opts = group.opts
-            raw = snapshot.load(name, with_group_usage=group.scheduler == "drf")
-            result.considered = len(raw.pending)
-            if not raw.pending:
-                return result
-            rr_next = _load_rr(name, {a[2] for a in raw.agents})
-            decided = decide(raw, group_name=name, scheduler=group.scheduler, opts=opts, now=now, rr_next=rr_next)
+            with _gc_paused():
+                raw = snapshot.load(name, with_group_usage=group.scheduler == "drf")
+                result.considered = len(raw.pending)
+                if not raw.pending:
+                    return result
+                rr_next = _load_rr(name, {a[2] for a in raw.agents})
+                decided = decide(raw, group_name=name, scheduler=group.scheduler, opts=opts, now=now,
+                                 rr_next=rr_next)
             written = writer.write(decided.sessions, decided.kernels, now)
             touched = sorted({a for a in written.kernels.values() if a})
             if touched:
@@ -197,6 +201,20 @@ def poke_agents(agent_ids: list[str]) -> None:
         async_to_sync(send_all)()
     except Exception as exc:  # noqa: BLE001 - a lost hint is harmless: agents sync on a timer
         log.debug("could not poke agents: %s", exc)
+
+
+@contextmanager
+def _gc_paused():
+    """The snapshot and the decisions allocate hundreds of thousands of small,
+    acyclic objects; the cyclic collector's full passes over them cost a third
+    of the decision time and find nothing.  Reference counting still frees them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _load_rr(group: str, archs: set) -> dict:

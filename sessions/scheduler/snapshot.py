@@ -258,42 +258,40 @@ def _agent_occupancy(group_name: str) -> dict:
 
 def _owner_usage(group_name: str, with_group_usage: bool) -> tuple[dict, dict]:
     """Slots held by the keypairs, users, projects and domains that have pending
-    sessions in the group, and their session counts, in one statement."""
+    sessions in the group, and the keypairs' live-session counts, in one
+    statement: the owners are collected once (``pend``), the live sessions of any
+    of them scanned once (``live``), their slot maps expanded once (``slots``)."""
     t = _table(Session)
     each = _json_each()
     occupying = [str(s) for s in USER_OCCUPYING_SESSION]
     conc = [str(s) for s in CONCURRENCY_SESSION]
     occ_in = ", ".join(["%s"] * len(occupying))
     conc_in = ", ".join(["%s"] * len(conc))
-    parts, params = [], []
+    sql = [
+        f"WITH pend AS (SELECT DISTINCT access_key, user_id, project_id, domain_id FROM {t} "
+        f"WHERE scaling_group_id = %s AND status = 'PENDING'), "
+        f"live AS (SELECT s.access_key, s.user_id, s.project_id, s.domain_id, s.session_type, s.status, "
+        f"s.scaling_group_id, s.requested_slots FROM {t} s WHERE s.status IN ({conc_in}) AND ("
+        f"s.access_key IN (SELECT access_key FROM pend) OR s.user_id IN (SELECT user_id FROM pend) OR "
+        f"s.project_id IN (SELECT project_id FROM pend) OR s.domain_id IN (SELECT domain_id FROM pend))), "
+        f"slots AS (SELECT l.access_key, l.user_id, l.project_id, l.domain_id, l.scaling_group_id, j.key AS k, "
+        f"CAST(j.value AS NUMERIC) AS v FROM live l, {each}(l.requested_slots) j WHERE l.status IN ({occ_in})) "
+    ]
+    params: list = [group_name, *conc, *occupying]
+    parts = []
     for scope, column in (("k", "access_key"), ("u", "user_id"), ("p", "project_id"), ("d", "domain_id")):
-        parts.append(
-            f"SELECT '{scope}', CAST(s.{column} AS TEXT), j.key, SUM(CAST(j.value AS NUMERIC)) "
-            f"FROM {t} s, {each}(s.requested_slots) j "
-            f"WHERE s.status IN ({occ_in}) AND s.{column} IN "
-            f"(SELECT p.{column} FROM {t} p WHERE p.scaling_group_id = %s AND p.status = 'PENDING') "
-            f"GROUP BY s.{column}, j.key"
-        )
-        params += [*occupying, group_name]
-    parts.append(
-        f"SELECT 'c', s.access_key, s.session_type, COUNT(*) FROM {t} s "
-        f"WHERE s.status IN ({conc_in}) AND s.access_key IN "
-        f"(SELECT p.access_key FROM {t} p WHERE p.scaling_group_id = %s AND p.status = 'PENDING') "
-        f"GROUP BY s.access_key, s.session_type"
-    )
-    params += [*conc, group_name]
+        parts.append(f"SELECT '{scope}', CAST({column} AS TEXT), k, SUM(v) FROM slots "
+                     f"WHERE {column} IN (SELECT {column} FROM pend) GROUP BY {column}, k")
+    parts.append("SELECT 'c', access_key, session_type, COUNT(*) FROM live "
+                 "WHERE access_key IN (SELECT access_key FROM pend) GROUP BY access_key, session_type")
     if with_group_usage:
-        parts.append(
-            f"SELECT 'g', s.access_key, j.key, SUM(CAST(j.value AS NUMERIC)) "
-            f"FROM {t} s, {each}(s.requested_slots) j "
-            f"WHERE s.scaling_group_id = %s AND s.status IN ({occ_in}) "
-            f"GROUP BY s.access_key, j.key"
-        )
-        params += [group_name, *occupying]
+        parts.append("SELECT 'g', access_key, k, SUM(v) FROM slots WHERE scaling_group_id = %s "
+                     "AND access_key IN (SELECT access_key FROM pend) GROUP BY access_key, k")
+        params.append(group_name)
     usage: dict = {}
     concurrency: dict = {}
     with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), params)
+        cursor.execute(sql[0] + " UNION ALL ".join(parts), params)
         for scope, owner, key, total in cursor.fetchall():
             if owner is None:
                 continue

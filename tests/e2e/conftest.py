@@ -190,6 +190,9 @@ def official_client(client_bin, require, live_server, tmp_path):
     return OfficialClient()
 
 
+# Docker fixtures shared with tests/agents
+# (docker_client and test_images come from tests/docker_support.py via the root conftest)
+
 # --- the whole stack as real processes ------------------------------------------------------------
 
 import os as _os

@@ -21,7 +21,7 @@ import pytest
 
 from helpers import require
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = ROOT / "scripts" / "build-test-images"
 DOCKER_SH = ROOT / "scripts" / "lib" / "docker.sh"
 TEST_IMAGES = {"shell": "bai-test/shell:1.0", "http": "bai-test/http:1.0", "batch": "bai-test/batch:1.0"}
