@@ -421,7 +421,7 @@ def rescan_registry(registry: ContainerRegistry) -> dict:
     from agents.registry import RegistryClient, RegistryError
 
     client = RegistryClient(registry.url, username=registry.username or None, password=registry.password or None,
-                            verify_tls=registry.ssl_verify)
+                            verify_tls=registry.ssl_verify, registry_name=registry.registry_name)
     repositories = None
     try:
         if registry.project:
@@ -433,17 +433,17 @@ def rescan_registry(registry: ContainerRegistry) -> dict:
         raise errors.InvalidAPIParameters(f"Cannot scan {registry.registry_name}: {exc}") from None
     count = 0
     for info in result.images:
-        registry_name, repository, tag = split_image_name(info.name)
         fields = image_fields_from_labels(info.labels or {})
-        fields.update(registry=registry, registry_name=registry_name or registry.registry_name,
-                      repository=repository, tag=tag, config_digest=(info.digest or "")[:100],
+        fields.update(registry=registry, registry_name=info.registry or registry.registry_name,
+                      repository=info.repository, tag=info.tag, config_digest=(info.digest or "")[:100],
                       size_bytes=info.size or 0, is_local=False)
-        Image.objects.update_or_create(name=info.name, architecture=info.architecture or "x86_64", defaults=fields)
+        Image.objects.update_or_create(name=info.canonical, architecture=info.architecture or "x86_64",
+                                       defaults=fields)
         count += 1
     summary = f"{count} image(s), {len(result.errors)} error(s)"
     ContainerRegistry.objects.filter(pk=registry.pk).update(last_scanned_at=timezone.now(), last_scan_result=summary)
     log.info("rescanned registry %s: %s", registry.registry_name, summary)
-    return {"images": count, "errors": [str(e) for e in result.errors]}
+    return {"images": count, "errors": [f"{where}: {message}" for where, message in result.errors]}
 
 
 # --- what users see ---------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -310,8 +309,7 @@ def session_destroy(request, session_id):
         status = destroyed[0].status
         what = {SessionStatus.CANCELLED: "cancelled", SessionStatus.TERMINATED: "terminated"}.get(status, "terminating")
         messages.success(request, f"Session {session.name} is {what}{' (forced)' if forced else ''}.")
-    return redirect(request.POST.get("next") if request.POST.get("next") == reverse("ui-sessions:list")
-                    else reverse("ui-sessions:detail", kwargs={"session_id": session.pk}))
+    return redirect("ui-sessions:detail", session_id=session.pk)
 
 
 @login_required

@@ -739,3 +739,37 @@ def test_malformed_answers(fake_registry):
         assert err.value.status == 500
         with pytest.raises(RegistryError, match="requires authentication"):
             reg.tags("odd")
+
+
+# --- the manager's rescan over this client ---------------------------------------------------------
+
+@pytest.mark.django_db
+def test_a_superadmin_rescans_an_authenticated_registry_into_images(basic_registry, client, superadmin):
+    from agents.models import ContainerRegistry, Image
+
+    registry = ContainerRegistry.objects.create(registry_name=basic_registry.host, url=basic_registry.url,
+                                                username=USER, password=PASSWORD)
+    client.force_login(superadmin)
+    response = client.post("/admin/agents/containerregistry/", {"action": "rescan", "_selected_action": [registry.pk]},
+                           follow=True)
+    assert "1 image(s) recorded" in response.content.decode()
+    image = Image.objects.get(name=f"{basic_registry.host}/bai-test/http:1.0")
+    assert not image.is_local and image.registry == registry and image.tag == "1.0"
+    assert image.config_digest == basic_registry.digest
+    assert [p["name"] for p in image.service_ports] == ["web", "echo"]
+    registry.refresh_from_db()
+    assert registry.last_scan_result.startswith("1 image(s)")
+
+
+@pytest.mark.django_db
+def test_the_rescan_command_reports_a_wrong_password(basic_registry):
+    from django.core.management import CommandError, call_command
+
+    from agents.models import ContainerRegistry, Image
+
+    ContainerRegistry.objects.create(registry_name=basic_registry.host, url=basic_registry.url, username=USER,
+                                     password="wrong")
+    with pytest.raises(CommandError):
+        call_command("rescan_images", basic_registry.host)
+    assert not Image.objects.exists()
+    assert ContainerRegistry.objects.get().last_scan_result.startswith("error:")

@@ -229,3 +229,40 @@ def test_a_superadmin_reaches_the_cluster_overview_from_the_admin_index(
     expect(agent_row.locator('[data-slot="cpu"]')).to_contain_text("0 / 2")
     expect(page.locator('#groups tr[data-group="default"]')).to_contain_text("1 / 1 / 1")
     shot(page, "admin-overview")
+
+
+def test_the_pages_work_without_javascript(make_user, browser, live_server, password):
+    from agents import services as agent_services
+    from agents.models import Image
+    from sessions.enqueue import EnqueueRequest, enqueue
+    from sessions.models import Session
+
+    agent_services.ensure_default_scaling_group()
+    Image.objects.create(name=IMAGE, repository="bai-local/shell", tag="1.0", architecture=ARCH, is_local=True,
+                         resources={"cpu": {"min": "0.1", "max": None}, "mem": {"min": str(64 * 2**20), "max": None}})
+    user = make_user("nojs@example.com")
+    session = enqueue(user, user.main_keypair, EnqueueRequest(image=IMAGE, name="static-one", enqueue_only=True)).session
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        page.goto("/ui/login/")
+        page.fill("input[name=username]", user.email)
+        page.fill("input[name=password]", password)
+        page.get_by_role("button", name="Log in").click()
+        page.goto("/ui/sessions/")
+        row = page.locator(f'tr[data-session="{session.pk}"]')
+        expect(row.locator(".status-badge")).to_have_text("PENDING")
+        expect(page.locator(".live-state")).to_be_hidden()  # nothing claims to be live
+        row.locator("a").click()
+        expect(page.locator("#why-waiting")).to_be_visible()
+        page.click("#refresh-logs")  # a plain link: the logs as a page of their own
+        expect(page).to_have_url(f"{live_server.url}/ui/sessions/{session.pk}/logs/")
+        expect(page.locator("#logs-text")).to_have_text("No output yet.")
+        page.go_back()
+        page.click("#destroy-session")  # <details>: the confirmation needs no script
+        page.click("#confirm-destroy")
+        expect(page.locator("#session-status")).to_have_text("CANCELLED")
+        assert Session.objects.get(pk=session.pk).status == "CANCELLED"
+    finally:
+        context.close()

@@ -204,7 +204,8 @@ def test_a_request_over_the_remaining_quota_is_refused_beside_the_resources(clie
     assert '<tr data-slot="cpu">' in quota
     response = api.post(CREATE, form_data(slot_cpu="2", name="too-big"))
     assert response.status_code == 200
-    assert "remaining quota" in field_error(response, "resources") and "cpu 2 asked, 1 left" in response.content.decode()
+    assert "remaining quota" in field_error(response, "resources")
+    assert "cpu 2 asked, 1 left" in response.content.decode()
     # within the form's check, but the policy has no memory at all: the service refuses it
     response = api.post(CREATE, form_data(slot_cpu="1", name="too-big"))
     assert response.status_code == 200
