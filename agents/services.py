@@ -25,7 +25,7 @@ from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
 from sessions import idle
 from sessions import services as session_services
-from sessions.lifecycle import AGENT_DESIRED_KERNEL, AGENT_OCCUPYING_KERNEL, TERMINAL_KERNEL, KernelStatus
+from sessions.lifecycle import AGENT_DESIRED_KERNEL, TERMINAL_KERNEL, KernelStatus
 from sessions.models import Kernel, Session
 
 log = logging.getLogger(__name__)
@@ -301,13 +301,10 @@ def shutdown(token: AgentToken, agent_id: str) -> None:
 
 
 def recompute_occupancy(agent_ids: list[str]) -> None:
-    """Occupied slots are the sum of the live kernels placed on each agent."""
-    totals: dict[str, ResourceSlot] = {a: ResourceSlot() for a in agent_ids}
-    for agent_id, slots in Kernel.objects.filter(agent_id__in=agent_ids, status__in=AGENT_OCCUPYING_KERNEL).values_list(
-            "agent_id", "requested_slots"):
-        totals[agent_id] = totals[agent_id] + ResourceSlot.from_json(slots)
-    for agent_id, total in totals.items():
-        Agent.objects.filter(pk=agent_id).update(occupied_slots=total.to_json())
+    """Occupied slots are the sum of the live kernels placed on each agent (one statement)."""
+    from sessions.scheduler import recompute_agent_occupancy
+
+    recompute_agent_occupancy(agent_ids)
 
 
 # --- liveness ---------------------------------------------------------------------------------
@@ -341,6 +338,25 @@ def poke_agent(agent_id: str) -> None:
         async_to_sync(layer.group_send)(agent_group(agent_id), {"type": "agent.poke"})
     except Exception as exc:  # noqa: BLE001 - a lost hint is harmless
         log.debug("could not poke agent %s: %s", agent_id, exc)
+
+
+def poke_agents(agent_ids) -> None:
+    """Poke several agents in one go (after a scheduler pass)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+
+    async def send_all():
+        for agent_id in agent_ids:
+            await layer.group_send(agent_group(agent_id), {"type": "agent.poke"})
+
+    try:
+        async_to_sync(send_all)()
+    except Exception as exc:  # noqa: BLE001 - a lost hint is harmless
+        log.debug("could not poke agents %s: %s", list(agent_ids), exc)
 
 
 def agent_group(agent_id: str) -> str:

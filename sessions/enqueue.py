@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*[A-Za-z0-9_]$")
 RESERVED_NAMES = {"from-template"}
 DEFAULT_SHMEM = Decimal(64 * 2**20)
+DEFAULT_WORKING_MEM = Decimal(256 * 2**20)
 DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -150,11 +151,14 @@ def compute_request(image, resources: dict, resource_opts: dict, slot_types: dic
     except SlotError as exc:
         raise errors.InvalidAPIParameters(f"resource_opts.shmem: {exc}") from None
     minimum = {k: Decimal(v["min"]) for k, v in limits.items() if v.get("min") not in (None, "")}
+    labelled_mem = "mem" in minimum
     minimum["mem"] = minimum.get("mem", Decimal(0)) + shmem
     values = dict(requested)
-    for slot in ("cpu", "mem"):
-        if not values.get(slot):
-            values[slot] = minimum.get(slot, Decimal(1) if slot == "cpu" else Decimal(256 * 2**20))
+    if not values.get("cpu"):
+        values["cpu"] = minimum.get("cpu", Decimal(1))
+    if not values.get("mem"):
+        # the image's minimum (which includes shared memory), or 256m of working memory above shmem
+        values["mem"] = minimum["mem"] if labelled_mem else shmem + DEFAULT_WORKING_MEM
     for slot, low in minimum.items():
         if slot in values and values[slot] < low:
             shown = humanize_binary_size(low) if slot == "mem" else str(low)

@@ -484,3 +484,8 @@ def terminate_idle(now=None) -> int:
         log.info("session %s idle (%s): terminating", session.pk, reason)
         request_termination(session, reason)
     return len(expired)
+
+
+def groups_with_pending() -> list[str]:
+    return list(Session.objects.filter(status=SessionStatus.PENDING, scaling_group__isnull=False)
+                .values_list("scaling_group_id", flat=True).distinct().order_by())

@@ -19,7 +19,9 @@ def schedule(scaling_group: str | None = None) -> None:
 
 @shared_task(name="sessions.tasks.schedule_pending", ignore_result=True)
 def schedule_pending() -> None:
-    scheduler.run_all_passes(only_with_pending=True)
+    """A pass for each scaling group that has pending sessions (one cheap query when none)."""
+    for group in services.groups_with_pending():
+        scheduler.run_pass(group)
 
 
 @shared_task(name="sessions.tasks.schedule_all", ignore_result=True)

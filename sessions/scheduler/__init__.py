@@ -11,7 +11,7 @@ lost_grace=300, *, now=None) -> ReconcileResult``
     Stuck SCHEDULED/PREPARING/PULLING/TERMINATING sessions, kernels on LOST
     agents, then every agent's occupancy recomputed.
 ``recompute_agent_occupancy(agent_ids=None) -> int``
-    ``Agent.occupied_slots`` from the live kernels, set-based.
+    ``Agent.occupied_slots`` from the live kernels, set-based; returns how many changed.
 ``wait_reasons(session) -> list[str]``
     Why a pending session waits, from its ``status_data``, for its owner.
 

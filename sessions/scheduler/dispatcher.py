@@ -331,8 +331,8 @@ def decide(raw: snapshot.RawSnapshot, *, group_name: str, scheduler: str, opts: 
         outcome = state.check(session)
         if outcome.fatal:
             state.left_queue(session)
-            _cancel(out, session, now, outcome.fatal, outcome.failed[0]["msg"] if outcome.failed else outcome.fatal,
-                    passed=outcome.passed, failed=outcome.failed)
+            _cancel(out, session, now, outcome.fatal, outcome.fatal_msg, passed=outcome.passed,
+                    failed=outcome.failed)
             continue
         if not outcome.ok:
             if session.is_private:

@@ -45,6 +45,7 @@ class Outcome:
     passed: list[str]
     failed: list[dict]  # {"name", "msg"}
     fatal: str | None = None  # a status_info to cancel the session with
+    fatal_msg: str = ""
 
     @property
     def ok(self) -> bool:
@@ -175,7 +176,7 @@ class State:
     def check(self, session) -> Outcome:
         passed: list[str] = []
         failed: list[dict] = []
-        fatal = None
+        fatal, fatal_msg = None, ""
         checks = [("reserved_time", self._reserved_time), ("dependencies", self._dependencies),
                   ("concurrency", self._concurrency)]
         if not session.is_private:
@@ -194,9 +195,9 @@ class State:
                 continue
             msg, is_fatal = result if isinstance(result, tuple) else (result, False)
             failed.append({"name": name, "msg": msg})
-            if is_fatal:
-                fatal = is_fatal
-        return Outcome(passed, failed, fatal)
+            if is_fatal and fatal is None:
+                fatal, fatal_msg = is_fatal, msg
+        return Outcome(passed, failed, fatal, fatal_msg)
 
     def _reserved_time(self, session):
         if session.starts_at is not None and session.starts_at > self.now:

@@ -63,7 +63,7 @@ class ReconcileResult:
     forced: list = field(default_factory=list)
     agent_lost: list = field(default_factory=list)
     lost: list = field(default_factory=list)  # changed by someone else meanwhile; retried next run
-    agents_recomputed: int = 0
+    agents_recomputed: int = 0  # agents whose occupied_slots changed
     duration: float = 0.0
     statements: int = 0
 
@@ -106,7 +106,8 @@ def reconcile_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 9
 
 
 def recompute_agent_occupancy(agent_ids=None) -> int:
-    """Rewrite agents' ``occupied_slots`` from their live kernels (all agents when None), set-based."""
+    """Rewrite agents' ``occupied_slots`` from their live kernels (all agents when None),
+    set-based; returns how many changed."""
     with transaction.atomic():
         return writer.recompute_occupancy(agent_ids)
 

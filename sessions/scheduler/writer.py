@@ -208,7 +208,8 @@ def _write_fallback(sessions, kernels, now) -> WriteResult:
 
 def recompute_occupancy(agent_ids=None) -> int:
     """Rewrite ``occupied_slots`` of the given agents (all agents when None) as
-    the sum of their live kernels' requests.  Returns the number of agents."""
+    the sum of their live kernels' requests.  Only rows that differ are written;
+    returns how many were."""
     from agents.models import Agent
 
     if agent_ids is not None:
@@ -233,7 +234,7 @@ FROM (
   ) AS slots
   FROM ({ids_sql}) ids
 ) o
-WHERE a.id = o.id
+WHERE a.id = o.id AND a.occupied_slots IS DISTINCT FROM COALESCE(o.slots, '{{}}'::jsonb)
 """
         params = [statuses] if agent_ids is None else [statuses, agent_ids]
         # placeholders appear in the order: statuses (inner), ids (from)
@@ -248,6 +249,9 @@ WHERE a.id = o.id
     for agent_id, slots in Kernel.objects.filter(agent_id__in=ids, status__in=statuses).values_list(
             "agent_id", "requested_slots"):
         totals[agent_id] = totals[agent_id] + ResourceSlot.from_json(slots)
+    current = dict(query.values_list("pk", "occupied_slots"))
+    changed = 0
     for agent_id, total in totals.items():
-        Agent.objects.filter(pk=agent_id).update(occupied_slots=total.to_json())
-    return len(ids)
+        if current.get(agent_id) != total.to_json():
+            changed += Agent.objects.filter(pk=agent_id).update(occupied_slots=total.to_json())
+    return changed

@@ -134,24 +134,22 @@ def client_bin():
     return Path(os.environ.get("BACKENDAI_CLIENT_BIN") or DEFAULT_CLIENT_BIN)
 
 
-@pytest.fixture
-def official_client(client_bin, require, live_server, tmp_path):
-    """Runs the official client (its CLI or a script under its python) against the
-    live server, from an empty directory with a clean environment.
+def _official_client(client_bin, require, endpoint, tmp_path):
+    """Runs the official client (its CLI or a script under its python) against
+    ``endpoint``, from an empty directory with a clean environment.
 
-    ``official_client.cli(keypair, *args)`` and ``official_client.script(keypair, code)``
-    return the CompletedProcess; ``keypair`` is anything with access_key/secret_key
-    or a ``(access_key, secret_key)`` pair.
+    ``.cli(keypair, *args)`` and ``.script(keypair, code)`` return the
+    CompletedProcess; ``keypair`` is anything with access_key/secret_key or a
+    ``(access_key, secret_key)`` pair.
     """
     python = client_bin.parent / "python"
     require(client_bin.is_file() and python.is_file(), f"the official backend.ai client at {client_bin}")
     workdir = tmp_path / "client-cwd"
     home = tmp_path / "client-home"
-    workdir.mkdir()
-    home.mkdir()
-    endpoint = live_server.url.rstrip("/")
+    workdir.mkdir(exist_ok=True)
+    home.mkdir(exist_ok=True)
+    endpoint = endpoint.rstrip("/")
     assert not urlsplit(endpoint).netloc.endswith(":80"), endpoint
-
     def env_for(keypair):
         if isinstance(keypair, tuple):
             access_key, secret_key = keypair
@@ -188,6 +186,18 @@ def official_client(client_bin, require, live_server, tmp_path):
             return json.loads(lines[-1])
 
     return OfficialClient()
+
+
+@pytest.fixture
+def official_client(client_bin, require, live_server, tmp_path):
+    """The official client against pytest-django's live server."""
+    return _official_client(client_bin, require, live_server.url, tmp_path)
+
+
+@pytest.fixture
+def stack_client(client_bin, require, live_stack, tmp_path):
+    """The official client against the real-process stack (``live_stack``)."""
+    return _official_client(client_bin, require, live_stack.url, tmp_path)
 
 
 # Docker fixtures shared with tests/agents

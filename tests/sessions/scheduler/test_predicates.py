@@ -64,7 +64,7 @@ def test_a_dependent_session_waits_for_its_dependency_to_succeed(owner, group, m
 
 def test_a_dependency_that_failed_cancels_the_dependent_session(owner, group, make_session, pass_):
     first = make_session(owner, group, session_type="batch", status="TERMINATED", result="failure", name="first")
-    second = make_session(owner, group, session_type="batch")
+    second = make_session(owner, group, session_type="batch", starts_at=timezone.now() + timedelta(hours=1))
     SessionDependency.objects.create(session=second, depends_on=first)
     result = pass_(group)
     assert result.cancelled == {second.pk: "dependency-failed"}

@@ -148,6 +148,7 @@ def test_occupancy_is_recomputed_for_every_agent(owner, group, make_agent, make_
     assert recompute_agent_occupancy(["a2"]) == 1
     assert Agent.objects.get(pk="a2").occupied_slots == {}
     assert Agent.objects.get(pk="a1").occupied_slots == {"cpu": "99"}
+    assert recompute_agent_occupancy(["a2"]) == 0  # already right: nothing written
 
 
 def test_the_reconciler_result_serialises_and_counts_statements(owner, group, make_agent, make_session):
