@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "agents",
     "sessions.apps.SessionsConfig",
     "vfolders",
+    "appproxy",
 ]
 
 MIDDLEWARE = [

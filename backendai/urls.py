@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("accounts.api.urls")),
     path("", include("agents.api.urls")),
     path("", include("sessions.api.urls")),
+    path("", include("appproxy.api.urls")),
     path("", include("vfolders.api.urls")),
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),

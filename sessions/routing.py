@@ -1,0 +1,3 @@
+"""Websocket routes of the sessions app (terminals, tcpproxy)."""
+
+websocket_urlpatterns: list = []
