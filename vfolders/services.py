@@ -432,6 +432,10 @@ def _require_usable(folder: VFolder) -> None:
     if folder.status not in USABLE_STATUSES:
         raise errors.VFolderOperationFailed(
             f"The folder {folder.name!r} is {folder.status}; files can be used only when it is ready")
+    if not folder.path.is_dir():
+        log.error("the directory of folder %s is missing at %s", folder.pk, folder.path)
+        raise errors.VFolderOperationFailed(
+            f"The directory of the folder {folder.name!r} is missing on the storage host {folder.host_id}")
 
 
 def folder_json(access: Access) -> dict:

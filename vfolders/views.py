@@ -6,6 +6,8 @@ resumable tus uploads with a progress bar.  Thin views over ``vfolders.services`
 """
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -100,7 +102,7 @@ def browse(request, folder_id):
     entries = []
     for item in listing["items"]:
         rel = "/".join(parts + (item["name"],))
-        entries.append({**item, "path": rel,
+        entries.append({**item, "path": rel, "modified_at": datetime.fromisoformat(item["modified"]),
                         "url": _browse_url(folder.pk, rel) if item["type"] == "directory" else None})
     context = {
         "access": access, "folder": folder, "path": storage.display_path(parts), "crumbs": crumbs,
@@ -159,8 +161,6 @@ def upload(request, folder_id):
 @require_POST
 def request_upload(request, folder_id):
     """JSON for the upload script: ``{token, url, expires_in}`` (session-authenticated)."""
-    import json
-
     try:
         data = json.loads(request.body or b"{}")
     except ValueError:

@@ -353,3 +353,33 @@ def test_downloading_a_missing_file_is_a_404_before_any_token(owner, make_folder
     make_folder(owner, "down")
     resp = transfers(owner).api.post("/folders/down/request-download", {"path": "nope.bin"})
     assert resp.status_code == 404 and slug(resp) == "object-not-found"
+
+
+def test_under_asgi_uploads_and_downloads_stream_with_async_iterators(owner, make_folder, transfers):
+    """Django's ASGI handler would collect a synchronous iterator into a list first."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    folder = make_folder(owner, "asgi")
+    t = transfers(owner)
+    data = os.urandom(3 * 2**20 + 5)
+    target = t.request_upload("asgi", "f.bin", len(data))
+    client = AsyncClient()
+
+    async def upload():
+        offset = 0
+        while offset < len(data):
+            resp = await client.generic("PATCH", target, data[offset:offset + 2**20],
+                                        content_type="application/offset+octet-stream",
+                                        headers={"Tus-Resumable": "1.0.0", "Upload-Offset": str(offset)})
+            assert resp.status_code == 204, resp.content
+            offset = int(resp["Upload-Offset"])
+
+    async def download(url):
+        resp = await client.get(url)
+        assert resp.status_code == 200 and resp.is_async and resp["Content-Length"] == str(len(data))
+        return b"".join([chunk async for chunk in resp.streaming_content])
+
+    async_to_sync(upload)()
+    assert (folder.path / "f.bin").read_bytes() == data
+    assert async_to_sync(download)(t.request_download("asgi", "f.bin")) == data

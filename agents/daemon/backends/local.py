@@ -40,6 +40,23 @@ LOG_FILE = "output.log"
 EXIT_FILE = "exit_code"
 LAUNCH_FILE = "launch.json"
 IDLE_COMMAND = "while :; do sleep 3600; done"
+
+# What a local agent can run: process templates that stand in for container
+# images.  The default command runs when a session gives no startup command.
+_LOCAL_LABELS = {"ai.backend.kernelspec": "1", "ai.backend.base-distro": "host", "ai.backend.runtime-type": "app",
+                 "ai.backend.role": "COMPUTE", "ai.backend.resource.min.cpu": "0.1",
+                 "ai.backend.resource.min.mem": "64m"}
+LOCAL_IMAGES: dict[str, dict[str, Any]] = {
+    "local/shell:1.0": {
+        "command": IDLE_COMMAND,
+        "labels": {**_LOCAL_LABELS, "ai.backend.runtime-path": "/bin/sh"},
+    },
+    "local/python-http:1.0": {
+        "command": 'exec python3 -m http.server "$PORT" --bind "${BACKENDAI_HOST:-127.0.0.1}"',
+        "labels": {**_LOCAL_LABELS, "ai.backend.runtime-path": "python3",
+                   "ai.backend.service-ports": "web:http:8080"},
+    },
+}
 #: $1: the startup command, $2: the exit code file, $3: an optional bootstrap script.
 #: The trap keeps the wrapper alive on SIGTERM so that it can record the command's exit status.
 WRAPPER = r"""trap : TERM INT HUP
@@ -280,7 +297,9 @@ class LocalBackend(Backend):
                 if spec.bootstrap_script:
                     (kdir / "bootstrap.sh").write_text(spec.bootstrap_script)
                     bootstrap = str(kdir / "bootstrap.sh")
-                launch = {"command": spec.startup_command or IDLE_COMMAND, "env": env, "bootstrap": bootstrap}
+                default = LOCAL_IMAGES.get(spec.image, {}).get("command", IDLE_COMMAND)
+                env.setdefault("BACKENDAI_HOST", self.settings.host_address)
+                launch = {"command": spec.startup_command or default, "env": env, "bootstrap": bootstrap}
                 fd = os.open(kdir / LAUNCH_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # env may hold secrets
                 with os.fdopen(fd, "w") as fh:
                     json.dump(launch, fh)
@@ -421,6 +440,11 @@ class LocalBackend(Backend):
                 return tail_text(fh.read())
         except OSError:
             return None
+
+    def images(self) -> list[dict[str, Any]]:
+        """The built-in process templates (``local/shell``, ``local/python-http``)."""
+        return [{"name": name, "digest": "", "size": 0, "labels": dict(entry["labels"])}  # the agent's architecture
+                for name, entry in LOCAL_IMAGES.items()]
 
     def stats(self) -> dict[str, dict[str, str]]:
         groups: dict[int, tuple[int, int]] = {}

@@ -89,7 +89,8 @@ def test_the_first_sync_registers_with_the_protocol_body(make_agent, fake_manage
     assert body["version"] == "0.1.0"
     assert body["capacity"] == {"cpu": "2", "mem": str(1 << 30)}
     assert body["slot_types"] == {"cpu": "count", "mem": "bytes"}
-    assert body["compute_plugins"] == {} and body["devices"] == [] and body["images"] == []
+    assert body["compute_plugins"] == {} and body["devices"] == []
+    assert [i["name"] for i in body["images"]] == ["local/shell:1.0", "local/python-http:1.0"]
     assert set(body["stats"]) >= {"cpu_util", "mem_used"}
     assert all(isinstance(v, str) for v in body["stats"].values())
     assert body["kernels"] == []
