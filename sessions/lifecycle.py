@@ -81,6 +81,12 @@ AGENT_OCCUPYING_KERNEL = frozenset(set(KernelStatus) - {K.PENDING, K.TERMINATED,
 # Kernels an agent should have running or be starting.
 AGENT_DESIRED_KERNEL = frozenset({K.SCHEDULED, K.PREPARING, K.BUILDING, K.PULLING, K.RUNNING, K.RESTARTING, K.RESIZING})
 
+# The one backward move, owned here like every other: a session placed on an
+# agent that was LOST before it started goes back to the queue (the scheduler's
+# reconciler does it, at most once per session).
+RESCHEDULABLE_SESSION = frozenset({S.SCHEDULED, S.PREPARING, S.PULLING})
+RESCHEDULABLE_KERNEL = frozenset({K.SCHEDULED, K.PREPARING, K.BUILDING, K.PULLING})
+
 _KERNEL_TO_SESSION = {
     K.PENDING: S.PENDING, K.SCHEDULED: S.SCHEDULED, K.PREPARING: S.PREPARING, K.BUILDING: S.PREPARING,
     K.PULLING: S.PULLING, K.RUNNING: S.RUNNING, K.RESTARTING: S.RESTARTING, K.RESIZING: S.RUNNING,

@@ -263,7 +263,12 @@ def _reschedules(session) -> int:
 
 def _reschedule(session, kernels, on_lost, now, session_changes, kernel_changes, before_session,
                 before_kernels) -> None:
-    """Back to PENDING, agents cleared: the scheduler's one sanctioned backward move."""
+    """Back to PENDING, agents cleared: the one backward move the lifecycle allows."""
+    from sessions.lifecycle import RESCHEDULABLE_KERNEL, RESCHEDULABLE_SESSION
+
+    if before_session[0] not in RESCHEDULABLE_SESSION or any(
+            before_kernels[k.pk][0] not in RESCHEDULABLE_KERNEL for k in kernels):
+        return
     lost_ids = sorted({k.agent_id for k in on_lost})
     msg = (f"agent(s) {', '.join(lost_ids)} LOST while the session was {session.status}; "
            f"it goes back to the queue to be placed on a live agent")
