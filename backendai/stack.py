@@ -1,6 +1,6 @@
 """Run the whole stack on one machine in the foreground (the embedded mode of
-``scripts/run``): the web/websocket server, a Celery worker with beat, and a
-local agent.  Output is prefixed per process; Ctrl-C stops everything.
+``scripts/run``): the web/websocket server, a Celery worker with beat, a
+local agent and an app proxy worker.  Output is prefixed per process; Ctrl-C stops everything.
 
 If a process dies, the others are stopped too and the exit status says which,
 so a broken stack never looks half alive."""
@@ -30,6 +30,12 @@ def processes(args) -> dict[str, list[str]]:
         "agent": [py, "-m", "agents.daemon", "--manager-url", url, "--agent-id", args.agent_id,
                   "--scaling-group", "default", "--backend", args.agent_backend,
                   "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports],
+        # the app proxy worker: one port per opened app from --proxy-ports, setup links on --proxy-api-port
+        "proxy": [py, "-m", "appproxy.worker", "--coordinator-url", url, "--name", "local-proxy", "--mode", "port",
+                  "--bind-host", args.host, "--advertised-host", "127.0.0.1" if args.host in ("0.0.0.0", "::")
+                  else args.host, "--port-range", args.proxy_ports,
+                  "--api-port", str(args.proxy_api_port or args.port + 1),
+                  "--heartbeat-interval", "5", "--sync-interval", "10"],
     }
 
 
@@ -61,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--agent-id", default="local-agent")
     parser.add_argument("--agent-backend", default="local", choices=["local", "docker"])
     parser.add_argument("--agent-ports", default="31000-31999")
+    parser.add_argument("--proxy-ports", default="32000-32099", help="ports the app proxy gives opened apps")
+    parser.add_argument("--proxy-api-port", type=int, default=0, help="app proxy setup port (default: --port + 1)")
     args = parser.parse_args(argv)
 
     metrics_dir = Path(args.data_dir) / "prometheus"
@@ -81,7 +89,12 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop)
 
     commands = processes(args)
-    order = ["web", "worker", "agent"]
+    order = ["web", "worker", "agent", "proxy"]
+    proxy_token = Path(args.data_dir) / "proxy-token"
+    if not proxy_token.exists():
+        print(f"[stack ] no {proxy_token} (populate --proxy-token writes it): running without the app proxy",
+              flush=True)
+        order.remove("proxy")
     for name in order:
         if name == "agent" and not wait_for_http(f"http://127.0.0.1:{args.port}/healthz"):
             print("[stack ] the web server did not come up; stopping", flush=True)
@@ -90,6 +103,8 @@ def main(argv=None) -> int:
         child_env = dict(env)
         if name == "agent":  # the token travels in the environment, never on a command line
             child_env["BAI_AGENT_TOKEN"] = (Path(args.data_dir) / "agent-token").read_text().strip()
+        if name == "proxy":
+            child_env["BAI_PROXY_TOKEN"] = proxy_token.read_text().strip()
         child = subprocess.Popen(commands[name], cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         children[name] = child
@@ -105,7 +120,7 @@ def main(argv=None) -> int:
                 break
         time.sleep(0.5)
 
-    for name in reversed(order):  # the agent first, so it can say goodbye to the web server
+    for name in reversed(order):  # the proxy and agent first, so they can say goodbye to the web server
         child = children.get(name)
         if child and child.poll() is None:
             child.send_signal(signal.SIGTERM)

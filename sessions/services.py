@@ -3,12 +3,14 @@ statuses.  Every move is checked against ``sessions.lifecycle``."""
 from __future__ import annotations
 
 import logging
+import re as _re
 import secrets
 from typing import Iterable
 
 from django.db import transaction
 from django.utils import timezone
 
+from backendai.api import errors
 from sessions.lifecycle import (
     DEAD_SESSION,
     TERMINAL_KERNEL,
@@ -152,11 +154,6 @@ def request_termination(session: Session, reason: str = "user-requested", forced
 
 # --- lookups and user-facing operations -----------------------------------------------------------
 
-import re as _re  # noqa: E402
-
-from backendai.api import errors  # noqa: E402
-from sessions.lifecycle import DEAD_SESSION as _DEAD  # noqa: E402
-
 _UUID_RE = _re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
@@ -186,7 +183,7 @@ def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | N
         if found is not None:
             return found
     named = query.filter(access_key=keypair, name=name_or_id)
-    found = named.exclude(status__in=_DEAD).order_by("-created_at").first() or named.order_by("-created_at").first()
+    found = named.exclude(status__in=DEAD_SESSION).order_by("-created_at").first() or named.order_by("-created_at").first()
     if found is None:
         raise errors.object_not_found("session", f"No session {name_or_id!r}")
     return found
@@ -221,7 +218,7 @@ def destroy(actor, session: Session, forced: bool = False, recursive: bool = Fal
             seen.update(frontier)
             targets.extend(dependents)
     for target in targets:
-        if target.status in _DEAD:
+        if target.status in DEAD_SESSION:
             continue
         if target.status == SessionStatus.TERMINATING and not forced:
             continue
@@ -254,9 +251,9 @@ def rename(session: Session, new_name: str) -> Session:
     from sessions.enqueue import validate_name
 
     validate_name(new_name)
-    if session.status in _DEAD:
+    if session.status in DEAD_SESSION:
         raise errors.GenericForbidden("A finished session cannot be renamed")
-    clash = Session.objects.filter(access_key_id=session.access_key_id, name=new_name).exclude(status__in=_DEAD)
+    clash = Session.objects.filter(access_key_id=session.access_key_id, name=new_name).exclude(status__in=DEAD_SESSION)
     if clash.exclude(pk=session.pk).exists():
         raise errors.SessionAlreadyExists(f"You already have a session named {new_name!r}")
     Session.objects.filter(pk=session.pk).update(name=new_name)

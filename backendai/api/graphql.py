@@ -336,7 +336,6 @@ def _actor(info: Info):
 
 def _sessions_query(info: Info, access_key, status, group_id=None):
     from sessions import services as session_services
-    from sessions.models import Session
 
     user, keypair = _actor(info)
     query = session_services.visible_sessions(user)

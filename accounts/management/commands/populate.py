@@ -29,8 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8091", help="The URL recorded in the credentials file.")
         parser.add_argument("--agent-token", type=Path, default=None,
                             help="Keep a token for the embedded local agent in this file (mode 600).")
+        parser.add_argument("--proxy-token", type=Path, default=None,
+                            help="Keep a token for the embedded app proxy worker in this file (mode 600).")
 
-    def handle(self, *args, admin_email, admin_password, credentials, url, agent_token=None, **options):
+    def handle(self, *args, admin_email, admin_password, credentials, url, agent_token=None, proxy_token=None,
+               **options):
         recorded = {}
         if credentials and credentials.exists():
             try:
@@ -45,6 +48,8 @@ class Command(BaseCommand):
             group = agent_services.ensure_default_scaling_group()
             if agent_token is not None:
                 _ensure_agent_token(agent_token, group)
+            if proxy_token is not None:
+                _ensure_proxy_token(proxy_token)
             admin = User.objects.filter(email__iexact=admin_email).first()
             password = admin_password or (recorded.get("admin") or {}).get("password")
             if admin is None:
@@ -86,6 +91,19 @@ def _ensure_agent_token(path: Path, group) -> None:
     if path.exists() and agent_services.token_for(path.read_text().strip()) is not None:
         return
     _, raw = agent_services.issue_token("embedded local agent", scaling_group=group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(raw)
+
+
+def _ensure_proxy_token(path: Path, authority: str = "local-proxy") -> None:
+    """A token for the embedded app proxy worker, bound to its name; kept while it stays valid."""
+    from appproxy import services as proxy_services
+
+    if path.exists() and proxy_services.token_for(path.read_text().strip()) is not None:
+        return
+    _, raw = proxy_services.issue_token("embedded app proxy worker", authority=authority)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
