@@ -1,2 +1,186 @@
-"""App proxy coordinator: workers and circuits."""
-from django.db import models  # noqa: F401
+"""App proxy coordinator: workers, their tokens, circuits and circuit tombstones.
+
+The database is the truth.  A worker holds a copy of its circuit table and
+keeps it in step with ``revision``: every change to a worker's circuits takes
+the next number of that worker's counter and stamps it on the circuit (or on
+a tombstone when the circuit is removed), so ``GET .../circuits?since=N``
+answers exactly what changed after N.  State changes go through
+``appproxy.services`` only.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+authority_validator = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "1-64 letters, digits, '.', '_' or '-'.")
+port_validators = [MinValueValidator(1), MaxValueValidator(65535)]
+
+
+class FrontendMode(models.TextChoices):
+    PORT = "port", "Port (one port per circuit)"
+    WILDCARD = "wildcard", "Wildcard subdomain"
+
+
+class Protocol(models.TextChoices):
+    HTTP = "http", "HTTP (with websockets)"
+    TCP = "tcp", "Raw TCP"
+
+
+class WorkerStatus(models.TextChoices):
+    ALIVE = "ALIVE", "Alive"
+    LOST = "LOST", "Lost"
+    TERMINATED = "TERMINATED", "Terminated"
+
+
+class Worker(models.Model):
+    """One proxy worker (``python -m appproxy.worker``), identified by its authority."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    authority = models.CharField(max_length=64, unique=True, validators=[authority_validator],
+                                 help_text="The worker's stable name (--name).")
+    frontend_mode = models.CharField(max_length=16, choices=FrontendMode.choices, default=FrontendMode.PORT)
+    protocols = models.JSONField(default=list, blank=True, help_text='Protocols it carries: ["http", "tcp"].')
+    scheme = models.CharField(max_length=8, default="http", choices=[("http", "http"), ("https", "https")],
+                              help_text="Scheme users reach the apps with.")
+    advertised_host = models.CharField(max_length=255, help_text="Host name users reach port-mode apps at.")
+    api_endpoint = models.CharField(max_length=512, help_text="Public base URL of the worker's setup endpoint.")
+    hint_url = models.CharField(max_length=512, blank=True,
+                                help_text="Where the coordinator POSTs 'sync now' hints (empty: no pushes).")
+    port_range_start = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
+    port_range_end = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
+    wildcard_domain = models.CharField(max_length=255, blank=True, help_text="e.g. apps.example.com")
+    wildcard_port = models.PositiveIntegerField(null=True, blank=True, validators=port_validators,
+                                                help_text="The shared traffic port of a wildcard worker.")
+    capacity = models.PositiveIntegerField(default=0, help_text="Most circuits it takes (0: the size of its port "
+                                                                "range, or unlimited for wildcard workers).")
+    occupancy = models.PositiveIntegerField(default=0, editable=False, help_text="Circuits it carries (recomputed).")
+    scaling_group = models.ForeignKey("agents.ScalingGroup", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="proxy_workers", help_text="Serve only this group (empty: all).")
+    schedulable = models.BooleanField(default=True, help_text="Takes new circuits.")
+    status = models.CharField(max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.ALIVE, db_index=True)
+    status_changed = models.DateTimeField(null=True, blank=True)
+    first_contact = models.DateTimeField(auto_now_add=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    lost_at = models.DateTimeField(null=True, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    failed_ports = models.JSONField(default=list, blank=True, editable=False,
+                                    help_text="Ports the worker reported it could not listen on.")
+    secret = models.CharField(max_length=128, editable=False,
+                              help_text="Signs setup tokens and permits; handed to the worker at registration.")
+    revision = models.BigIntegerField(default=0, editable=False, help_text="Last circuit-table revision.")
+    horizon = models.BigIntegerField(default=0, editable=False,
+                                     help_text="Tombstones up to this revision are pruned: older syncs get the full table.")
+
+    class Meta:
+        ordering = ["authority"]
+        constraints = [
+            models.CheckConstraint(name="worker_port_range_order", condition=Q(port_range_start__isnull=True) | Q(
+                port_range_end__isnull=True) | Q(port_range_start__lte=models.F("port_range_end"))),
+        ]
+
+    def __str__(self):
+        return self.authority
+
+    @property
+    def range_size(self) -> int:
+        if self.port_range_start is None or self.port_range_end is None:
+            return 0
+        return self.port_range_end - self.port_range_start + 1
+
+    @property
+    def effective_capacity(self) -> int | None:
+        """How many circuits it can take (None: unlimited)."""
+        if self.frontend_mode == FrontendMode.PORT:
+            return min(self.capacity, self.range_size) if self.capacity else self.range_size
+        return self.capacity or None
+
+
+class WorkerToken(models.Model):
+    """A credential for proxy workers, optionally bound to one authority.  Only its hash is kept."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=12, editable=False, help_text="The first characters, to recognise it.")
+    authority = models.CharField(max_length=64, blank=True, validators=[authority_validator],
+                                 help_text="Bind to one worker name (empty: any worker).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        scope = f"worker {self.authority}" if self.authority else "any worker"
+        return f"{self.name} ({scope}{', revoked' if self.revoked_at else ''})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Circuit(models.Model):
+    """One route: a session's app, reached through one worker at a port or a subdomain."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey("compute_sessions.Session", on_delete=models.CASCADE, related_name="circuits")
+    kernel = models.ForeignKey("compute_sessions.Kernel", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="circuits")
+    app = models.CharField(max_length=64)
+    protocol = models.CharField(max_length=8, choices=Protocol.choices, default=Protocol.HTTP)
+    target_host = models.CharField(max_length=255)
+    target_port = models.PositiveIntegerField(validators=port_validators)
+    container_port = models.PositiveIntegerField(null=True, blank=True, validators=port_validators,
+                                                 help_text="The service port inside the container (empty: a "
+                                                           "target set by hand, never re-targeted).")
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="circuits")
+    port = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
+    subdomain = models.CharField(max_length=63, blank=True)
+    owner = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="circuits")
+    granted_users = models.JSONField(default=list, blank=True,
+                                     help_text="Other users (admins) whose permits this circuit accepts.")
+    open_to_public = models.BooleanField(default=False, help_text="No permit needed (model serving).")
+    allowed_client_ips = models.JSONField(default=list, blank=True,
+                                          help_text="IP addresses or CIDR networks allowed in (empty: any).")
+    envs = models.JSONField(default=dict, blank=True)
+    arguments = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_access = models.DateTimeField(null=True, blank=True)
+    revision = models.BigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "app"], name="circuit_session_app_unique"),
+            models.UniqueConstraint(fields=["worker", "port"], condition=Q(port__isnull=False),
+                                    name="circuit_worker_port_unique"),
+            models.UniqueConstraint(fields=["worker", "subdomain"], condition=~Q(subdomain=""),
+                                    name="circuit_worker_subdomain_unique"),
+        ]
+        indexes = [models.Index(fields=["worker", "revision"], name="circuit_worker_revision")]
+
+    def __str__(self):
+        where = f":{self.port}" if self.port else self.subdomain
+        return f"{self.app} of {self.session_id} via {self.worker_id}{where}"
+
+
+class CircuitTombstone(models.Model):
+    """A removed circuit, kept so incremental syncs learn about the removal."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="tombstones")
+    circuit_id = models.UUIDField()
+    revision = models.BigIntegerField()
+    removed_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-revision"]
+        indexes = [models.Index(fields=["worker", "revision"], name="tombstone_worker_revision")]
+
+    def __str__(self):
+        return f"{self.circuit_id} removed at r{self.revision} ({self.reason})"

@@ -153,6 +153,10 @@ class Config:
     idle_network_timeout: int = 0
     idle_utilization_window: int = 600
     idle_utilization_thresholds: dict = field(default_factory=dict)
+    appproxy_worker_heartbeat_timeout: int = 30
+    appproxy_circuit_idle_timeout: int = 3600
+    appproxy_setup_token_ttl: int = 120
+    appproxy_permit_ttl: int = 604800
 
     @property
     def embedded(self) -> bool:
@@ -196,4 +200,8 @@ def load(env=None) -> Config:
         idle_network_timeout=_int(env, "IDLE_NETWORK_TIMEOUT", 0, minimum=0),
         idle_utilization_window=_int(env, "IDLE_UTILIZATION_WINDOW", 600, minimum=15),
         idle_utilization_thresholds=_thresholds(env, "IDLE_UTILIZATION_THRESHOLDS"),
+        appproxy_worker_heartbeat_timeout=_int(env, "APPPROXY_WORKER_HEARTBEAT_TIMEOUT", 30, minimum=3),
+        appproxy_circuit_idle_timeout=_int(env, "APPPROXY_CIRCUIT_IDLE_TIMEOUT", 3600, minimum=0),
+        appproxy_setup_token_ttl=_int(env, "APPPROXY_SETUP_TOKEN_TTL", 120, minimum=5),
+        appproxy_permit_ttl=_int(env, "APPPROXY_PERMIT_TTL", 604800, minimum=60),
     )

@@ -195,7 +195,13 @@ CELERY_BEAT_SCHEDULE = {
     "sessions.reconcile": {"task": "sessions.tasks.reconcile", "schedule": 10.0},
     "sessions.idle_check": {"task": "sessions.tasks.idle_check", "schedule": 15.0},
     "sessions.deliver_callbacks": {"task": "sessions.tasks.deliver_callbacks", "schedule": 3.0},
+    "appproxy.mark_lost": {"task": "appproxy.tasks.mark_lost_workers", "schedule": 15.0},
+    "appproxy.sweep": {"task": "appproxy.tasks.sweep_circuits", "schedule": 15.0},
 }
+APPPROXY_WORKER_HEARTBEAT_TIMEOUT = CONFIG.appproxy_worker_heartbeat_timeout
+APPPROXY_CIRCUIT_IDLE_TIMEOUT = CONFIG.appproxy_circuit_idle_timeout
+APPPROXY_SETUP_TOKEN_TTL = CONFIG.appproxy_setup_token_ttl
+APPPROXY_PERMIT_TTL = CONFIG.appproxy_permit_ttl
 SESSION_SCHEDULED_TIMEOUT = CONFIG.session_scheduled_timeout
 SESSION_PREPARING_TIMEOUT = CONFIG.session_preparing_timeout
 SESSION_TERMINATING_TIMEOUT = CONFIG.session_terminating_timeout

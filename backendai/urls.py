@@ -26,6 +26,7 @@ urlpatterns = [
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
     path("ui/", include(("vfolders.urls", "ui-vfolders"), namespace="ui-vfolders")),
     path("ui/", include(("sessions.urls", "ui-sessions"), namespace="ui-sessions")),
+    path("ui/", include(("appproxy.urls", "ui-appproxy"), namespace="ui-appproxy")),
     path("admin/", admin.site.urls),
 ]
 

@@ -146,9 +146,12 @@ def request_termination(session: Session, reason: str = "user-requested", forced
         session.status_info = reason
         save_session(session)
     from agents import services as agent_services
+    from appproxy import services as proxy_services
 
     for agent_id in agents:
         transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
+    # its app routes end with it (the proxy's periodic sweep converges anyway)
+    transaction.on_commit(lambda: proxy_services.remove_session_circuits(session.pk, reason=reason))
     return session
 
 

@@ -1,0 +1,6 @@
+"""``python -m appproxy.worker``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""HTTP client for the coordinator's worker API (``/appproxy-api/v1/workers/<name>...``)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from . import __version__
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/appproxy-api/v1/workers"
+
+
+class CoordinatorError(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class CoordinatorUnavailable(CoordinatorError):
+    """Unreachable, timed out or 5xx: keep serving what we have and retry."""
+
+
+class NotRegistered(CoordinatorError):
+    """404 on heartbeat/table: the coordinator forgot us (row deleted): register again."""
+
+
+class CoordinatorRejected(CoordinatorError):
+    """401/403/other 4xx: a configuration problem (token, name) or a bug."""
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, token: str, name: str, timeout: float = 10.0):
+        self.name = name
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": f"appproxy-worker/{__version__}",
+                     "Accept": "application/json"})
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs) -> Any:
+        url = f"{API_PREFIX}/{self.name}{path}"
+        try:
+            response = await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CoordinatorUnavailable(f"{method} {url}: {exc.__class__.__name__}: {exc}") from None
+        if response.status_code >= 500:
+            raise CoordinatorUnavailable(f"{method} {url}: HTTP {response.status_code}", response.status_code)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                text = body.get("msg") or body.get("title") or response.text[:200]
+            except ValueError:
+                text = response.text[:200]
+            kind = NotRegistered if response.status_code == 404 else CoordinatorRejected
+            raise kind(f"{method} {url}: HTTP {response.status_code}: {text}", response.status_code)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CoordinatorRejected(f"{method} {url}: the answer is not JSON") from None
+
+    async def register(self, payload: dict) -> dict:
+        return await self._call("PUT", "", json={**payload, "version": __version__})
+
+    async def heartbeat(self, circuits: dict[str, float], failed_ports: list[int]) -> dict:
+        return await self._call("POST", "/heartbeat", json={"circuits": circuits, "failed_ports": failed_ports})
+
+    async def circuits(self, since: int | None = None) -> dict:
+        return await self._call("GET", "/circuits", params={} if since is None else {"since": since})
+
+    async def shutdown(self) -> None:
+        await self._call("POST", "/shutdown", json={})

@@ -1,0 +1,201 @@
+"""HTTP/1.x message heads: parsing, hop-by-hop filtering and small responses.
+
+Bytes all the way: header names and values are never decoded on the hot path.
+"""
+from __future__ import annotations
+
+import html
+import json
+
+__all__ = ["HOP_BY_HOP", "HTTPError", "Request", "Response", "parse_request", "parse_response", "simple_response",
+           "error_page"]
+
+MAX_HEAD = 64 * 1024
+# RFC 9110 §7.6.1 plus the legacy proxy headers; anything named in Connection is hop-by-hop too.
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
+REASONS = {
+    200: "OK", 202: "Accepted", 204: "No Content", 302: "Found", 400: "Bad Request", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    421: "Misdirected Request", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+class HTTPError(Exception):
+    """Answer the client with ``status`` and ``message`` (and close unless told otherwise)."""
+
+    def __init__(self, status: int, message: str, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason or REASONS.get(status, "Error").lower().replace(" ", "-")
+
+
+def _tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+class Request:
+    __slots__ = ("method", "target", "version", "headers", "content_length", "chunked", "keep_alive", "upgrade",
+                 "host", "connection_tokens", "cookies", "forwarded_for", "accept")
+
+    def __init__(self):
+        self.content_length: int | None = None
+        self.chunked = False
+        self.upgrade: bytes | None = None
+        self.host: bytes | None = None
+        self.connection_tokens: set[bytes] = set()
+        self.cookies: list[bytes] = []
+        self.forwarded_for: list[bytes] = []
+        self.accept = b""
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    @property
+    def wants_json(self) -> bool:
+        return b"json" in self.accept and b"html" not in self.accept
+
+
+class Response:
+    __slots__ = ("version", "status", "status_line", "headers", "content_length", "chunked", "close")
+
+    def __init__(self):
+        self.content_length: int | None = None
+        self.chunked = False
+        self.close = False
+
+
+def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+    headers = []
+    for line in lines:
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep or not name or line[0] in (32, 9) or name[-1] in (32, 9):
+            raise HTTPError(400, "malformed header line")
+        headers.append((name, name.lower(), value.strip()))
+    return headers
+
+
+def parse_request(head: bytes) -> Request:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HTTPError(400, "malformed request line")
+    request = Request()
+    request.method, request.target, request.version = parts
+    if request.version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if request.version.startswith(b"HTTP/"):
+            raise HTTPError(505, "only HTTP/1.0 and HTTP/1.1 are spoken here")
+        raise HTTPError(400, "malformed request line")
+    request.headers = headers = _headers(lines[1:])
+    transfer_encoding = None
+    for _, lname, value in headers:
+        if lname == b"content-length":
+            if not value.isdigit():
+                raise HTTPError(400, "bad Content-Length")
+            length = int(value)
+            if request.content_length is not None and request.content_length != length:
+                raise HTTPError(400, "conflicting Content-Length headers")
+            request.content_length = length
+        elif lname == b"transfer-encoding":
+            transfer_encoding = value.lower() if transfer_encoding is None else transfer_encoding + b"," + value.lower()
+        elif lname == b"connection":
+            request.connection_tokens |= _tokens(value)
+        elif lname == b"host":
+            if request.host is not None and request.host != value:
+                raise HTTPError(400, "conflicting Host headers")
+            request.host = value
+        elif lname == b"upgrade":
+            request.upgrade = value
+        elif lname == b"cookie":
+            request.cookies.append(value)
+        elif lname == b"x-forwarded-for":
+            request.forwarded_for.append(value)
+        elif lname == b"accept":
+            request.accept = value
+    if transfer_encoding is not None:
+        if request.content_length is not None:
+            raise HTTPError(400, "both Transfer-Encoding and Content-Length")
+        if [t.strip() for t in transfer_encoding.split(b",")] != [b"chunked"]:
+            raise HTTPError(501, "only the chunked transfer coding is supported")
+        request.chunked = True
+    if request.version == b"HTTP/1.1":
+        request.keep_alive = b"close" not in request.connection_tokens
+        if request.host is None:
+            raise HTTPError(400, "HTTP/1.1 requests need a Host header")
+    else:
+        request.keep_alive = b"keep-alive" in request.connection_tokens
+    if request.upgrade is None or b"upgrade" not in request.connection_tokens or request.version != b"HTTP/1.1":
+        request.upgrade = None
+    return request
+
+
+def parse_response(head: bytes) -> Response:
+    lines = head.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(rest) < 3 or not rest[:3].isdigit():
+        raise HTTPError(502, "the app sent a malformed response")
+    response = Response()
+    response.version = version
+    response.status = int(rest[:3])
+    response.status_line = rest
+    try:
+        response.headers = headers = _headers(lines[1:])
+    except HTTPError:
+        raise HTTPError(502, "the app sent a malformed header") from None
+    tokens: set[bytes] = set()
+    transfer_encoding = None
+    for _, lname, value in headers:
+        if lname == b"content-length":
+            if not value.isdigit():
+                raise HTTPError(502, "the app sent a bad Content-Length")
+            length = int(value)
+            if response.content_length is not None and response.content_length != length:
+                raise HTTPError(502, "the app sent conflicting Content-Length headers")
+            response.content_length = length
+        elif lname == b"transfer-encoding":
+            transfer_encoding = value.lower() if transfer_encoding is None else transfer_encoding + b"," + value.lower()
+        elif lname == b"connection":
+            tokens |= _tokens(value)
+    if transfer_encoding is not None:
+        codings = [t.strip() for t in transfer_encoding.split(b",")]
+        if codings[-1] != b"chunked":
+            response.close = True  # delimited by close (RFC 9112 §6.3)
+        else:
+            response.chunked = True
+        response.content_length = None
+    if version == b"HTTP/1.1":
+        response.close = response.close or b"close" in tokens
+    else:
+        response.close = response.close or b"keep-alive" not in tokens
+    response.headers = [h for h in headers if h[1] not in tokens] if tokens - {b"close", b"keep-alive"} else headers
+    return response
+
+
+def simple_response(status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] = (),
+                    close: bool = True) -> bytes:
+    reason = REASONS.get(status, "Unknown").encode()
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason), b"Content-Type: " + content_type + b"\r\n",
+             b"Content-Length: %d\r\n" % len(body), b"Cache-Control: no-store\r\n"]
+    lines += [name + b": " + value + b"\r\n" for name, value in extra]
+    if close:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines) + body
+
+
+def error_page(status: int, message: str, as_json: bool = False, reason: str = "", close: bool = True) -> bytes:
+    """A small answer the user can read: HTML for browsers, JSON for API clients."""
+    title = f"{status} {REASONS.get(status, 'Error')}"
+    if as_json:
+        body = json.dumps({"status": status, "error": reason or REASONS.get(status, "error").lower().replace(" ", "-"),
+                           "message": message}).encode()
+        return simple_response(status, body, b"application/json", close=close)
+    body = (f"<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head><body>"
+            f"<h1>{title}</h1><p>{html.escape(message)}</p><p><small>app proxy</small></p></body></html>").encode()
+    return simple_response(status, body, b"text/html; charset=utf-8", close=close)

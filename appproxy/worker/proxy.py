@@ -1,0 +1,583 @@
+"""The data plane: an HTTP/1.1 reverse proxy (keep-alive, streaming bodies,
+websocket and other upgrades) and a raw TCP relay, on asyncio streams.
+
+Nothing here waits for the coordinator: circuits are looked up in the
+in-memory table, permits are verified with the worker's secret (and cached
+per circuit), upstream connections are pooled per target.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import defaultdict
+from typing import Callable
+
+from appproxy import tokens
+
+from .http1 import HOP_BY_HOP, MAX_HEAD, HTTPError, Request, error_page, parse_request, parse_response
+from .metrics import Metrics
+from .table import Circuit
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+HIGH_WATER = 512 * 1024
+POOL_PER_TARGET = 64
+POOL_IDLE_SECONDS = 30.0
+REAP_INTERVAL = 1.0
+PERMIT_PREFIX = tokens.PERMIT_COOKIE_PREFIX.encode()
+_STALE = (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)
+
+
+class ClientGone(Exception):
+    """The client went away mid-request: nothing more to answer."""
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per (host, port)."""
+
+    def __init__(self):
+        self.idle: dict[tuple[str, int], list] = defaultdict(list)
+
+    def take(self, key):
+        stack = self.idle.get(key)
+        while stack:
+            reader, writer, _ = stack.pop()
+            if writer.is_closing() or reader.at_eof() or reader._buffer:  # noqa: SLF001 - unread bytes: unusable
+                writer.close()
+                continue
+            return reader, writer
+        return None
+
+    def put(self, key, reader, writer) -> None:
+        stack = self.idle[key]
+        if len(stack) >= POOL_PER_TARGET:
+            writer.close()
+            return
+        stack.append((reader, writer, time.monotonic()))
+
+    def sweep(self, max_idle: float = POOL_IDLE_SECONDS) -> None:
+        cutoff = time.monotonic() - max_idle
+        for key in list(self.idle):
+            keep = []
+            for reader, writer, since in self.idle[key]:
+                if since < cutoff or writer.is_closing() or reader.at_eof():
+                    writer.close()
+                else:
+                    keep.append((reader, writer, since))
+            if keep:
+                self.idle[key] = keep
+            else:
+                del self.idle[key]
+
+    def close_target(self, key) -> None:
+        for _, writer, _ in self.idle.pop(key, []):
+            writer.close()
+
+    def close(self) -> None:
+        for key in list(self.idle):
+            self.close_target(key)
+
+
+def _in_networks(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter) -> None:
+    """Copy bytes until EOF, then half-close the other side."""
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            writer.write(data)
+            counter.inc(len(data))
+            if writer.transport.get_write_buffer_size() > HIGH_WATER:
+                await writer.drain()
+        if writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()
+    except (ConnectionError, OSError, RuntimeError):
+        writer.close()
+
+
+class Proxy:
+    """Serves client connections for the worker; ``secret()`` returns the current permit secret."""
+
+    def __init__(self, *, metrics: Metrics, secret: Callable[[], str | None], scheme: str, trusted_proxies=(),
+                 connect_timeout: float = 10.0, upstream_timeout: float = 300.0, keepalive_timeout: float = 75.0):
+        self.metrics = metrics
+        self.secret = secret
+        self.scheme = scheme.encode()
+        self.trusted = tuple(trusted_proxies)
+        self.connect_timeout = connect_timeout
+        self.upstream_timeout = upstream_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.pool = UpstreamPool()
+        # writer -> [busy, idle since]: the reaper closes connections idle past keepalive_timeout
+        self.connections: dict[asyncio.StreamWriter, list] = {}
+        # app-side writer -> deadline for its response head; the reaper closes late ones (504)
+        self.waiting: dict[asyncio.StreamWriter, float] = {}
+        self.timed_out: set[asyncio.StreamWriter] = set()
+        self.stopping = False
+        self._reaper: asyncio.Task | None = None
+
+    # --- connections -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reaper (timeouts are checked once a second instead of timers per request)."""
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            self.reap()
+
+    def reap(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        idle_cutoff = now - self.keepalive_timeout
+        for writer, (busy, since) in list(self.connections.items()):
+            if not busy and since < idle_cutoff:
+                writer.close()
+        for uwriter, deadline in list(self.waiting.items()):
+            if deadline < now:
+                self.timed_out.add(uwriter)
+                del self.waiting[uwriter]
+                uwriter.close()
+
+    def close_idle(self) -> None:
+        """Shutdown: idle keep-alive connections close now; busy ones after their response."""
+        self.stopping = True
+        for writer, (busy, _) in list(self.connections.items()):
+            if not busy:
+                writer.close()
+
+    def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for writer in list(self.connections):
+            writer.close()
+        self.pool.close()
+
+    @staticmethod
+    def close_relays(circuit: Circuit) -> None:
+        for writers in list(circuit.relays):
+            for writer in writers:
+                writer.close()
+        circuit.relays.clear()
+
+    def client_address(self, peer: str, request: Request | None) -> str:
+        if not self.trusted or request is None or not request.forwarded_for or not _in_networks(peer, self.trusted):
+            return peer
+        hops = [h.strip().decode("latin-1") for value in request.forwarded_for for h in value.split(b",") if h.strip()]
+        for hop in reversed(hops):
+            if not _in_networks(hop, self.trusted):
+                return hop
+        return hops[0] if hops else peer
+
+    async def serve_tcp(self, reader, writer, circuit: Circuit) -> None:
+        """A raw TCP connection to a tcp circuit (port mode)."""
+        peer = (writer.get_extra_info("peername") or ("?", 0))[0]
+        m = self.metrics.for_circuit(circuit)
+        if not circuit.admits_address(peer):
+            self.metrics.refused.labels("client-ip").inc()
+            log.info("circuit %s (session %s): refused TCP client %s (not in allowed_client_ips)", circuit.id,
+                     circuit.session_id, peer)
+            writer.close()
+            return
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                ureader, uwriter = await asyncio.open_connection(circuit.target_host, circuit.target_port,
+                                                                 limit=CHUNK)
+        except (OSError, TimeoutError) as exc:
+            log.warning("circuit %s (session %s): cannot reach %s:%s for a TCP client: %s", circuit.id,
+                        circuit.session_id, circuit.target_host, circuit.target_port, exc)
+            writer.close()
+            return
+        await self._relay(reader, writer, ureader, uwriter, circuit, m.tcp_established, m.tcp_closed,
+                          m.tcp_pending, m.tcp_duration, m.tcp_traffic)
+
+    async def _relay(self, creader, cwriter, ureader, uwriter, circuit, established, closed, pending, duration,
+                     traffic) -> None:
+        started = time.monotonic()
+        established.inc()
+        pending.inc()
+        pair = (cwriter, uwriter)
+        circuit.relays.add(pair)
+        circuit.last_access = time.time()
+        try:
+            await asyncio.gather(_pipe(creader, uwriter, traffic), _pipe(ureader, cwriter, traffic))
+        finally:
+            circuit.relays.discard(pair)
+            circuit.last_access = time.time()
+            uwriter.close()
+            cwriter.close()
+            pending.dec()
+            closed.inc()
+            duration.observe(time.monotonic() - started)
+
+    async def serve_http(self, reader, writer, resolve: Callable[[Request], Circuit | None], where: str) -> None:
+        """A client connection: requests one after another (keep-alive) until either side closes."""
+        peer = (writer.get_extra_info("peername") or ("?", 0))[0]
+        state = self.connections[writer] = [False, time.monotonic()]
+        try:
+            while not self.stopping:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():
+                        writer.write(error_page(400, "incomplete request"))
+                    break
+                except asyncio.LimitOverrunError:
+                    writer.write(error_page(431, "request head too large"))
+                    break
+                except ConnectionError:
+                    break
+                state[0] = True
+                try:
+                    keep = await self.handle(head, reader, writer, resolve, peer, where)
+                except ClientGone:
+                    break
+                state[0] = False
+                state[1] = time.monotonic()
+                if not keep:
+                    break
+        finally:
+            self.connections.pop(writer, None)
+            writer.close()
+
+    async def handle(self, head: bytes, reader, writer, resolve, peer: str, where: str) -> bool:
+        request = None
+        try:
+            request = parse_request(head)
+            circuit = resolve(request)
+            if circuit is None or circuit.protocol != "http":
+                raise HTTPError(404, f"No app is served at {where} (its session may have ended, or the link "
+                                     "expired): open the app again from the session page.", "no-circuit")
+            self.check_access(request, circuit, self.client_address(peer, request))
+            return await self.exchange(request, circuit, reader, writer, peer)
+        except HTTPError as exc:
+            self.metrics.refused.labels(exc.reason).inc()
+            close = request is None or request.has_body or not request.keep_alive or exc.status >= 500
+            if exc.status == 403:
+                log.info("refused a request from %s at %s: %s", peer, where, exc.message)
+            writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
+                                    close=close))
+            return not close
+
+    def check_access(self, request: Request, circuit: Circuit, client: str) -> None:
+        if not circuit.admits_address(client):
+            raise HTTPError(403, f"Your address {client} may not use this app.", "client-ip-not-allowed")
+        if circuit.open_to_public:
+            return
+        permit = None
+        name = circuit.cookie_name
+        for header in request.cookies:
+            start = header.find(name + b"=")
+            if start >= 0:
+                value = header[start + len(name) + 1:]
+                end = value.find(b";")
+                permit = (value[:end] if end >= 0 else value).strip()
+                break
+        if not permit:
+            raise HTTPError(403, "This app needs a permit: open it from the session page (the link sets it).",
+                            "permit-missing")
+        cached = circuit.permits.get(permit)
+        now = time.time()
+        if cached is None:
+            secret = self.secret()
+            try:
+                claims = tokens.verify(secret or "", "permit", permit.decode("ascii", "replace"), now)
+            except tokens.TokenError as exc:
+                raise HTTPError(403, f"The permit for this app is not valid ({exc}): open the app again from the "
+                                     "session page.", "permit-invalid") from None
+            if claims.circuit != circuit.id:
+                raise HTTPError(403, "The permit is for another app.", "permit-invalid")
+            cached = (claims.user, claims.expires)
+            circuit.remember_permit(permit, *cached)
+        user, expires = cached
+        if expires < now:
+            circuit.permits.pop(permit, None)
+            raise HTTPError(403, "The permit for this app expired: open the app again from the session page.",
+                            "permit-expired")
+        if not circuit.admits_user(user):
+            raise HTTPError(403, "Your permit does not admit you to this app.", "permit-wrong-user")
+
+    # --- one exchange -------------------------------------------------------------------------
+
+    def upstream_head(self, request: Request, peer: str) -> bytes:
+        drop = request.connection_tokens
+        out = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
+        for name, lname, value in request.headers:
+            if lname in HOP_BY_HOP or lname in drop or lname.startswith(b"proxy-"):
+                continue
+            if lname == b"cookie":
+                if PERMIT_PREFIX in value:  # the proxy's own credentials never reach the app
+                    value = b"; ".join(p.strip() for p in value.split(b";")
+                                       if p.strip() and not p.strip().startswith(PERMIT_PREFIX))
+                    if not value:
+                        continue
+            elif lname == b"x-forwarded-for" or lname == b"x-forwarded-proto" or lname == b"x-forwarded-host":
+                continue
+            out += (name, b": ", value, b"\r\n")
+        forwarded = b", ".join([*request.forwarded_for, peer.encode()])
+        out += (b"X-Forwarded-For: ", forwarded, b"\r\nX-Forwarded-Proto: ", self.scheme, b"\r\n")
+        if request.host:
+            out += (b"X-Forwarded-Host: ", request.host, b"\r\n")
+        if request.chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        if request.upgrade is not None:
+            out += (b"Connection: Upgrade\r\nUpgrade: ", request.upgrade, b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    async def _connect(self, circuit: Circuit, key):
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await asyncio.open_connection(*key, limit=MAX_HEAD)
+        except (OSError, TimeoutError) as exc:
+            log.warning("circuit %s (session %s, app %s): cannot reach %s:%s: %s", circuit.id, circuit.session_id,
+                        circuit.app, key[0], key[1], exc)
+            raise HTTPError(502, f"The app {circuit.app} does not answer (it may be starting or stopped).",
+                            "upstream-unreachable") from None
+
+    async def _send_body(self, request: Request, reader, uwriter, counter) -> None:
+        """Stream the request body to the app; on a client failure close the app side too."""
+        try:
+            if request.chunked:
+                await _copy_chunked(reader, uwriter, counter, ClientGone)
+            else:
+                await _copy_length(reader, uwriter, request.content_length, counter, ClientGone)
+        except BaseException:
+            uwriter.close()
+            raise
+
+    @staticmethod
+    async def _final_head(ureader, cwriter, request: Request, head: bytes) -> bytes:
+        """The app's final response head; interim 1xx answers (100 Continue) are passed on."""
+        while True:
+            code = head[9:12]
+            if code[:1] != b"1" or code == b"101":
+                return head
+            if request.version == b"HTTP/1.1":
+                cwriter.write(head)
+            head = await ureader.readuntil(b"\r\n\r\n")
+
+    async def exchange(self, request: Request, circuit: Circuit, creader, cwriter, peer: str) -> bool:
+        m = circuit.metrics or self.metrics.for_circuit(circuit)
+        m.requests.inc()
+        m.pending.inc()
+        started = time.monotonic()
+        circuit.last_access = time.time()
+        try:
+            return await self._exchange(request, circuit, creader, cwriter, peer, m)
+        finally:
+            m.pending.dec()
+            m.duration.observe(time.monotonic() - started)
+
+    async def _exchange(self, request, circuit, creader, cwriter, peer, m) -> bool:
+        head = self.upstream_head(request, peer)
+        key = (circuit.target_host, circuit.target_port)
+        body = request.has_body
+        for attempt in (0, 1):
+            pooled = self.pool.take(key)
+            if pooled is not None:
+                ureader, uwriter = pooled
+                reused = True
+            else:
+                ureader, uwriter = await self._connect(circuit, key)
+                reused = False
+            uwriter.write(head)
+            pump = asyncio.ensure_future(self._send_body(request, creader, uwriter, m.request_bytes)) if body else None
+            self.waiting[uwriter] = time.monotonic() + self.upstream_timeout
+            try:
+                rhead = await ureader.readuntil(b"\r\n\r\n")
+                if rhead[9:10] == b"1" and rhead[9:12] != b"101":
+                    rhead = await self._final_head(ureader, cwriter, request, rhead)
+                self.waiting.pop(uwriter, None)
+                break
+            except asyncio.LimitOverrunError:
+                uwriter.close()
+                self.waiting.pop(uwriter, None)
+                await _cancel(pump)
+                raise HTTPError(502, "The app sent a response head that is too large.", "upstream-bad") from None
+            except (*_STALE, ConnectionError, OSError) as exc:
+                uwriter.close()
+                self.waiting.pop(uwriter, None)
+                if uwriter in self.timed_out:
+                    self.timed_out.discard(uwriter)
+                    await _cancel(pump)
+                    raise HTTPError(504, f"The app {circuit.app} did not answer in time.",
+                                    "upstream-timeout") from None
+                if _failed(pump):
+                    raise ClientGone() from None
+                await _cancel(pump)
+                fresh = isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
+                if reused and not body and attempt == 0 and (fresh or not isinstance(exc, asyncio.IncompleteReadError)):
+                    continue  # the pooled connection had gone stale: once more on a new one
+                log.warning("circuit %s (session %s): the app at %s:%s closed without answering: %r", circuit.id,
+                            circuit.session_id, key[0], key[1], exc)
+                raise HTTPError(502, f"The app {circuit.app} closed the connection without answering.",
+                                "upstream-closed") from None
+        m.upstream_requests.inc()
+        m.upstream_responses.inc()
+        try:
+            response = parse_response(rhead)
+        except HTTPError:
+            uwriter.close()
+            await _cancel(pump)
+            raise
+        if response.status == 101 and request.upgrade is not None:
+            await _cancel(pump)
+            cwriter.write(rhead)
+            m.responses.inc()
+            if ureader._buffer:  # noqa: SLF001 - bytes the app sent right after its 101
+                cwriter.write(bytes(ureader._buffer))  # noqa: SLF001
+                ureader._buffer.clear()  # noqa: SLF001
+            await self._relay(creader, cwriter, ureader, uwriter, circuit, m.ws_established, m.ws_closed,
+                              m.ws_pending, m.ws_duration, m.ws_traffic)
+            return False
+
+        no_body = request.method == b"HEAD" or response.status in (204, 304) or response.status < 200
+        delimited = no_body or response.chunked or response.content_length is not None
+        to_chunk = not delimited and request.version == b"HTTP/1.1"
+        keep_client = request.keep_alive and (delimited or to_chunk) and not self.stopping
+        out = [b"HTTP/1.1 ", response.status_line, b"\r\n"]
+        for name, lname, value in response.headers:
+            if lname not in HOP_BY_HOP and not lname.startswith(b"proxy-"):
+                out += (name, b": ", value, b"\r\n")
+        if response.chunked or to_chunk:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        length = response.content_length
+
+        if pump is not None and not pump.done():
+            keep_client = False  # the app answered before reading the whole body: the rest is unread
+        if not keep_client:
+            out.append(b"Connection: close\r\n")
+        elif request.version == b"HTTP/1.0":
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        head_out = b"".join(out)
+        reusable = not response.close and delimited
+        try:
+            if no_body:
+                cwriter.write(head_out)
+            elif length is not None and length <= CHUNK:
+                buffered = ureader._buffer  # noqa: SLF001 - small bodies usually came with the head
+                if len(buffered) >= length:
+                    payload = bytes(buffered[:length])
+                    del buffered[:length]
+                    ureader._maybe_resume_transport()  # noqa: SLF001
+                else:
+                    payload = await ureader.readexactly(length)
+                cwriter.write(head_out + payload)
+                m.response_bytes.inc(length)
+            else:
+                cwriter.write(head_out)
+                if length is not None:
+                    await _copy_length(ureader, cwriter, length, m.response_bytes, ConnectionError)
+                elif response.chunked:
+                    await _copy_chunked(ureader, cwriter, m.response_bytes, ConnectionError)
+                else:
+                    await _copy_until_close(ureader, cwriter, m.response_bytes, to_chunk)
+        except (*_STALE, ConnectionError, OSError) as exc:
+            uwriter.close()
+            await _cancel(pump)
+            log.info("circuit %s (session %s): response cut short: %r", circuit.id, circuit.session_id, exc)
+            raise ClientGone() from None
+        m.responses.inc()
+        if pump is not None:
+            if not pump.done():
+                reusable = False
+                await _cancel(pump)
+            elif _failed(pump):
+                uwriter.close()
+                raise ClientGone()
+        if reusable:
+            self.pool.put(key, ureader, uwriter)
+        else:
+            uwriter.close()
+        if cwriter.transport.get_write_buffer_size() > HIGH_WATER:
+            await cwriter.drain()
+        return keep_client
+
+
+def _failed(task) -> bool:
+    return task is not None and task.done() and not task.cancelled() and task.exception() is not None
+
+
+async def _cancel(task) -> None:
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - its failure is already handled by the caller
+        pass
+
+
+async def _copy_length(reader, writer, length: int, counter, gone: type[Exception]) -> None:
+    remaining = length
+    while remaining:
+        data = await reader.read(min(CHUNK, remaining))
+        if not data:
+            raise gone(f"connection closed with {remaining} of {length} body bytes missing")
+        remaining -= len(data)
+        writer.write(data)
+        counter.inc(len(data))
+        if writer.transport.get_write_buffer_size() > HIGH_WATER:
+            await writer.drain()
+
+
+async def _copy_chunked(reader, writer, counter, gone: type[Exception]) -> None:
+    """Relay a chunked body chunk by chunk (trailers are dropped, the last chunk ends it)."""
+    try:
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise gone("malformed chunk size") from None
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailer fields
+                writer.write(b"0\r\n\r\n")
+                return
+            writer.write(b"%x\r\n" % size)
+            remaining = size
+            while remaining:
+                data = await reader.read(min(CHUNK, remaining))
+                if not data:
+                    raise gone("connection closed inside a chunk")
+                remaining -= len(data)
+                writer.write(data)
+            if await reader.readexactly(2) != b"\r\n":
+                raise gone("malformed chunk ending")
+            writer.write(b"\r\n")
+            counter.inc(size)
+            if writer.transport.get_write_buffer_size() > HIGH_WATER:
+                await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        raise gone(f"bad chunked body: {exc.__class__.__name__}") from None
+
+
+async def _copy_until_close(reader, writer, counter, as_chunks: bool) -> None:
+    while True:
+        data = await reader.read(CHUNK)
+        if not data:
+            break
+        writer.write(b"%x\r\n%s\r\n" % (len(data), data) if as_chunks else data)
+        counter.inc(len(data))
+        if writer.transport.get_write_buffer_size() > HIGH_WATER:
+            await writer.drain()
+    if as_chunks:
+        writer.write(b"0\r\n\r\n")

@@ -1,0 +1,463 @@
+"""The worker process: registration, circuit sync, listeners, the setup endpoint.
+
+Level-triggered like the agent: the coordinator's database is the truth.  At
+boot the worker registers and fetches its whole circuit table; then it
+heartbeats (with last-access times) and re-reads what changed since its
+revision on a timer, at once when a heartbeat shows a newer revision, when the
+coordinator pushes a hint, or when a setup link names a circuit it does not
+know yet.  If the coordinator is unreachable it keeps serving the table it has.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import signal
+import time
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from appproxy import tokens
+
+from .client import CoordinatorClient, CoordinatorError, CoordinatorRejected, CoordinatorUnavailable, NotRegistered
+from .config import WorkerConfig
+from .http1 import MAX_HEAD, HTTPError, error_page, parse_request, simple_response
+from .metrics import Metrics
+from .proxy import Proxy
+from .table import Circuit, CircuitTable
+
+log = logging.getLogger("appproxy.worker")
+
+FAILED_PORT_MEMORY = 600.0
+HOUSEKEEPING_INTERVAL = 5.0
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, client: CoordinatorClient | None = None):
+        self.config = config
+        self.client = client or CoordinatorClient(config.coordinator_url, config.token or "", config.name)
+        self.table = CircuitTable()
+        self.metrics = Metrics()
+        self.secret: str | None = None
+        self.permit_ttl = 7 * 86400.0
+        self.proxy = Proxy(metrics=self.metrics, secret=lambda: self.secret, scheme=config.scheme,
+                           trusted_proxies=config.trusted_proxies, connect_timeout=config.connect_timeout,
+                           upstream_timeout=config.upstream_timeout, keepalive_timeout=config.keepalive_timeout)
+        self.listeners: dict[int, asyncio.AbstractServer] = {}
+        self.port_protocol: dict[int, str] = {}
+        self.released: dict[int, float] = {}
+        self.failed: dict[int, float] = {}
+        self.frontend: asyncio.AbstractServer | None = None
+        self.api_servers: list[asyncio.AbstractServer] = []
+        self.used_nonces: dict[str, float] = {}
+        self.reported: dict[str, float] = {}
+        self.sync_lock = asyncio.Lock()
+        self.sync_event = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.registered = False
+        self.last_full_sync = 0.0
+        self.coordinator_down_since: float | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("worker %s: shutting down", self.config.name)
+            self.stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        try:
+            await self.start()
+        except OSError as exc:
+            log.error("worker %s: cannot listen: %s", self.config.name, exc)
+            await self.stop()
+            return 1
+        await self.stopping.wait()
+        await self.stop()
+        return 0
+
+    async def start(self) -> None:
+        """Listen on the API port, register, load the table, open the frontends, start the loops."""
+        self.proxy.start()
+        await self._start_api()
+        await self.register()
+        if self.stopping.is_set():
+            return
+        await self.sync(full=True)
+        if self.config.mode == "wildcard":
+            self.frontend = await asyncio.start_server(self._on_wildcard, self.config.bind_host,
+                                                       self.config.wildcard_port, limit=MAX_HEAD, backlog=1024,
+                                                       reuse_address=True)
+            log.info("worker %s: wildcard frontend *.%s on %s:%s", self.config.name, self.config.wildcard_domain,
+                     self.config.bind_host, self.config.wildcard_port)
+        self.tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                      asyncio.create_task(self._sync_loop(), name="sync"),
+                      asyncio.create_task(self._housekeeping_loop(), name="housekeeping")]
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - cancelled
+                pass
+        for server in [*self.listeners.values(), *([self.frontend] if self.frontend else [])]:
+            server.close()
+        self.proxy.close_idle()
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while self.proxy.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for circuit in self.table.circuits.values():
+            self.proxy.close_relays(circuit)
+        self.proxy.close_all()
+        if self.registered:
+            try:
+                async with asyncio.timeout(3):
+                    await self.client.shutdown()
+            except (CoordinatorError, TimeoutError) as exc:
+                log.info("worker %s: could not say goodbye to the coordinator: %s", self.config.name, exc)
+        await self.client.close()
+        for server in self.api_servers:
+            server.close()
+        log.info("worker %s: stopped", self.config.name)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when it is time to stop."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    # --- coordinator -------------------------------------------------------------------------
+
+    def registration(self) -> dict:
+        c = self.config
+        payload = {"frontend_mode": c.mode, "protocols": list(c.protocols), "scheme": c.scheme,
+                   "advertised_host": c.advertised_host, "api_endpoint": c.api_endpoint, "hint_url": c.hint_url,
+                   "capacity": c.capacity}
+        if c.mode == "port":
+            payload["port_range"] = list(c.port_range)
+        else:
+            payload.update(wildcard_domain=c.wildcard_domain, wildcard_port=c.wildcard_port)
+        return payload
+
+    async def register(self) -> None:
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                answer = await self.client.register(self.registration())
+            except CoordinatorRejected as exc:
+                log.error("worker %s: the coordinator refused the registration: %s", self.config.name, exc)
+            except CoordinatorError as exc:
+                log.warning("worker %s: cannot register yet: %s", self.config.name, exc)
+            else:
+                if self.secret is not None and self.secret != answer["secret"]:
+                    log.warning("worker %s: the coordinator rotated the secret: earlier permits are void",
+                                self.config.name)
+                self.secret = answer["secret"]
+                self.permit_ttl = float(answer.get("permit_ttl") or self.permit_ttl)
+                self.registered = True
+                log.info("worker %s registered with %s (%s mode, setup at %s)", self.config.name,
+                         self.config.coordinator_url, self.config.mode, self.config.api_endpoint)
+                return
+            if await self._sleep(delay):
+                return
+            delay = min(delay * 2, 30.0)
+
+    def _coordinator_up(self) -> None:
+        if self.coordinator_down_since is not None:
+            log.info("worker %s: the coordinator answers again (after %.0f s)", self.config.name,
+                     time.monotonic() - self.coordinator_down_since)
+            self.coordinator_down_since = None
+
+    def _coordinator_down(self, exc: Exception) -> None:
+        if self.coordinator_down_since is None:
+            self.coordinator_down_since = time.monotonic()
+            log.warning("worker %s: the coordinator is unreachable (%s); serving the %d circuits it has",
+                        self.config.name, exc, len(self.table))
+
+    async def sync(self, full: bool = False) -> bool:
+        """Bring the table up to date; False when the coordinator could not be asked."""
+        async with self.sync_lock:
+            since = None if full or self.table.revision is None else self.table.revision
+            try:
+                answer = await self.client.circuits(since)
+            except NotRegistered:
+                log.warning("worker %s: the coordinator does not know this worker: registering again",
+                            self.config.name)
+                await self.register()
+                try:
+                    answer = await self.client.circuits(None)
+                except CoordinatorError as exc:
+                    self._coordinator_down(exc)
+                    return False
+            except CoordinatorUnavailable as exc:
+                self._coordinator_down(exc)
+                return False
+            except CoordinatorRejected as exc:
+                log.error("worker %s: circuit sync refused: %s", self.config.name, exc)
+                return False
+            self._coordinator_up()
+            if answer.get("full"):
+                self.last_full_sync = time.monotonic()
+            changes = self.table.apply(answer)
+            for circuit in changes.removed:
+                self.proxy.close_relays(circuit)
+                self.metrics.forget(circuit)
+                self.reported.pop(circuit.id, None)
+                log.info("circuit %s (session %s, app %s) removed from worker %s", circuit.id, circuit.session_id,
+                         circuit.app, self.config.name)
+            for old, new in changes.changed:
+                if not old.same_route(new):
+                    self.proxy.close_relays(old)
+                log.info("circuit %s (session %s, app %s) changed: -> %s:%s at %s", new.id, new.session_id,
+                         new.app, new.target_host, new.target_port, new.port or new.subdomain)
+            for circuit in changes.added:
+                log.info("circuit %s (session %s, app %s, %s) -> %s:%s at %s", circuit.id, circuit.session_id,
+                         circuit.app, circuit.protocol, circuit.target_host, circuit.target_port,
+                         circuit.port or circuit.subdomain)
+            self.metrics.circuits_created.inc(len(changes.added))
+            self.metrics.alive_circuits.set(len(self.table))
+            if self.config.mode == "port":
+                await self.reconcile_listeners()
+            return True
+
+    async def _sync_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                async with asyncio.timeout(self.config.sync_interval):
+                    await self.sync_event.wait()
+            except TimeoutError:
+                pass
+            self.sync_event.clear()
+            full = time.monotonic() - self.last_full_sync >= self.config.full_sync_interval
+            try:
+                await self.sync(full=full)
+            except Exception:  # noqa: BLE001 - keep syncing whatever one answer held
+                log.exception("worker %s: circuit sync failed", self.config.name)
+
+    async def _heartbeat_loop(self) -> None:
+        while not await self._sleep(self.config.heartbeat_interval):
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        reports = {cid: c.last_access for cid, c in self.table.circuits.items()
+                   if c.last_access > self.reported.get(cid, 0.0)}
+        now = time.time()
+        failed = sorted(p for p, when in self.failed.items() if now - when < FAILED_PORT_MEMORY)
+        try:
+            answer = await self.client.heartbeat(reports, failed)
+        except NotRegistered:
+            log.warning("worker %s: unknown to the coordinator: registering again", self.config.name)
+            await self.register()
+            self.table.revision = None
+            self.sync_event.set()
+            return
+        except CoordinatorUnavailable as exc:
+            self._coordinator_down(exc)
+            return
+        except CoordinatorRejected as exc:
+            log.error("worker %s: heartbeat refused: %s", self.config.name, exc)
+            return
+        self._coordinator_up()
+        self.reported.update(reports)
+        if answer.get("revision") != self.table.revision:
+            self.sync_event.set()
+
+    async def _housekeeping_loop(self) -> None:
+        while not await self._sleep(HOUSEKEEPING_INTERVAL):
+            self.proxy.pool.sweep()
+            now = time.time()
+            for nonce, expires in list(self.used_nonces.items()):
+                if expires < now:
+                    del self.used_nonces[nonce]
+            if self.config.mode == "port":
+                await self.reconcile_listeners()
+
+    # --- frontends ---------------------------------------------------------------------------
+
+    async def reconcile_listeners(self) -> None:
+        """Listen on every circuit's port; keep a freed port answering 404 for a while, then close it."""
+        now = time.monotonic()
+        wanted = self.table.by_port
+        for port, circuit in wanted.items():
+            self.released.pop(port, None)
+            self.port_protocol[port] = circuit.protocol
+            if port in self.listeners or self.stopping.is_set():
+                continue
+            try:
+                self.listeners[port] = await asyncio.start_server(
+                    functools.partial(self._on_port, port), self.config.bind_host, port, limit=MAX_HEAD,
+                    backlog=1024, reuse_address=True)
+                if self.failed.pop(port, None):
+                    log.info("worker %s: port %s is usable again", self.config.name, port)
+            except OSError as exc:
+                if port not in self.failed:
+                    log.error("worker %s: cannot listen on port %s for circuit %s (session %s): %s",
+                              self.config.name, port, circuit.id, circuit.session_id, exc)
+                self.failed[port] = time.time()
+        for port in list(self.listeners):
+            if port not in wanted:
+                since = self.released.setdefault(port, now)
+                if now - since >= self.config.release_after:
+                    self.listeners.pop(port).close()
+                    self.released.pop(port, None)
+                    self.port_protocol.pop(port, None)
+
+    async def _on_port(self, port: int, reader, writer) -> None:
+        circuit = self.table.by_port.get(port)
+        if circuit is not None and circuit.protocol == "tcp":
+            await self.proxy.serve_tcp(reader, writer, circuit)
+            return
+        if circuit is None and self.port_protocol.get(port) == "tcp":
+            writer.close()  # a TCP client would wait for a banner: close at once instead
+            return
+        await self.proxy.serve_http(reader, writer, lambda _request: self.table.by_port.get(port),
+                                    f"port {port}")
+
+    def _resolve_host(self, request) -> Circuit | None:
+        host = (request.host or b"").decode("latin-1").lower()
+        name, sep, port = host.rpartition(":")
+        if sep and port.isdigit() and not name.endswith("]"):
+            host = name
+        suffix = "." + self.config.wildcard_domain
+        if not host.endswith(suffix):
+            return None
+        return self.table.by_subdomain.get(host[:-len(suffix)])
+
+    async def _on_wildcard(self, reader, writer) -> None:
+        await self.proxy.serve_http(reader, writer, self._resolve_host, f"*.{self.config.wildcard_domain}")
+
+    def frontend_url(self, circuit: Circuit) -> str:
+        c = self.config
+        default = 443 if c.scheme == "https" else 80
+        if c.mode == "wildcard":
+            port = "" if c.wildcard_port == default else f":{c.wildcard_port}"
+            return f"{c.scheme}://{circuit.subdomain}.{c.wildcard_domain}{port}"
+        port = "" if circuit.port == default else f":{circuit.port}"
+        return f"{c.scheme}://{c.advertised_host}{port}"
+
+    # --- API: setup, health, metrics, hints --------------------------------------------------
+
+    async def _start_api(self) -> None:
+        c = self.config
+        self.api_servers.append(await asyncio.start_server(self._on_api, c.api_host, c.api_port, limit=MAX_HEAD,
+                                                           reuse_address=True))
+        if c.metrics_port:
+            self.api_servers.append(await asyncio.start_server(self._on_api, c.api_host, c.metrics_port,
+                                                               limit=MAX_HEAD, reuse_address=True))
+        log.info("worker %s: setup/health/metrics on %s:%s", c.name, c.api_host, c.api_port)
+
+    async def _on_api(self, reader, writer) -> None:
+        try:
+            async with asyncio.timeout(30):
+                head = await reader.readuntil(b"\r\n\r\n")
+                request = parse_request(head)
+                answer = await self._api(request, reader, writer)
+        except HTTPError as exc:
+            answer = error_page(exc.status, exc.message, reason=exc.reason)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            answer = b""
+        try:
+            if answer:
+                writer.write(answer)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _api(self, request, reader, writer) -> bytes:
+        url = urlsplit(request.target.decode("latin-1"))
+        path = url.path
+        if request.method == b"GET" and path == "/health":
+            body = json.dumps({"status": "ok" if self.registered else "starting", "name": self.config.name,
+                               "mode": self.config.mode, "revision": self.table.revision,
+                               "circuits": len(self.table),
+                               "coordinator": "down" if self.coordinator_down_since else "up"}).encode()
+            return simple_response(200 if self.registered else 503, body, b"application/json")
+        if request.method == b"GET" and path == "/metrics":
+            return simple_response(200, self.metrics.exposition(), b"text/plain; version=0.0.4; charset=utf-8")
+        if request.method == b"POST" and path == "/v1/hint":
+            length = request.content_length or 0
+            if length > 4096:
+                raise HTTPError(413, "hint too large")
+            body = await reader.readexactly(length) if length else b""
+            signature = next((v for _, n, v in request.headers if n == b"x-appproxy-signature"), b"")
+            if not self.secret or not tokens.verify_hint(self.secret, body, signature.decode("latin-1")):
+                raise HTTPError(403, "bad hint signature")
+            self.sync_event.set()
+            return simple_response(202, b'{"accepted": true}', b"application/json")
+        if request.method in (b"GET", b"HEAD"):
+            token = None
+            if path == "/setup":
+                token = (parse_qs(url.query).get("token") or [""])[0]
+            elif path.startswith("/v2/proxy/"):
+                token = unquote(path[len("/v2/proxy/"):].split("/", 1)[0])
+            if token is not None:
+                return await self.setup(token, request.wants_json)
+        raise HTTPError(404, f"Nothing at {path} on this app proxy worker.")
+
+    async def setup(self, token: str, as_json: bool = False) -> bytes:
+        """Check a setup token, set the permit cookie, send the browser to the app."""
+        if not self.secret:
+            raise HTTPError(503, "The proxy worker is starting; try again in a moment.")
+        try:
+            claims = tokens.verify(self.secret, "setup", token)
+        except tokens.TokenError as exc:
+            log.info("worker %s: refused a setup link: %s", self.config.name, exc)
+            return error_page(403, f"This app link is not valid ({exc}). Open the app again from the session page.",
+                              as_json, "setup-token-invalid")
+        if claims.nonce in self.used_nonces:
+            return error_page(403, "This app link was already used. Open the app again from the session page.",
+                              as_json, "setup-token-used")
+        circuit = self.table.get(claims.circuit)
+        if circuit is None or not circuit.admits_user(claims.user):
+            try:
+                async with asyncio.timeout(5):
+                    await self.sync()
+            except TimeoutError:
+                pass
+            circuit = self.table.get(claims.circuit)
+        if circuit is None:
+            return error_page(404, "This app is not available on this proxy any more (its session may have "
+                                   "ended). Open it again from the session page.", as_json, "no-circuit")
+        if not circuit.admits_user(claims.user):
+            return error_page(403, "This link was not issued for this app's users.", as_json, "permit-wrong-user")
+        self.used_nonces[claims.nonce] = claims.expires
+        log.info("worker %s: setup for circuit %s (session %s, app %s) by user %s", self.config.name, circuit.id,
+                 circuit.session_id, circuit.app, claims.user)
+        app_url = self.frontend_url(circuit)
+        if circuit.protocol == "tcp":
+            address = f"{self.config.advertised_host}:{circuit.port}"
+            if as_json:
+                return simple_response(200, json.dumps({"protocol": "tcp", "address": address,
+                                                        "url": app_url}).encode(), b"application/json")
+            body = (f"<!doctype html><title>{circuit.app}</title><h1>{circuit.app}</h1>"
+                    f"<p>This is a TCP app: connect your client to <code>{address}</code>.</p>").encode()
+            return simple_response(200, body, b"text/html; charset=utf-8")
+        permit = tokens.make_permit(self.secret, circuit.id, claims.user, self.permit_ttl)
+        cookie = (f"{circuit.cookie_name.decode()}={permit}; Path=/; Max-Age={int(self.permit_ttl)}; HttpOnly; "
+                  "SameSite=Lax")
+        if self.config.scheme == "https":
+            cookie += "; Secure"
+        if self.config.mode == "wildcard":
+            cookie += f"; Domain={self.config.wildcard_domain}"
+        location = app_url + claims.redirect
+        if as_json:
+            return simple_response(200, json.dumps({"redirect_url": location}).encode(), b"application/json",
+                                   [(b"Set-Cookie", cookie.encode())])
+        return simple_response(302, b"", b"text/plain", [(b"Location", location.encode()),
+                                                          (b"Set-Cookie", cookie.encode()),
+                                                          (b"Referrer-Policy", b"no-referrer")])

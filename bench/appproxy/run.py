@@ -1,0 +1,422 @@
+"""App proxy benchmark: our worker against nginx and JupyterHub's
+configurable-http-proxy, and against the app itself, in one run.
+
+    .venv/bin/python bench/appproxy/run.py [--duration 5] [--connections 32] [--ws-round-trips 2000]
+
+What runs (all on 127.0.0.1, every loop bounded in count and time):
+
+* the app: a small asyncio HTTP/1.1 server answering ``hello world`` with
+  keep-alive, and a websocket echo server (its own process);
+* our worker (``python -m appproxy.worker``, port mode) with one non-public
+  circuit to the app; a stub coordinator in this process hands it that circuit,
+  so only the data plane is measured; every request carries the permit cookie,
+  so the permit check is part of the figure;
+* nginx (Debian's package, ``daemon off``, one worker process, upstream
+  keep-alive) and configurable-http-proxy (npm, run with node), both proxying
+  to the same app;
+* the load: ``wrk`` (Debian) with one thread and N connections, the same
+  command line (cookie header included) for every target; websocket round
+  trips: one client sending a small message and waiting for its echo, N times.
+
+Missing tools are installed (apt-get for nginx and wrk as root, npm for
+configurable-http-proxy into the work directory).  Prints a table and exits.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from appproxy import tokens  # noqa: E402  (pure module, no Django)
+
+SECRET = "bench-" + uuid.uuid4().hex
+OWNER = str(uuid.uuid4())
+CIRCUIT = str(uuid.uuid4())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+# --- the app (run as a child: ``run.py --serve-app HTTP_PORT WS_PORT``) ------------------------------
+
+class HelloProtocol(asyncio.Protocol):
+    RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+                b"Connection: keep-alive\r\n\r\nhello world\n")
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data):
+        self.buffer += data
+        count = self.buffer.count(b"\r\n\r\n")  # GETs without bodies: one answer per head
+        if count:
+            self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4:]
+            self.transport.write(self.RESPONSE * count)
+
+
+async def serve_app(http_port: int, ws_port: int) -> None:
+    from websockets.asyncio.server import serve
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(HelloProtocol, "127.0.0.1", http_port, backlog=1024)
+    async with serve(echo, "127.0.0.1", ws_port, compression=None):
+        await server.serve_forever()
+
+
+# --- a stub coordinator for our worker ----------------------------------------------------------------
+
+def stub_coordinator(circuits: list[dict]):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _send(self, data, status=200):
+            body = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _read(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def do_PUT(self):
+            self._read()
+            self._send({"worker": {}, "secret": SECRET, "revision": 1, "permit_ttl": 3600})
+
+        def do_POST(self):
+            self._read()
+            if self.path.endswith("/shutdown"):
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self._send({"status": "ALIVE", "revision": 1})
+
+        def do_GET(self):
+            self._send({"revision": 1, "full": True, "removed": [], "circuits": circuits})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# --- contenders -----------------------------------------------------------------------------------
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {work}/nginx-error.log warn;
+pid {work}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    upstream app {{ server 127.0.0.1:{app}; keepalive 64; }}
+    upstream ws {{ server 127.0.0.1:{ws}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{ws_port};
+        location / {{
+            proxy_pass http://ws;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+        }}
+    }}
+}}
+"""
+
+
+def ensure_tool(name: str, package: str) -> str | None:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None and os.geteuid() == 0:
+        print(f"installing {package} (apt-get) ...", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", package], env=env, capture_output=True, timeout=600)
+        path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    return path
+
+
+def ensure_chp(work: Path) -> Path | None:
+    target = work / "chp"
+    script = target / "node_modules" / "configurable-http-proxy" / "bin" / "configurable-http-proxy"
+    if not script.exists() and shutil.which("npm"):
+        print("installing configurable-http-proxy (npm) ...", flush=True)
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "configurable-http-proxy@5"], cwd=target,
+                       capture_output=True, timeout=600)
+    return script if script.exists() else None
+
+
+class Children:
+    def __init__(self):
+        self.items: list[subprocess.Popen] = []
+
+    def start(self, argv, **kwargs) -> subprocess.Popen:
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=kwargs.pop("stderr", subprocess.DEVNULL),
+                                 start_new_session=True, **kwargs)
+        self.items.append(child)
+        return child
+
+    def stop_all(self):
+        for child in reversed(self.items):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.items:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    value, unit = float(match[1]), match[2]
+    return value * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def run_wrk(wrk: str, url: str, cookie: str, duration: int, connections: int) -> dict:
+    done = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Cookie: {cookie}",
+                           url], capture_output=True, text=True, timeout=duration + 60)
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])
+    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M)[1])
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(errors[1]) if errors else 0,
+            "socket_errors": socket_errors[1] if socket_errors else ""}
+
+
+async def _python_load(port: int, cookie: str, duration: float, connections: int) -> dict:
+    request = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n").encode()
+    latencies: list[float] = []
+    deadline = time.monotonic() + duration
+    bad = 0
+
+    async def one():
+        nonlocal bad
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if not head.startswith(b"HTTP/1.1 200"):
+                bad += 1
+        writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2],
+            "p99": latencies[int(len(latencies) * 0.99)], "non2xx": bad, "socket_errors": ""}
+
+
+async def _ws_round_trips(url: str, cookie: str, count: int) -> dict:
+    from websockets.asyncio.client import connect
+
+    samples = []
+    async with connect(url, additional_headers={"Cookie": cookie}, compression=None) as ws:
+        for _ in range(min(100, count // 10)):  # warm-up
+            await ws.send("ping")
+            await ws.recv()
+        started = time.perf_counter()
+        for i in range(count):
+            t0 = time.perf_counter()
+            await ws.send(f"ping {i}")
+            assert await ws.recv() == f"ping {i}"
+            samples.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+    samples.sort()
+    return {"rtps": count / elapsed, "p50": statistics.median(samples), "p99": samples[int(len(samples) * 0.99)]}
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds of load per target (1-60)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (1-512)")
+    parser.add_argument("--ws-round-trips", type=int, default=2000, help="websocket round trips per target")
+    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "appproxy-bench"))
+    parser.add_argument("--serve-app", nargs=2, type=int, metavar=("HTTP_PORT", "WS_PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_app:
+        asyncio.run(serve_app(*args.serve_app))
+        return 0
+    args.duration = max(1, min(args.duration, 60))
+    args.connections = max(1, min(args.connections, 512))
+    args.ws_round_trips = max(10, min(args.ws_round_trips, 100_000))
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+
+    wrk = ensure_tool("wrk", "wrk")
+    nginx = ensure_tool("nginx", "nginx")
+    chp = ensure_chp(work)
+    node = shutil.which("node")
+
+    children = Children()
+    try:
+        app_port, ws_port = free_port(), free_port()
+        children.start([sys.executable, __file__, "--serve-app", str(app_port), str(ws_port)])
+        wait_port(app_port)
+        wait_port(ws_port)
+
+        proxy_port, proxy_ws_port, api_port = free_port(), free_port(), free_port()
+        circuit = {"app": "hello", "protocol": "http", "session_id": str(uuid.uuid4()), "owner_id": OWNER,
+                   "granted_users": [], "target_host": "127.0.0.1", "open_to_public": False,
+                   "allowed_client_ips": [], "revision": 1, "subdomain": None}
+        ws_circuit_id = str(uuid.uuid4())
+        circuits = [{**circuit, "id": CIRCUIT, "target_port": app_port, "port": proxy_port},
+                    {**circuit, "id": ws_circuit_id, "app": "ws", "target_port": ws_port, "port": proxy_ws_port}]
+        coordinator = stub_coordinator(circuits)
+        low, high = min(proxy_port, proxy_ws_port), max(proxy_port, proxy_ws_port)
+        children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
+                        f"http://127.0.0.1:{coordinator.server_address[1]}", "--name", "bench", "--mode", "port",
+                        "--port-range", f"{low}-{high}", "--api-port", str(api_port), "--log-level", "WARNING"],
+                       cwd=ROOT, env=dict(os.environ, BAI_PROXY_TOKEN="bench"), stderr=None)
+        wait_port(proxy_port)
+        wait_port(proxy_ws_port)
+        cookie = "; ".join(f"{tokens.permit_cookie_name(cid)}={tokens.make_permit(SECRET, cid, OWNER, 3600)}"
+                           for cid in (CIRCUIT, ws_circuit_id))
+
+        targets = {"direct (the app)": app_port, "appproxy worker": proxy_port}
+        ws_targets = {"direct (the app)": ws_port, "appproxy worker": proxy_ws_port}
+        if nginx:
+            nginx_port, nginx_ws = free_port(), free_port()
+            conf = run_dir / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(work=run_dir, app=app_port, ws=ws_port, port=nginx_port,
+                                              ws_port=nginx_ws))
+            children.start([nginx, "-c", str(conf), "-p", str(run_dir), "-g", "daemon off;"])
+            wait_port(nginx_port)
+            targets["nginx"] = nginx_port
+            ws_targets["nginx"] = nginx_ws
+        else:
+            print("nginx is not available: skipped", flush=True)
+        if chp and node:
+            chp_port, chp_api = free_port(), free_port()
+            children.start([node, str(chp), "--ip", "127.0.0.1", "--port", str(chp_port), "--api-ip", "127.0.0.1",
+                            "--api-port", str(chp_api), "--default-target", f"http://127.0.0.1:{app_port}",
+                            "--log-level", "error"])
+            wait_port(chp_port)
+            targets["configurable-http-proxy"] = chp_port
+            chp_ws, chp_ws_api = free_port(), free_port()
+            children.start([node, str(chp), "--ip", "127.0.0.1", "--port", str(chp_ws), "--api-ip", "127.0.0.1",
+                            "--api-port", str(chp_ws_api), "--default-target", f"http://127.0.0.1:{ws_port}",
+                            "--log-level", "error"])
+            wait_port(chp_ws)
+            ws_targets["configurable-http-proxy"] = chp_ws
+        else:
+            print("configurable-http-proxy (npm) or node is not available: skipped", flush=True)
+
+        load = (lambda port: run_wrk(wrk, f"http://127.0.0.1:{port}/", cookie, args.duration, args.connections)) \
+            if wrk else (lambda port: asyncio.run(_python_load(port, cookie, args.duration, args.connections)))
+        generator = f"wrk -t1 -c{args.connections} -d{args.duration}s" if wrk else \
+            f"python asyncio client, {args.connections} connections, {args.duration}s"
+        print(f"\nHTTP: GET / (12-byte body), keep-alive, load: {generator}; machine: {os.cpu_count()} cores",
+              flush=True)
+        results = {}
+        for name, port in targets.items():
+            load(port)  # warm-up (JIT, pools), not counted
+            results[name] = load(port)
+        rows = [("target", "req/s", "p50 ms", "p99 ms", "vs CHP", "errors")]
+        chp_rps = results.get("configurable-http-proxy", {}).get("rps")
+        for name, r in results.items():
+            ratio = f"{r['rps'] / chp_rps:.2f}x" if chp_rps else "-"
+            errors = str(r["non2xx"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")
+            rows.append((name, f"{r['rps']:.0f}", f"{r['p50'] * 1000:.2f}", f"{r['p99'] * 1000:.2f}", ratio, errors))
+        print_table(rows)
+
+        print(f"\nWebsocket: {args.ws_round_trips} sequential round trips of a small text message, one connection",
+              flush=True)
+        ws_rows = [("target", "round trips/s", "p50 ms", "p99 ms")]
+        for name, port in ws_targets.items():
+            r = asyncio.run(_ws_round_trips(f"ws://127.0.0.1:{port}/", cookie, args.ws_round_trips))
+            ws_rows.append((name, f"{r['rtps']:.0f}", f"{r['p50'] * 1000:.3f}", f"{r['p99'] * 1000:.3f}"))
+        print_table(ws_rows)
+        try:
+            import uvloop  # noqa: F401
+            loop_name = "uvloop"
+        except ImportError:
+            loop_name = "asyncio (uvloop not installed)"
+        print(f"\nworker event loop: {loop_name}", flush=True)
+        coordinator.shutdown()
+    finally:
+        children.stop_all()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
+
+
+def print_table(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(str(cell).ljust(widths[i]) if i == 0 else str(cell).rjust(widths[i])
+                        for i, cell in enumerate(row)), flush=True)
+        if index == 0:
+            print("  ".join("-" * w for w in widths), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
