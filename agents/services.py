@@ -25,8 +25,8 @@ from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
 from sessions import idle
 from sessions import services as session_services
-from sessions.lifecycle import AGENT_DESIRED_KERNEL, TERMINAL_KERNEL, KernelStatus
-from sessions.models import Kernel, Session
+from sessions.lifecycle import AGENT_DESIRED_KERNEL, DEAD_SESSION, TERMINAL_KERNEL, KernelStatus
+from sessions.models import Kernel
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +212,17 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
             kernel.save(update_fields=[*session_services.KERNEL_REPORT_FIELDS, "status_data"])
             touched_sessions[kernel.session_id] = kernel.session
             log.info("kernel %s of session %s on agent %s is %s", kernel.pk, kernel.session_id, agent.pk, kernel.status)
+    freed_groups = set()
     for session in touched_sessions.values():
         if session_services.refresh_session_status(session, now=now):
             session_services.save_session(session)
+            if session.status in DEAD_SESSION and session.scaling_group_id:
+                freed_groups.add(session.scaling_group_id)
+    if freed_groups:  # capacity came free: a pass now, not at the next tick
+        from sessions import events
+
+        for group in freed_groups:
+            transaction.on_commit(lambda g=group: events.session_changed(None, g, terminated=True))
     return stop
 
 
