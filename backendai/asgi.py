@@ -9,10 +9,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from backendai.routing import websocket_urlpatterns  # noqa: E402
+from vfolders.asgi import flow_controlled  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # file downloads wait for the socket instead of piling up in memory
+        "http": flow_controlled(django_asgi_app),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -91,6 +91,41 @@ def _thresholds(env, name: str) -> dict:
     return result
 
 
+def _path(env, name: str) -> Path | None:
+    raw = _get(env, name)
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(name, f"must be an absolute path, got {raw!r}")
+    return path
+
+
+def _url(env, name: str) -> str | None:
+    raw = _get(env, name)
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(name, f"must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _size(env, name: str, default: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    from backendai.slots import SlotError, parse_binary_size
+
+    try:
+        value = parse_binary_size(raw)
+    except SlotError:
+        raise ConfigError(name, f"expected a size like 100g, got {raw!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise ConfigError(name, f"must be a positive finite size, got {raw!r}")
+    return int(value)
+
+
 def _database_url(env, data_dir: Path) -> str:
     raw = _get(env, "DATABASE_URL")
     if raw is None:
@@ -157,6 +192,10 @@ class Config:
     appproxy_circuit_idle_timeout: int = 3600
     appproxy_setup_token_ttl: int = 120
     appproxy_permit_ttl: int = 604800
+    vfolder_root: Path | None = None
+    vfolder_public_url: str | None = None
+    vfolder_token_lifetime: int = 3600
+    vfolder_max_upload_size: int = 100 * 2**30
 
     @property
     def embedded(self) -> bool:
@@ -204,4 +243,8 @@ def load(env=None) -> Config:
         appproxy_circuit_idle_timeout=_int(env, "APPPROXY_CIRCUIT_IDLE_TIMEOUT", 3600, minimum=0),
         appproxy_setup_token_ttl=_int(env, "APPPROXY_SETUP_TOKEN_TTL", 120, minimum=5),
         appproxy_permit_ttl=_int(env, "APPPROXY_PERMIT_TTL", 604800, minimum=60),
+        vfolder_root=_path(env, "VFOLDER_ROOT"),
+        vfolder_public_url=_url(env, "VFOLDER_PUBLIC_URL"),
+        vfolder_token_lifetime=_int(env, "VFOLDER_TOKEN_LIFETIME", 3600, minimum=30),
+        vfolder_max_upload_size=_size(env, "VFOLDER_MAX_UPLOAD_SIZE", 100 * 2**30),
     )

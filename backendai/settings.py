@@ -197,7 +197,13 @@ CELERY_BEAT_SCHEDULE = {
     "sessions.deliver_callbacks": {"task": "sessions.tasks.deliver_callbacks", "schedule": 3.0},
     "appproxy.mark_lost": {"task": "appproxy.tasks.mark_lost_workers", "schedule": 15.0},
     "appproxy.sweep": {"task": "appproxy.tasks.sweep_circuits", "schedule": 15.0},
+    "vfolders.reconcile": {"task": "vfolders.tasks.reconcile", "schedule": 300.0},
+    "vfolders.measure_quota_scopes": {"task": "vfolders.tasks.measure_quota_scopes", "schedule": 3600.0},
 }
+VFOLDER_ROOT = CONFIG.vfolder_root or DATA_DIR / "vfroot"
+VFOLDER_PUBLIC_URL = CONFIG.vfolder_public_url
+VFOLDER_TOKEN_LIFETIME = CONFIG.vfolder_token_lifetime
+VFOLDER_MAX_UPLOAD_SIZE = CONFIG.vfolder_max_upload_size
 APPPROXY_WORKER_HEARTBEAT_TIMEOUT = CONFIG.appproxy_worker_heartbeat_timeout
 APPPROXY_CIRCUIT_IDLE_TIMEOUT = CONFIG.appproxy_circuit_idle_timeout
 APPPROXY_SETUP_TOKEN_TTL = CONFIG.appproxy_setup_token_ttl

@@ -12,8 +12,8 @@ while paused.  Memory then stays at a few chunks whatever the file size.
 Under servers whose ``send`` already waits (uvicorn, hypercorn) or when the
 request is not a Twisted one, it passes everything through unchanged.
 
-Use ``vfolders.asgi:application`` (the project's application, wrapped) as the
-daphne application, or wrap ``backendai.asgi.application`` with it.
+Wire it in ``backendai/asgi.py`` (``"http": flow_controlled(django_asgi_app)``), or
+serve ``vfolders.asgi:application`` (the project's application, wrapped).
 """
 from __future__ import annotations
 
@@ -87,10 +87,13 @@ def flow_controlled(app):
     return application
 
 
-def _project_application():
-    from backendai.asgi import application as project_application
+def __getattr__(name):
+    """``vfolders.asgi:application``: the project's application, wrapped (built on first
+    use, so ``backendai.asgi`` itself may import ``flow_controlled`` from here)."""
+    if name == "application":
+        from backendai.asgi import application as project_application
 
-    return flow_controlled(project_application)
-
-
-application = _project_application()
+        wrapped = flow_controlled(project_application)
+        globals()["application"] = wrapped
+        return wrapped
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

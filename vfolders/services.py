@@ -1422,8 +1422,7 @@ def resolve_mounts(user: User, project: Project | None, mounts: list, mount_map:
     for raw, ref, sub_parts in requested:
         access = get_folder(user, ref)
         folder = access.folder
-        if folder.status not in USABLE_STATUSES:
-            raise errors.VFolderOperationFailed(f"The folder {folder.name!r} is {folder.status} and cannot be mounted")
+        _require_usable(folder)
         if perms is not None and HostPermission.MOUNT not in perms.get(folder.host_id, set()):
             raise errors.VFolderPermissionError(
                 f"Mounting folders of the storage host {folder.host_id} is not allowed for you "

@@ -208,3 +208,18 @@ def test_share_and_unshare_override_a_project_members_permission(signed, member,
     assert member_api.post("/folders/teamdir/mkdir", {"path": "y"}).status_code == 400
     assert member_api.post("/folders/teamdir/share", {"permission": "rw", "emails": [owner.email]}
                            ).status_code == 400
+
+
+def test_a_folder_mounted_in_a_live_session_cannot_go_to_the_trash(signed, owner, make_folder, defaults):
+    from sessions.models import Session
+    from vfolders import services
+
+    make_folder(owner, "busy")
+    mounts = services.resolve_mounts(owner, defaults.project, ["busy"], {}, {})
+    session = Session.objects.create(name="using-it", domain=defaults.domain, project=defaults.project, user=owner,
+                                     image="bai-test/shell:1.0", vfolder_mounts=mounts, status="RUNNING")
+    resp = signed(owner).delete("/folders/busy")
+    assert resp.status_code == 400 and slug(resp) == "vfolder-operation-failed"
+    assert "using-it" in resp.json()["msg"]
+    Session.objects.filter(pk=session.pk).update(status="TERMINATED")
+    assert signed(owner).delete("/folders/busy").status_code == 204

@@ -150,3 +150,15 @@ def test_the_folder_list_page_costs_a_bounded_number_of_queries(web, owner, make
     with django_assert_max_num_queries(16):
         resp = web.get("/ui/folders/")
     assert resp.status_code == 200 and resp.content.count(b"data-folder=") == 8
+
+
+def test_moving_a_file_into_a_directory_from_the_page(web, owner, make_folder):
+    folder = make_folder(owner, "docs")
+    (folder.path / "a.txt").write_bytes(b"a")
+    (folder.path / "archive").mkdir()
+    page = web.get(f"/ui/folders/{folder.id}/")
+    assert b'name="dst"' in page.content
+    resp = web.post(f"/ui/folders/{folder.id}/move-file/", {"path": ".", "src": "a.txt", "dst": "archive"},
+                    follow=True)
+    assert "Moved to archive/a.txt." in messages_of(resp)
+    assert (folder.path / "archive" / "a.txt").exists()

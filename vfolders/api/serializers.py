@@ -1,5 +1,7 @@
 """Request shapes of the folder API.  Paths are taken verbatim (no trimming, no
 NUL stripping): ``vfolders.storage.clean_relpath`` decides and explains."""
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from vfolders.models import UsageMode, VFolderPermission
@@ -7,6 +9,7 @@ from vfolders.models import UsageMode, VFolderPermission
 PERMISSIONS = [p.value for p in VFolderPermission]
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class PathField(serializers.Field):
     """A path string exactly as sent."""
 
@@ -21,6 +24,7 @@ class PathField(serializers.Field):
         return value
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
 class PathOrListField(serializers.Field):
     """One path (23.09 clients) or a list of paths (24.09)."""
 
@@ -37,6 +41,7 @@ class PathOrListField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
 class StringListField(serializers.Field):
     """A list of strings; a single string counts as a list of one."""
 

@@ -1,6 +1,7 @@
 """``/folders`` endpoints, Backend.AI-compatible (client-wire §5–7).  Thin: parse
 (query string and JSON body alike, since the client sends JSON on GET and
 DELETE), call ``vfolders.services``, render."""
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -9,6 +10,9 @@ from rest_framework.views import APIView
 from backendai.api import errors
 from vfolders import services
 from vfolders.api import serializers as s
+
+
+OBJECT = OpenApiTypes.OBJECT
 
 
 def params(request, serializer_class) -> dict:
@@ -30,14 +34,14 @@ def base_url(request) -> str:
 class FolderCollectionView(APIView):
     """``GET /folders`` lists, ``POST /folders`` creates, ``DELETE /folders`` moves to the trash."""
 
-    @extend_schema(request=s.FolderListSerializer)
+    @extend_schema(request=s.FolderListSerializer, responses=OBJECT, operation_id="folders_list")
     def get(self, request):
         p = params(request, s.FolderListSerializer)
         accesses = services.list_folders(request.user, list_all=p["all"], group_id=p.get("group_id") or None,
                                          owner_email=p.get("owner_user_email") or None)
         return Response([services.folder_json(a) for a in accesses])
 
-    @extend_schema(request=s.FolderCreateSerializer)
+    @extend_schema(request=s.FolderCreateSerializer, responses=OBJECT, operation_id="folders_create")
     def post(self, request):
         p = params(request, s.FolderCreateSerializer)
         folder = services.create_folder(
@@ -48,7 +52,7 @@ class FolderCollectionView(APIView):
         access = services.access_for(request.user, folder)
         return Response(services.folder_json(access), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.FolderRefSerializer)
+    @extend_schema(request=s.FolderRefSerializer, responses=OBJECT, operation_id="folders_trash_by_id")
     def delete(self, request):
         p = params(request, s.FolderRefSerializer)
         services.move_to_trash(request.user, p["vfolder_id"], keypair=request.auth)
@@ -56,6 +60,7 @@ class FolderCollectionView(APIView):
 
 
 class HostsView(APIView):
+    @extend_schema(responses=OBJECT)
     def get(self, request):
         group = request.query_params.get("group_id")
         if not group and isinstance(request.data, dict):
@@ -64,6 +69,7 @@ class HostsView(APIView):
 
 
 class AllHostsView(APIView):
+    @extend_schema(responses=OBJECT)
     def get(self, request):
         if not request.user.is_superadmin:
             raise errors.InsufficientPrivilege("Only superadmins list every storage host")
@@ -71,6 +77,7 @@ class AllHostsView(APIView):
 
 
 class AllowedTypesView(APIView):
+    @extend_schema(responses=OBJECT)
     def get(self, request):
         return Response(["user", "group"])
 
@@ -78,7 +85,7 @@ class AllowedTypesView(APIView):
 class FolderIdView(APIView):
     """``GET /folders/_/id`` (24.09 clients resolve names first): ``{"id": "<hex>"}``."""
 
-    @extend_schema(request=s.FolderNameSerializer)
+    @extend_schema(request=s.FolderNameSerializer, responses=OBJECT)
     def get(self, request):
         p = params(request, s.FolderNameSerializer)
         return Response({"id": services.folder_id_by_name(request.user, p["name"])})
@@ -87,6 +94,7 @@ class FolderIdView(APIView):
 class SharedView(APIView):
     """``GET /folders/_/shared``: who else may use the folders the caller manages."""
 
+    @extend_schema(responses=OBJECT)
     def get(self, request):
         wanted = request.query_params.get("vfolder_id")
         result = []
@@ -105,16 +113,18 @@ class SharedView(APIView):
 
 
 class FolderDetailView(APIView):
+    @extend_schema(responses=OBJECT, operation_id="folders_info")
     def get(self, request, name):
         return Response(services.folder_info(request.user, name))
 
+    @extend_schema(responses=OBJECT, operation_id="folders_trash")
     def delete(self, request, name):
         services.move_to_trash(request.user, name, keypair=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RenameView(APIView):
-    @extend_schema(request=s.RenameSerializer)
+    @extend_schema(request=s.RenameSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.RenameSerializer)
         services.rename_folder(request.user, name, p["new_name"], keypair=request.auth)
@@ -122,7 +132,7 @@ class RenameView(APIView):
 
 
 class UpdateOptionsView(APIView):
-    @extend_schema(request=s.UpdateOptionsSerializer)
+    @extend_schema(request=s.UpdateOptionsSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.UpdateOptionsSerializer)
         services.update_options(request.user, name, permission=p.get("permission"), cloneable=p.get("cloneable"),
@@ -131,7 +141,7 @@ class UpdateOptionsView(APIView):
 
 
 class MkdirView(APIView):
-    @extend_schema(request=s.MkdirSerializer)
+    @extend_schema(request=s.MkdirSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.MkdirSerializer)
         result = services.make_dirs(request.user, name, p["path"], parents=p["parents"], exist_ok=p["exist_ok"])
@@ -141,14 +151,14 @@ class MkdirView(APIView):
 class FilesView(APIView):
     """``GET /folders/{x}/files``: both ``files`` (a JSON string, 23.09) and ``items`` (26.x)."""
 
-    @extend_schema(request=s.FilesSerializer)
+    @extend_schema(request=s.FilesSerializer, responses=OBJECT)
     def get(self, request, name):
         p = params(request, s.FilesSerializer)
         return Response(services.list_files(request.user, name, p["path"]))
 
 
 class RequestUploadView(APIView):
-    @extend_schema(request=s.RequestUploadSerializer)
+    @extend_schema(request=s.RequestUploadSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.RequestUploadSerializer)
         return Response(services.request_upload(request.user, name, p["path"], p["size"],
@@ -156,7 +166,7 @@ class RequestUploadView(APIView):
 
 
 class RequestDownloadView(APIView):
-    @extend_schema(request=s.RequestDownloadSerializer)
+    @extend_schema(request=s.RequestDownloadSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.RequestDownloadSerializer)
         return Response(services.request_download(request.user, name, p["path"], base_url=base_url(request),
@@ -165,7 +175,7 @@ class RequestDownloadView(APIView):
 
 
 class RenameFileView(APIView):
-    @extend_schema(request=s.RenameFileSerializer)
+    @extend_schema(request=s.RenameFileSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.RenameFileSerializer)
         services.rename_file(request.user, name, p["target_path"], p["new_name"])
@@ -173,14 +183,14 @@ class RenameFileView(APIView):
 
 
 class MoveFileView(APIView):
-    @extend_schema(request=s.MoveFileSerializer)
+    @extend_schema(request=s.MoveFileSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.MoveFileSerializer)
         return Response({"path": services.move_file(request.user, name, p["src"], p["dst"])})
 
 
 class DeleteFilesView(APIView):
-    @extend_schema(request=s.DeleteFilesSerializer)
+    @extend_schema(request=s.DeleteFilesSerializer, responses=OBJECT)
     def delete(self, request, name):
         p = params(request, s.DeleteFilesSerializer)
         services.delete_files(request.user, name, p["files"], recursive=p["recursive"])
@@ -190,7 +200,7 @@ class DeleteFilesView(APIView):
 
 
 class InviteView(APIView):
-    @extend_schema(request=s.InviteSerializer)
+    @extend_schema(request=s.InviteSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.InviteSerializer)
         invited = services.invite(request.user, name, p["perm"], p["emails"], keypair=request.auth)
@@ -198,7 +208,7 @@ class InviteView(APIView):
 
 
 class ShareView(APIView):
-    @extend_schema(request=s.ShareSerializer)
+    @extend_schema(request=s.ShareSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.ShareSerializer)
         return Response({"shared_emails": services.share(request.user, name, p["permission"], p["emails"])},
@@ -206,7 +216,7 @@ class ShareView(APIView):
 
 
 class UnshareView(APIView):
-    @extend_schema(request=s.UnshareSerializer)
+    @extend_schema(request=s.UnshareSerializer, responses=OBJECT)
     def delete(self, request, name):
         p = params(request, s.UnshareSerializer)
         return Response({"unshared_emails": services.unshare(request.user, name, p["emails"])})
@@ -215,7 +225,7 @@ class UnshareView(APIView):
 
 
 class LeaveView(APIView):
-    @extend_schema(request=s.LeaveSerializer)
+    @extend_schema(request=s.LeaveSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.LeaveSerializer)
         services.leave(request.user, name, p.get("shared_user_uuid") or None)
@@ -223,18 +233,20 @@ class LeaveView(APIView):
 
 
 class InvitationListView(APIView):
+    @extend_schema(responses=OBJECT)
     def get(self, request):
         return Response({"invitations": [services.invitation_json(i)
                                          for i in services.invitations_received(request.user)]})
 
 
 class InvitationSentView(APIView):
+    @extend_schema(responses=OBJECT)
     def get(self, request):
         return Response({"invitations": [services.invitation_json(i) for i in services.invitations_sent(request.user)]})
 
 
 class InvitationAcceptView(APIView):
-    @extend_schema(request=s.InvitationSerializer)
+    @extend_schema(request=s.InvitationSerializer, responses=OBJECT)
     def post(self, request):
         p = params(request, s.InvitationSerializer)
         services.accept_invitation(request.user, p["inv_id"])
@@ -244,7 +256,7 @@ class InvitationAcceptView(APIView):
 class InvitationDeleteView(APIView):
     """The invitee rejects; the inviter cancels."""
 
-    @extend_schema(request=s.InvitationSerializer)
+    @extend_schema(request=s.InvitationSerializer, responses=OBJECT)
     def delete(self, request):
         p = params(request, s.InvitationSerializer)
         state = services.delete_invitation(request.user, p["inv_id"])
@@ -254,7 +266,7 @@ class InvitationDeleteView(APIView):
 
 
 class InvitationUpdateView(APIView):
-    @extend_schema(request=s.UpdateInvitationSerializer)
+    @extend_schema(request=s.UpdateInvitationSerializer, responses=OBJECT)
     def post(self, request, inv_id):
         p = params(request, s.UpdateInvitationSerializer)
         services.update_invitation(request.user, inv_id, p["perm"])
@@ -262,7 +274,7 @@ class InvitationUpdateView(APIView):
 
 
 class RestoreView(APIView):
-    @extend_schema(request=s.FolderRefSerializer)
+    @extend_schema(request=s.FolderRefSerializer, responses=OBJECT)
     def post(self, request):
         p = params(request, s.FolderRefSerializer)
         services.restore_from_trash(request.user, p["vfolder_id"], keypair=request.auth)
@@ -272,7 +284,7 @@ class RestoreView(APIView):
 class PurgeView(APIView):
     """``POST /folders/purge`` and ``DELETE /folders/delete-from-trash-bin``: gone for good."""
 
-    @extend_schema(request=s.FolderRefSerializer)
+    @extend_schema(request=s.FolderRefSerializer, responses=OBJECT)
     def post(self, request):
         p = params(request, s.FolderRefSerializer)
         services.purge(request.user, p["vfolder_id"], keypair=request.auth)

@@ -46,6 +46,9 @@ class Command(BaseCommand):
             from agents import services as agent_services
 
             group = agent_services.ensure_default_scaling_group()
+            from vfolders import services as vfolder_services
+
+            vfolder_services.ensure_default_storage_host()
             if agent_token is not None:
                 _ensure_agent_token(agent_token, group)
             if proxy_token is not None:
