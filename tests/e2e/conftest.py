@@ -267,6 +267,20 @@ class LiveStack:
             _os.killpg(process.pid, _signal.SIGKILL)
             return process.wait(timeout=5)
 
+    def stop_all(self, grace: float = 5) -> None:
+        """SIGTERM every process at once, then SIGKILL what is still there after ``grace``."""
+        processes = [p for p in self.processes.values() if p.poll() is None]
+        for process in processes:
+            process.send_signal(_signal.SIGTERM)
+        deadline = _time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - _time.monotonic()))
+            except _subprocess.TimeoutExpired:
+                _os.killpg(process.pid, _signal.SIGKILL)
+                process.wait(timeout=5)
+        self.processes.clear()
+
     def kill(self, name: str) -> None:
         """SIGKILL the whole process group: no goodbye to the manager."""
         process = self.processes.pop(name)
@@ -334,8 +348,7 @@ def live_stack(transactional_db, tmp_path):
         stack.wait_for(up, timeout=60, what="the web server")
         yield stack
     finally:
-        for name in list(stack.processes):
-            stack.stop(name)
+        stack.stop_all()
         from django.db import connections
 
         connections.close_all()
