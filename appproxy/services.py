@@ -346,9 +346,10 @@ def record_access(worker: Worker, reports: dict) -> int:
         Circuit.objects.filter(pk=circuit_id).filter(Q(last_access__isnull=True) | Q(last_access__lt=when)).update(
             last_access=when)
         latest_by_session[session_id] = max(when, latest_by_session.get(session_id, when))
+    from sessions import services as session_services
+
     for session_id, when in latest_by_session.items():
-        Session.objects.filter(pk=session_id).filter(Q(last_access__isnull=True) | Q(last_access__lt=when)).update(
-            last_access=when)
+        session_services.touch_session(session_id, when)
     return len(sessions)
 
 

@@ -489,3 +489,11 @@ def terminate_idle(now=None) -> int:
 def groups_with_pending() -> list[str]:
     return list(Session.objects.filter(status=SessionStatus.PENDING, scaling_group__isnull=False)
                 .values_list("scaling_group_id", flat=True).distinct().order_by())
+
+
+def touch_session(session_id, when) -> None:
+    """Record user activity (terminals, apps) for the network idle check; never moves it back."""
+    from django.db.models import Q
+
+    Session.objects.filter(pk=session_id).filter(Q(last_access__isnull=True) | Q(last_access__lt=when)).update(
+        last_access=when)

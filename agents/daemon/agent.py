@@ -8,7 +8,8 @@ Threads (all daemon threads; Docker SDK calls block):
   timeouts and turns status changes into events;
 * ``events``: posts queued events (a failed post is dropped: the next sync
   carries the same state);
-* ``manager-link``: the websocket, started after the first successful sync;
+* ``manager-link``: the websocket, started after the first successful sync; it
+  also carries terminals and TCP relays (:mod:`.streams`: two threads per stream);
 * one short-lived worker per kernel creation or stop.
 
 Kernels are never stopped because the manager is unreachable.  Final states
@@ -36,6 +37,7 @@ from .config import AgentConfig
 from .discovery import GpuProbe, HostStats, Resources
 from .kernel import KernelSpec, KernelState, KernelStatus, SpecError, normalize_architecture, tail_text
 from .link import ManagerLink
+from .streams import StreamMux
 
 __all__ = ["Agent", "AppliedRestarts", "FinishedKernels"]
 
@@ -138,6 +140,7 @@ class Agent:
         self.use_link = link
         self.link_missing_retry = link_missing_retry
         self.link: ManagerLink | None = None
+        self.streams = StreamMux(backend)
         self.log = logging.LoggerAdapter(log, {"agent_id": self.agent_id})
 
         self._stop = threading.Event()
@@ -295,7 +298,7 @@ class Agent:
             self.apply(answer)
         if self.use_link and self.link is None and not self.stopping:
             self.link = ManagerLink(self.client.link_url(self.agent_id), self.client.auth_header, self.poke,
-                                    self._stop, missing_retry=self.link_missing_retry)
+                                    self._stop, missing_retry=self.link_missing_retry, streams=self.streams)
             self.link.start()
         return self.sync_interval
 

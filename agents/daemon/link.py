@@ -1,7 +1,11 @@
 """The websocket link to the manager: ``{"type": "poke"}`` means "sync now".
 
+The link also carries the multiplexed byte streams (terminals, TCP relays):
+``stream.*`` text frames and binary data frames go to a :class:`~.streams.StreamMux`.
+
 The link only makes convergence faster.  If it is missing (404 and friends),
-refused, or drops, the daemon keeps polling and tries again later.
+refused, or drops, the daemon keeps polling and tries again later (streams
+end with it).
 """
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
 from .backoff import Backoff
+
+if TYPE_CHECKING:
+    from .streams import StreamMux
 
 __all__ = ["ManagerLink"]
 
@@ -26,7 +34,8 @@ class ManagerLink:
     """Keeps the link open in a daemon thread until ``stop`` is set."""
 
     def __init__(self, url: str, authorization: str, on_poke: Callable[[], None], stop: threading.Event, *,
-                 backoff: Backoff | None = None, missing_retry: float = 60.0, open_timeout: float = 5.0):
+                 backoff: Backoff | None = None, missing_retry: float = 60.0, open_timeout: float = 5.0,
+                 streams: StreamMux | None = None):
         self.url = url
         self._authorization = authorization
         self._on_poke = on_poke
@@ -34,6 +43,7 @@ class ManagerLink:
         self._backoff = backoff or Backoff(base=1.0, cap=30.0)
         self._missing_retry = missing_retry
         self._open_timeout = open_timeout
+        self._streams = streams
         self._thread: threading.Thread | None = None
         self._reported_missing = False
         self.connected = threading.Event()
@@ -50,6 +60,10 @@ class ManagerLink:
             self._thread.join(timeout)
 
     def _handle(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            if self._streams is not None:
+                self._streams.handle_binary(message)
+            return
         try:
             data = json.loads(message)
         except ValueError:
@@ -60,6 +74,8 @@ class ManagerLink:
             self.pokes += 1
             log.debug("link: poked")
             self._on_poke()
+        elif isinstance(kind, str) and kind.startswith("stream.") and self._streams is not None:
+            self._streams.handle_text(data)
         else:
             log.debug("link: ignoring a %r frame", kind)
 
@@ -70,13 +86,19 @@ class ManagerLink:
             self._backoff.reset()
             self._reported_missing = False
             self.connected.set()
-            self._on_poke()  # pokes may have been missed while disconnected
-            while not self._stop.is_set():
-                try:
-                    message = ws.recv(timeout=0.5)
-                except TimeoutError:
-                    continue
-                self._handle(message)
+            if self._streams is not None:
+                self._streams.attach(ws.send)
+            try:
+                self._on_poke()  # pokes may have been missed while disconnected
+                while not self._stop.is_set():
+                    try:
+                        message = ws.recv(timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    self._handle(message)
+            finally:
+                if self._streams is not None:
+                    self._streams.detach()
 
     def run(self) -> None:
         while not self._stop.is_set():

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import select
+import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +15,8 @@ from ..discovery import GpuDevice
 from ..kernel import REASON_LIMIT, KernelSpec, KernelState
 from ..ports import PortPool
 
-__all__ = ["Backend", "BackendSettings", "EmitFn", "KernelError", "choose_gpus"]
+__all__ = ["Backend", "BackendSettings", "EmitFn", "KernelError", "StreamEndpoint", "TcpEndpoint", "choose_gpus",
+           "local_address"]
 
 #: Called with each state a kernel moves through while it is being created.
 EmitFn = Callable[[KernelState], None]
@@ -48,6 +52,97 @@ class BackendSettings:
         return cls(agent_id=config.agent_id, scratch_root=Path(config.scratch_root), host_address=config.host_address,
                    kernel_host=config.kernel_host, port_range=tuple(config.port_range),
                    stop_timeout=config.stop_timeout, gpus=list(gpus))
+
+
+def local_address(host: str | None) -> str:
+    """Where this node reaches a port published on ``host`` (a wildcard address means loopback)."""
+    if not host or host in ("0.0.0.0", "*"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host
+
+
+class StreamEndpoint(ABC):
+    """A byte stream into a kernel (a PTY or a TCP connection), used from two threads.
+
+    One thread calls :meth:`read` in a loop, another :meth:`write`; any thread
+    may call :meth:`resize` and :meth:`close`.  :meth:`close` ends the other
+    side (kills the terminal's processes, closes the connection) and makes a
+    blocked :meth:`read` return ``b""`` within a fraction of a second.
+    """
+
+    poll_interval = 0.25
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _wait_readable(self, handle: Any) -> bool:
+        """Wait until ``handle`` (a socket or a file descriptor) is readable; False once closed."""
+        while not self._closed.is_set():
+            try:
+                ready, _, _ = select.select([handle], [], [], self.poll_interval)
+            except (OSError, ValueError):  # closed under our feet
+                return False
+            if ready:
+                return True
+        return False
+
+    @abstractmethod
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes as soon as some are available; ``b""`` at the end or after :meth:`close`."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` (blocks while the kernel does not read); raises ``OSError`` once ended."""
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Change the terminal size (nothing for TCP)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End the stream (idempotent)."""
+
+    def exit_code(self) -> int | None:
+        """The exit code of the terminal's process, once it ended (``None`` for TCP or unknown)."""
+        return None
+
+
+class TcpEndpoint(StreamEndpoint):
+    """A TCP connection to a kernel's service port."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self.sock = sock
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def read(self, size: int) -> bytes:
+        if not self._wait_readable(self.sock):
+            return b""
+        try:
+            return self.sock.recv(size)
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise OSError("the connection is closed")
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 def choose_gpus(devices: Sequence[GpuDevice], used: Iterable[str], count: int) -> list[GpuDevice]:
@@ -120,6 +215,29 @@ class Backend(ABC):
     def check_timeouts(self) -> list[KernelState]:
         """Kill batch kernels that ran past their ``batch_timeout``; returns their new states."""
         return []
+
+    # -- streams (terminals and TCP relays over the manager link) ---------------------------------
+    def open_pty(self, kernel_id: str, rows: int, cols: int, tag: str) -> StreamEndpoint:
+        """A new terminal (a shell on a PTY) in a running kernel; raises :class:`KernelError`.
+
+        ``tag`` identifies the terminal (``BAI_PTY_ID`` in its environment), so
+        that :meth:`StreamEndpoint.close` can find and end all its processes.
+        """
+        raise KernelError("not-supported", f"the {self.name} backend has no terminals")
+
+    def service_address(self, kernel_id: str, container_port: int) -> tuple[str, int]:
+        """``(host, port)`` where this node reaches a kernel's service port; raises :class:`KernelError`."""
+        raise KernelError("not-supported", f"the {self.name} backend cannot relay TCP")
+
+    def open_tcp(self, kernel_id: str, container_port: int, timeout: float = 5.0) -> StreamEndpoint:
+        """A TCP connection to a kernel's service port; raises :class:`KernelError`."""
+        host, port = self.service_address(kernel_id, container_port)
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise KernelError("connection-failed", f"cannot connect to {host}:{port} (container port "
+                                                   f"{container_port}): {exc}") from exc
+        return TcpEndpoint(sock)
 
     def has_kernel(self, kernel_id: str) -> bool:
         return any(k.kernel_id == kernel_id for k in self.list_kernels())

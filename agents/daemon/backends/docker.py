@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +20,7 @@ from ..kernel import (
     LOG_LIMIT, KernelSpec, KernelState, KernelStatus, ServicePort, exit_reason, normalize_architecture, tail_text,
 )
 from ..ports import PortsExhausted
-from .base import Backend, BackendSettings, EmitFn, KernelError, _ignore, choose_gpus
+from .base import Backend, BackendSettings, EmitFn, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address
 
 try:  # the daemon can run the local backend without the Docker SDK
     import docker
@@ -42,6 +44,91 @@ WORKDIR = "/home/work"
 _LIVE = ("running", "paused", "restarting")
 _ENDED = ("exited", "dead", "removing")
 _MIN_NANO_CPUS = 10_000_000  # Docker refuses less than 0.01 CPU
+#: The terminal: bash when the image has it, else sh (``docker exec`` with a TTY).
+PTY_COMMAND = ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; fi; exec sh"]
+#: Ends every process of one terminal (found by ``BAI_PTY_ID`` in its environment): HUP, then KILL.
+#: ``docker exec`` has no kill, and closing the attached socket leaves the shell running.
+PTY_KILL_SCRIPT = r"""for sig in HUP KILL; do
+  for d in /proc/[0-9]*; do
+    case "$(cat "$d/environ" 2>/dev/null)" in *"BAI_PTY_ID=$1"*) kill -"$sig" "${d#/proc/}" 2>/dev/null;; esac
+  done
+  [ "$sig" = KILL ] || sleep 1
+done
+"""
+
+
+class DockerPty(StreamEndpoint):
+    """A ``docker exec`` with a TTY: raw bytes both ways on the hijacked socket."""
+
+    def __init__(self, api: Any, container_id: str, exec_id: str, sock: Any, tag: str):
+        super().__init__()
+        self.api = api
+        self.container_id = container_id
+        self.exec_id = exec_id
+        self.tag = tag
+        self._io = sock
+        self.sock: socket.socket = getattr(sock, "_sock", sock)
+        try:
+            self.sock.settimeout(None)  # the client's read timeout would end an idle terminal's writes
+        except OSError:
+            pass
+        self._lock = threading.Lock()
+
+    def read(self, size: int) -> bytes:
+        if not self._wait_readable(self.sock):
+            return b""
+        try:
+            return self.sock.recv(size)
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise OSError("the terminal is closed")
+        self.sock.sendall(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if not self.closed:
+            self.api.exec_resize(self.exec_id, height=rows, width=cols)
+
+    def exit_code(self) -> int | None:
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                info = self.api.exec_inspect(self.exec_id)
+            except docker.errors.APIError:
+                return None
+            if not info.get("Running") or time.monotonic() > deadline:
+                return info.get("ExitCode") if not info.get("Running") else None
+            time.sleep(0.1)
+
+    def _running(self) -> bool:
+        try:
+            return bool(self.api.exec_inspect(self.exec_id).get("Running"))
+        except docker.errors.APIError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        if self._running():
+            try:
+                killer = self.api.exec_create(self.container_id, ["/bin/sh", "-c", PTY_KILL_SCRIPT, "bai-pty-kill",
+                                                                  self.tag], stdin=False, stdout=False, stderr=False)
+                self.api.exec_start(killer["Id"], detach=True)
+            except docker.errors.APIError:
+                pass  # the container is gone, and the terminal with it
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for closer in (self.sock.close, self._io.close):
+            try:
+                closer()
+            except OSError:
+                pass
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -386,6 +473,38 @@ class DockerBackend(Backend):
         except docker.errors.APIError as exc:
             raise KernelError("restart-failed", str(exc.explanation or exc)) from exc
         return self._state(container)
+
+    def _running_container(self, kernel_id: str) -> Any:
+        for container in self._containers(kernel_id):
+            if container.status == "running":
+                return container
+        raise KernelError("kernel-not-running", f"kernel {kernel_id} has no running container here")
+
+    def open_pty(self, kernel_id: str, rows: int, cols: int, tag: str) -> StreamEndpoint:
+        container = self._running_container(kernel_id)
+        api = self.client.api
+        try:
+            created = api.exec_create(container.id, PTY_COMMAND, stdin=True, stdout=True, stderr=True, tty=True,
+                                      environment={"TERM": "xterm-256color", "BAI_PTY_ID": tag})
+            sock = api.exec_start(created["Id"], tty=True, socket=True)
+        except docker.errors.APIError as exc:
+            raise KernelError("pty-failed", str(exc.explanation or exc)) from exc
+        pty = DockerPty(api, container.id, created["Id"], sock, tag)
+        try:
+            pty.resize(rows, cols)
+        except docker.errors.APIError as exc:  # the shell may already have exited
+            self.log.debug("kernel %s: first resize failed: %s", kernel_id, exc)
+        self.log.info("kernel %s: terminal %s opened (exec %s)", kernel_id, tag, created["Id"][:12])
+        return pty
+
+    def service_address(self, kernel_id: str, container_port: int) -> tuple[str, int]:
+        container = self._running_container(kernel_id)
+        for port in _ports_of(container.labels or {}):
+            for inner, outer in zip(port.container_ports, port.host_ports):
+                if inner == container_port:
+                    return local_address(self.settings.host_address), outer
+        raise KernelError("port-not-published", f"container port {container_port} of kernel {kernel_id} "
+                                                "is not a published service port")
 
     def logs(self, kernel_id: str) -> str | None:
         containers = self._containers(kernel_id)

@@ -18,12 +18,15 @@ after the grace period.  Without a startup command an idle loop runs.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -31,9 +34,9 @@ from typing import Any
 
 from ..kernel import KernelSpec, KernelState, KernelStatus, ServicePort, exit_reason, tail_text
 from ..ports import PortsExhausted
-from .base import Backend, BackendSettings, EmitFn, KernelError, _ignore, choose_gpus
+from .base import Backend, BackendSettings, EmitFn, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address
 
-__all__ = ["LocalBackend", "process_start_time"]
+__all__ = ["LocalBackend", "LocalPty", "process_start_time"]
 
 STATE_FILE = "kernel.json"
 LOG_FILE = "output.log"
@@ -115,6 +118,113 @@ def _killpg(pgid: int, sig: int) -> None:
 
 def _env_name(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", max(rows, 1), max(cols, 1), 0, 0))
+
+
+def _take_controlling_tty() -> None:  # runs in the child, after setsid() and the dup2 onto 0/1/2
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes whose environment holds ``BAI_PTY_ID=<tag>`` (those this user may read)."""
+    marker = b"BAI_PTY_ID=" + tag.encode() + b"\0"
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if marker in fh.read() + b"\0":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class LocalPty(StreamEndpoint):
+    """A shell on a new pseudo-terminal, in its own session.
+
+    Closing it hangs up the terminal's session (the shell passes SIGHUP on to
+    its jobs), then kills whatever is left of it: its process group and every
+    process carrying its ``BAI_PTY_ID`` (background jobs have their own groups).
+    """
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], rows: int, cols: int, grace: float = 1.0):
+        super().__init__()
+        self.tag = env.get("BAI_PTY_ID", "")
+        master, slave = os.openpty()
+        try:
+            _set_winsize(slave, rows, cols)
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+                                         start_new_session=True, close_fds=True, preexec_fn=_take_controlling_tty)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self.master = master
+        self.grace = grace
+        self._lock = threading.Lock()
+
+    def read(self, size: int) -> bytes:
+        if not self._wait_readable(self.master):
+            return b""
+        try:
+            return os.read(self.master, size)
+        except OSError:  # EIO: every process closed the terminal
+            return b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.closed:
+                raise OSError("the terminal is closed")
+            try:
+                written = os.write(self.master, view)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            view = view[written:]
+
+    def resize(self, rows: int, cols: int) -> None:
+        if not self.closed:
+            _set_winsize(self.master, rows, cols)  # the kernel sends SIGWINCH to the foreground group
+
+    def exit_code(self) -> int | None:
+        try:
+            code = self.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            return None
+        return 128 - code if code < 0 else code
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        if self.proc.poll() is None:
+            _killpg(self.proc.pid, signal.SIGHUP)
+            try:
+                self.proc.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                pass
+        _killpg(self.proc.pid, signal.SIGKILL)  # whatever ignored the hangup
+        for pid in _tagged(self.tag) if self.tag else []:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
 
 
 class LocalBackend(Backend):
@@ -429,6 +539,37 @@ class LocalBackend(Backend):
             shutil.rmtree(self._dir(kernel_id), ignore_errors=True)
         self.log.info("kernel %s stopped and cleaned up (exit code %s)", kernel_id, final.exit_code)
         return final
+
+    def _running_state(self, kernel_id: str) -> dict[str, Any]:
+        state = self._refresh(kernel_id)
+        if state is None or state.get("status") != KernelStatus.RUNNING.value:
+            raise KernelError("kernel-not-running", f"kernel {kernel_id} is not running here")
+        return state
+
+    def open_pty(self, kernel_id: str, rows: int, cols: int, tag: str) -> StreamEndpoint:
+        self._running_state(kernel_id)
+        kdir = self._dir(kernel_id)
+        try:
+            env = dict(json.loads((kdir / LAUNCH_FILE).read_text()).get("env") or {})
+        except (OSError, ValueError) as exc:
+            raise KernelError("pty-failed", f"no launch record: {exc}") from exc
+        env.update(TERM="xterm-256color", BAI_PTY_ID=tag)
+        shell = next((s for s in ("/bin/bash", "/bin/sh") if os.access(s, os.X_OK)), "/bin/sh")
+        try:
+            pty = LocalPty([shell], kdir / "home" / "work", env, rows, cols)
+        except OSError as exc:
+            raise KernelError("pty-failed", str(exc)) from exc
+        self.log.info("kernel %s: terminal %s opened (pid %d)", kernel_id, tag, pty.proc.pid)
+        return pty
+
+    def service_address(self, kernel_id: str, container_port: int) -> tuple[str, int]:
+        state = self._running_state(kernel_id)
+        for port in state.get("service_ports", []):
+            for inner, outer in zip(port.get("container_ports") or [], port.get("host_ports") or []):
+                if int(inner) == int(container_port):
+                    return local_address(self.settings.host_address), int(outer)
+        raise KernelError("port-not-published", f"container port {container_port} of kernel {kernel_id} "
+                                                "is not a service port")
 
     def logs(self, kernel_id: str) -> str | None:
         path = self._dir(kernel_id) / LOG_FILE

@@ -1,0 +1,164 @@
+/* The session page's terminal: xterm.js on the /stream/session/<id>/pty websocket.
+ *
+ * Frames are Backend.AI's: the browser sends {type:"stdin", chars:<base64>},
+ * {type:"resize", rows, cols} and {type:"ping"}; the server sends
+ * {type:"out", data:<base64>}, and {type:"exit"} or {type:"error"} before it
+ * closes.  The login cookie authenticates the websocket (same origin only).
+ * The terminal fits its box and follows window resizes; "Open terminal" is
+ * enabled while the session runs (the page's live part carries the status).
+ * xterm.js and its fit addon come from npm (static/vendor/xterm, installed by
+ * scripts/lib/node.sh), never from a CDN.
+ */
+(function () {
+  "use strict";
+
+  var RUNNING = ["RUNNING", "RUNNING_DEGRADED"];
+  var PING_EVERY = 30000;
+
+  function encodeText(text) {
+    var bytes = new TextEncoder().encode(text);
+    var binary = "";
+    for (var i = 0; i < bytes.length; i++) { binary += String.fromCharCode(bytes[i]); }
+    return btoa(binary);
+  }
+
+  function encodeBinary(text) { // xterm's onBinary: one character per byte
+    var binary = "";
+    for (var i = 0; i < text.length; i++) { binary += String.fromCharCode(text.charCodeAt(i) & 255); }
+    return btoa(binary);
+  }
+
+  function decode(data) {
+    var binary = atob(data);
+    var bytes = new Uint8Array(binary.length);
+    for (var i = 0; i < binary.length; i++) { bytes[i] = binary.charCodeAt(i); }
+    return bytes;
+  }
+
+  function init() {
+    var section = document.getElementById("terminal");
+    if (!section) { return; }
+    var openButton = document.getElementById("terminal-open");
+    var closeButton = document.getElementById("terminal-close");
+    var screen = document.getElementById("terminal-screen");
+    var state = document.getElementById("terminal-state");
+    var term = null, fit = null, socket = null, pinger = null, observer = null, resizeTimer = null;
+
+    function say(text, isError) {
+      state.textContent = text;
+      state.classList.toggle("error", !!isError);
+    }
+
+    function sessionStatus() {
+      var summary = document.getElementById("session-summary");
+      return summary ? summary.getAttribute("data-status") : "";
+    }
+
+    function syncButtons() {
+      var running = RUNNING.indexOf(sessionStatus()) >= 0;
+      openButton.disabled = !running || socket !== null;
+      openButton.hidden = socket !== null;
+      closeButton.hidden = socket === null;
+      if (!running && socket === null && term === null) { say("The terminal opens once the session is running."); }
+    }
+
+    if (typeof window.Terminal !== "function") {
+      openButton.disabled = true;
+      say("The terminal is not installed (xterm.js is missing from static/vendor/xterm: run scripts/run or scripts/test once).", true);
+      return;
+    }
+
+    function send(frame) {
+      if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(frame)); }
+    }
+
+    function fitNow() {
+      if (!fit || !term) { return; }
+      try { fit.fit(); } catch (err) { /* not visible yet */ }
+    }
+
+    function scheduleFit() {
+      window.clearTimeout(resizeTimer);
+      resizeTimer = window.setTimeout(fitNow, 80);
+    }
+
+    function teardown() {
+      window.clearInterval(pinger);
+      pinger = null;
+      if (observer) { observer.disconnect(); observer = null; }
+      window.removeEventListener("resize", scheduleFit);
+      socket = null;
+    }
+
+    function open() {
+      if (socket) { return; }
+      screen.hidden = false;
+      if (term) { term.dispose(); }
+      term = new window.Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000,
+        fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace" });
+      fit = new window.FitAddon.FitAddon();
+      term.loadAddon(fit);
+      term.open(screen);
+      fitNow();
+      var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      var url = scheme + window.location.host + section.getAttribute("data-terminal-path") +
+        "?rows=" + term.rows + "&cols=" + term.cols;
+      say("Connecting…");
+      var ws = new WebSocket(url);
+      socket = ws;
+      syncButtons();
+      var ended = null;
+
+      ws.onopen = function () {
+        say("Connected to the session's main container.");
+        term.focus();
+        pinger = window.setInterval(function () { send({ type: "ping" }); }, PING_EVERY);
+      };
+      ws.onmessage = function (event) {
+        var frame;
+        try { frame = JSON.parse(event.data); } catch (err) { return; }
+        if (frame.type === "out") {
+          term.write(decode(frame.data));
+        } else if (frame.type === "exit") {
+          ended = "The shell exited" + (frame.exit_code === null || frame.exit_code === undefined ? "." : " with code " + frame.exit_code + ".");
+        } else if (frame.type === "error") {
+          ended = "The terminal ended: " + frame.message;
+        }
+      };
+      ws.onclose = function (event) {
+        if (socket !== ws) { return; }
+        teardown();
+        var refused = event.code === 1006 && !ended;
+        say(ended || (refused ? "The terminal could not be opened (not allowed, or the server is unreachable)." :
+          "The terminal closed (code " + event.code + ")."), refused || (ended && ended.indexOf("ended:") >= 0));
+        term.options.cursorBlink = false;
+        openButton.textContent = "Open a new terminal";
+        syncButtons();
+      };
+      term.onData(function (data) { send({ type: "stdin", chars: encodeText(data) }); });
+      term.onBinary(function (data) { send({ type: "stdin", chars: encodeBinary(data) }); });
+      term.onResize(function (size) { send({ type: "resize", rows: size.rows, cols: size.cols }); });
+      window.addEventListener("resize", scheduleFit);
+      if (window.ResizeObserver) {
+        observer = new ResizeObserver(scheduleFit);
+        observer.observe(screen);
+      }
+    }
+
+    function close() {
+      if (socket) { socket.close(1000); }
+    }
+
+    openButton.addEventListener("click", open);
+    closeButton.addEventListener("click", close);
+    document.addEventListener("live:updated", syncButtons);
+    window.addEventListener("beforeunload", close);
+    syncButtons();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();
