@@ -141,3 +141,48 @@ def authenticate_plain_request(request):
     if result is None:
         raise errors.AuthorizationFailed("Unauthorized access")
     return result
+
+
+# --- bearer tokens of daemons (agents, proxy workers) ----------------------------------------------
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class DaemonPrincipal:
+    """The authenticated caller of a daemon API: the token it presented."""
+
+    is_authenticated = True
+
+    def __init__(self, token):
+        self.token = token
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <token>`` resolved by the subclass's ``lookup`` (a
+    service function returning the active token or None) and named by ``what``."""
+
+    what = "token"
+
+    def authenticate_header(self, request):
+        return "Bearer"
+
+    def authenticate(self, request):
+        raw = bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        if raw is None:
+            raise errors.AuthorizationFailed(f"Missing {self.what} (Authorization: Bearer ...)")
+        token = self.lookup(raw)
+        if token is None:
+            raise errors.AuthorizationFailed(f"Unknown or revoked {self.what}")
+        return DaemonPrincipal(token), token
+
+
+class IsDaemon:
+    def has_permission(self, request, view):
+        return isinstance(request.user, DaemonPrincipal)
+
+    def has_object_permission(self, request, view, obj):
+        return self.has_permission(request, view)

@@ -352,3 +352,33 @@ def live_stack(transactional_db, tmp_path):
         from django.db import connections
 
         connections.close_all()
+
+
+@pytest.fixture
+def cluster(live_stack):
+    """Defaults, slot types and the default scaling group, with an agent token for it: (group, token)."""
+    from accounts import services as account_services
+    from agents import services as agent_services
+    from backendai import services as manager_services
+
+    account_services.ensure_defaults()
+    manager_services.ensure_intrinsic_slot_types()
+    group = agent_services.ensure_default_scaling_group()
+    return group, agent_services.issue_token("e2e", scaling_group=group)[1]
+
+
+DOCKER_NODE = "e2e-docker-node"
+
+
+@pytest.fixture
+def docker_node(live_stack, cluster, docker_client, test_images):
+    """A real agent daemon on the Docker backend, ALIVE with the bai-test images recorded; yields its id."""
+    from agents.models import Agent, AgentStatus
+
+    live_stack.start_agent(DOCKER_NODE, "docker", cluster[1])
+    live_stack.wait_for(lambda: Agent.objects.filter(pk=DOCKER_NODE, status=AgentStatus.ALIVE,
+                                                     images__name__startswith="bai-test/").count() >= len(test_images),
+                        what="the docker agent with its images")
+    yield DOCKER_NODE
+    for container in docker_client.containers.list(all=True, filters={"label": f"ai.backend.agent-id={DOCKER_NODE}"}):
+        container.remove(force=True)

@@ -12,8 +12,6 @@ import threading
 import httpx
 import pytest
 
-from agents import services as agent_services
-from agents.models import Agent, AgentStatus
 from appproxy import services as proxy_services
 from appproxy import tokens
 from appproxy.models import Circuit, Worker
@@ -41,29 +39,6 @@ def free_block(size: int) -> int:
         if all(_free(p) for p in range(base, base + size)):
             return base
     raise RuntimeError("no free port block")
-
-
-@pytest.fixture
-def cluster(live_stack):
-    from accounts import services as account_services
-    from backendai import services as manager_services
-
-    account_services.ensure_defaults()
-    manager_services.ensure_intrinsic_slot_types()
-    group = agent_services.ensure_default_scaling_group()
-    return group, agent_services.issue_token("e2e", scaling_group=group)[1]
-
-
-@pytest.fixture
-def docker_node(live_stack, cluster, docker_client, test_images):
-    _, token = cluster
-    live_stack.start_agent("proxy-node", "docker", token)
-    live_stack.wait_for(lambda: Agent.objects.filter(pk="proxy-node", status=AgentStatus.ALIVE,
-                                                     images__name="bai-test/http:1.0").exists(),
-                        what="the docker agent with its images")
-    yield "proxy-node"
-    for container in docker_client.containers.list(all=True, filters={"label": "ai.backend.agent-id=proxy-node"}):
-        container.remove(force=True)
 
 
 class ProxyProcess:

@@ -7,35 +7,11 @@ import urllib.request
 import httpx
 import pytest
 
-from agents import services as agent_services
-from agents.models import Agent, AgentStatus
+from agents.models import Agent
 from backendai.signing import signed_headers
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def cluster(live_stack):
-    from accounts import services as account_services
-    from backendai import services as manager_services
-
-    account_services.ensure_defaults()
-    manager_services.ensure_intrinsic_slot_types()
-    group = agent_services.ensure_default_scaling_group()
-    return group, agent_services.issue_token("e2e", scaling_group=group)[1]
-
-
-@pytest.fixture
-def docker_node(live_stack, cluster, docker_client, test_images):
-    _, token = cluster
-    live_stack.start_agent("e2e-node", "docker", token)
-    live_stack.wait_for(lambda: Agent.objects.filter(pk="e2e-node", status=AgentStatus.ALIVE,
-                                                     images__name="bai-test/http:1.0").exists(),
-                        what="the docker agent with its images")
-    yield "e2e-node"
-    for container in docker_client.containers.list(all=True, filters={"label": "ai.backend.agent-id=e2e-node"}):
-        container.remove(force=True)
 
 
 def api(live_stack, keypair, method, target, body=None):
@@ -77,7 +53,7 @@ def test_the_cli_creates_a_session_that_runs_on_docker_and_destroys_it(live_stac
     destroyed = stack_client.cli(keypair, "session", "destroy", "clisess01")
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     live_stack.wait_for(lambda: Session.objects.get(pk=session.pk).status == "TERMINATED", what="TERMINATED")
-    assert Agent.objects.get(pk="e2e-node").occupied_slots == {}
+    assert Agent.objects.get(pk=docker_node).occupied_slots == {}
 
 
 def test_a_batch_result_follows_the_exit_code_and_a_dependent_waits_for_success(live_stack, docker_node, owner):

@@ -17,33 +17,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from agents import services as agent_services
-from agents.models import Agent, AgentStatus
 from backendai.signing import signed_headers
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-AGENT_ID = "e2e-tcp-node"
-
-
-@pytest.fixture
-def docker_node(live_stack, docker_client, test_images):
-    from accounts import services as account_services
-    from backendai import services as manager_services
-
-    account_services.ensure_defaults()
-    manager_services.ensure_intrinsic_slot_types()
-    group = agent_services.ensure_default_scaling_group()
-    token = agent_services.issue_token("e2e-tcp", scaling_group=group)[1]
-    live_stack.start_agent(AGENT_ID, "docker", token)
-    live_stack.wait_for(lambda: Agent.objects.filter(pk=AGENT_ID, status=AgentStatus.ALIVE,
-                                                     images__name="bai-test/http:1.0").exists(),
-                        what="the docker agent with its images")
-    yield AGENT_ID
-    for container in docker_client.containers.list(all=True, filters={"label": f"ai.backend.agent-id={AGENT_ID}"}):
-        container.remove(force=True)
-
 
 def api(live_stack, keypair, method, target, body=None):
     headers = signed_headers(keypair.access_key, keypair.secret_key, method, target, live_stack.host,

@@ -22,8 +22,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from agents import services as agent_services
-from agents.models import Agent, AgentStatus
 from backendai.signing import signed_headers
 from sessions.models import Session
 
@@ -31,7 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 XTERM = ROOT / "static" / "vendor" / "xterm"
-AGENT_ID = "e2e-pty-node"
 SCREENSHOTS = os.environ.get("TERMINAL_UI_SCREENSHOTS")  # a directory: keep a screenshot of the terminal
 
 
@@ -43,24 +40,6 @@ def xterm_assets(require):
                        timeout=600)
     require((XTERM / "xterm.js").is_file() and (XTERM / "addon-fit.js").is_file(), "xterm.js (npm) in static/vendor")
     return XTERM
-
-
-@pytest.fixture
-def docker_node(live_stack, docker_client, test_images):
-    from accounts import services as account_services
-    from backendai import services as manager_services
-
-    account_services.ensure_defaults()
-    manager_services.ensure_intrinsic_slot_types()
-    group = agent_services.ensure_default_scaling_group()
-    token = agent_services.issue_token("e2e-pty", scaling_group=group)[1]
-    live_stack.start_agent(AGENT_ID, "docker", token)
-    live_stack.wait_for(lambda: Agent.objects.filter(pk=AGENT_ID, status=AgentStatus.ALIVE,
-                                                     images__name="bai-test/shell:1.0").exists(),
-                        what="the docker agent with its images")
-    yield AGENT_ID
-    for container in docker_client.containers.list(all=True, filters={"label": f"ai.backend.agent-id={AGENT_ID}"}):
-        container.remove(force=True)
 
 
 def running_session(live_stack, user, name, image="bai-test/shell:1.0"):

@@ -30,25 +30,6 @@ def storage(live_stack):
     return root
 
 
-@pytest.fixture
-def docker_node(live_stack, docker_client, test_images):
-    from accounts import services as account_services
-    from agents import services as agent_services
-    from agents.models import Agent, AgentStatus
-    from backendai import services as manager_services
-
-    account_services.ensure_defaults()
-    manager_services.ensure_intrinsic_slot_types()
-    group = agent_services.ensure_default_scaling_group()
-    token = agent_services.issue_token("vf-e2e", scaling_group=group)[1]
-    live_stack.start_agent("vf-node", "docker", token)
-    live_stack.wait_for(lambda: Agent.objects.filter(pk="vf-node", status=AgentStatus.ALIVE,
-                                                     images__name="bai-test/batch:1.0").exists(),
-                        what="the docker agent with its images")
-    yield "vf-node"
-    for container in docker_client.containers.list(all=True, filters={"label": "ai.backend.agent-id=vf-node"}):
-        container.remove(force=True)
-
 
 def api(live_stack, keypair, method, target, body=None):
     headers = signed_headers(keypair.access_key, keypair.secret_key, method, target, live_stack.host,
@@ -77,7 +58,7 @@ def test_a_batch_session_writes_into_a_mounted_folder_and_the_owner_downloads_it
     done = run_batch(live_stack, owner.main_keypair, "writer",
                      "/bin/sh -c 'echo written-by-a-session > /home/work/results/out.txt "
                      "&& test -d /home/work/.local'", ["results"])
-    assert done.result == "success", (done.status_info, done.status_data, live_stack.log("vf-node"))
+    assert done.result == "success", (done.status_info, done.status_data, live_stack.log("e2e-docker-node"))
     assert [m["container_path"] for m in done.vfolder_mounts] == ["/home/work/results", "/home/work/.local"]
     assert (folder.path / "out.txt").read_text() == "written-by-a-session\n"
 
