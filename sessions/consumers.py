@@ -28,6 +28,7 @@ an agent that does not answer or fails -> 1011.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 import asyncio
 import base64
 import binascii
@@ -368,8 +369,9 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
         finally:
             self._ack_task = None
 
+    @abstractmethod
     async def deliver(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Hand bytes from the kernel to the client in this consumer's framing."""
 
     async def stream_ack(self, event):
         if event.get("stream") == self.stream_id:

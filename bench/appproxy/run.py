@@ -8,7 +8,7 @@ What runs (all on 127.0.0.1, every loop bounded in count and time):
 * the app: a small asyncio HTTP/1.1 server answering ``hello world`` with
   keep-alive, and a websocket echo server (its own process);
 * our worker (``python -m appproxy.worker``, port mode) with one non-public
-  circuit to the app; a stub coordinator in this process hands it that circuit,
+  circuit to the app; a stand-in coordinator in this process hands it that circuit,
   so only the data plane is measured; every request carries the permit cookie,
   so the permit check is part of the figure;
 * nginx (Debian's package, ``daemon off``, one worker process, upstream
@@ -99,9 +99,9 @@ async def serve_app(http_port: int, ws_port: int) -> None:
         await server.serve_forever()
 
 
-# --- a stub coordinator for our worker ----------------------------------------------------------------
+# --- a stand-in coordinator for our worker ----------------------------------------------------------------
 
-def stub_coordinator(circuits: list[dict]):
+def standin_coordinator(circuits: list[dict]):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
         ws_circuit_id = str(uuid.uuid4())
         circuits = [{**circuit, "id": CIRCUIT, "target_port": app_port, "port": proxy_port},
                     {**circuit, "id": ws_circuit_id, "app": "ws", "target_port": ws_port, "port": proxy_ws_port}]
-        coordinator = stub_coordinator(circuits)
+        coordinator = standin_coordinator(circuits)
         low, high = min(proxy_port, proxy_ws_port), max(proxy_port, proxy_ws_port)
         children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
                         f"http://127.0.0.1:{coordinator.server_address[1]}", "--name", "bench", "--mode", "port",

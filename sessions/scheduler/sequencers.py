@@ -19,6 +19,7 @@ that cannot be placed never stops the sessions behind it.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import heapq
 from collections import deque
 from collections.abc import Iterator
@@ -26,14 +27,15 @@ from collections.abc import Iterator
 NAMES = ("fifo", "lifo", "drf")
 
 
-class Sequencer:
+class Sequencer(ABC):
     """Yields pending sessions one by one; told what happened to each."""
 
     def __init__(self, sessions: list):
         self.sessions = sessions
 
+    @abstractmethod
     def __iter__(self) -> Iterator:
-        raise NotImplementedError
+        """The sessions in the order this policy tries them."""
 
     def placed(self, session) -> None:
         """Called when ``session`` was placed (DRF raises its owner's share)."""

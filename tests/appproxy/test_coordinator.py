@@ -22,11 +22,34 @@ SERVICE_PORTS = [{"name": "web", "protocol": "http", "container_ports": [8080], 
                  {"name": "pty", "protocol": "pty", "container_ports": [2000], "host_ports": [31003]}]
 
 
-@pytest.fixture(autouse=True)
-def no_hints(monkeypatch):
-    sent = []
-    monkeypatch.setattr(services, "send_hint", lambda *args: sent.append(args))
-    return sent
+@pytest.fixture
+def hint_receiver():
+    """A real HTTP endpoint standing where a worker's hint URL points."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+    arrived = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["X-AppProxy-Signature"], body, _json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_port}/v1/hint"
+    server.received, server.arrived = received, arrived
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
@@ -59,7 +82,7 @@ def worker_api(client, token, method, path, data=None):
 
 
 def register(client, token, name="w1", **overrides):
-    body = {"frontend_mode": "port", "advertised_host": "127.0.0.1", "api_endpoint": f"http://127.0.0.1:6130",
+    body = {"frontend_mode": "port", "advertised_host": "127.0.0.1", "api_endpoint": "http://127.0.0.1:6130",
             "hint_url": "http://127.0.0.1:6130/v1/hint", "port_range": [40000, 40009], **overrides}
     return worker_api(client, token, "PUT", name, body)
 
@@ -309,12 +332,17 @@ def test_options_change_the_reused_circuit_and_a_lost_worker_hands_it_over(signe
     assert CircuitTombstone.objects.filter(worker=first, circuit_id=circuit.pk).exists()
 
 
-def test_changes_are_pushed_to_the_worker_as_hints(running, owner, no_hints, django_capture_on_commit_callbacks):
-    worker = make_worker(hint_url="http://127.0.0.1:6130/v1/hint")
+def test_changes_are_pushed_to_the_worker_as_hints(running, owner, hint_receiver, django_capture_on_commit_callbacks):
+    from appproxy import tokens
+
+    worker = make_worker(hint_url=hint_receiver.url)
     session = running(owner)
     with django_capture_on_commit_callbacks(execute=True):
         services.start_service(owner, session, "web")
-    assert no_hints and no_hints[-1][:3] == ("w1", "http://127.0.0.1:6130/v1/hint", worker.secret)
+    assert hint_receiver.arrived.wait(10)
+    path, signature, body, data = hint_receiver.received[-1]
+    assert path == "/v1/hint" and signature == tokens.sign_hint(worker.secret, body)
+    assert data["revision"] == Worker.objects.get(pk=worker.pk).revision
 
 
 # --- cleanup -------------------------------------------------------------------------------

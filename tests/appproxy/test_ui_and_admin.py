@@ -12,12 +12,6 @@ from sessions.models import Session
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def with_ui_urls(settings, monkeypatch):
-    settings.ROOT_URLCONF = "ui_urls"
-    monkeypatch.setattr(services, "send_hint", lambda *args: None)
-
-
 @pytest.fixture
 def session(defaults, owner):
     group = agent_services.ensure_default_scaling_group()

@@ -42,6 +42,18 @@ def start(user, name, **fields) -> Session:
     return enqueue(user, user.main_keypair, request).session
 
 
+def running(user, name) -> Session:
+    """A session placed by the real scheduler and reported RUNNING by its agent."""
+    from sessions import scheduler
+
+    session = start(user, name)
+    scheduler.run_pass("default")
+    kernel = session.kernels.get()
+    assert kernel.status == "SCHEDULED", (kernel.status, Session.objects.get(pk=session.pk).status_data)
+    agent_services.apply_kernel_reports(kernel.agent, [{"kernel_id": str(kernel.pk), "status": "RUNNING"}])
+    return Session.objects.get(pk=session.pk)
+
+
 def logged_in(client, user):
     client.force_login(user)
     return client
@@ -262,17 +274,12 @@ def test_a_group_that_refuses_the_type_is_shown_beside_the_group(client, owner, 
     assert not Session.objects.exists()
 
 
-def test_an_error_about_nothing_in_particular_is_shown_above_the_form(client, owner, cluster, monkeypatch):
+def test_an_error_about_nothing_in_particular_is_shown_above_the_form():
     from backendai.api import errors
-    from sessions import views
+    from sessions.forms import error_field
 
-    def refuse(*args, **kwargs):
-        raise errors.InstanceNotAvailable("The manager is being upgraded")
-
-    monkeypatch.setattr(views, "enqueue", refuse)
-    response = logged_in(client, owner).post(CREATE, form_data(name="any-name"))
-    assert response.status_code == 200
-    assert 'id="form-errors"' in response.content.decode() and "being upgraded" in response.content.decode()
+    refusal = errors.InstanceNotAvailable("The manager is being upgraded")
+    assert error_field(refusal, refusal.msg) is None  # None: the form shows it above the fields
 
 
 # --- the detail page --------------------------------------------------------------------------
@@ -357,17 +364,12 @@ def test_a_domain_admin_sees_a_session_of_the_domain(client, owner, domain_admin
     assert "visible" in page and 'id="destroy-forced"' in page
 
 
-def test_the_logs_fragment_and_page_come_from_the_service(client, owner, cluster, monkeypatch):
-    from sessions import services
-
-    session = start(owner, "logged")
-    calls = []
-
-    def logs_of(target, wait_seconds=5.0):
-        calls.append(target.pk)
-        return "hello from the container\n<b>not html</b>"
-
-    monkeypatch.setattr(services, "logs_of", logs_of)
+def test_the_logs_fragment_and_page_come_from_the_service(client, owner, cluster):
+    session = running(owner, "logged")
+    kernel = session.kernels.get()
+    agent_services.apply_kernel_reports(kernel.agent, [{"kernel_id": str(kernel.pk), "status": "TERMINATED",
+                                                        "exit_code": 0,
+                                                        "last_logs": "hello from the container\n<b>not html</b>"}])
     api = logged_in(client, owner)
     response = api.get(detail(session, "logs"), **FRAGMENT)
     assert response["X-Live-Fragment"] == "1"
@@ -375,7 +377,6 @@ def test_the_logs_fragment_and_page_come_from_the_service(client, owner, cluster
     assert "hello from the container" in body and "&lt;b&gt;not html&lt;/b&gt;" in body and "<html" not in body
     page = api.get(detail(session, "logs")).content.decode()  # without JavaScript: a whole page
     assert "<html" in page and "hello from the container" in page
-    assert calls == [session.pk, session.pk]
 
 
 def test_destroy_cancels_a_pending_session_through_the_service(client, owner, cluster):
@@ -387,22 +388,13 @@ def test_destroy_cancels_a_pending_session_through_the_service(client, owner, cl
     assert "Session to-cancel is cancelled." in client.get(detail(session)).content.decode()
 
 
-def test_forced_destroy_is_honoured_for_admins_only(client, owner, domain_admin, cluster, monkeypatch):
-    from sessions import services
-
-    session = start(owner, "forced")
-    calls = []
-    real = services.destroy
-
-    def destroy(actor, target, forced=False, recursive=False):
-        calls.append((actor.email, forced))
-        return real(actor, target, forced=forced, recursive=recursive)
-
-    monkeypatch.setattr(services, "destroy", destroy)
+def test_forced_destroy_is_honoured_for_admins_only(client, owner, domain_admin, cluster):
+    session = running(owner, "forced")
     logged_in(client, owner).post(detail(session, "destroy"), {"forced": "on"})
-    session2 = start(owner, "forced-2")
+    assert Session.objects.get(pk=session.pk).status == "TERMINATING"  # the agent is asked to stop it
+    session2 = running(owner, "forced-2")
     logged_in(client, domain_admin).post(detail(session2, "destroy"), {"forced": "on"})
-    assert calls == [("owner@example.com", False), ("domainadmin@example.com", True)]
+    assert Session.objects.get(pk=session2.pk).status == "TERMINATED"  # forced: ended at once
 
 
 def test_destroy_and_restart_get_only_post(client, owner, cluster):
@@ -412,14 +404,12 @@ def test_destroy_and_restart_get_only_post(client, owner, cluster):
     assert api.get(detail(session, "restart")).status_code == 405
 
 
-def test_restart_goes_through_the_service_and_reports_refusals(client, owner, cluster, monkeypatch):
-    from sessions import services
-
+def test_restart_goes_through_the_service_and_reports_refusals(client, owner, cluster):
     session = start(owner, "restart-me")
     api = logged_in(client, owner)
     response = api.post(detail(session, "restart"), follow=True)
     assert "Only running sessions can be restarted" in response.content.decode()
-    calls = []
-    monkeypatch.setattr(services, "restart", lambda target: calls.append(target.pk))
+    session = running(owner, "restart-too")
     response = api.post(detail(session, "restart"), follow=True)
-    assert calls == [session.pk] and "Session restart-me is restarting." in response.content.decode()
+    assert "Session restart-too is restarting." in response.content.decode()
+    assert session.kernels.get().status == "RESTARTING"
