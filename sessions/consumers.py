@@ -39,6 +39,7 @@ import uuid
 from collections import deque
 from functools import partial
 
+from django.conf import settings
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -209,9 +210,10 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
         self._tasks.append(asyncio.create_task(self._expire_open(stream_id)))
 
     async def _expire_open(self, stream_id: str) -> None:
-        await asyncio.sleep(OPEN_TIMEOUT)
+        timeout = getattr(settings, "STREAM_OPEN_TIMEOUT", OPEN_TIMEOUT)
+        await asyncio.sleep(timeout)
         if self.stream_id == stream_id and self.link is None and not self._closing:
-            await self.fail(f"agent {self.target.agent_id} did not open the stream in {OPEN_TIMEOUT:.0f}s")
+            await self.fail(f"agent {self.target.agent_id} did not open the stream in {timeout:.0f}s")
 
     async def end_stream(self, flush: bool = True) -> None:
         """Tell the agent the stream is over (after what is still queued for it)."""

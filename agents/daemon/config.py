@@ -15,12 +15,11 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 __all__ = ["AgentConfig", "ConfigError", "OPTIONS", "build_parser", "load_config", "parse_size"]
 
@@ -29,8 +28,17 @@ AGENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgtp])(?:i?b)?|b)?", re.IGNORECASE)
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the option."""
+from backendai.daemon_options import (  # noqa: E402 - shared with the proxy worker
+    ConfigError,
+    Option,
+    add_options,
+    parse_host,
+    parse_log_level,
+    parse_port_range,
+    parse_seconds,
+    parse_url,
+    resolve,
+)
 
 
 # -- value parsers (raise ValueError with a short explanation) -------------------------------
@@ -52,12 +60,6 @@ def parse_size(text: Any) -> int:
     return int(number * (1024 ** ("kmgtp".index(unit) + 1 if unit else 0)))
 
 
-def _parse_url(text: Any) -> str:
-    value = str(text).strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http(s) URL such as http://127.0.0.1:8000")
-    return value
 
 
 def _parse_agent_id(text: Any) -> str:
@@ -90,35 +92,10 @@ def _parse_ip(text: Any) -> str:
     return value
 
 
-def _parse_host(text: Any) -> str:
-    value = str(text).strip()
-    if not value or len(value) > 128 or any(c.isspace() for c in value):
-        raise ValueError("expected a host name or address")
-    return value
 
 
-def _parse_port_range(text: Any) -> tuple[int, int]:
-    if isinstance(text, (list, tuple)) and len(text) == 2:
-        low, high = text
-    else:
-        match = re.fullmatch(r"\s*(\d+)\s*[-:]\s*(\d+)\s*", str(text))
-        if not match:
-            raise ValueError("expected LOW-HIGH such as 30000-31000")
-        low, high = match.groups()
-    low, high = int(low), int(high)
-    if not 1 <= low <= high <= 65535:
-        raise ValueError("expected 1 <= LOW <= HIGH <= 65535")
-    return low, high
 
 
-def _parse_positive_float(text: Any) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return value
 
 
 def _parse_cpu(text: Any) -> Decimal:
@@ -140,11 +117,6 @@ def _parse_device_list(text: Any) -> tuple[str, ...]:
     return values
 
 
-def _parse_log_level(text: Any) -> str:
-    value = str(text).strip().upper()
-    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    return value
 
 
 def _parse_path(text: Any) -> Path:
@@ -154,46 +126,27 @@ def _parse_path(text: Any) -> Path:
     return Path(value).expanduser()
 
 
-@dataclass(frozen=True)
-class Option:
-    """One configuration option, with its three spellings."""
-
-    key: str
-    parse: Callable[[Any], Any]
-    default: Any
-    help: str
-    metavar: str | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.key.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + ("ID" if self.key == "agent_id" else self.key.upper())
-
-
 OPTIONS: tuple[Option, ...] = (
-    Option("manager_url", _parse_url, "http://127.0.0.1:8000", "the manager's base URL", "URL"),
+    Option("manager_url", parse_url, "http://127.0.0.1:8000", "the manager's base URL", "URL"),
     Option("token", lambda v: str(v).strip() or None, None, "the agent token (prefer BAI_AGENT_TOKEN)", "TOKEN"),
-    Option("agent_id", _parse_agent_id, None, "this agent's id (default: the host name)", "ID"),
+    Option("agent_id", _parse_agent_id, None, "this agent's id (default: the host name)", "ID", env_name="ID"),
     Option("scaling_group", _parse_name, "default", "the scaling group to register into", "NAME"),
     Option("region", _parse_name, "local", "the region reported to the manager", "NAME"),
     Option("backend", _parse_backend, "docker", "how kernels run: docker or local", "{docker,local}"),
     Option("host_address", _parse_ip, "127.0.0.1", "the address service ports are published on", "IP"),
-    Option("address", _parse_host, None, "the address the manager/proxy use to reach published ports", "HOST"),
-    Option("public_host", _parse_host, None, "the host name users are shown (default: address)", "HOST"),
-    Option("port_range", _parse_port_range, (30000, 31000), "host ports for kernel services, inclusive", "LOW-HIGH"),
+    Option("address", parse_host, None, "the address the manager/proxy use to reach published ports", "HOST"),
+    Option("public_host", parse_host, None, "the host name users are shown (default: address)", "HOST"),
+    Option("port_range", parse_port_range, (30000, 31000), "host ports for kernel services, inclusive", "LOW-HIGH"),
     Option("scratch_root", _parse_path, None, "working directories and state (default ./var/agent-<id>)", "DIR"),
-    Option("sync_interval", _parse_positive_float, 5.0, "seconds between syncs until the manager says otherwise",
+    Option("sync_interval", parse_seconds, 5.0, "seconds between syncs until the manager says otherwise",
            "SECONDS"),
-    Option("stop_timeout", _parse_positive_float, 10.0, "grace period before a stopped kernel is killed", "SECONDS"),
+    Option("stop_timeout", parse_seconds, 10.0, "grace period before a stopped kernel is killed", "SECONDS"),
     Option("reserved_cpu", _parse_cpu, Decimal(0), "CPU cores kept for the host", "CORES"),
     Option("reserved_mem", parse_size, 0, "memory kept for the host (e.g. 1g)", "SIZE"),
     Option("cpu_limit", _parse_cpu, None, "offer at most this many CPU cores", "CORES"),
     Option("mem_limit", parse_size, None, "offer at most this much memory (e.g. 16g)", "SIZE"),
     Option("gpu_devices", _parse_device_list, None, "only these GPUs (comma-separated indices or UUIDs)", "LIST"),
-    Option("log_level", _parse_log_level, "INFO", "logging level", "LEVEL"),
+    Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
 )
 _BY_KEY = {option.key: option for option in OPTIONS}
 
@@ -257,11 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TOML file with the options below as keys (env: BAI_AGENT_CONFIG)")
     parser.add_argument("--discover", action="store_true",
                         help="print the discovered capacity and devices as JSON and exit")
-    for option in OPTIONS:
-        default = option.default
-        shown = f"{default[0]}-{default[1]}" if isinstance(default, tuple) else default
-        parser.add_argument(option.flag, dest=option.key, default=None, metavar=option.metavar,
-                            help=f"{option.help} (env: {option.env}; default: {shown})")
+    add_options(parser, OPTIONS, ENV_PREFIX)
     return parser
 
 
@@ -291,20 +240,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     config_path = args.config or environ.get(ENV_PREFIX + "CONFIG") or None
     file_values = _load_toml(Path(config_path).expanduser()) if config_path else {}
 
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        raw, source = getattr(args, option.key), option.flag
-        if raw is None and environ.get(option.env, "") != "":
-            raw, source = environ[option.env], option.env
-        if raw is None and option.key in file_values:
-            raw, source = file_values[option.key], f"{option.key} in {config_path}"
-        if raw is None:
-            values[option.key] = option.default
-            continue
-        try:
-            values[option.key] = option.parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc} (got {raw!r})") from None
+    values = resolve(OPTIONS, args, environ, ENV_PREFIX, file_values, str(config_path))
 
     if values["agent_id"] is None:
         values["agent_id"] = default_agent_id()

@@ -199,16 +199,22 @@ def test_the_web_ui_cookie_opens_a_terminal_from_the_same_origin_only(owner, mem
     run(main)
 
 
+
+async def link_and_client(node, user, path):
+    """The agent's link connected first, then a client websocket on ``path``."""
+    agent = agent_link(node)
+    await agent.connect(timeout=5)
+    ws = client(user, path)
+    await ws.connect(timeout=5)
+    return agent, ws
+
 # --- terminals ----------------------------------------------------------------------------------
 
 def test_terminal_frames_go_through_the_agent_link_both_ways(owner, node):
     session = running_session(owner)
 
     async def main():
-        agent = agent_link(node)
-        await agent.connect(timeout=5)
-        ws = client(owner, f"/stream/session/{session.pk}/pty")
-        await ws.connect(timeout=5)
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/pty")
         await ws.send_to(text_data=stdin("echo "))  # before the agent opened it: kept, then sent
         frame = await opened(agent, "pty")
         sid = frame["stream"]
@@ -241,10 +247,7 @@ def test_closing_the_websocket_closes_the_terminal_on_the_agent_and_restart_open
     session = running_session(owner)
 
     async def main():
-        agent = agent_link(node)
-        await agent.connect(timeout=5)
-        ws = client(owner, f"/stream/session/{session.pk}/pty")
-        await ws.connect(timeout=5)
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/pty")
         first = await opened(agent, "pty")
         await ws.send_to(text_data=json.dumps({"type": "restart"}))
         assert await agent_frame(agent) == {"type": "stream.close", "stream": first["stream"]}
@@ -287,10 +290,7 @@ def test_an_agent_error_or_a_dropped_link_ends_the_terminal_with_1011(owner, nod
     session = running_session(owner)
 
     async def main():
-        agent = agent_link(node)
-        await agent.connect(timeout=5)
-        ws = client(owner, f"/stream/session/{session.pk}/pty")
-        await ws.connect(timeout=5)
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/pty")
         frame = await agent_frame(agent)
         await agent.send_to(text_data=json.dumps({"type": "stream.error", "stream": frame["stream"],
                                                   "message": "kernel-not-running: gone"}))
@@ -308,8 +308,8 @@ def test_an_agent_error_or_a_dropped_link_ends_the_terminal_with_1011(owner, nod
     run(main)
 
 
-def test_an_agent_that_never_answers_ends_the_terminal(owner, node, monkeypatch):
-    monkeypatch.setattr(consumers, "OPEN_TIMEOUT", 0.3)
+def test_an_agent_that_never_answers_ends_the_terminal(owner, node, settings):
+    settings.STREAM_OPEN_TIMEOUT = 0.3
     session = running_session(owner)
 
     async def main():
@@ -328,10 +328,7 @@ def test_the_client_side_sends_at_most_a_window_of_chunks_until_the_agent_acknow
     session = running_session(owner)
 
     async def main():
-        agent = agent_link(node)
-        await agent.connect(timeout=5)
-        ws = client(owner, f"/stream/session/{session.pk}/tcpproxy?app=echo")
-        await ws.connect(timeout=5)
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/tcpproxy?app=echo")
         frame = await opened(agent, "tcp")
         chunk = 32 * 1024
         for i in range(consumers.WINDOW + 6):
@@ -358,10 +355,7 @@ def test_the_client_side_acknowledges_what_it_delivered(owner, node):
     session = running_session(owner)
 
     async def main():
-        agent = agent_link(node)
-        await agent.connect(timeout=5)
-        ws = client(owner, f"/stream/session/{session.pk}/tcpproxy?app=echo")
-        await ws.connect(timeout=5)
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/tcpproxy?app=echo")
         sid = (await opened(agent, "tcp"))["stream"]
         for n in range(8):
             await agent.send_to(bytes_data=encode_data(sid, f"<{n}>".encode()))
