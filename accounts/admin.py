@@ -167,6 +167,10 @@ class UserAdmin(admin.ModelAdmin):
         _assign_policy(self, request, queryset, services.assign_user_policy, "user")
 
 
+_OWNER_ONLY = ("Its secret key is not shown here: only its owner sees it, by regenerating it on their "
+               "API keys page (or, for a main keypair, by logging in with the client).")
+
+
 class KeypairCreationForm(forms.ModelForm):
     class Meta:
         model = Keypair
@@ -208,15 +212,24 @@ class KeypairAdmin(admin.ModelAdmin):
         )
         obj.pk = keypair.pk
         obj._state.adding = False
-        self.message_user(
-            request, f"Created {keypair.access_key}. Secret key (shown once): {secret}", messages.WARNING
-        )
+        if keypair.user_id == request.user.pk:  # a secret is shown to its owner only
+            self.message_user(
+                request, f"Created {keypair.access_key}. Secret key (shown once): {secret}", messages.WARNING
+            )
+        else:
+            self.message_user(request, f"Created {keypair.access_key} for {keypair.user}. {_OWNER_ONLY}",
+                              messages.WARNING)
 
-    @admin.action(description="Regenerate the secret key (shown once)")
+    @admin.action(description="Regenerate the secret key (shown to its owner only)")
     def regenerate_secret(self, request, queryset):
-        for keypair in queryset:
+        for keypair in queryset.select_related("user"):
             secret = services.regenerate_secret(keypair)
-            self.message_user(request, f"{keypair.access_key}: new secret key (shown once): {secret}", messages.WARNING)
+            if keypair.user_id == request.user.pk:
+                self.message_user(request, f"{keypair.access_key}: new secret key (shown once): {secret}",
+                                  messages.WARNING)
+            else:
+                self.message_user(request, f"{keypair.access_key}: the old secret key no longer works. {_OWNER_ONLY}",
+                                  messages.WARNING)
 
     @admin.action(description="Activate selected keypairs")
     def activate_keypairs(self, request, queryset):

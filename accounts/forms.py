@@ -12,4 +12,5 @@ class LoginForm(AuthenticationForm):
 
 class KeypairActionForm(forms.Form):
     access_key = forms.CharField(max_length=20)
-    action = forms.ChoiceField(choices=[("activate", "activate"), ("deactivate", "deactivate")])
+    action = forms.ChoiceField(choices=[("activate", "activate"), ("deactivate", "deactivate"),
+                                        ("regenerate", "regenerate")])

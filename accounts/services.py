@@ -38,6 +38,11 @@ DEFAULT_NAME = "default"
 
 # --- key material -----------------------------------------------------------------------------
 
+#: What every place that lists a secret (GraphQL ``secret_key``, the admin) shows instead of it.
+#: A secret key is shown in clear only to its owner, once: in the answer that created or
+#: regenerated it (and to the owner who logs in with their password, ``/auth/authorize``).
+MASKED_SECRET = "********"
+
 def generate_access_key() -> str:
     """``AKIA`` + base32 of 10 random bytes: always 20 chars of A-Z and 2-7."""
     return "AKIA" + base64.b32encode(secrets.token_bytes(10)).decode("ascii")

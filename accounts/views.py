@@ -48,14 +48,19 @@ def keypair_action(request):
         messages.error(request, "Unknown keypair action.")
         return redirect("ui:keypairs")
     access_key = form.cleaned_data["access_key"]
-    active = form.cleaned_data["action"] == "activate"
+    action = form.cleaned_data["action"]
     try:
         keypair = services.managed_keypair(request.user, access_key)
         if keypair.user_id != request.user.pk:
             raise BackendAIError("Not your keypair")
-        services.set_keypair_active([keypair], active, request.user)
+        if action == "regenerate":  # only the owner, who then sees the new secret once
+            secret = services.regenerate_secret(keypair)
+            request.session[NEW_SECRET_SESSION_KEY] = {"access_key": keypair.access_key, "secret_key": secret}
+        else:
+            services.set_keypair_active([keypair], action == "activate", request.user)
     except BackendAIError:
         messages.error(request, f"No keypair {access_key} of yours.")
     else:
-        messages.success(request, f"Keypair {access_key} {'activated' if active else 'deactivated'}.")
+        done = {"activate": "activated", "deactivate": "deactivated", "regenerate": "has a new secret key"}[action]
+        messages.success(request, f"Keypair {access_key} {done}.")
     return redirect("ui:keypairs")

@@ -46,8 +46,26 @@ class KeypairInline(admin.TabularInline):
     autocomplete_fields = ["keypair"]
 
 
+class ScalingGroupForm(forms.ModelForm):
+    """The app-proxy API token is write-only here: never rendered back into the page."""
+
+    wsproxy_api_token = forms.CharField(widget=forms.PasswordInput(render_value=False), required=False,
+                                        max_length=256, help_text="Leave empty to keep the stored token.")
+
+    class Meta:
+        model = ScalingGroup
+        fields = "__all__"
+
+    def clean_wsproxy_api_token(self):
+        value = self.cleaned_data.get("wsproxy_api_token")
+        if not value and self.instance.pk:
+            return self.instance.wsproxy_api_token
+        return value or ""
+
+
 @admin.register(ScalingGroup)
 class ScalingGroupAdmin(admin.ModelAdmin):
+    form = ScalingGroupForm
     list_display = ["name", "is_active", "is_public", "scheduler", "agent_count", "description"]
     list_filter = ["is_active", "is_public", "scheduler"]
     search_fields = ["name", "description"]

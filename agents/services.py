@@ -487,12 +487,14 @@ def allowed_scaling_groups(user, project=None):
 
 def group_capacity(groups) -> list[dict]:
     """Free capacity per scaling group from its ALIVE, schedulable agents (one query)."""
-    totals = {g.pk: {"group": g, "agents": 0, "capacity": ResourceSlot(), "occupied": ResourceSlot()} for g in groups}
-    for group_id, available, occupied in Agent.objects.filter(
+    totals = {g.pk: {"group": g, "agents": 0, "local_agents": 0, "capacity": ResourceSlot(), "occupied": ResourceSlot()}
+              for g in groups}
+    for group_id, available, occupied, backend in Agent.objects.filter(
             scaling_group_id__in=list(totals), status=AgentStatus.ALIVE, schedulable=True).values_list(
-            "scaling_group_id", "available_slots", "occupied_slots"):
+            "scaling_group_id", "available_slots", "occupied_slots", "backend"):
         row = totals[group_id]
         row["agents"] += 1
+        row["local_agents"] += backend == LOCAL_PROCESS_BACKEND
         row["capacity"] = row["capacity"] + ResourceSlot.from_json(available)
         row["occupied"] = row["occupied"] + ResourceSlot.from_json(occupied)
     rows = []
@@ -500,6 +502,15 @@ def group_capacity(groups) -> list[dict]:
         free = row["capacity"] - row["occupied"]
         rows.append({**row, "free": free})
     return rows
+
+
+LOCAL_PROCESS_BACKEND = "local"  # the agent daemon's --backend local: processes, no container isolation
+
+
+def local_process_agents(agent_ids) -> list[str]:
+    """Which of these agents run kernels as plain processes of the agent's user (no isolation)."""
+    return list(Agent.objects.filter(pk__in=list(agent_ids or []), backend=LOCAL_PROCESS_BACKEND)
+                .order_by("pk").values_list("pk", flat=True))
 
 
 def ensure_default_scaling_group() -> ScalingGroup:

@@ -184,3 +184,27 @@ class CircuitTombstone(models.Model):
 
     def __str__(self):
         return f"{self.circuit_id} removed at r{self.revision} ({self.reason})"
+
+
+class SetupToken(models.Model):
+    """An issued setup link, remembered by its hash until it expires.
+
+    Workers redeem a link through the coordinator, which marks the row used in
+    one guarded ``UPDATE``: whichever worker, whatever restarts, a link works
+    once.  Rows are pruned by the sweep after they expire.
+    """
+
+    token_hash = models.CharField(max_length=64, primary_key=True, editable=False)
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="setup_tokens")
+    circuit = models.ForeignKey(Circuit, on_delete=models.CASCADE, related_name="setup_tokens")
+    user_id = models.CharField(max_length=64)
+    issued_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at"]
+
+    def __str__(self):
+        state = "used" if self.used_at else "unused"
+        return f"setup link for circuit {self.circuit_id} ({state})"

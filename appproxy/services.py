@@ -27,7 +27,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from appproxy import tokens
-from appproxy.models import Circuit, CircuitTombstone, FrontendMode, Protocol, Worker, WorkerStatus, WorkerToken
+from appproxy.models import (Circuit, CircuitTombstone, FrontendMode, Protocol, SetupToken, Worker, WorkerStatus,
+                             WorkerToken)
 from backendai.api import errors
 from sessions.lifecycle import SessionStatus
 from sessions.models import Kernel, Session
@@ -62,6 +63,18 @@ class AppNotReady(errors.BackendAIError):
     status_code = 503
     error_type = "app-not-ready"
     error_title = "The app is not reachable yet."
+
+
+class SetupTokenInvalid(errors.BackendAIError):
+    status_code = 403
+    error_type = "setup-token-invalid"
+    error_title = "The app link is not valid."
+
+
+class SetupTokenUsed(errors.BackendAIError):
+    status_code = 410
+    error_type = "setup-token-used"
+    error_title = "The app link was already used."
 
 
 def _setting(name: str, default):
@@ -365,6 +378,32 @@ def circuit_table(token: WorkerToken, authority: str, since: int | None = None) 
     changed = [circuit_json(c) for c in worker.circuits.filter(revision__gt=since).order_by("revision")]
     removed = [str(cid) for cid in worker.tombstones.filter(revision__gt=since).values_list("circuit_id", flat=True)]
     return {"revision": revision, "full": False, "circuits": changed, "removed": removed}
+
+
+def redeem_setup_token(token: WorkerToken, authority: str, raw: str) -> dict:
+    """A worker redeems a setup link: the claims of a valid link issued for this worker,
+    used for the first time now; :class:`SetupTokenUsed` when it was used before (by any
+    worker, before any restart), :class:`SetupTokenInvalid` when it is forged, expired or
+    unknown.  One guarded ``UPDATE`` marks it used, so two redemptions can't both win."""
+    check_token_allows(token, authority)
+    worker = _get_worker(authority)
+    try:
+        claims = tokens.verify(worker.secret, "setup", raw)
+    except tokens.TokenError as exc:
+        raise SetupTokenInvalid(f"This app link is not valid ({exc})") from None
+    now = timezone.now()
+    digest = tokens.token_digest(raw)
+    won = SetupToken.objects.filter(token_hash=digest, worker=worker, used_at__isnull=True,
+                                    expires_at__gt=now).update(used_at=now)
+    if not won:
+        row = SetupToken.objects.filter(token_hash=digest, worker=worker).only("used_at").first()
+        if row is not None and row.used_at is not None:
+            log.warning("proxy worker %s: setup link for circuit %s replayed (used at %s)", authority,
+                        claims.circuit, row.used_at.isoformat())
+            raise SetupTokenUsed("This app link was already used. Open the app again from the session page.")
+        raise SetupTokenInvalid("This app link is not known (it expired or its app was closed)")
+    _touch_token(token, now)
+    return {"circuit": claims.circuit, "user": claims.user, "expires": claims.expires, "redirect": claims.redirect}
 
 
 def shutdown(token: WorkerToken, authority: str) -> None:
@@ -695,13 +734,20 @@ def prune_tombstones(retention_seconds: float | None = None, now=None) -> int:
     return pruned
 
 
+def prune_setup_tokens(now=None) -> int:
+    """Forget setup links that expired (used or not): their signature refuses them anyway."""
+    return SetupToken.objects.filter(expires_at__lt=now or timezone.now()).delete()[0]
+
+
 def sweep_circuits(now=None) -> dict:
-    """The periodic convergence pass: circuits of ended sessions, moved targets, idle circuits, old tombstones."""
+    """The periodic convergence pass: circuits of ended sessions, moved targets, idle circuits, old tombstones,
+    expired setup links."""
     return {
         "ended": remove_circuits(Circuit.objects.exclude(session__status__in=LIVE_SESSION), reason="session-ended"),
         "retargeted": retarget_circuits(),
         "idle": collect_idle_circuits(now=now),
         "tombstones": prune_tombstones(now=now),
+        "setup_tokens": prune_setup_tokens(now=now),
     }
 
 
@@ -710,7 +756,13 @@ def sweep_circuits(now=None) -> dict:
 def issue_setup(circuit: Circuit, user, redirect: str = "/") -> dict:
     """A one-time setup URL for ``user`` on the circuit's worker (valid for a short while)."""
     worker = circuit.worker
-    token = tokens.make_setup_token(worker.secret, str(circuit.pk), str(user.pk), setup_token_ttl(), redirect)
+    issued = timezone.now()
+    ttl = setup_token_ttl()
+    token = tokens.make_setup_token(worker.secret, str(circuit.pk), str(user.pk), ttl, redirect,
+                                    now=issued.timestamp())
+    # the row is the link's memory: a worker redeems it once (redeem_setup_token), whatever restarts
+    SetupToken.objects.create(token_hash=tokens.token_digest(token), worker=worker, circuit=circuit,
+                              user_id=str(user.pk), expires_at=issued + timedelta(seconds=ttl + 1))
     api = worker.api_endpoint.rstrip("/")
     return {"token": token, "wsproxy_addr": api, "url": f"{api}/setup?token={token}",
             "circuit_id": str(circuit.pk), "app": circuit.app, "protocol": circuit.protocol,
@@ -726,8 +778,9 @@ def start_service(user, session: Session, app_name: str, *, port: int | None = N
     where ``url`` is the one-time setup URL to send the browser to."""
     if session.status not in SERVICE_READY:
         raise SessionNotRunning(f"Session {session.name} is {session.status}; apps open only while it is RUNNING")
-    if not redirect.startswith("/") or redirect.startswith("//"):
-        raise errors.InvalidAPIParameters("redirect: must be a path starting with '/'")
+    problem = tokens.redirect_problem(redirect)
+    if problem:
+        raise errors.InvalidAPIParameters(f"redirect: {problem}")
     kernel = main_kernel(session)
     if kernel is None:
         raise SessionNotRunning(f"Session {session.name} has no kernel")
@@ -767,3 +820,19 @@ def start_service(user, session: Session, app_name: str, *, port: int | None = N
                 raise
             log.info("start-service race on session %s app %s; retrying", session.pk, app_name)
     return issue_setup(circuit, user, redirect)
+
+
+def form_targets() -> list[str]:
+    """Where the web UI's Open button ends up: each alive worker's setup endpoint, which then
+    redirects to the app (``host:*`` in port mode, ``*.domain[:port]`` in wildcard mode).  The
+    session page lists them in its CSP ``form-action``: browsers check every redirect of a
+    form submission against it."""
+    targets = []
+    for worker in Worker.objects.filter(status=WorkerStatus.ALIVE):
+        targets.append(worker.api_endpoint)
+        if worker.frontend_mode == FrontendMode.WILDCARD and worker.wildcard_domain:
+            port = f":{worker.wildcard_port}" if worker.wildcard_port else ""
+            targets.append(f"{worker.scheme}://*.{worker.wildcard_domain}{port}")
+        elif worker.advertised_host:
+            targets.append(f"{worker.scheme}://{worker.advertised_host}:*")
+    return targets

@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass
 
 __all__ = ["Claims", "TokenError", "PERMIT_COOKIE_PREFIX", "permit_cookie_name", "sign", "verify",
-           "make_setup_token", "make_permit", "sign_hint", "verify_hint"]
+           "make_setup_token", "make_permit", "sign_hint", "verify_hint", "redirect_problem", "token_digest"]
 
 PERMIT_COOKIE_PREFIX = "appproxy_permit_"
 MAX_TOKEN_LENGTH = 2048
+MAX_REDIRECT_LENGTH = 1024
 
 
 class TokenError(ValueError):
@@ -83,10 +84,37 @@ def verify(secret: str, purpose: str, token: str, now: float | None = None) -> C
     return claims
 
 
+def redirect_problem(redirect: object) -> str | None:
+    """Why ``redirect`` is not a safe same-origin path for the setup redirect (None: it is).
+
+    The value ends up in a ``Location`` header after the app's origin, so it must
+    be a path: one leading ``/`` (never ``//`` or ``/\\``, which browsers read as
+    another host), printable ASCII only (no CR/LF or other control characters,
+    no spaces, no backslashes; percent-encode anything else), and not too long.
+    """
+    if not isinstance(redirect, str) or not redirect:
+        return "must be a path starting with '/'"
+    if len(redirect) > MAX_REDIRECT_LENGTH:
+        return f"must be at most {MAX_REDIRECT_LENGTH} characters"
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in redirect):
+        return "must be printable ASCII without spaces or control characters (percent-encode the rest)"
+    if "\\" in redirect:
+        return "must not contain backslashes"
+    if not redirect.startswith("/") or redirect.startswith("//"):
+        return "must be a path on the app's own site, starting with a single '/'"
+    return None
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 of a token: how the coordinator remembers a setup token without keeping it."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def make_setup_token(secret: str, circuit: str, user: str, ttl: float, redirect: str = "/",
                      now: float | None = None) -> str:
-    if not redirect.startswith("/") or redirect.startswith("//"):
-        raise ValueError("redirect must be a path starting with a single '/'")
+    problem = redirect_problem(redirect)
+    if problem:
+        raise ValueError(f"redirect {problem}")
     issued = time.time() if now is None else now
     return sign(secret, "setup", {"c": circuit, "u": user, "e": int(issued + ttl), "n": secrets.token_hex(8),
                                   "r": redirect})

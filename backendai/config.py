@@ -196,6 +196,11 @@ class Config:
     vfolder_public_url: str | None = None
     vfolder_token_lifetime: int = 3600
     vfolder_max_upload_size: int = 100 * 2**30
+    api_max_body: int = 4 * 2**20
+    callback_allowed_networks: list = field(default_factory=list)
+    secure_cookies: bool = False
+    login_failure_limit: int = 10
+    login_lockout_seconds: int = 1200
 
     @property
     def embedded(self) -> bool:
@@ -247,4 +252,9 @@ def load(env=None) -> Config:
         vfolder_public_url=_url(env, "VFOLDER_PUBLIC_URL"),
         vfolder_token_lifetime=_int(env, "VFOLDER_TOKEN_LIFETIME", 3600, minimum=30),
         vfolder_max_upload_size=_size(env, "VFOLDER_MAX_UPLOAD_SIZE", 100 * 2**30),
+        api_max_body=_size(env, "API_MAX_BODY", 4 * 2**20),
+        callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
+        secure_cookies=_bool(env, "SECURE_COOKIES", False),
+        login_failure_limit=_int(env, "LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000),
+        login_lockout_seconds=_int(env, "LOGIN_LOCKOUT_SECONDS", 1200, minimum=1),
     )

@@ -28,6 +28,7 @@ class Option:
     help: str
     metavar: str | None = None
     env_name: str | None = None  # the variable's name after the prefix (default: KEY upper-cased)
+    const: str | None = None  # the value of the bare flag (``--local-allow-root`` = ``true``); None: a value is needed
 
     @property
     def flag(self) -> str:
@@ -42,8 +43,9 @@ def add_options(parser: argparse.ArgumentParser, options, prefix: str) -> None:
         default = option.default
         shown = f"{default[0]}-{default[1]}" if isinstance(default, tuple) and len(default) == 2 else default
         suffix = f"; default: {shown}" if default not in (None, (), "") else ""
+        extra = {"nargs": "?", "const": option.const} if option.const is not None else {}
         parser.add_argument(option.flag, dest=option.key, default=None, metavar=option.metavar,
-                            help=f"{option.help} (env: {option.env(prefix)}{suffix})")
+                            help=f"{option.help} (env: {option.env(prefix)}{suffix})", **extra)
 
 
 def resolve(options, args: argparse.Namespace, env: Mapping[str, str], prefix: str,
@@ -112,6 +114,17 @@ def parse_seconds(text: Any) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a positive number of seconds")
     return value
+
+
+def parse_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def parse_log_level(text: Any) -> str:

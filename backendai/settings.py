@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "django_prometheus",
+    "axes",
+    "csp",
     "backendai",
     "accounts",
     "agents",
@@ -59,6 +61,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "backendai.middleware_security.BrowserHardeningMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "backendai.api.middleware.BackendAIAPIMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -69,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout flagged by axes into our 429 page / problem
 ]
 
 ROOT_URLCONF = "backendai.urls"
@@ -116,7 +121,8 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_USER_MODEL = "accounts.User"
-AUTHENTICATION_BACKENDS = ["accounts.backends.EmailBackend"]
+# axes first: it refuses a locked-out account or address before any password is checked
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "accounts.backends.EmailBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -145,7 +151,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["backendai.api.authentication.HMACAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "backendai.api.parsers.TextAsJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["backendai.api.parsers.HardenedJSONParser", "backendai.api.parsers.TextAsJSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "backendai.api.parsers.JSONOnlyNegotiation",
     "EXCEPTION_HANDLER": "backendai.api.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -212,9 +218,64 @@ SESSION_SCHEDULED_TIMEOUT = CONFIG.session_scheduled_timeout
 SESSION_PREPARING_TIMEOUT = CONFIG.session_preparing_timeout
 SESSION_TERMINATING_TIMEOUT = CONFIG.session_terminating_timeout
 
+# --- security hardening (docs/security.md) ---------------------------------------------------
+# Largest API request body (JSON); file uploads take their own streamed path.
+API_MAX_BODY = CONFIG.api_max_body
+DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.api_max_body
+API_MAX_JSON_DEPTH = 32
+# Callback (webhook) targets: empty means any address but loopback and link-local.
+CALLBACK_ALLOWED_NETWORKS = CONFIG.callback_allowed_networks
+SECURE_COOKIES = CONFIG.secure_cookies
+LOGIN_FAILURE_LIMIT = CONFIG.login_failure_limit
+LOGIN_LOCKOUT_SECONDS = CONFIG.login_lockout_seconds
+# GraphQL cost limits
+GRAPHQL_MAX_DEPTH = 10
+GRAPHQL_MAX_ALIASES = 20
+GRAPHQL_MAX_LIST_SIZE = 1000
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+
+# --- browser hardening (docs/security.md, "Browser hardening and login lockout") --------------
+# Cookies are also marked Secure per request when it came over TLS (BrowserHardeningMiddleware).
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+from csp.constants import NONCE as _CSP_NONCE, NONE as _CSP_NONE, SELF as _CSP_SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_CSP_SELF],
+        "script-src": [_CSP_SELF],
+        # the nonce appears only on pages that ask for it (the terminal: xterm.js adds <style> elements)
+        "style-src": [_CSP_SELF, _CSP_NONCE],
+        "img-src": [_CSP_SELF, "data:"],
+        "font-src": [_CSP_SELF],
+        "connect-src": [_CSP_SELF],  # 'self' covers ws:/wss: to the same host (CSP level 3)
+        "frame-ancestors": [_CSP_NONE],
+        "form-action": [_CSP_SELF],
+        "base-uri": [_CSP_NONE],
+        "object-src": [_CSP_NONE],
+    },
+}
+
+# Login lockout (django-axes, database handler): LOGIN_FAILURE_LIMIT failures per account OR per
+# client address lock that account / address for LOGIN_LOCKOUT_SECONDS.
+AXES_ENABLED = True
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+from datetime import timedelta as _timedelta  # noqa: E402
+
+AXES_COOLOFF_TIME = _timedelta(seconds=LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.lockout.login_name"
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = False  # a success must not wipe the failures of other accounts from that address
+AXES_SENSITIVE_PARAMETERS = []  # log the account and the address of each failure (never the password)
 
 LOGGING = {
     "version": 1,
@@ -222,5 +283,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {"django.db.backends": {"level": "INFO"},
+                # login failures and lockouts (with the client address) always reach the log
+                "axes": {"level": "WARNING"}},
 }

@@ -23,13 +23,14 @@ def processes(args) -> dict[str, list[str]]:
     url = f"http://127.0.0.1:{args.port}"
     data = Path(args.data_dir)
     return {
-        "web": [py, "-m", "daphne", "-b", args.host, "-p", str(args.port), "--proxy-headers", "backendai.asgi:application"],
+        "web": [py, "-m", "daphne", "-b", args.host, "-p", str(args.port), "backendai.asgi:application"],
         "worker": [py, "-m", "celery", "-A", "backendai.celery", "worker", "--beat", "--pool=solo", "--loglevel=INFO",
                    "--schedule", str(data / "celerybeat-schedule"), "--without-gossip", "--without-mingle",
                    "--hostname", f"embedded@{args.port}"],
         "agent": [py, "-m", "agents.daemon", "--manager-url", url, "--agent-id", args.agent_id,
                   "--scaling-group", "default", "--backend", args.agent_backend,
-                  "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports],
+                  "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports,
+                  *(["--local-allow-root"] if local_as_root(args) else [])],
         # the app proxy worker: one port per opened app from --proxy-ports, setup links on --proxy-api-port
         "proxy": [py, "-m", "appproxy.worker", "--coordinator-url", url, "--name", "local-proxy", "--mode", "port",
                   "--bind-host", args.host, "--advertised-host", "127.0.0.1" if args.host in ("0.0.0.0", "::")
@@ -37,6 +38,27 @@ def processes(args) -> dict[str, list[str]]:
                   "--api-port", str(args.proxy_api_port or args.port + 1),
                   "--heartbeat-interval", "5", "--sync-interval", "10"],
     }
+
+
+def local_as_root(args) -> bool:
+    """The local agent would run as root: the daemon refuses that unless told, so the embedded stack tells it."""
+    return args.agent_backend == "local" and os.geteuid() == 0
+
+
+def local_backend_banner(args) -> str | None:
+    """One line saying what the local backend is (None with the Docker backend)."""
+    if args.agent_backend != "local":
+        return None
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    root = " (as root: started with --local-allow-root)" if uid == 0 else ""
+    return (f"[stack ] WARNING: the local agent runs every session's code as user {user}{root} on this machine "
+            "with no isolation; never use it for untrusted users (--agent-backend docker isolates them)")
 
 
 def _pump(name: str, stream, lock: threading.Lock) -> None:
@@ -89,6 +111,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop)
 
     commands = processes(args)
+    banner = local_backend_banner(args)
+    if banner:
+        print(banner, flush=True)
     order = ["web", "worker", "agent", "proxy"]
     proxy_token = Path(args.data_dir) / "proxy-token"
     if not proxy_token.exists():

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from backendai.api import graphql, views
 from backendai.metrics import metrics_view
@@ -14,7 +14,8 @@ urlpatterns = [
     path("manager/announcement", views.AnnouncementView.as_view(), name="announcement"),
     path("config/resource-slots", views.ResourceSlotsView.as_view(), name="resource-slots"),
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
-    path("spec/docs", SpectacularSwaggerView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
+    # the split view serves Swagger UI's start-up script as a file of its own (the CSP allows no inline script)
+    path("spec/docs", SpectacularSwaggerSplitView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
     path("admin/gql", graphql.GraphQLView.as_view(), name="graphql"),
     path("admin/graphql", graphql.LegacyGraphQLView.as_view(), name="graphql-legacy"),
     path("", include("accounts.api.urls")),
@@ -37,6 +38,16 @@ def handler404(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def handler400(request, exception=None):
+    """Django's answer to a SuspiciousOperation raised outside a DRF view (a Host
+    outside ALLOWED_HOSTS, a body past DATA_UPLOAD_MAX_MEMORY_SIZE): problem+json on the API."""
+    if is_api_path(request.path):
+        return views.api_bad_request(request, exception)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def handler500(request):

@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
@@ -18,17 +18,14 @@ from agents.models import ScalingGroup
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, format_binary_size, humanize_binary_size, parse_binary_size
+from sessions import validation
 from sessions.lifecycle import DEAD_SESSION, KernelStatus, SessionStatus
 from sessions.models import ClusterMode, Kernel, Session, SessionDependency, SessionType
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*[A-Za-z0-9_]$")
-RESERVED_NAMES = {"from-template"}
 DEFAULT_SHMEM = Decimal(64 * 2**20)
 DEFAULT_WORKING_MEM = Decimal(256 * 2**20)
-DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass
@@ -70,26 +67,18 @@ class EnqueueResult:
     created: bool
 
 
-def validate_name(name: str) -> str:
-    if not (4 <= len(name) <= 64) or not NAME_RE.match(name):
-        raise errors.InvalidAPIParameters(
-            "Session name must be 4-64 characters of letters, digits, '_', '-' and '.', "
-            "starting and ending with a letter, digit or '_'")
-    if name in RESERVED_NAMES:
-        raise errors.InvalidAPIParameters(f"{name!r} is a reserved name")
-    return name
+def validate_name(name: str, field: str = "name") -> str:
+    """The session-name rule (``sessions.validation``), as an API error naming ``field``."""
+    return validation.check_new_name(name, field)
 
 
 def parse_starts_at(value: str, now: datetime) -> datetime:
-    text = value.strip()
-    match = DURATION_RE.match(text)
-    if match:
-        return now + timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
+    from django.core.exceptions import ValidationError
+
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.InvalidAPIParameters(f"starts_at must be an ISO 8601 time or a duration like 1h, got {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+        return validation.parse_duration_or_time(value, now)
+    except ValidationError as exc:
+        raise validation.invalid("starts_at", exc.messages[0]) from None
 
 
 def owner_keypair(actor: User, actor_keypair: Keypair | None, owner_access_key: str | None) -> Keypair:
@@ -112,8 +101,8 @@ def choose_project(user: User, name_or_id: str, domain: str) -> Project:
         raise errors.InvalidAPIParameters(f"You do not belong to domain {domain!r}")
     query = Project.objects.filter(domain_id=domain, is_active=True)
     project = query.filter(name=name_or_id).first()
-    if project is None and re.fullmatch(r"[0-9a-fA-F-]{32,36}", name_or_id or ""):
-        project = query.filter(pk=name_or_id).first()
+    if project is None and validation.as_uuid(name_or_id) is not None:
+        project = query.filter(pk=validation.as_uuid(name_or_id)).first()
     if project is None:
         raise errors.object_not_found("group (project)", f"Unknown project {name_or_id!r} in domain {domain!r}")
     if not (user.is_superadmin or user.is_domain_admin) and not project.memberships.filter(user=user).exists():
@@ -141,15 +130,15 @@ def compute_request(image, resources: dict, resource_opts: dict, slot_types: dic
     image min/max; shmem from resource_opts, the image label or 64m, below mem."""
     try:
         requested = ResourceSlot.from_user_input(resources or {}, slot_types)
-    except SlotError as exc:
-        raise errors.InvalidAPIParameters(str(exc)) from None
+    except (SlotError, ArithmeticError) as exc:
+        raise errors.InvalidAPIParameters(f"config.resources: {exc}") from None
     limits = image.resources or {}
     opts = dict(resource_opts or {})
     shmem_raw = opts.get("shmem") or image.labels.get("ai.backend.resource.preferred.shmem")
     try:
         shmem = parse_binary_size(shmem_raw) if shmem_raw else DEFAULT_SHMEM
-    except SlotError as exc:
-        raise errors.InvalidAPIParameters(f"resource_opts.shmem: {exc}") from None
+    except (SlotError, ArithmeticError) as exc:
+        raise errors.InvalidAPIParameters(f"config.resource_opts.shmem: {exc}") from None
     minimum = {k: Decimal(v["min"]) for k, v in limits.items() if v.get("min") not in (None, "")}
     labelled_mem = "mem" in minimum
     minimum["mem"] = minimum.get("mem", Decimal(0)) + shmem
@@ -213,8 +202,8 @@ def resolve_dependencies(keypair: Keypair, refs: list) -> list[Session]:
         text = str(ref)
         query = Session.objects.filter(access_key=keypair)
         found = None
-        if re.fullmatch(r"[0-9a-fA-F-]{32,36}", text):
-            found = query.filter(pk=text).first()
+        if validation.as_uuid(text) is not None:
+            found = query.filter(pk=validation.as_uuid(text)).first()
         if found is None:
             found = query.filter(name=text).exclude(status__in=DEAD_SESSION).order_by("-created_at").first() or \
                 query.filter(name=text).order_by("-created_at").first()
@@ -256,6 +245,7 @@ def mounts_for(user: User, project: Project, req: EnqueueRequest) -> list[dict]:
 
 @transaction.atomic
 def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> EnqueueResult:
+    req = validation.clean_request(req)  # types, ranges and lengths first, whoever built the request
     keypair = owner_keypair(actor, actor_keypair, req.owner_access_key)
     owner = keypair.user
     now = timezone.now()
@@ -268,23 +258,15 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
             return EnqueueResult(existing, created=False)
         raise errors.SessionAlreadyExists(f"A session named {name!r} already exists",
                                           data={"existingSessionId": str(existing.pk)})
-    if not 0 <= req.priority <= 100:
-        raise errors.InvalidAPIParameters("priority must be between 0 and 100")
-    if req.cluster_size < 1 or req.cluster_size > 64:
-        raise errors.InvalidAPIParameters("cluster_size must be between 1 and 64")
-    if req.cluster_mode not in ClusterMode.values:
-        raise errors.InvalidAPIParameters(f"cluster_mode must be one of {', '.join(ClusterMode.values)}")
     if req.session_type == SessionType.BATCH and not (req.startup_command or "").strip():
         raise errors.InvalidAPIParameters("Batch sessions need a startup command (startupCommand)")
     starts_at = None
     if req.starts_at:
         if req.session_type != SessionType.BATCH:
-            raise errors.InvalidAPIParameters("starts_at is allowed only for batch sessions")
+            raise errors.InvalidAPIParameters("starts_at: is allowed only for batch sessions")
         starts_at = parse_starts_at(req.starts_at, now)
     if req.batch_timeout is not None and (req.batch_timeout < 1 or req.session_type != SessionType.BATCH):
-        raise errors.InvalidAPIParameters("batch_timeout must be a positive number of seconds, for batch sessions")
-    if not isinstance(req.environ, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in req.environ.items()):
-        raise errors.InvalidAPIParameters("environ must map names to string values")
+        raise errors.InvalidAPIParameters("batch_timeout: must be a positive number of seconds, for batch sessions")
 
     project = choose_project(owner, req.group, req.domain)
     group = choose_scaling_group(owner, project, req.scaling_group, req.session_type)

@@ -18,14 +18,19 @@ from django import forms
 
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, humanize_binary_size, parse_binary_size, parse_count, slot_type_of
+from sessions import validation
 from sessions.enqueue import EnqueueRequest
 from sessions.models import SessionType
 
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 USER_SESSION_TYPES = [SessionType.INTERACTIVE, SessionType.BATCH, SessionType.INFERENCE]
 SLOT_LABELS = {"cpu": "CPU cores", "mem": "Memory", "cuda.device": "CUDA GPUs", "cuda.shares": "CUDA GPU shares"}
 SLOT_HELP = {"cpu": "e.g. 2 or 0.5", "mem": "e.g. 4g or 512m"}
-#: Where an error of the create service belongs, by words in its message (first match wins).
+#: Where a refused field of the create request (``sessions.validation``) is shown on the form.
+FIELD_OF = {"name": "name", "image": "image", "architecture": "architecture", "session_type": "session_type",
+            "startup_command": "startup_command", "starts_at": "startup_command", "batch_timeout": "batch_timeout",
+            "environ": "environ", "scaling_group": "scaling_group", "resources": "preset", "resource_opts": "preset",
+            "group": "project", "domain": "project"}
+#: Where other errors of the create service belong, by words in their message (first match wins).
 ERROR_FIELDS = [
     (("needs at least", "allows at most", "shared memory", "shmem", "resource", "slot", "quota", "exceeds",
       "pending session", "limit"), "preset"),
@@ -142,7 +147,9 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
 
 
 class SessionCreateForm(forms.Form):
-    name = forms.CharField(required=False, max_length=64, help_text="Optional; 4-64 letters, digits, '_', '-', '.'.")
+    name = forms.CharField(required=False, max_length=validation.NAME_MAX, strip=False,
+                           validators=[validation.validate_session_name],
+                           help_text="Optional; 4-64 letters, digits, '_', '-', '.'.")
     project = forms.ChoiceField(label="Project")
     image = forms.ChoiceField(error_messages={"invalid_choice": "Unknown image %(value)s: pick one of the list."})
     architecture = forms.ChoiceField(required=False)
@@ -150,9 +157,10 @@ class SessionCreateForm(forms.Form):
                                      choices=[(t.value, t.label) for t in USER_SESSION_TYPES])
     scaling_group = forms.ChoiceField(label="Resource group", required=False)
     preset = forms.ChoiceField(label="Resources", required=False)
-    startup_command = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+    startup_command = forms.CharField(required=False, max_length=validation.STARTUP_COMMAND_MAX, widget=forms.Textarea(attrs={"rows": 2}),
                                       help_text="Required for batch sessions; interactive ones may leave it empty.")
-    batch_timeout = forms.IntegerField(required=False, min_value=1, label="Batch timeout (seconds)")
+    batch_timeout = forms.IntegerField(required=False, min_value=1, max_value=validation.BATCH_TIMEOUT_MAX,
+                                       label="Batch timeout (seconds)")
     environ = forms.CharField(label="Environment variables", required=False,
                               widget=forms.Textarea(attrs={"rows": 3, "placeholder": "KEY=VALUE, one per line"}))
 
@@ -193,14 +201,17 @@ class SessionCreateForm(forms.Form):
                 continue
             key, sep, value = line.partition("=")
             key = key.strip()
-            if not sep or not ENV_NAME_RE.match(key):
+            if not sep or not validation.ENV_NAME_RE.fullmatch(key):
                 bad.append(f"line {number}: {line[:40]!r}")
                 continue
             result[key] = value.strip()
         if bad:
             raise forms.ValidationError("Write KEY=VALUE, one per line, with names of letters, digits and '_' "
                                         f"({'; '.join(bad)}).")
-        return result
+        try:
+            return validation.validate_environ(result)
+        except forms.ValidationError as exc:
+            raise forms.ValidationError(f"Environment: {exc.messages[0]}") from None
 
     def clean(self):
         data = super().clean()
@@ -287,6 +298,11 @@ class SessionCreateForm(forms.Form):
 
 
 def error_field(exc: errors.BackendAIError, message: str) -> str | None:
+    field = getattr(exc, "field", None)
+    if field:
+        base = re.split(r"[.\[]", field.removeprefix("config."), maxsplit=1)[0]
+        if base in FIELD_OF:
+            return FIELD_OF[base]
     if isinstance(exc, errors.QuotaExceeded):
         return "preset"
     if isinstance(exc, errors.SessionAlreadyExists):

@@ -69,6 +69,10 @@ class Session(models.Model):
     num_queries = models.BigIntegerField(default=0)
     last_stat = models.JSONField(null=True, blank=True)
     callbacks_delivered = models.PositiveIntegerField(default=0, help_text="History entries already sent to callback_url.")
+    callback_attempts = models.PositiveIntegerField(default=0, help_text="Failed deliveries in a row.")
+    callback_next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="No delivery before this time (backoff).")
+    callback_last_error = models.CharField(max_length=512, blank=True)
+    callback_gave_up_at = models.DateTimeField(null=True, blank=True, help_text="Deliveries stopped after too many failures.")
     last_access = models.DateTimeField(null=True, blank=True, help_text="Last user activity (apps, terminals).")
 
     class Meta:

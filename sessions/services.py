@@ -162,9 +162,10 @@ _UUID_RE = _re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-
 
 def owner_scope(actor, actor_keypair, owner_access_key: str | None):
     """The keypair whose sessions a call addresses (admins may name another)."""
+    from sessions import validation
     from sessions.enqueue import owner_keypair
 
-    return owner_keypair(actor, actor_keypair, owner_access_key)
+    return owner_keypair(actor, actor_keypair, validation.check_access_key_param(owner_access_key))
 
 
 def visible_sessions(actor):
@@ -179,9 +180,12 @@ def visible_sessions(actor):
 def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | None = None) -> Session:
     """A session by id (dashed or hex) or by name among the keypair's sessions:
     a live one first, else the most recent."""
+    from sessions import validation
+
+    validation.check_session_ref(name_or_id)
     keypair = owner_scope(actor, actor_keypair, owner_access_key)
     query = visible_sessions(actor).select_related("access_key", "scaling_group", "project", "user")
-    if _UUID_RE.match(name_or_id):
+    if _UUID_RE.fullmatch(name_or_id):
         found = query.filter(pk=name_or_id).first()
         if found is not None:
             return found
@@ -193,6 +197,9 @@ def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | N
 
 
 def match_sessions(actor, actor_keypair, prefix: str, limit: int = 10) -> list[Session]:
+    from sessions import validation
+
+    validation.check_session_ref(prefix, "id")
     query = visible_sessions(actor).filter(access_key=actor_keypair or actor.main_keypair)
     by_name = list(query.filter(name__startswith=prefix).order_by("-created_at")[:limit])
     by_id = []
@@ -251,9 +258,9 @@ def restart(session: Session) -> None:
 
 
 def rename(session: Session, new_name: str) -> Session:
-    from sessions.enqueue import validate_name
+    from sessions import validation
 
-    validate_name(new_name)
+    validation.check_new_name(new_name)
     if session.status in DEAD_SESSION:
         raise errors.GenericForbidden("A finished session cannot be renamed")
     clash = Session.objects.filter(access_key_id=session.access_key_id, name=new_name).exclude(status__in=DEAD_SESSION)
@@ -444,36 +451,165 @@ CALLBACK_EVENTS = {
 }
 
 
-def deliver_callbacks(limit: int = 200, timeout: float = 5.0) -> int:
-    """POST ``{type: "session_lifecycle", event, session_id, when}`` to each session's
-    callback URL for every history entry not yet delivered; a failed delivery is
-    retried on the next run (at-least-once)."""
+#: Delivery attempts of one session's callbacks before giving up, and the backoff between them.
+CALLBACK_MAX_ATTEMPTS = 8
+CALLBACK_BACKOFF_BASE = 10.0    # seconds after the first failure, doubling after each further one
+CALLBACK_BACKOFF_CAP = 3600.0
+CALLBACK_CONNECT_TIMEOUT = 3.0
+CALLBACK_TIMEOUT = 5.0
+
+
+class CallbackRefused(Exception):
+    """A callback URL that must not be (or can no longer be) delivered to."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def callback_backoff(attempts: int) -> float:
+    """Seconds to wait after ``attempts`` failures in a row: 10 s, 20 s, 40 s ... at most an hour."""
+    return min(CALLBACK_BACKOFF_BASE * 2 ** max(attempts - 1, 0), CALLBACK_BACKOFF_CAP)
+
+
+def resolve_callback_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the test suite replaces this)."""
+    import socket
+
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def callback_target(url_text: str):
+    """``(url to connect to, headers, extensions)`` for a callback URL: the host is resolved
+    once, every address it has is checked against ``CALLBACK_ALLOWED_NETWORKS``, and the
+    connection goes to that checked address (so a second DNS answer can't swap it), with
+    the original ``Host`` header (and TLS server name, for https)."""
+    import socket
+
+    from django.core.exceptions import ValidationError
+
+    from sessions import validation
+
+    try:
+        url = validation.parse_callback_url(url_text)
+    except ValidationError as exc:
+        raise CallbackRefused(f"invalid callback URL: {exc.messages[0]}", permanent=True) from None
+    host = url.host
+    port = url.port or (443 if url.scheme == "https" else 80)
+    literal = validation.ip_literal(host)
+    if literal is not None:
+        addresses = [str(literal)]
+    else:
+        try:
+            addresses = resolve_callback_host(url.raw_host.decode("ascii"), port)
+        except (OSError, UnicodeError, socket.gaierror) as exc:
+            raise CallbackRefused(f"cannot resolve {host}: {exc}") from None
+        if not addresses:
+            raise CallbackRefused(f"{host} has no address")
+    refused = [a for a in addresses if not validation.address_allowed(a.split("%")[0])]
+    if refused:
+        raise CallbackRefused(f"{host} resolves to {', '.join(refused)}, which callbacks may not reach "
+                              "(CALLBACK_ALLOWED_NETWORKS)")
+    address = addresses[0]
+    host_header = url.netloc.decode("ascii")
+    pinned = url.copy_with(host=address)
+    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" and literal is None else {}
+    return pinned, {"Host": host_header}, extensions
+
+
+def _post_callback(client, session: Session, body: dict) -> None:
     import httpx
 
+    target, headers, extensions = callback_target(session.callback_url)
+    try:
+        response = client.post(target, json=body, headers=headers, extensions=extensions)
+    except httpx.HTTPError as exc:
+        raise CallbackRefused(f"{type(exc).__name__}: {exc}") from None
+    if not 200 <= response.status_code < 300:
+        where = f" to {response.headers.get('location', '')[:200]}" if response.is_redirect else ""
+        raise CallbackRefused(f"HTTP {response.status_code}{where} (redirects are not followed)"
+                              if response.is_redirect else f"HTTP {response.status_code}")
+
+
+def _pending_callbacks(now, limit: int):
+    from django.db.models import F, Func, IntegerField, Q
+
+    class JSONArrayLength(Func):
+        output_field = IntegerField()
+
+        def as_sql(self, compiler, connection, **extra):
+            function = "jsonb_array_length" if connection.vendor == "postgresql" else "json_array_length"
+            return super().as_sql(compiler, connection, function=function, **extra)
+
+    return list(
+        Session.objects.exclude(callback_url="").filter(callback_gave_up_at__isnull=True)
+        .filter(Q(callback_next_attempt_at__isnull=True) | Q(callback_next_attempt_at__lte=now))
+        .annotate(history_length=JSONArrayLength("status_history"))
+        .filter(history_length__gt=F("callbacks_delivered"))
+        .only("id", "callback_url", "status_history", "callbacks_delivered", "callback_attempts")
+        .order_by("status_changed")[:limit])
+
+
+def deliver_callbacks(limit: int = 200, timeout: float | None = None, now=None) -> int:
+    """POST ``{type: "session_lifecycle", event, session_id, when}`` to each session's
+    callback URL for every history entry not yet delivered (at least once, in order).
+
+    Each session is delivered on its own: a failure (refused address, connection
+    error, non-2xx, a redirect, which is never followed) is recorded on that
+    session (``callback_attempts``, ``callback_last_error``) and retried after an
+    exponential backoff (``callback_next_attempt_at``); after
+    ``CALLBACK_MAX_ATTEMPTS`` failures in a row, or at once for a URL that can't be
+    parsed, deliveries to it stop (``callback_gave_up_at``).  Nothing raises out of
+    the batch, so one bad URL never holds up the others."""
+    import httpx
+
+    now = now or timezone.now()
     delivered = 0
-    pending = [s for s in Session.objects.exclude(callback_url="").only(
-        "id", "callback_url", "status_history", "callbacks_delivered").order_by("status_changed")[:limit * 5]
-        if len(s.status_history) > s.callbacks_delivered][:limit]
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        for session in pending:
-            sent = session.callbacks_delivered
-            for entry in session.status_history[session.callbacks_delivered:]:
-                event = CALLBACK_EVENTS.get(entry["status"])
-                if event is not None:
-                    try:
-                        response = client.post(session.callback_url, json={
-                            "type": "session_lifecycle", "event": event, "session_id": str(session.pk),
-                            "when": entry["timestamp"]})
-                        response.raise_for_status()
-                    except httpx.HTTPError as exc:
-                        log.info("callback for session %s to %s failed: %s", session.pk, session.callback_url, exc)
-                        break
-                    delivered += 1
-                sent += 1
-            if sent != session.callbacks_delivered:
-                Session.objects.filter(pk=session.pk, callbacks_delivered=session.callbacks_delivered).update(
-                    callbacks_delivered=sent)
+    client_timeout = httpx.Timeout(timeout or CALLBACK_TIMEOUT, connect=CALLBACK_CONNECT_TIMEOUT)
+    with httpx.Client(timeout=client_timeout, follow_redirects=False, trust_env=False) as client:
+        for session in _pending_callbacks(now, limit):
+            try:
+                delivered += _deliver_one(client, session, now)
+            except Exception:  # noqa: BLE001 - one session's failure must not stop the batch
+                log.exception("callback delivery for session %s failed unexpectedly", session.pk)
+                _record_callback_failure(session, session.callbacks_delivered, "internal error", now)
     return delivered
+
+
+def _deliver_one(client, session: Session, now) -> int:
+    delivered, sent, error = 0, session.callbacks_delivered, None
+    for entry in session.status_history[session.callbacks_delivered:]:
+        event = CALLBACK_EVENTS.get(entry.get("status")) if isinstance(entry, dict) else None
+        if event is not None:
+            try:
+                _post_callback(client, session, {"type": "session_lifecycle", "event": event,
+                                                 "session_id": str(session.pk), "when": entry.get("timestamp")})
+            except CallbackRefused as exc:
+                error = exc
+                break
+            delivered += 1
+        sent += 1
+    if error is not None:
+        log.info("callback for session %s to %s failed: %s", session.pk, session.callback_url[:200], error)
+        _record_callback_failure(session, sent, str(error), now, permanent=error.permanent)
+    else:
+        Session.objects.filter(pk=session.pk, callbacks_delivered=session.callbacks_delivered).update(
+            callbacks_delivered=sent, callback_attempts=0, callback_next_attempt_at=None, callback_last_error="")
+    return delivered
+
+
+def _record_callback_failure(session: Session, sent: int, message: str, now, permanent: bool = False) -> None:
+    from datetime import timedelta
+
+    attempts = session.callback_attempts + 1
+    give_up = permanent or attempts >= CALLBACK_MAX_ATTEMPTS
+    Session.objects.filter(pk=session.pk, callbacks_delivered=session.callbacks_delivered).update(
+        callbacks_delivered=sent, callback_attempts=attempts, callback_last_error=message[:512],
+        callback_next_attempt_at=None if give_up else now + timedelta(seconds=callback_backoff(attempts)),
+        callback_gave_up_at=now if give_up else None)
+    if give_up:
+        log.warning("gave up delivering callbacks of session %s after %d attempt(s): %s", session.pk, attempts, message)
 
 
 def terminate_idle(now=None) -> int:

@@ -19,7 +19,10 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from agents import services as agent_services
+from appproxy import services as appproxy_services
 from backendai.api.errors import BackendAIError
+from backendai.middleware_security import allow_form_targets
 from sessions import services
 from sessions.enqueue import enqueue
 from sessions.forms import DestroyForm, SessionCreateForm, build_context, format_amount
@@ -233,9 +236,9 @@ def _detail_context(request, session: Session) -> dict:
     main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
     ports = []
     for port in (main.service_ports if main else []) or []:
+        # never the raw host:port (it would skip the app proxy's permit): only whether it is published
         ports.append({"name": port.get("name"), "protocol": port.get("protocol"),
-                      "container_ports": port.get("container_ports") or [], "host_ports": port.get("host_ports") or [],
-                      "host": main.kernel_host or main.agent_addr})
+                      "container_ports": port.get("container_ports") or [], "published": bool(port.get("host_ports"))})
     idle = []
     if session.status in RUNNING_STATES:
         for name, check in services.idle_checks(session, now).items():
@@ -260,6 +263,8 @@ def _detail_context(request, session: Session) -> dict:
         "lifetime": _human_seconds((end - session.created_at).total_seconds()),
         "requested": [(slot, format_amount(slot, amount)) for slot, amount in sorted(session.requested_slots.items())],
         "now": now,
+        # kernels on the local-process backend run as the agent's own user, without isolation
+        "local_process_agents": agent_services.local_process_agents({k.agent_id for k in kernels if k.agent_id}),
     }
 
 
@@ -267,7 +272,13 @@ def _detail_context(request, session: Session) -> dict:
 @require_GET
 def session_detail(request, session_id):
     session = _get_session(request, session_id)
-    return render(request, "sessions/detail.html", _detail_context(request, session))
+    context = _detail_context(request, session)
+    response = render(request, "sessions/detail.html", context)
+    if not context["is_dead"]:
+        # the Open buttons (also those live updates add once it runs) POST to a view that redirects
+        # to the app proxy's setup link: browsers check that redirect against this page's form-action
+        allow_form_targets(response, appproxy_services.form_targets())
+    return response
 
 
 @login_required

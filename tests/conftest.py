@@ -84,6 +84,14 @@ def domain_admin(make_user):
 
 
 @pytest.fixture
+def foreign_admin(make_user):
+    """A domain admin of another domain (the outsider's)."""
+    from accounts.models import UserRole
+
+    return make_user("otheradmin@other.example.com", role=UserRole.ADMIN, domain="other")
+
+
+@pytest.fixture
 def superadmin(make_user):
     from accounts.models import UserRole
 

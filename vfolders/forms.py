@@ -1,11 +1,21 @@
 """Forms of the folder web UI.  They only shape input; ``vfolders.services`` decides."""
 from django import forms
 
+from vfolders import names
 from vfolders.models import UsageMode, VFolderPermission
 
 
+def folder_name_validator(value):
+    """``vfolders.names.check_folder_name`` as a form validator (message beside the field)."""
+    try:
+        names.check_folder_name(value)
+    except names.InvalidName as exc:
+        raise forms.ValidationError(str(exc).partition(": ")[2] or str(exc)) from None
+
+
 class CreateFolderForm(forms.Form):
-    name = forms.CharField(max_length=64, strip=False, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    name = forms.CharField(max_length=names.FOLDER_NAME_MAX_CHARS, strip=False, validators=[folder_name_validator],
+                           widget=forms.TextInput(attrs={"autocomplete": "off"}))
     host = forms.ChoiceField(label="Storage host")
     project = forms.ChoiceField(label="Owner", required=False)
     usage_mode = forms.ChoiceField(choices=UsageMode.choices, initial=UsageMode.GENERAL)

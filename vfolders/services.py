@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import stat as stat_module
 import uuid
@@ -41,7 +40,7 @@ from django.utils import timezone
 
 from accounts.models import Domain, KeypairResourcePolicy, Project, ProjectMembership, ProjectType, User, UserStatus
 from backendai.api import errors
-from vfolders import storage
+from vfolders import names, storage
 from vfolders.models import (
     ALIVE_STATUSES,
     ALL_HOST_PERMISSIONS,
@@ -116,38 +115,31 @@ def iso(moment: datetime | None) -> str | None:
 
 # --- names ------------------------------------------------------------------------------------
 
-#: Backend.AI's ``RESERVED_VFOLDERS``: names that would shadow a session's own files.
-RESERVED_VFOLDERS = frozenset({
-    ".terminfo", ".jupyter", ".tmux.conf", ".ssh", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/media",
-    "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/home",
-})
-RESERVED_VFOLDER_PATTERNS = (re.compile(r"^\.[a-z0-9]+rc$"), re.compile(r"^\.[a-z0-9]+_profile$"))
-#: Names that would collide with the API's own ``/folders/<word>`` routes.
-ROUTE_NAMES = frozenset({"_", "invitations", "purge", "restore-from-trash-bin", "delete-from-trash-bin"})
-_NAME_RE = re.compile(r"^[\w.\-]+$")
+RESERVED_VFOLDERS = names.RESERVED_VFOLDERS
+ROUTE_NAMES = names.ROUTE_NAMES
+verify_vfolder_name = names.verify_vfolder_name
 WORK_DIR = PurePosixPath("/home/work")
 
 
-def verify_vfolder_name(name: str) -> bool:
-    """Backend.AI's rule: reserved names and ``.xxxrc`` / ``.xxx_profile`` are refused."""
-    if name in RESERVED_VFOLDERS:
-        return False
-    return not any(p.match(name) for p in RESERVED_VFOLDER_PATTERNS)
+@contextmanager
+def name_errors():
+    """``names.InvalidName`` as the API reports it (400 ``invalid-api-params``)."""
+    try:
+        yield
+    except names.InvalidName as exc:
+        raise errors.InvalidAPIParameters(str(exc)) from None
 
 
-def validate_folder_name(name) -> str:
-    if not isinstance(name, str) or not name:
-        raise errors.InvalidAPIParameters("A folder name is required")
-    if len(name) > 64:
-        raise errors.InvalidAPIParameters("A folder name is at most 64 characters long")
-    if not _NAME_RE.match(name) or name.strip(".") == "":
-        raise errors.InvalidAPIParameters(
-            f"Invalid folder name {name!r}: use letters, digits, '_', '-' and '.' (it may start with '.')")
-    if not verify_vfolder_name(name):
-        raise errors.InvalidAPIParameters(f"{name!r} is a reserved name that sessions use for their own files")
-    if name in ROUTE_NAMES:
-        raise errors.InvalidAPIParameters(f"{name!r} is reserved by the folder API")
-    return name
+def validate_folder_name(name, what: str = "name") -> str:
+    """The folder name rules of ``vfolders.names`` (create, rename, clone alike)."""
+    with name_errors():
+        return names.check_folder_name(name, what)
+
+
+def check_text(value, what: str, max_chars: int | None = None) -> str:
+    """A free-text reference (host, project, email): a string without control characters."""
+    with name_errors():
+        return names.check_text(value, what, max_chars=max_chars)
 
 
 def _parse_uuid(value) -> uuid.UUID | None:
@@ -389,8 +381,9 @@ def _folders():
 def get_folder(user: User, ref, *, statuses=ALIVE_STATUSES, need: str | None = None) -> Access:
     """The folder ``ref`` (a name, or an id dashed or hex) as ``user`` sees it."""
     folder = None
-    if isinstance(ref, str):
-        ref = ref.strip()
+    if isinstance(ref, str) and (names.bad_character(ref) or len(ref) > 64):
+        # no folder has such a name (refs are matched exactly, never trimmed)
+        raise errors.object_not_found("virtual folder", f"No such virtual folder: {ref!r}")
     folder_id = _parse_uuid(ref)
     if folder_id is not None:
         folder = _scoped(_folders(), user, with_admin=True).filter(pk=folder_id, status__in=list(statuses)).first()
@@ -476,6 +469,7 @@ def list_folders(user: User, *, list_all: bool = False, group_id=None, owner_ema
             raise errors.InvalidAPIParameters("group_id must be a project id")
         query = query.filter(project_id=project_id)
     if owner_email:
+        check_text(owner_email, "owner_user_email", max_chars=254)
         if not _is_admin(user):
             raise errors.InsufficientPrivilege("Only admins list other users' folders")
         query = query.filter(user__email__iexact=owner_email)
@@ -576,6 +570,7 @@ def _check_room(folder: VFolder, more_bytes: int) -> None:
 # --- folder lifecycle -------------------------------------------------------------------------
 
 def _project_for(user: User, ref) -> Project:
+    check_text(ref, "group", max_chars=64)
     query = Project.objects.select_related("resource_policy")
     if not user.is_superadmin:
         query = query.filter(domain_id=user.domain_id)
@@ -602,6 +597,8 @@ def creatable_projects(user: User) -> list[Project]:
 
 
 def _host(name: str | None, user: User, keypair=None, project=None) -> StorageHost:
+    if name:
+        check_text(name, "host", max_chars=128)
     if not name:
         hosts = allowed_hosts(user, keypair, project)
         names = [h.name for h in hosts]
@@ -695,7 +692,7 @@ def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = 
 def rename_folder(user: User, ref, new_name, keypair=None) -> VFolder:
     access = get_folder(user, ref, need="manage")
     folder = access.folder
-    new_name = validate_folder_name(new_name)
+    new_name = validate_folder_name(new_name, "new_name")
     require_host_permission(user, folder.host_id, HostPermission.MODIFY, keypair)
     if new_name == folder.name:
         return folder
@@ -839,9 +836,17 @@ def disk_errors(action: str):
         raise errors.VFolderOperationFailed(f"{action} failed: {exc.strerror or exc}") from None
 
 
-def _clean(raw, *, allow_root=True, what="path") -> tuple[str, ...]:
+def _clean(raw, *, allow_root=True, what="path", new=False) -> tuple[str, ...]:
+    """A path a request names (``vfolders.names`` rules); ``new`` when it names
+    something to create (then it must be safe on Windows too)."""
     with disk_errors("checking the path"):
-        return storage.clean_relpath(raw, allow_root=allow_root, what=what)
+        return storage.clean_relpath(raw, allow_root=allow_root, what=what, new=new)
+
+
+def check_new_name(raw, what: str = "name") -> str:
+    """One new file or directory name (a single component, safe on Windows too)."""
+    with disk_errors("checking the name"):
+        return storage.clean_name(raw, what)
 
 
 def folder_root(folder: VFolder) -> storage.FolderRoot:
@@ -871,7 +876,7 @@ def make_dirs(user: User, ref, paths, *, parents: bool = False, exist_ok: bool =
     raw_paths = paths if isinstance(paths, list) else [paths]
     if not raw_paths:
         raise errors.InvalidAPIParameters("path is required")
-    cleaned = [(raw, _clean(raw, allow_root=False)) for raw in raw_paths]  # all checked before any change
+    cleaned = [(raw, _clean(raw, allow_root=False, new=True)) for raw in raw_paths]  # all checked before any change
     root = folder_root(folder)
     with disk_errors("mkdir"):
         for _raw, parts in cleaned:
@@ -894,8 +899,7 @@ def rename_file(user: User, ref, target_path, new_name) -> None:
     access = get_folder(user, ref, need="write")
     _require_usable(access.folder)
     parts = _clean(target_path, allow_root=False, what="target_path")
-    with disk_errors("checking the new name"):
-        name = storage.clean_name(new_name, "new_name")
+    name = check_new_name(new_name, "new_name")
     with disk_errors("rename"):
         folder_root(access.folder).rename(parts, name)
 
@@ -904,7 +908,7 @@ def move_file(user: User, ref, src, dst) -> str:
     access = get_folder(user, ref, need="write")
     _require_usable(access.folder)
     src_parts = _clean(src, allow_root=False, what="src")
-    dst_parts = _clean(dst, what="dst")
+    dst_parts = _clean(dst, what="dst", new=True)
     with disk_errors("move"):
         target = folder_root(access.folder).move(src_parts, dst_parts)
     return storage.display_path(target)
@@ -956,7 +960,7 @@ def request_upload(user: User, ref, path, size, *, base_url: str, keypair=None) 
     access = get_folder(user, ref, need="write")
     folder = access.folder
     _require_usable(folder)
-    parts = _clean(path, allow_root=False)
+    parts = _clean(path, allow_root=False, new=True)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise errors.InvalidAPIParameters("size must be a non-negative integer (bytes)")
     if size > max_upload_size():
@@ -1132,9 +1136,8 @@ def upload_file_object(user: User, ref, directory, name, fileobj, size: int, key
     access = get_folder(user, ref, need="write")
     folder = access.folder
     _require_usable(folder)
-    dir_parts = _clean(directory or ".")
-    with disk_errors("checking the file name"):
-        filename = storage.clean_name(name, "file name")
+    dir_parts = _clean(directory or ".", new=True)
+    filename = check_new_name(name, "file name")
     parts = dir_parts + (filename,)
     result = request_upload(user, ref, "/".join(parts), size, base_url=public_base_url(), keypair=keypair)
     if size == 0:
@@ -1153,11 +1156,18 @@ def upload_file_object(user: User, ref, directory, name, fileobj, size: int, key
 
 # --- invitations and sharing ------------------------------------------------------------------
 
+MAX_EMAILS = 100
+
+
 def _users_by_email(emails, domain_id=None):
     if isinstance(emails, str):
         emails = [emails]
     if not isinstance(emails, (list, tuple)) or not all(isinstance(e, str) for e in emails):
-        raise errors.InvalidAPIParameters("emails must be a list of email addresses")
+        raise errors.InvalidAPIParameters("emails: must be a list of email addresses")
+    if len(emails) > MAX_EMAILS:
+        raise errors.InvalidAPIParameters(f"emails: at most {MAX_EMAILS} at once")
+    for email in emails:
+        check_text(email, "emails", max_chars=254)
     wanted = {e.strip().lower() for e in emails if e.strip()}
     if not wanted:
         raise errors.InvalidAPIParameters("At least one email is required")

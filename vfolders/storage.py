@@ -4,13 +4,18 @@ staged (resumable) uploads, streamed downloads and archives.
 Imports nothing from Django, so the rules can be read (and tested) on their own.
 
 Path safety.  Every user-supplied path is first cleaned lexically
-(:func:`clean_relpath`: no NUL or control characters, no backslashes, not
-absolute, no ``..``), then walked from the folder root one component at a time
+(:func:`clean_relpath`, the rules of ``vfolders.names``: no control
+characters, no backslashes, not absolute, no ``..``, no padded or over-long
+names; Windows-safe names for what gets created), then walked from the folder root one component at a time
 with ``openat(O_NOFOLLOW)``.  A component that is a symbolic link is followed
 only when its target resolves inside the folder, and every directory we end up
 holding is checked again through ``/proc/self/fd`` (what was actually opened),
 so swapping a directory for a link between the check and the use gains nothing.
 Writes happen relative to those directory descriptors.
+
+Archives (:func:`iter_zip`, :func:`plan_tar`) hold directories and regular
+files only, never symbolic links, under names that ``names.ArchiveNames``
+sanitises, whatever a session left on disk.
 
 Uploads are written to ``<host root>/.staging/<scope>/<upload id>.part`` (never
 inside a folder), fsynced after each chunk, and renamed into place only when
@@ -21,8 +26,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import io
+import logging
 import os
-import re
 import stat
 import tarfile
 import time
@@ -31,11 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-MAX_NAME_BYTES = 255
-MAX_PATH_BYTES = 4096
+from vfolders import names
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_BYTES = names.NAME_MAX_BYTES
+MAX_PATH_BYTES = names.PATH_MAX_BYTES
 IO_CHUNK = 1024 * 1024
 STAGING_DIRNAME = ".staging"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -77,46 +85,28 @@ class TooMuchData(StorageError):
 
 # --- lexical checks ---------------------------------------------------------------------------
 
-def clean_relpath(raw, *, allow_root: bool = True, what: str = "path") -> tuple[str, ...]:
+def clean_relpath(raw, *, allow_root: bool = True, what: str = "path", new: bool = False) -> tuple[str, ...]:
     """The components of a user path relative to a folder root, or ``UnsafePath``.
 
     ``""`` and ``"."`` mean the root (when ``allow_root``); ``a//b`` and ``./a``
-    are normalised; absolute paths, ``..``, backslashes, NUL and other control
-    characters are refused outright rather than "fixed"."""
+    are normalised; absolute paths, ``..``, backslashes, control characters,
+    names with leading or trailing whitespace and over-long names are refused
+    outright rather than "fixed" (the rules are ``vfolders.names``).  ``new``:
+    the path names something to create, so it must also be safe on Windows."""
     if isinstance(raw, Path):
         raw = str(raw)
-    if not isinstance(raw, str):
-        raise UnsafePath(f"{what} must be a string")
-    if "\x00" in raw:
-        raise UnsafePath(f"{what} must not contain NUL bytes")
-    if _CONTROL.search(raw):
-        raise UnsafePath(f"{what} must not contain control characters")
-    if "\\" in raw:
-        raise UnsafePath(f"{what} must not contain backslashes")
-    if raw.startswith("/"):
-        raise UnsafePath(f"{what} must be relative to the folder, not absolute: {raw!r}")
-    if len(raw.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        raise UnsafePath(f"{what} is longer than {MAX_PATH_BYTES} bytes")
-    parts = []
-    for part in raw.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            raise UnsafePath(f"{what} must not contain '..': {raw!r}")
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise UnsafePath(f"a name in {what} is longer than {MAX_NAME_BYTES} bytes")
-        parts.append(part)
-    if not parts and not allow_root:
-        raise UnsafePath(f"{what} must name a file or directory inside the folder, not the folder itself")
-    return tuple(parts)
+    try:
+        return names.split_path(raw, what, allow_root=allow_root, new=new)
+    except names.InvalidName as exc:
+        raise UnsafePath(str(exc)) from None
 
 
 def clean_name(raw, what: str = "name") -> str:
-    """A single path component (a new file name)."""
-    parts = clean_relpath(raw, allow_root=False, what=what)
-    if len(parts) != 1 or "/" in raw:
-        raise UnsafePath(f"{what} must be a single name without '/'")
-    return parts[0]
+    """A single new path component (a new file name)."""
+    try:
+        return names.check_component(raw, what, new=True)
+    except names.InvalidName as exc:
+        raise UnsafePath(str(exc)) from None
 
 
 def display_path(parts: tuple[str, ...]) -> str:
@@ -722,16 +712,28 @@ def _zip_time(mtime: float) -> tuple:
     return moment[:6]
 
 
+def _log_renamed(entries: names.ArchiveNames) -> None:
+    if entries.renamed:
+        log.warning("archive of %r: %d entries renamed to safe names: %s", entries.top, len(entries.renamed),
+                    "; ".join(f"{old!r} -> {new!r}" for old, new in entries.renamed[:50]))
+
+
 def iter_zip(root: FolderRoot, parts: tuple[str, ...], top: str) -> Iterator[bytes]:
-    """The directory at ``parts`` as a ZIP (stored, ZIP64), produced as it is read."""
+    """The directory at ``parts`` as a ZIP (stored, ZIP64), produced as it is read.
+
+    Only directories and regular files go in (symbolic links and special files
+    are left out, so nothing outside the folder can leak in); entry names come
+    from :class:`names.ArchiveNames` (no ``..``, no absolute path, no backslash,
+    no control character, no ``:``), whatever the names on disk are."""
     sink = _Sink()
+    entries = names.ArchiveNames(top)
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        top_info = zipfile.ZipInfo(top + "/", date_time=_zip_time(time.time()))
+        top_info = zipfile.ZipInfo(entries.top + "/", date_time=_zip_time(time.time()))
         top_info.external_attr = (0o40755 << 16) | 0x10
         archive.writestr(top_info, b"")
         yield sink.take()
         for rel, info in root.walk_files(parts):
-            name = "/".join((top,) + rel)
+            name = entries.entry(rel)
             if stat.S_ISDIR(info.st_mode):
                 entry = zipfile.ZipInfo(name + "/", date_time=_zip_time(info.st_mtime))
                 entry.external_attr = (0o40755 << 16) | 0x10
@@ -755,6 +757,7 @@ def iter_zip(root: FolderRoot, parts: tuple[str, ...], top: str) -> Iterator[byt
             finally:
                 os.close(fd)
             yield sink.take()
+    _log_renamed(entries)
     yield sink.take()
 
 
@@ -767,9 +770,12 @@ class TarPlan:
 
 
 def plan_tar(root: FolderRoot, parts: tuple[str, ...], top: str) -> TarPlan:
+    """The tar entries of the directory at ``parts``: directories and regular
+    files only, named like :func:`iter_zip` names them."""
     entries = []
     length = 0
-    top_info = tarfile.TarInfo(top)
+    safe = names.ArchiveNames(top)
+    top_info = tarfile.TarInfo(safe.top)
     top_info.type = tarfile.DIRTYPE
     top_info.mode = 0o755
     top_info.mtime = int(time.time())
@@ -777,7 +783,7 @@ def plan_tar(root: FolderRoot, parts: tuple[str, ...], top: str) -> TarPlan:
     entries.append((header, None, 0))
     length += len(header)
     for rel, info in root.walk_files(parts):
-        item = tarfile.TarInfo("/".join((top,) + rel))
+        item = tarfile.TarInfo(safe.entry(rel))
         item.mtime = int(info.st_mtime)
         item.mode = stat.S_IMODE(info.st_mode)
         if stat.S_ISDIR(info.st_mode):
@@ -789,6 +795,7 @@ def plan_tar(root: FolderRoot, parts: tuple[str, ...], top: str) -> TarPlan:
         header = item.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         entries.append((header, rel if item.type == tarfile.REGTYPE else None, size))
         length += len(header) + _tar_padded(size)
+    _log_renamed(safe)
     length += 2 * tarfile.BLOCKSIZE
     remainder = length % tarfile.RECORDSIZE
     if remainder:

@@ -131,8 +131,12 @@ def mkdir(request, folder_id):
     name = request.POST.get("name", "")
     base = request.POST.get("path") or "."
     target = name if base == "." else f"{base}/{name}"
-    return _run(request, folder_id, lambda: services.make_dirs(request.user, folder_id.hex, target),
-                f"Created the directory {name}.")
+
+    def action():
+        services.check_new_name(name, "name")  # one component: the form asks for a name, not a path
+        return services.make_dirs(request.user, folder_id.hex, target)
+
+    return _run(request, folder_id, action, f"Created the directory {name}.")
 
 
 @login_required

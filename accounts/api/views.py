@@ -5,7 +5,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import services
+from accounts import lockout, services
 from accounts.api.serializers import (
     AuthorizeSerializer,
     KeypairSerializer,
@@ -40,8 +40,9 @@ class AuthorizeView(APIView):
     def post(self, request):
         params = AuthorizeSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        user, keypair = services.authorize(
-            params.validated_data["domain"], params.validated_data["username"], params.validated_data["password"]
+        user, keypair = lockout.guarded_authorize(  # 429 after repeated failures (django-axes)
+            request, params.validated_data["domain"], params.validated_data["username"],
+            params.validated_data["password"],
         )
         return Response({"data": {
             "access_key": keypair.access_key,

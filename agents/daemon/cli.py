@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pwd
 import signal
 import sys
 from collections.abc import Sequence
@@ -10,7 +12,7 @@ from typing import Any
 
 from .config import AgentConfig, ConfigError, load_config
 
-__all__ = ["discover_json", "main"]
+__all__ = ["discover_json", "local_backend_refusal", "main"]
 
 log = logging.getLogger("agents.daemon")
 
@@ -47,6 +49,32 @@ def discover_json(config: AgentConfig, nvml: Any = None) -> dict[str, Any]:
         probe.close()
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def local_backend_refusal(config: AgentConfig, euid: int) -> str | None:
+    """Why the daemon must not start (None: it may): the local backend has no isolation, so as
+    root it would run every user's kernels as root, unless the operator said so."""
+    if config.backend != "local" or euid != 0 or config.local_allow_root:
+        return None
+    return ("the local backend runs kernels as this daemon's user without any isolation, and this daemon runs as "
+            "root: every session would run as root on this host. Run it as an unprivileged user, use --backend "
+            "docker, or pass --local-allow-root (env BAI_AGENT_LOCAL_ALLOW_ROOT=true) to accept that")
+
+
+def warn_about_local_backend(config: AgentConfig, euid: int) -> None:
+    if config.backend != "local":
+        return
+    log.warning("the local backend runs kernels as user %s (uid %d) directly on this host, with no isolation: "
+                "every session can read and change whatever that user can. Never offer it to untrusted users "
+                "(use --backend docker)%s", _user_name(euid), euid,
+                "; running as root because --local-allow-root was given" if euid == 0 else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, args = load_config(argv)
@@ -60,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.token:
         print("agent: error: a token is required: --token or BAI_AGENT_TOKEN", file=sys.stderr)
         return 2
+    refusal = local_backend_refusal(config, os.geteuid())
+    if refusal:
+        print(f"agent: error: {refusal}", file=sys.stderr)
+        return 2
+    warn_about_local_backend(config, os.geteuid())
 
     from .agent import Agent
     from .backends import BackendSettings, make_backend

@@ -32,6 +32,7 @@ from backendai.daemon_options import (  # noqa: E402 - shared with the proxy wor
     ConfigError,
     Option,
     add_options,
+    parse_bool,
     parse_host,
     parse_log_level,
     parse_port_range,
@@ -146,6 +147,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cpu_limit", _parse_cpu, None, "offer at most this many CPU cores", "CORES"),
     Option("mem_limit", parse_size, None, "offer at most this much memory (e.g. 16g)", "SIZE"),
     Option("gpu_devices", _parse_device_list, None, "only these GPUs (comma-separated indices or UUIDs)", "LIST"),
+    Option("local_allow_root", parse_bool, False, "let the local backend (no isolation) run kernels as root",
+           "BOOL", const="true"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
 )
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -173,6 +176,7 @@ class AgentConfig:
     cpu_limit: Decimal | None = None
     mem_limit: int | None = None
     gpu_devices: tuple[str, ...] | None = None
+    local_allow_root: bool = False
     log_level: str = "INFO"
     config_file: Path | None = None
 

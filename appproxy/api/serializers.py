@@ -29,6 +29,10 @@ class HeartbeatSerializer(serializers.Serializer):
                                          required=False, default=list)
 
 
+class RedeemSetupSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=2048, trim_whitespace=False)
+
+
 class JSONObjectField(serializers.Field):
     """A JSON object given as an object or as a JSON-encoded string (the SDK sends strings)."""
 
@@ -61,4 +65,4 @@ class StartServiceSerializer(serializers.Serializer):
     open_to_public = serializers.BooleanField(required=False, allow_null=True, default=None)
     allowed_client_ips = serializers.JSONField(required=False, allow_null=True, default=None,
                                                help_text="List of IPs/CIDRs (or a comma string).")
-    redirect = serializers.CharField(required=False, default="/", max_length=1024)
+    redirect = serializers.CharField(required=False, default="/", max_length=1024, trim_whitespace=False)

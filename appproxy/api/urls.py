@@ -10,5 +10,7 @@ urlpatterns = [
          name="appproxy-circuits"),
     path("appproxy-api/v1/workers/<str:authority>/shutdown", views.WorkerShutdownView.as_view(),
          name="appproxy-shutdown"),
+    path("appproxy-api/v1/workers/<str:authority>/setup-tokens/redeem", views.WorkerRedeemSetupView.as_view(),
+         name="appproxy-redeem-setup"),
     path("session/<str:name>/start-service", views.StartServiceView.as_view(), name="session-start-service"),
 ]

@@ -8,7 +8,8 @@ from rest_framework.views import APIView
 
 from appproxy import services
 from appproxy.api.authentication import WorkerTokenAuthentication, IsWorker
-from appproxy.api.serializers import HeartbeatSerializer, RegisterSerializer, StartServiceSerializer
+from appproxy.api.serializers import (HeartbeatSerializer, RedeemSetupSerializer, RegisterSerializer,
+                                      StartServiceSerializer)
 from backendai.api import errors
 from sessions import services as session_services
 
@@ -49,6 +50,15 @@ class WorkerShutdownView(WorkerAPIView):
     def post(self, request, authority):
         services.shutdown(request.auth, authority)
         return Response(status=204)
+
+
+class WorkerRedeemSetupView(WorkerAPIView):
+    """``POST .../setup-tokens/redeem {"token"}``: the link's claims, once (410 ``setup-token-used`` after)."""
+
+    def post(self, request, authority):
+        params = RedeemSetupSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        return Response(services.redeem_setup_token(request.auth, authority, params.validated_data["token"]))
 
 
 class StartServiceView(APIView):

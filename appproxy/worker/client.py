@@ -13,9 +13,11 @@ API_PREFIX = "/appproxy-api/v1/workers"
 
 
 class CoordinatorError(Exception):
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, slug: str = "", detail: str = ""):
         super().__init__(message)
         self.status = status
+        self.slug = slug  # the problem type's last part, e.g. "setup-token-used"
+        self.detail = detail  # the coordinator's message
 
 
 class CoordinatorUnavailable(CoordinatorError):
@@ -50,13 +52,15 @@ class CoordinatorClient:
         if response.status_code >= 500:
             raise CoordinatorUnavailable(f"{method} {url}: HTTP {response.status_code}", response.status_code)
         if response.status_code >= 400:
+            slug = ""
             try:
                 body = response.json()
                 text = body.get("msg") or body.get("title") or response.text[:200]
-            except ValueError:
+                slug = str(body.get("type") or "").rsplit("/", 1)[-1]
+            except (ValueError, AttributeError):
                 text = response.text[:200]
             kind = NotRegistered if response.status_code == 404 else CoordinatorRejected
-            raise kind(f"{method} {url}: HTTP {response.status_code}: {text}", response.status_code)
+            raise kind(f"{method} {url}: HTTP {response.status_code}: {text}", response.status_code, slug, str(text))
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -72,6 +76,11 @@ class CoordinatorClient:
 
     async def circuits(self, since: int | None = None) -> dict:
         return await self._call("GET", "/circuits", params={} if since is None else {"since": since})
+
+    async def redeem_setup(self, token: str) -> dict:
+        """Mark a setup link used at the coordinator: its claims the first time;
+        :class:`CoordinatorRejected` (slug ``setup-token-used`` or ``setup-token-invalid``) after."""
+        return await self._call("POST", "/setup-tokens/redeem", json={"token": token})
 
     async def shutdown(self) -> None:
         await self._call("POST", "/shutdown", json={})

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
-__all__ = ["HOP_BY_HOP", "HTTPError", "Request", "Response", "parse_request", "parse_response", "simple_response",
-           "error_page"]
+__all__ = ["HOP_BY_HOP", "HTTPError", "Request", "Response", "check_header", "parse_request", "parse_response",
+           "simple_response", "error_page"]
 
 MAX_HEAD = 64 * 1024
+# Control characters other than HTAB: a bare CR or LF in a header would start a new header
+# (response splitting, request smuggling), NUL and the rest are never legitimate (RFC 9110 §5.5).
+CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # RFC 9110 §7.6.1 plus the legacy proxy headers; anything named in Connection is hop-by-hop too.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
@@ -75,7 +80,7 @@ def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
         if not line:
             continue
         name, sep, value = line.partition(b":")
-        if not sep or not name or line[0] in (32, 9) or name[-1] in (32, 9):
+        if not sep or not name or line[0] in (32, 9) or name[-1] in (32, 9) or CONTROL.search(line):
             raise HTTPError(400, "malformed header line")
         headers.append((name, name.lower(), value.strip()))
     return headers
@@ -84,7 +89,7 @@ def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
 def parse_request(head: bytes) -> Request:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
+    if len(parts) != 3 or not parts[0] or not parts[1] or CONTROL.search(lines[0]):
         raise HTTPError(400, "malformed request line")
     request = Request()
     request.method, request.target, request.version = parts
@@ -138,7 +143,7 @@ def parse_request(head: bytes) -> Request:
 def parse_response(head: bytes) -> Response:
     lines = head.split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(rest) < 3 or not rest[:3].isdigit():
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(rest) < 3 or not rest[:3].isdigit() or CONTROL.search(rest):
         raise HTTPError(502, "the app sent a malformed response")
     response = Response()
     response.version = version
@@ -177,8 +182,17 @@ def parse_response(head: bytes) -> Response:
     return response
 
 
+def check_header(name: bytes, value: bytes) -> None:
+    """Refuse (400) a header the worker would write with a bad name or a control character in
+    its value: whatever was copied into it, it can never split the response."""
+    if not TOKEN.fullmatch(name) or CONTROL.search(value):
+        raise HTTPError(400, "refused to send a header with control characters", "bad-header-value")
+
+
 def simple_response(status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] = (),
                     close: bool = True) -> bytes:
+    for name, value in ((b"Content-Type", content_type), *extra):
+        check_header(name, value)
     reason = REASONS.get(status, "Unknown").encode()
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason), b"Content-Type: " + content_type + b"\r\n",
              b"Content-Length: %d\r\n" % len(body), b"Cache-Control: no-store\r\n"]

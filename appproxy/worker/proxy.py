@@ -86,6 +86,8 @@ def _in_networks(address: str, networks) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in net for net in networks)
 
 
@@ -173,14 +175,24 @@ class Proxy:
                 writer.close()
         circuit.relays.clear()
 
+    def is_trusted(self, peer: str) -> bool:
+        """Whether ``peer`` is a proxy whose forwarding headers we believe (``--trusted-proxies``)."""
+        return bool(self.trusted) and _in_networks(peer, self.trusted)
+
     def client_address(self, peer: str, request: Request | None) -> str:
-        if not self.trusted or request is None or not request.forwarded_for or not _in_networks(peer, self.trusted):
+        """The client's address: the peer, unless the peer is a trusted proxy; then the
+        right-most ``X-Forwarded-For`` hop that is not a trusted proxy (or ``X-Real-IP``
+        when there is no ``X-Forwarded-For``).  Headers from anyone else are ignored."""
+        if request is None or not self.is_trusted(peer):
             return peer
         hops = [h.strip().decode("latin-1") for value in request.forwarded_for for h in value.split(b",") if h.strip()]
+        if not hops:
+            real = next((v for _, n, v in reversed(request.headers) if n == b"x-real-ip"), b"").strip()
+            return real.decode("latin-1") if real else peer
         for hop in reversed(hops):
             if not _in_networks(hop, self.trusted):
                 return hop
-        return hops[0] if hops else peer
+        return hops[0]
 
     async def serve_tcp(self, reader, writer, circuit: Circuit) -> None:
         """A raw TCP connection to a tcp circuit (port mode)."""
@@ -267,7 +279,9 @@ class Proxy:
             self.metrics.refused.labels(exc.reason).inc()
             close = request is None or request.has_body or not request.keep_alive or exc.status >= 500
             if exc.status == 403:
-                log.info("refused a request from %s at %s: %s", peer, where, exc.message)
+                client = self.client_address(peer, request)
+                via = f" (via {peer})" if client != peer else ""
+                log.info("refused a request from %s%s at %s: %s", client, via, where, exc.message)
             writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
                                     close=close))
             return not close
@@ -324,11 +338,15 @@ class Proxy:
                                        if p.strip() and not p.strip().startswith(PERMIT_PREFIX))
                     if not value:
                         continue
-            elif lname == b"x-forwarded-for" or lname == b"x-forwarded-proto" or lname == b"x-forwarded-host":
+            elif lname in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"):
                 continue
             out += (name, b": ", value, b"\r\n")
-        forwarded = b", ".join([*request.forwarded_for, peer.encode()])
-        out += (b"X-Forwarded-For: ", forwarded, b"\r\nX-Forwarded-Proto: ", self.scheme, b"\r\n")
+        # a chain the client wrote itself is not passed on: only a trusted proxy's hops are
+        trusted = self.is_trusted(peer)
+        forwarded = b", ".join([*(request.forwarded_for if trusted else ()), peer.encode()])
+        client = self.client_address(peer, request).encode("latin-1", "replace")
+        out += (b"X-Forwarded-For: ", forwarded, b"\r\nX-Real-IP: ", client, b"\r\nX-Forwarded-Proto: ",
+                self.scheme, b"\r\n")
         if request.host:
             out += (b"X-Forwarded-Host: ", request.host, b"\r\n")
         if request.chunked:

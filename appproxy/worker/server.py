@@ -350,6 +350,25 @@ class Worker:
 
     # --- API: setup, health, metrics, hints --------------------------------------------------
 
+    async def _redeem(self, token: str, as_json: bool) -> bytes | None:
+        """Mark the link used at the coordinator, the memory no worker restart loses;
+        an error page when it must be refused (None: go on)."""
+        try:
+            async with asyncio.timeout(10):
+                await self.client.redeem_setup(token)
+        except CoordinatorRejected as exc:
+            log.info("worker %s: the coordinator refused a setup link: %s", self.config.name, exc)
+            if exc.slug == "setup-token-used" or exc.status == 410:
+                return error_page(403, "This app link was already used. Open the app again from the session page.",
+                                  as_json, "setup-token-used")
+            return error_page(403, f"{exc.detail or 'This app link is not valid'}. Open the app again from the "
+                                   "session page.", as_json, "setup-token-invalid")
+        except (CoordinatorUnavailable, NotRegistered, TimeoutError) as exc:
+            log.warning("worker %s: cannot redeem a setup link now: %s", self.config.name, exc)
+            return error_page(503, "The app proxy cannot check this link right now; try it again in a moment.",
+                              as_json, "coordinator-unavailable")
+        return None
+
     async def _start_api(self) -> None:
         c = self.config
         self.api_servers.append(await asyncio.start_server(self._on_api, c.api_host, c.api_port, limit=MAX_HEAD,
@@ -406,11 +425,23 @@ class Worker:
             elif path.startswith("/v2/proxy/"):
                 token = unquote(path[len("/v2/proxy/"):].split("/", 1)[0])
             if token is not None:
-                return await self.setup(token, request.wants_json)
+                peer = (writer.get_extra_info("peername") or ("?", 0))[0]
+                return await self.setup(token, request.wants_json, secure=self.over_tls(request, peer))
         raise HTTPError(404, f"Nothing at {path} on this app proxy worker.")
 
-    async def setup(self, token: str, as_json: bool = False) -> bytes:
-        """Check a setup token, set the permit cookie, send the browser to the app."""
+    def over_tls(self, request, peer: str) -> bool:
+        """Whether the browser reached us over TLS: the advertised scheme is https, or a
+        trusted proxy in front says so with ``X-Forwarded-Proto: https``."""
+        if self.config.scheme == "https":
+            return True
+        if not self.proxy.is_trusted(peer):
+            return False
+        proto = next((v for _, n, v in reversed(request.headers) if n == b"x-forwarded-proto"), b"")
+        return proto.split(b",")[-1].strip().lower() == b"https"
+
+    async def setup(self, token: str, as_json: bool = False, secure: bool = False) -> bytes:
+        """Check a setup token, redeem it at the coordinator (once, ever), set the permit
+        cookie and send the browser to the app."""
         if not self.secret:
             raise HTTPError(503, "The proxy worker is starting; try again in a moment.")
         try:
@@ -422,6 +453,11 @@ class Worker:
         if claims.nonce in self.used_nonces:
             return error_page(403, "This app link was already used. Open the app again from the session page.",
                               as_json, "setup-token-used")
+        problem = tokens.redirect_problem(claims.redirect)
+        if problem:
+            log.warning("worker %s: refused a setup link whose redirect %s: %r", self.config.name, problem,
+                        claims.redirect[:100])
+            return error_page(400, f"This app link's redirect target {problem}.", as_json, "bad-redirect")
         circuit = self.table.get(claims.circuit)
         if circuit is None or not circuit.admits_user(claims.user):
             try:
@@ -435,6 +471,9 @@ class Worker:
                                    "ended). Open it again from the session page.", as_json, "no-circuit")
         if not circuit.admits_user(claims.user):
             return error_page(403, "This link was not issued for this app's users.", as_json, "permit-wrong-user")
+        refused = await self._redeem(token, as_json)
+        if refused is not None:
+            return refused
         self.used_nonces[claims.nonce] = claims.expires
         log.info("worker %s: setup for circuit %s (session %s, app %s) by user %s", self.config.name, circuit.id,
                  circuit.session_id, circuit.app, claims.user)
@@ -450,7 +489,7 @@ class Worker:
         permit = tokens.make_permit(self.secret, circuit.id, claims.user, self.permit_ttl)
         cookie = (f"{circuit.cookie_name.decode()}={permit}; Path=/; Max-Age={int(self.permit_ttl)}; HttpOnly; "
                   "SameSite=Lax")
-        if self.config.scheme == "https":
+        if secure:
             cookie += "; Secure"
         if self.config.mode == "wildcard":
             cookie += f"; Domain={self.config.wildcard_domain}"

@@ -12,11 +12,10 @@ import ipaddress
 import logging
 from urllib.parse import quote
 
-from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
 
 from backendai import signing
-from backendai.api import errors, ratelimit
+from backendai.api import clientip, errors, ratelimit
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +40,9 @@ def raw_request_target(request) -> str:
 
 
 def client_address(request) -> str:
-    """The peer address; X-Forwarded-For is believed only from TRUSTED_PROXIES."""
-    remote = request.META.get("REMOTE_ADDR", "")
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    if forwarded and remote and settings.TRUSTED_PROXIES:
-        try:
-            peer = ipaddress.ip_address(remote)
-        except ValueError:
-            return remote
-        if any(peer in net for net in settings.TRUSTED_PROXIES):
-            return forwarded.split(",")[0].strip()
-    return remote
+    """The client's address; forwarded headers are believed only from TRUSTED_PROXIES
+    (the one rule in ``backendai.api.clientip``, under ASGI and WSGI alike)."""
+    return clientip.client_address(request)
 
 
 def address_allowed(address: str, allowed: list[str] | None) -> bool:
@@ -87,7 +78,8 @@ class HMACAuthentication(BaseAuthentication):
         except signing.MalformedAuthorization as exc:
             raise errors.InvalidAuthParameters(str(exc)) from None
         signed = signing.SignedRequest(
-            method=getattr(request, "wire_method", request.method),
+            # the EFFECTIVE method (after X-Method-Override): a signature covers what the request does
+            method=request.method,
             target=raw_request_target(request),
             date_value=request.META.get("HTTP_X_BACKENDAI_DATE") or request.META.get("HTTP_DATE") or "",
             host=request.META.get("HTTP_HOST", ""),

@@ -116,14 +116,26 @@ def problem_exception_handler(exc, context):
         return problem_response(429, "rate-limit-exceeded", RateLimitExceeded.error_title, str(exc.detail))
     if isinstance(exc, APIException):
         return problem_response(exc.status_code, "generic-bad-request", GenericBadRequest.error_title, str(exc.detail))
-    from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+    from django.core.exceptions import DisallowedHost, PermissionDenied as DjangoPermissionDenied, RequestDataTooBig
+    from django.db import DataError
     from django.http import Http404
 
+    request = context.get("request")
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge(str(exc) or None).as_response()
+    if isinstance(exc, DisallowedHost):
+        return problem_response(400, "generic-bad-request", GenericBadRequest.error_title,
+                                "The Host header names a host this server does not serve")
+    if isinstance(exc, DataError):
+        # the database refused a value (too long for its column, numeric out of range): a validator is missing
+        log.warning("database refused a value on %s %s (missing validator?): %s",
+                    getattr(request, "method", "?"), getattr(request, "path", "?"), exc)
+        return problem_response(400, "invalid-api-params", InvalidAPIParameters.error_title,
+                                "A value is out of range or too long")
     if isinstance(exc, Http404):
         return problem_response(404, "object-not-found", ObjectNotFound.error_title, str(exc) or None)
     if isinstance(exc, DjangoPermissionDenied):
         return problem_response(403, "generic-forbidden", GenericForbidden.error_title, str(exc) or None)
-    request = context.get("request")
     log.exception("unhandled API error on %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"))
     return problem_response(500, "internal-server-error", InternalServerError.error_title)
 

@@ -5,7 +5,19 @@ agent_list, images, vfolder_list — answered by strawberry over our services.
 Field names are snake_case as in Backend.AI; JSON-valued fields are
 JSON-encoded strings (the client's formatters ``json.loads`` them); enums are
 upper case; pagination is consistent (``total_count`` counts what the same
-filter returns)."""
+filter returns).
+
+Cost limits (``CostLimits``, checked before any resolver runs): query text of at
+most ``MAX_QUERY_CHARS`` characters and ``MAX_TOKENS`` tokens, at most
+``MAX_NODES`` fields and fragment spreads once every fragment is expanded, no
+fragment cycles, depth ``settings.GRAPHQL_MAX_DEPTH`` (strawberry's
+``QueryDepthLimiter``), ``settings.GRAPHQL_MAX_ALIASES`` aliases across the
+document including fragments (strawberry's alias rule), and ``limit``/``first``
+arguments of at most ``settings.GRAPHQL_MAX_LIST_SIZE``.
+
+Secrets: ``secret_key`` stays in the schema (the client asks for it) but always
+answers ``accounts.services.MASKED_SECRET``; agent addresses and ids are shown
+to superadmins only."""
 from __future__ import annotations
 
 import json
@@ -14,14 +26,142 @@ import uuid
 from typing import Optional
 
 import strawberry
+from django.conf import settings
+from graphql import GraphQLError
+from graphql.language import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    VariableNode,
+)
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.max_aliases import create_validator as alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from backendai.api import errors
 
-MAX_LIMIT = 100
+MAX_LIMIT = 100  # one page; larger limits (up to GRAPHQL_MAX_LIST_SIZE) are served 100 at a time
+MAX_QUERY_CHARS = 16 * 1024
+MAX_TOKENS = 2000
+MAX_NODES = 500  # fields + fragment spreads after expanding fragments (the full introspection query is ~230)
+LIST_ARGUMENTS = ("limit", "first", "last")
+
+
+# --- cost limits ------------------------------------------------------------------------------
+
+def _expanded_size(document: DocumentNode) -> list[str]:
+    """Problems with the shape of ``document``: unknown or cyclic fragments, or more
+    than ``MAX_NODES`` nodes once fragments are expanded.  Each fragment is sized
+    once (memoised), so a fragment that spreads another twice, many levels deep,
+    costs linear time here however large its expansion would be."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    sizes: dict[str, int] = {}
+    visiting: set[str] = set()
+    problems: list[str] = []
+
+    def fragment_size(name: str) -> int:
+        if name in sizes:
+            return sizes[name]
+        if name not in fragments:
+            raise ValueError(f"Unknown fragment {name!r}.")
+        if name in visiting:
+            raise ValueError(f"Fragment {name!r} spreads itself (a fragment cycle).")
+        visiting.add(name)
+        sizes[name] = selection_size(fragments[name].selection_set)
+        visiting.discard(name)
+        return sizes[name]
+
+    def selection_size(selection_set: SelectionSetNode | None) -> int:
+        total = 0
+        for selection in (selection_set.selections if selection_set else ()):
+            if isinstance(selection, FieldNode):
+                total += 1 + selection_size(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                total += selection_size(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += 1 + fragment_size(selection.name.value)
+        return total
+
+    try:
+        for name in fragments:
+            fragment_size(name)
+        for definition in document.definitions:
+            if isinstance(definition, OperationDefinitionNode):
+                size = selection_size(definition.selection_set)
+                if size > MAX_NODES:
+                    problems.append(f"The query selects {size} fields once fragments are expanded. "
+                                    f"Allowed: {MAX_NODES}.")
+    except ValueError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _list_size_problems(document: DocumentNode, variables: dict) -> list[str]:
+    """``limit``/``first``/``last`` arguments above ``GRAPHQL_MAX_LIST_SIZE``, literal or variable."""
+    limit, problems = settings.GRAPHQL_MAX_LIST_SIZE, []
+
+    def visit(selection_set: SelectionSetNode | None):
+        for selection in (selection_set.selections if selection_set else ()):
+            if isinstance(selection, FieldNode):
+                for argument in selection.arguments or ():
+                    if argument.name.value not in LIST_ARGUMENTS:
+                        continue
+                    value = argument.value
+                    if isinstance(value, IntValueNode):
+                        number = int(value.value)
+                    elif isinstance(value, VariableNode):
+                        number = variables.get(value.name.value)
+                    else:
+                        continue
+                    if isinstance(number, int) and not isinstance(number, bool) and number > limit:
+                        problems.append(f"{selection.name.value}: {argument.name.value} {number} is over the "
+                                        f"maximum list size {limit}.")
+                visit(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                visit(selection.selection_set)
+
+    for definition in document.definitions:
+        if isinstance(definition, (OperationDefinitionNode, FragmentDefinitionNode)):
+            visit(definition.selection_set)
+    return problems
+
+
+class CostLimits(SchemaExtension):
+    """Refuse an over-cost document before validation's heavier rules and before any
+    resolver: the checks above first (cheap, and they make the rest bounded), then
+    strawberry's depth limiter and alias counter as validation rules."""
+
+    def on_operation(self):
+        context = self.execution_context
+        context.parse_options["max_tokens"] = MAX_TOKENS
+        context.validation_rules = context.validation_rules + (
+            depth_rule(settings.GRAPHQL_MAX_DEPTH, None), alias_rule(settings.GRAPHQL_MAX_ALIASES))
+        yield
+
+    def on_parse(self):
+        query = self.execution_context.query or ""
+        if len(query) > MAX_QUERY_CHARS:
+            raise GraphQLError(f"The query is {len(query)} characters long. Allowed: {MAX_QUERY_CHARS}.")
+        yield
+
+    def on_validate(self):
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None:
+            problems = _expanded_size(document) or _list_size_problems(document, context.variables or {})
+            if problems:
+                # strawberry skips its own validation when errors are already set
+                context.pre_execution_errors = [GraphQLError(p) for p in problems]
+        yield
 
 
 def _json(value) -> Optional[str]:
@@ -66,6 +206,8 @@ def apply_order(query, order: Optional[str], fields: dict[str, str], default: st
 def page(limit: int, offset: int) -> tuple[int, int]:
     if limit < 0 or offset < 0:
         raise errors.InvalidAPIParameters("limit and offset must be >= 0")
+    if limit > settings.GRAPHQL_MAX_LIST_SIZE:
+        raise errors.InvalidAPIParameters(f"limit: at most {settings.GRAPHQL_MAX_LIST_SIZE}")
     return min(limit, MAX_LIMIT), offset
 
 
@@ -92,7 +234,11 @@ class KeyPair:
 
 
 def keypair_of(kp) -> KeyPair:
-    return KeyPair(user_id=kp.user.email, access_key=kp.access_key, secret_key=kp.secret_key, is_active=kp.is_active,
+    """A keypair as GraphQL shows it, to anyone, its owner included: the secret key is
+    shown only once, in the answer that created or regenerated it, never here."""
+    from accounts.services import MASKED_SECRET
+
+    return KeyPair(user_id=kp.user.email, access_key=kp.access_key, secret_key=MASKED_SECRET, is_active=kp.is_active,
                    is_admin=kp.is_admin, resource_policy=kp.resource_policy_id, rate_limit=kp.rate_limit,
                    num_queries=kp.num_queries, created_at=_iso(kp.created_at), last_used=_iso(kp.last_used),
                    user_info=UserInfo(email=kp.user.email, full_name=kp.user.full_name),
@@ -128,13 +274,14 @@ class ComputeContainer:
     terminated_at: Optional[str]
 
 
-def container_of(k) -> ComputeContainer:
+def container_of(k, show_agents: bool = False) -> ComputeContainer:
     data = {key: v for key, v in (k.status_data or {}).items() if key != "util_series"}
     return ComputeContainer(
         id=str(k.pk), cluster_role=k.cluster_role, cluster_idx=k.cluster_idx, local_rank=k.local_rank,
         cluster_hostname=k.cluster_hostname, session_id=str(k.session_id), image=k.image, architecture=k.architecture,
         registry=k.registry, status=k.status, status_info=k.status_info, status_data=_json(data),
-        status_changed=_iso(k.status_changed), agent=k.agent_id, agent_addr=k.agent_addr,
+        status_changed=_iso(k.status_changed), agent=k.agent_id if show_agents else None,
+        agent_addr=k.agent_addr if show_agents else None,
         container_id=k.container_id or None, resource_opts=_json(k.resource_opts),
         occupied_slots=_json(k.requested_slots if k.status not in ("PENDING", "TERMINATED", "CANCELLED") else {}),
         requested_slots=_json(k.requested_slots), preopen_ports=list(k.preopen_ports or []),
@@ -190,7 +337,8 @@ class ComputeSession:
     dependencies: list[SessionDependencyRef]
 
 
-def session_of(s) -> ComputeSession:
+def session_of(s, show_agents: bool = False) -> ComputeSession:
+    """``show_agents``: agent ids and addresses are for superadmins (as in Backend.AI)."""
     from sessions import services as session_services
 
     kernels = list(s.kernels.all())
@@ -208,9 +356,9 @@ def session_of(s) -> ComputeSession:
         startup_command=s.startup_command or None,
         occupying_slots=_json(s.requested_slots if live else {}), occupied_slots=_json(s.requested_slots if live else {}),
         requested_slots=_json(s.requested_slots), idle_checks=_json(session_services.idle_checks(s)),
-        abusing_reports=_json([]), agent_ids=list(s.agent_ids or []),
+        abusing_reports=_json([]), agent_ids=list(s.agent_ids or []) if show_agents else [],
         service_ports=_json(main.service_ports if main else []),
-        containers=[container_of(k) for k in kernels],
+        containers=[container_of(k, show_agents) for k in kernels],
         dependencies=[SessionDependencyRef(name=d.depends_on.name, id=str(d.depends_on_id))
                       for d in s.dependency_links.all()],
     )
@@ -375,7 +523,9 @@ class Query:
             query = query.filter(domain_id=domain_name)
         query = apply_filter(query, filter, SESSION_FIELDS)
         total = query.count()
-        items = [session_of(s) for s in apply_order(query, order, SESSION_FIELDS, "-created_at")[offset:offset + limit]]
+        show = _actor(info)[0].is_superadmin
+        items = [session_of(s, show) for s in
+                 apply_order(query, order, SESSION_FIELDS, "-created_at")[offset:offset + limit]]
         return ComputeSessionList(items=items, total_count=total)
 
     @strawberry.field
@@ -388,7 +538,7 @@ class Query:
         if not (user.is_superadmin or user.is_domain_admin):
             query = query.filter(access_key=keypair)
         found = query.filter(pk=id).first()
-        return session_of(found) if found else None
+        return session_of(found, user.is_superadmin) if found else None
 
     @strawberry.field
     def agent_list(self, info: Info, limit: int, offset: int, status: Optional[str] = None,
@@ -416,10 +566,13 @@ class Query:
         from agents.models import Image as ImageModel
 
         query = ImageModel.objects.prefetch_related("aliases", "agents").order_by("name", "architecture")
+        cap = settings.GRAPHQL_MAX_LIST_SIZE  # an unbounded list: at most this many
         if architecture:
             query = query.filter(architecture=architecture)
         result = []
-        for image in query:
+        for image in query[:cap] if is_installed is None else query.iterator(chunk_size=cap):
+            if len(result) >= cap:
+                break
             installed = bool(list(image.agents.all())) or image.is_local
             if is_installed is not None and installed != is_installed:
                 continue
@@ -448,7 +601,17 @@ class Query:
                                  total_count=total)
 
 
-schema = strawberry.Schema(query=Query, config=StrawberryConfig(auto_camel_case=False))
+schema = strawberry.Schema(query=Query, config=StrawberryConfig(auto_camel_case=False), extensions=[CostLimits])
+
+
+def _public_error(error: GraphQLError) -> dict:
+    """An error as the caller sees it: a resolver's unexpected exception (a database
+    error, a bug) is not echoed back, only that it happened (the log has it)."""
+    original = getattr(error, "original_error", None)
+    if original is None or isinstance(original, (GraphQLError, errors.BackendAIError)):
+        return error.formatted
+    return {"message": "Internal error while resolving this field.", "path": error.path,
+            "locations": error.formatted.get("locations")}
 
 
 class GraphQLView(APIView):
@@ -472,9 +635,9 @@ class GraphQLView(APIView):
             original = getattr(first, "original_error", None)
             if isinstance(original, errors.BackendAIError):
                 raise original
+            shown = [_public_error(e) for e in result.errors]
             return errors.problem_response(400, "graphql-error", "GraphQL-generated error.",
-                                           "; ".join(e.message for e in result.errors),
-                                           [e.formatted for e in result.errors])
+                                           "; ".join(e["message"] for e in shown), shown)
         if self.legacy:
             return Response(result.data)
         return Response({"data": result.data})

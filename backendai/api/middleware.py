@@ -3,11 +3,24 @@
 * ``X-BackendAI-Version`` negotiation: a listed version (v4 to v8) is
   accepted and recorded on the request; an unknown one is refused with 400
   before any view runs.
-* ``X-Method-Override`` re-routes a request as another HTTP method.
+* ``X-Method-Override`` re-routes a request as another HTTP method.  The
+  signature is checked over the EFFECTIVE method, so an override is valid only
+  when the client signed the overridden method (a captured signed GET replayed
+  with ``X-Method-Override: DELETE`` fails the signature).  Other spellings
+  (``X-HTTP-Method-Override``, ``_method``) are ignored.
+* Limits before any work: a ``Host`` outside ``ALLOWED_HOSTS`` is a 400, a
+  ``Content-Length`` above ``settings.API_MAX_BODY`` a 413 (the streamed file
+  transfer paths excepted), a NUL character in the path a 404 (no object has
+  such a name), in the query a 400.
 * Every API response carries ``Server: BackendAI`` and the
   ``X-RateLimit-*`` headers (anonymous calls get the fixed anonymous figures).
 """
 from __future__ import annotations
+
+from urllib.parse import unquote
+
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
 
 from backendai import signing
 from backendai.api import errors, ratelimit
@@ -15,6 +28,8 @@ from backendai.api import errors, ratelimit
 NON_API_PREFIXES = ("/ui/", "/admin/", "/static/", "/healthz", "/readyz", "/metrics", "/favicon.ico")
 API_UNDER_ADMIN = ("/admin/gql", "/admin/graphql")
 OVERRIDABLE_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+#: streamed file transfers (tus uploads, ranged downloads) have their own size rules
+TRANSFER_PREFIXES = ("/storage/",)
 
 
 def is_api_path(path: str) -> bool:
@@ -30,6 +45,9 @@ class BackendAIAPIMiddleware:
     def __call__(self, request):
         if not is_api_path(request.path):
             return self.get_response(request)
+        refused = self._refuse_early(request)
+        if refused is not None:
+            return self._finish(request, refused)
         version = request.META.get("HTTP_X_BACKENDAI_VERSION") or request.META.get("HTTP_X_SORNA_VERSION")
         if version is not None:
             if signing.parse_version(version) is None:
@@ -40,9 +58,34 @@ class BackendAIAPIMiddleware:
             request.api_version = signing.LATEST_API_VERSION
         override = request.META.get("HTTP_X_METHOD_OVERRIDE")
         if override and override.upper() in OVERRIDABLE_METHODS:
-            request.wire_method = request.method  # the signature covers the method actually sent
+            # the signature is verified over this effective method (HMACAuthentication reads request.method)
             request.method = override.upper()
         return self._finish(request, self.get_response(request))
+
+    @staticmethod
+    def _refuse_early(request):
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return errors.GenericBadRequest("The Host header names a host this server does not serve").as_response()
+        if "\x00" in request.path:  # no object is named with a NUL (and no column could store one)
+            return errors.ObjectNotFound("No object is named with a NUL character").as_response()
+        if "\x00" in unquote(request.META.get("QUERY_STRING", "")):
+            field = next((key for key, values in request.GET.lists()
+                          if "\x00" in key or any("\x00" in value for value in values)), "query")
+            return errors.InvalidAPIParameters(f"{field}: NUL characters are not allowed").as_response()
+        if request.path.startswith(TRANSFER_PREFIXES):
+            return None
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(length)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return errors.GenericBadRequest("Invalid Content-Length").as_response()
+        if length > settings.API_MAX_BODY:
+            return errors.PayloadTooLarge(f"The request body is larger than {settings.API_MAX_BODY} bytes").as_response()
+        return None
 
     @staticmethod
     def _finish(request, response):

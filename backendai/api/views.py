@@ -65,5 +65,15 @@ def api_not_found(request, exception=None):
     return errors.URLNotFound(f"{request.method} {request.path} is not an API path").as_response()
 
 
+def api_bad_request(request, exception=None):
+    from django.core.exceptions import DisallowedHost, RequestDataTooBig
+
+    if isinstance(exception, RequestDataTooBig):
+        return errors.PayloadTooLarge(str(exception) or None).as_response()
+    if isinstance(exception, DisallowedHost):
+        return errors.GenericBadRequest("The Host header names a host this server does not serve").as_response()
+    return errors.GenericBadRequest().as_response()
+
+
 def api_server_error(request):
     return errors.InternalServerError().as_response()

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from backendai.api import errors
 from backendai.api.authentication import authenticate_plain_request
-from sessions import events, services
+from sessions import events, services, validation
 from sessions.lifecycle import DEAD_SESSION
 from sessions.models import Session
 
@@ -26,6 +26,9 @@ SCOPES = ("*", "session", "kernel")
 
 def _select(user, keypair, params) -> tuple[Q, str, bool]:
     scope = params.get("scope", "*")
+    for key in ("sessionId", "session_id", "sessionName", "name"):
+        if params.get(key):
+            validation.check_session_ref(params[key], key)
     if scope not in SCOPES:
         raise errors.InvalidAPIParameters(f"scope must be one of {', '.join(SCOPES)}")
     owner = params.get("ownerAccessKey") or params.get("owner_access_key")
@@ -42,9 +45,10 @@ def _select(user, keypair, params) -> tuple[Q, str, bool]:
         session = services.get_session(user, keypair, name, owner)
         condition = Q(pk=session.pk)
         single = True
-    group = params.get("group", "*")
+    group = validation.check_query_text(params.get("group", "*"), "group", validation.GROUP_MAX)
     if group != "*":
-        condition &= Q(project__name=group) | Q(project_id__in=[group] if len(group) >= 32 else [])
+        project_id = validation.as_uuid(group)
+        condition &= Q(project__name=group) | Q(project_id__in=[project_id] if project_id else [])
     return condition, scope, single
 
 

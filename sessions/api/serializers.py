@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from backendai.api import errors
+from sessions import validation
 from sessions.enqueue import EnqueueRequest
 
 ALIASES = {
@@ -31,77 +32,41 @@ CONFIG_ALIASES = {
 }
 
 
-def _pick(data: dict, names: tuple) -> object:
+def _pick(data: dict, names: tuple) -> tuple[object, str]:
+    """The first alias present with a value, and the name the client used."""
     for name in names:
         if name in data and data[name] is not None:
-            return data[name]
-    return None
+            return data[name], name
+    return None, names[0]
 
 
-def _as(kind, value, field):
-    if value is None:
-        return None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-            return value.lower() in ("true", "1")
-        raise errors.InvalidAPIParameters(f"{field} must be a boolean")
-    if kind is int:
-        if isinstance(value, bool):
-            raise errors.InvalidAPIParameters(f"{field} must be an integer")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise errors.InvalidAPIParameters(f"{field} must be an integer") from None
-    if kind is str:
-        if not isinstance(value, (str, int)):
-            raise errors.InvalidAPIParameters(f"{field} must be a string")
-        return str(value)
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise errors.InvalidAPIParameters(f"{field} must be an object")
-        return value
-    if kind is list:
-        if not isinstance(value, list):
-            raise errors.InvalidAPIParameters(f"{field} must be a list")
-        return value
-    return value
-
-
-TYPES = {"name": str, "image": str, "architecture": str, "session_type": str, "group": str, "cluster_size": int,
-         "cluster_mode": str, "enqueue_only": bool, "max_wait_seconds": int, "reuse_if_exists": bool,
-         "startup_command": str, "bootstrap_script": str, "callback_url": str, "owner_access_key": str,
-         "batch_timeout": int}
-CONFIG_TYPES = {"scaling_group": str, "resource_opts": dict, "mount_map": dict, "mount_options": dict,
-                "preopen_ports": list, "agent_list": list, "mounts": list, "environ": dict, "resources": dict}
+TOP_LEVEL = ("domain", "tag", "starts_at", "priority", "dependencies")
+CONFIG_PLAIN = ("mounts", "environ", "resources")
 
 
 def parse_create_request(data) -> EnqueueRequest:
+    """Map the aliases to canonical names, then check every field's type, range and
+    length (``sessions.validation``) before anything else happens."""
     if not isinstance(data, dict):
         raise errors.InvalidAPIParameters("The request body must be a JSON object")
-    fields = {}
-    for key, names in ALIASES.items():
-        fields[key] = _as(TYPES[key], _pick(data, names), names[0])
-    for key in ("domain", "tag", "starts_at", "priority", "dependencies"):
-        if data.get(key) is not None:
-            fields[key] = data[key]
-    config = _as(dict, data.get("config"), "config") or {}
-    for key, names in CONFIG_ALIASES.items():
-        fields[key] = _as(CONFIG_TYPES[key], _pick(config, names), names[0])
-    for key in ("mounts", "environ", "resources"):
-        fields[key] = _as(CONFIG_TYPES[key], config.get(key), key)
+    fields, names = {}, {}
+    for key, aliases in ALIASES.items():
+        fields[key], names[key] = _pick(data, aliases)
+    for key in TOP_LEVEL:
+        fields[key], names[key] = data.get(key), key
+    config = data.get("config")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise validation.invalid("config", "must be an object")
+    for key, aliases in CONFIG_ALIASES.items():
+        value, used = _pick(config, aliases)
+        fields[key], names[key] = value, f"config.{used}"
+    for key in CONFIG_PLAIN:
+        fields[key], names[key] = config.get(key), f"config.{key}"
     if fields.get("cluster_size") is None and config.get("clusterSize") is not None:
-        fields["cluster_size"] = _as(int, config["clusterSize"], "clusterSize")
-    if not fields.get("image"):
-        raise errors.InvalidAPIParameters("image is required")
-    if "priority" in fields:
-        fields["priority"] = _as(int, fields["priority"], "priority")
-    if "dependencies" in fields:
-        fields["dependencies"] = _as(list, fields["dependencies"], "dependencies")
-    if fields.get("max_wait_seconds") is not None and fields["max_wait_seconds"] < 0:
-        raise errors.InvalidAPIParameters("maxWaitSeconds must be >= 0")
-    mounts = fields.get("mounts") or []
-    if any(not isinstance(m, str) for m in mounts):
-        raise errors.InvalidAPIParameters("config.mounts must be a list of folder names or ids")
-    return EnqueueRequest(**{k: v for k, v in fields.items() if v is not None})
+        fields["cluster_size"], names["cluster_size"] = config["clusterSize"], "config.clusterSize"
+    if fields.get("image") in (None, ""):
+        raise validation.invalid("image", "is required")
+    cleaned = validation.clean_create(fields, names)
+    return EnqueueRequest(**cleaned)

@@ -90,7 +90,7 @@ class SessionRenameView(APIView):
     def post(self, request, name):
         new_name = request.query_params.get("name") or (request.data.get("name") if isinstance(request.data, dict) else None)
         if not new_name:
-            raise errors.InvalidAPIParameters("name is required")
+            raise errors.InvalidAPIParameters("name: is required")
         session = services.get_session(request.user, request.auth, name, _owner(request))
         services.rename(session, new_name)
         return Response(status=204)
@@ -100,7 +100,7 @@ class SessionMatchView(APIView):
     def get(self, request):
         prefix = request.query_params.get("id", "")
         if not prefix:
-            raise errors.InvalidAPIParameters("id is required")
+            raise errors.InvalidAPIParameters("id: is required")
         matches = services.match_sessions(request.user, request.auth, prefix)
         return Response({"matches": [{"id": str(s.pk), "name": s.name, "status": s.status} for s in matches]})
 

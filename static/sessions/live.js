@@ -9,8 +9,8 @@
  * polling (the session is over).  Without JavaScript the pages simply stay
  * static; the server-rendered content is complete.
  *
- * Also: links with data-logs-url load the logs fragment in place, and forms
- * with data-confirm ask before submitting.
+ * Also: links with data-logs-url load the logs fragment in place (forms with
+ * data-confirm are handled for every page by static/js/ui.js).
  */
 (function () {
   "use strict";
@@ -117,12 +117,6 @@
       event.preventDefault();
       if (!link.hasAttribute("aria-busy")) { loadLogs(link); }
     }
-  });
-
-  document.addEventListener("submit", function (event) {
-    var form = event.target;
-    var question = form.getAttribute && form.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) { event.preventDefault(); }
   });
 
   function init() {

@@ -15,6 +15,35 @@
   var RUNNING = ["RUNNING", "RUNNING_DEGRADED"];
   var PING_EVERY = 30000;
 
+  /* The Content-Security-Policy allows styles from our static files only, plus, on
+   * this page, <style> elements that carry the page's nonce: xterm.js writes its
+   * theme and cell-size rules into <style> elements at run time.  This script's tag
+   * carries the nonce (read before the browser hides it from the DOM) and every
+   * <style> element created on the page gets it.  Style attributes (xterm sets one
+   * for 24-bit colours) go through the CSSOM instead, which the policy allows; the
+   * policy itself never allows inline styles or scripts in the markup. */
+  var STYLE_NONCE = (document.currentScript && document.currentScript.nonce) || "";
+  var runtimeStylesAllowed = false;
+
+  function allowRuntimeStyles() {
+    if (runtimeStylesAllowed) { return; }
+    runtimeStylesAllowed = true;
+    var createElement = Document.prototype.createElement;
+    Document.prototype.createElement = function (tagName) {
+      var element = createElement.apply(this, arguments);
+      if (STYLE_NONCE && String(tagName).toLowerCase() === "style") { element.nonce = STYLE_NONCE; }
+      return element;
+    };
+    var setAttribute = Element.prototype.setAttribute;
+    Element.prototype.setAttribute = function (name, value) {
+      if (String(name).toLowerCase() === "style" && this.style) {
+        this.style.cssText = String(value);
+        return undefined;
+      }
+      return setAttribute.apply(this, arguments);
+    };
+  }
+
   function encodeText(text) {
     var bytes = new TextEncoder().encode(text);
     var binary = "";
@@ -94,6 +123,7 @@
       if (socket) { return; }
       screen.hidden = false;
       if (term) { term.dispose(); }
+      allowRuntimeStyles();
       term = new window.Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000,
         fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace" });
       fit = new window.FitAddon.FitAddon();

@@ -58,12 +58,22 @@ def test_assign_policy_actions(admin_client, owner):
     assert Keypair.objects.get(pk=owner.main_keypair_id).resource_policy == strict_kp
 
 
-def test_regenerate_shows_the_new_secret_once_and_changes_it(admin_client, owner):
+def test_regenerating_someone_elses_secret_changes_it_without_showing_it(admin_client, owner):
     old = owner.main_keypair.secret_key
     response = admin_client.post("/admin/accounts/keypair/", {"action": "regenerate_secret",
                                                               "_selected_action": [owner.main_keypair_id]}, follow=True)
     new = Keypair.objects.get(pk=owner.main_keypair_id).secret_key
-    assert new != old and new in response.content.decode()
+    assert new != old and new not in response.content.decode()
+    assert "only its owner sees it" in response.content.decode()
+    assert new not in admin_client.get("/admin/accounts/keypair/").content.decode()
+
+
+def test_regenerating_ones_own_secret_shows_it_once(admin_client, superadmin):
+    response = admin_client.post("/admin/accounts/keypair/", {"action": "regenerate_secret",
+                                                              "_selected_action": [superadmin.main_keypair_id]},
+                                 follow=True)
+    new = Keypair.objects.get(pk=superadmin.main_keypair_id).secret_key
+    assert new in response.content.decode()
     assert new not in admin_client.get("/admin/accounts/keypair/").content.decode()
 
 
@@ -87,8 +97,16 @@ def test_adding_a_user_with_a_weak_password_shows_the_error_beside_the_field(adm
     assert not User.objects.filter(email="weak@example.com").exists()
 
 
-def test_adding_a_keypair_in_the_admin_shows_its_secret_once(admin_client, owner, defaults):
+def test_adding_a_keypair_for_someone_else_in_the_admin_never_shows_its_secret(admin_client, owner, defaults):
     response = admin_client.post("/admin/accounts/keypair/add/", {
         "user": owner.pk, "resource_policy": "default", "rate_limit": 500, "is_active": "on"}, follow=True)
     created = Keypair.objects.filter(user=owner).exclude(pk=owner.main_keypair_id).get()
-    assert created.rate_limit == 500 and created.secret_key in response.content.decode()
+    assert created.rate_limit == 500 and created.secret_key not in response.content.decode()
+    assert created.access_key in response.content.decode()
+
+
+def test_adding_a_keypair_for_oneself_in_the_admin_shows_its_secret_once(admin_client, superadmin, defaults):
+    response = admin_client.post("/admin/accounts/keypair/add/", {
+        "user": superadmin.pk, "resource_policy": "default", "rate_limit": 500, "is_active": "on"}, follow=True)
+    created = Keypair.objects.filter(user=superadmin).exclude(pk=superadmin.main_keypair_id).get()
+    assert created.secret_key in response.content.decode()

@@ -9,7 +9,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.models import Agent
 from appproxy import services, tokens
-from appproxy.models import Circuit, CircuitTombstone, Worker, WorkerStatus, WorkerToken
+from appproxy.models import Circuit, CircuitTombstone, SetupToken, Worker, WorkerStatus, WorkerToken
 from helpers import problem, slug
 from sessions import services as session_services
 from sessions.models import Session
@@ -297,6 +297,11 @@ def test_start_service_is_for_the_owner_and_admins_only(signed, running, owner, 
     ({"app": "web", "envs": "{broken"}, 400, "invalid-api-params"),
     ({"app": "web", "allowed_client_ips": ["300.1.1.1"]}, 400, "invalid-api-params"),
     ({"app": "web", "redirect": "//evil.example"}, 400, "invalid-api-params"),
+    ({"app": "web", "redirect": "https://evil.example/"}, 400, "invalid-api-params"),
+    ({"app": "web", "redirect": "/\\evil.example"}, 400, "invalid-api-params"),
+    ({"app": "web", "redirect": "/lab\r\nSet-Cookie: stolen=1"}, 400, "invalid-api-params"),
+    ({"app": "web", "redirect": "/lab\n"}, 400, "invalid-api-params"),
+    ({"app": "web", "redirect": "lab"}, 400, "invalid-api-params"),
     ({}, 400, "invalid-api-params"),
 ])
 def test_bad_start_service_requests_get_clear_errors(signed, running, owner, body, status, expected):
@@ -341,7 +346,8 @@ def test_changes_are_pushed_to_the_worker_as_hints(running, owner, hint_receiver
         services.start_service(owner, session, "web")
     assert hint_receiver.arrived.wait(10)
     path, signature, body, data = hint_receiver.received[-1]
-    assert path == "/v1/hint" and signature == tokens.sign_hint(worker.secret, body)
+    assert path == "/v1/hint" and tokens.verify_hint(worker.secret, body, signature)
+    assert not tokens.verify_hint("another-secret", body, signature)
     assert data["revision"] == Worker.objects.get(pk=worker.pk).revision
 
 
@@ -392,7 +398,61 @@ def test_the_periodic_tasks_call_the_services(running, owner):
 
     make_worker("silent", last_heartbeat=timezone.now() - timedelta(hours=1))
     assert tasks.mark_lost_workers() == 1
-    assert tasks.sweep_circuits() == {"ended": 0, "retargeted": 0, "idle": 0, "tombstones": 0}
+    assert tasks.sweep_circuits() == {"ended": 0, "retargeted": 0, "idle": 0, "tombstones": 0, "setup_tokens": 0}
+
+
+# --- setup links are redeemed once, at the coordinator ---------------------------------------
+
+def redeem(client, token, raw, name="w1"):
+    return worker_api(client, token, "POST", f"{name}/setup-tokens/redeem", {"token": raw})
+
+
+def test_a_setup_link_is_redeemed_once_whichever_worker_process_asks(client, worker_token, running, owner):
+    register(client, worker_token)
+    worker = Worker.objects.get()
+    circuit = services.create_circuit(session=running(owner), app="web", protocol="http", target_host="127.0.0.1",
+                                      target_port=30001, worker=worker)
+    link = services.issue_setup(circuit, owner, redirect="/lab")
+    row = SetupToken.objects.get()
+    assert row.token_hash == tokens.token_digest(link["token"]) and row.used_at is None
+    assert link["token"] not in str(SetupToken.objects.values().get()), "only the hash is kept"
+
+    first = redeem(client, worker_token, link["token"])
+    assert first.status_code == 200, first.content
+    assert first.json() == {"circuit": str(circuit.pk), "user": str(owner.pk), "redirect": "/lab",
+                            "expires": first.json()["expires"]}
+    used_at = SetupToken.objects.get().used_at
+    assert used_at is not None
+    # a restarted worker forgot everything; the row did not
+    register(client, worker_token)
+    again = redeem(client, worker_token, link["token"])
+    assert again.status_code == 410 and slug(again) == "setup-token-used"
+    assert SetupToken.objects.get().used_at == used_at
+
+
+def test_forged_unknown_expired_and_foreign_setup_links_are_refused_and_change_nothing(
+        client, worker_token, running, owner):
+    register(client, worker_token)
+    register(client, worker_token, name="w2", port_range=[40010, 40019])
+    worker = Worker.objects.get(authority="w1")
+    circuit = services.create_circuit(session=running(owner), app="web", protocol="http", target_host="127.0.0.1",
+                                      target_port=30001, worker=worker)
+    link = services.issue_setup(circuit, owner)
+    never_issued = tokens.make_setup_token(worker.secret, str(circuit.pk), str(owner.pk), 60)
+    refused = redeem(client, worker_token, never_issued)
+    assert refused.status_code == 403 and slug(refused) == "setup-token-invalid"
+    forged = tokens.make_setup_token("not-the-secret", str(circuit.pk), str(owner.pk), 60)
+    assert slug(redeem(client, worker_token, forged)) == "setup-token-invalid"
+    assert slug(redeem(client, worker_token, link["token"], name="w2")) == "setup-token-invalid", \
+        "a link is for the worker it was issued on"
+    bound = services.issue_token("bound", authority="w2")[1]
+    assert slug(redeem(client, bound, link["token"])) == "generic-forbidden"
+    assert slug(redeem(client, None, link["token"])) == "auth-failed"
+    assert redeem(client, worker_token, "").status_code == 400
+    assert SetupToken.objects.get().used_at is None, "no refusal used the link up"
+    SetupToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert slug(redeem(client, worker_token, link["token"])) == "setup-token-invalid"
+    assert services.sweep_circuits()["setup_tokens"] == 1 and not SetupToken.objects.exists()
 
 
 # --- signing -------------------------------------------------------------------------------
@@ -411,8 +471,12 @@ def test_setup_tokens_and_permits_refuse_tampering_expiry_and_mixing():
     old = tokens.make_setup_token("k" * 32, "c1", "u1", 60, now=time.time() - 120)
     with pytest.raises(tokens.TokenError, match="expired"):
         tokens.verify("k" * 32, "setup", old)
-    with pytest.raises(ValueError):
-        tokens.make_setup_token("k" * 32, "c1", "u1", 60, redirect="https://evil.example/")
+    for target in ("https://evil.example/", "//evil.example", "/\\evil.example", "/a\r\nSet-Cookie: x=1", "/a b",
+                   "", "/" + "a" * 1024):
+        with pytest.raises(ValueError):
+            tokens.make_setup_token("k" * 32, "c1", "u1", 60, redirect=target)
+        assert tokens.redirect_problem(target)
+    assert tokens.redirect_problem("/lab/tree?file=a%20b#x") is None
     permit = tokens.make_permit("k" * 32, "c1", "u1", 60)
     assert tokens.verify("k" * 32, "permit", permit).user == "u1"
     body = b'{"revision": 3}'

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from appproxy import tokens
-from worker_support import OWNER, SECRET, circuit, free_port, run, running_worker, upstream_app
+from worker_support import (OWNER, SECRET, FakeCoordinator, circuit, free_port, run, running_worker,
+                            upstream_app)
 
 
 def permit_cookie(c, user=OWNER, ttl=600, secret=SECRET, now=None):
@@ -93,7 +94,8 @@ def test_hop_by_hop_headers_are_dropped_and_forwarding_headers_added():
             assert hop not in seen, hop
         assert seen["x-end-to-end"] == "kept"
         assert seen["host"].startswith("apps.example:")
-        assert seen["x-forwarded-for"] == "10.9.9.9, 127.0.0.1"
+        assert seen["x-forwarded-for"] == "127.0.0.1", "a chain the client wrote itself is not passed on"
+        assert seen["x-real-ip"] == "127.0.0.1"
         assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"].startswith("apps.example")
         assert seen["cookie"] == "theme=dark", "the proxy's permits never reach the app"
         assert "X-Secret-Hop" not in head and "Keep-Alive" not in head
@@ -320,3 +322,141 @@ def test_shutdown_says_goodbye_to_the_coordinator():
         return coordinator
 
     assert run(scenario()).shutdowns == 1
+
+
+# --- issue 9: forwarded addresses, header injection, cookie flags, one-time links ----------------
+
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send bytes no HTTP client would send; the whole answer (the worker closes after it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+def test_trusted_proxies_come_from_the_flag_or_the_environment_and_default_to_nobody():
+    import ipaddress
+
+    from appproxy.worker.config import ConfigError, load_config
+
+    base = ["--coordinator-url", "http://127.0.0.1:9", "--port-range", "40000-40001"]
+    assert load_config(base, env={}).trusted_proxies == ()
+    config = load_config(base, env={"BAI_PROXY_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"})
+    assert config.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32"))
+    with pytest.raises(ConfigError, match="--trusted-proxies"):
+        load_config([*base, "--trusted-proxies", "not-a-network"], env={})
+
+
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies():
+    with upstream_app() as app_port:
+        fenced = circuit(port=free_port(), target_port=app_port, public=True, ips=["10.9.9.9/32"])
+        spoof = {"X-Forwarded-For": "10.9.9.9", "X-Real-IP": "10.9.9.9"}
+
+        async def scenario(trusted):
+            options = {"trusted_proxies": trusted} if trusted else {}
+            async with running_worker([fenced], **options), httpx.AsyncClient() as client:
+                url = f"http://127.0.0.1:{fenced['port']}/headers"
+                return [await client.get(url, headers=spoof),
+                        await client.get(url, headers={"X-Forwarded-For": "10.9.9.9, 192.0.2.1"})]
+
+        for untrusted in (None, "127.0.0.2/32,10.0.0.0/8"):
+            spoofed, chained = run(scenario(untrusted))
+            assert spoofed.status_code == 403 and "127.0.0.1 may not use this app" in spoofed.text, untrusted
+            assert chained.status_code == 403
+        believed, chained = run(scenario("127.0.0.0/8"))
+        assert believed.status_code == 200, believed.text
+        seen = {k.lower(): v for k, v in believed.json()["headers"]}
+        assert seen["x-forwarded-for"] == "10.9.9.9, 127.0.0.1" and seen["x-real-ip"] == "10.9.9.9"
+        assert chained.status_code == 403 and "192.0.2.1 may not use this app" in chained.text, \
+            "the right-most hop that is not a trusted proxy is the client"
+
+
+def test_a_setup_redirect_is_a_same_origin_path_and_never_splits_the_answer():
+    c = circuit(port=free_port(), target_port=free_port())
+
+    async def scenario():
+        async with running_worker([c]) as (worker, coordinator):
+            port = worker.config.api_port
+            answers = {}
+            for target in ("/lab\r\nSet-Cookie: evil=1", "/lab\nX-Evil: 1", "//evil.example", "/\\evil.example",
+                           "https://evil.example/", "/a b"):
+                # make_setup_token refuses these: sign the claims directly, as a compromised issuer could
+                token = tokens.sign(SECRET, "setup", {"c": c["id"], "u": OWNER, "e": int(time.time() + 60),
+                                                      "n": target.encode().hex(), "r": target})
+                answers[target] = await raw_exchange(port, f"GET /setup?token={token} HTTP/1.1\r\n"
+                                                           f"Host: 127.0.0.1\r\n\r\n".encode())
+            smuggled = await raw_exchange(port, b"GET /setup?token=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                b"X-Forwarded-Proto: https\nSet-Cookie: evil=1\r\n\r\n")
+            control = await raw_exchange(port, b"GET /setup?token=\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            return answers, smuggled, control, coordinator.redeemed
+
+    answers, smuggled, control, redeemed = run(scenario())
+    for target, answer in answers.items():
+        head = answer.split(b"\r\n\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 400 "), (target, head)
+        assert b"evil" not in head.lower() and b"location" not in head.lower() and b"set-cookie" not in head.lower()
+    assert not redeemed, "a refused link is not used up"
+    for answer in (smuggled, control):
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"set-cookie" not in answer.lower()
+
+
+def test_the_permit_cookie_is_http_only_lax_and_secure_over_tls():
+    with upstream_app() as app_port:
+        c = circuit(port=free_port(), target_port=app_port)
+
+        async def setup_cookie(headers=None, **options):
+            async with running_worker([c], **options) as (worker, _), httpx.AsyncClient() as client:
+                token = tokens.make_setup_token(SECRET, c["id"], OWNER, 60, redirect="/lab")
+                answer = await client.get(f"http://127.0.0.1:{worker.config.api_port}/setup",
+                                          params={"token": token}, headers=headers or {})
+                assert answer.status_code == 302, answer.text
+                return [p.strip() for p in answer.headers["set-cookie"].split(";")]
+
+        plain = run(setup_cookie())
+        assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= set(plain) and "Secure" not in plain
+        assert "Secure" not in run(setup_cookie({"X-Forwarded-Proto": "https"})), "an untrusted peer's word"
+        assert "Secure" in run(setup_cookie({"X-Forwarded-Proto": "https"}, trusted_proxies="127.0.0.1/32"))
+        assert "Secure" in run(setup_cookie(scheme="https"))
+
+
+def test_the_lax_permit_rides_the_cross_site_redirect_from_the_setup_link():
+    """SameSite=Lax, not Strict: the setup link is opened from the manager's site, and the
+    browser follows the worker's 302 to the app as a top-level navigation.  A Strict cookie
+    is withheld on a navigation whose redirect chain began on another site, so the app's
+    first page would be refused; Lax cookies ride top-level GET navigations and are still
+    withheld from cross-site subresource requests and POSTs (the CSRF that matters)."""
+    with upstream_app() as app_port:
+        c = circuit(port=free_port(), target_port=app_port)
+
+        async def scenario():
+            async with running_worker([c]) as (worker, _), httpx.AsyncClient(follow_redirects=True) as client:
+                token = tokens.make_setup_token(SECRET, c["id"], OWNER, 60, redirect="/lab")
+                page = await client.get(f"http://127.0.0.1:{worker.config.api_port}/setup",
+                                        params={"token": token}, headers={"Referer": "http://manager.example/"})
+                return page
+
+        page = run(scenario())
+        assert page.status_code == 200 and b"bai-test http app at /lab" in page.content
+        assert [r.status_code for r in page.history] == [302]
+
+
+def test_a_used_setup_link_stays_used_after_the_worker_restarts():
+    with upstream_app() as app_port:
+        c = circuit(port=free_port(), target_port=app_port)
+        coordinator = FakeCoordinator([c])
+        token = tokens.make_setup_token(SECRET, c["id"], OWNER, 60)
+
+        async def visit():
+            async with running_worker([c], coordinator=coordinator) as (worker, _), httpx.AsyncClient() as client:
+                return await client.get(f"http://127.0.0.1:{worker.config.api_port}/setup",
+                                        params={"token": token}, headers={"Accept": "application/json"})
+
+        coordinator.down = True
+        unavailable = run(visit())
+        assert unavailable.status_code == 503 and unavailable.json()["error"] == "coordinator-unavailable"
+        coordinator.down = False
+        assert run(visit()).status_code == 200, "a link the coordinator could not check is not used up"
+        replayed = run(visit())  # a fresh worker: nothing in memory
+        assert replayed.status_code == 403 and replayed.json()["error"] == "setup-token-used"

@@ -10,6 +10,8 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from appproxy import tokens
+from appproxy.worker.client import CoordinatorRejected, CoordinatorUnavailable
 from appproxy.worker.config import load_config
 from appproxy.worker.server import Worker
 
@@ -140,6 +142,23 @@ class FakeCoordinator:
         self.registrations = []
         self.shutdowns = 0
         self.syncs = 0
+        self.redeemed: set[str] = set()  # like the coordinator's SetupToken rows: outlives any worker
+        self.down = False
+
+    async def redeem_setup(self, token):
+        """The coordinator's guarded "mark used": once per link, whichever worker asks."""
+        if self.down:
+            raise CoordinatorUnavailable("POST redeem: ConnectError")
+        try:
+            claims = tokens.verify(SECRET, "setup", token)
+        except tokens.TokenError as exc:
+            raise CoordinatorRejected(f"HTTP 403: {exc}", 403, "setup-token-invalid", str(exc)) from None
+        digest = tokens.token_digest(token)
+        if digest in self.redeemed:
+            raise CoordinatorRejected("HTTP 410: used", 410, "setup-token-used", "This app link was already used")
+        self.redeemed.add(digest)
+        return {"circuit": claims.circuit, "user": claims.user, "expires": claims.expires,
+                "redirect": claims.redirect}
 
     def set(self, circuits):
         self.table = {c["id"]: c for c in circuits}
@@ -176,9 +195,9 @@ def worker_config(ports, mode="port", **extra):
 
 
 @contextlib.asynccontextmanager
-async def running_worker(circuits=(), mode="port", **extra):
+async def running_worker(circuits=(), mode="port", coordinator=None, **extra):
     ports = [c["port"] for c in circuits if c.get("port")] or [free_port()]
-    coordinator = FakeCoordinator(circuits)
+    coordinator = coordinator or FakeCoordinator(circuits)
     worker = Worker(worker_config(ports, mode, **extra), client=coordinator)
     await worker.start()
     try:

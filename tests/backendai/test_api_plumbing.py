@@ -1,4 +1,6 @@
 """Version negotiation, problem+json errors, the unsigned root, health checks."""
+import json
+
 import pytest
 
 from backendai import __version__, signing
@@ -51,12 +53,18 @@ def test_a_wrong_method_is_problem_json(signed, owner):
     assert slug(response) == "method-not-allowed"
 
 
-def test_x_method_override_reroutes_the_request(signed, owner):
+def test_x_method_override_reroutes_the_request(signed, owner, client):
     api = signed(owner)
-    response = api.request("POST", "/auth/test", data={"echo": "x"}, extra={"HTTP_X_METHOD_OVERRIDE": "GET"})
-    # signed as POST (the method on the wire), answered by the GET handler
+    headers = api.headers("GET", "/auth/test", "application/json")  # signed over the effective method
+    response = client.generic("POST", "/auth/test", json.dumps({"echo": "x"}), content_type="application/json",
+                              HTTP_X_METHOD_OVERRIDE="GET", **headers)
     assert response.status_code == 200
     assert response.json()["echo"] == ""
+
+
+def test_x_method_override_signed_over_the_wire_method_is_refused(signed, owner):
+    response = signed(owner).request("POST", "/auth/test", data={"echo": "x"}, extra={"HTTP_X_METHOD_OVERRIDE": "GET"})
+    assert response.status_code == 401
 
 
 def test_malformed_json_is_invalid_api_params(signed, owner):

@@ -297,7 +297,7 @@ class LiveStack:
                               "--backend", backend, "--scratch-root", str(self.data_dir / f"scratch-{agent_id}"),
                               "--port-range", port_range or f"{low}-{low + 19}", "--sync-interval", "1",
                               "--stop-timeout", "3"],
-                   {"BAI_AGENT_TOKEN": token})
+                   {"BAI_AGENT_TOKEN": token, "BAI_AGENT_LOCAL_ALLOW_ROOT": "true"})  # the suite may run as root
 
     def wait_for(self, predicate, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
         from django.db import close_old_connections

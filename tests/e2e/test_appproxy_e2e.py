@@ -228,7 +228,8 @@ def test_an_app_opens_through_a_real_worker_and_everyone_else_is_refused(live_st
 def test_routes_survive_restarts_of_the_worker_and_the_manager_and_go_with_the_session(
         live_stack, docker_node, proxy, owner):
     session = running_session(live_stack, owner, "durable")
-    app_url, cookie = follow_setup(open_app(live_stack, owner, "durable", "web"))
+    first = open_app(live_stack, owner, "durable", "web")
+    app_url, cookie = follow_setup(first)
     assert serves(app_url, cookie)()
 
     live_stack.stop("proxy")
@@ -236,6 +237,9 @@ def test_routes_survive_restarts_of_the_worker_and_the_manager_and_go_with_the_s
         httpx.get(app_url, headers=cookie, timeout=2)
     proxy.start()
     live_stack.wait_for(serves(app_url, cookie), timeout=30, what="the route served again after the worker restart")
+    replayed = httpx.get(first["url"], follow_redirects=False, timeout=10)
+    assert replayed.status_code == 403 and "already used" in replayed.text, "the restarted worker forgot nothing"
+    assert "set-cookie" not in replayed.headers
 
     live_stack.stop("web")
     for _ in range(3):

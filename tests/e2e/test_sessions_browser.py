@@ -72,7 +72,7 @@ def local_agent(live_server, tmp_path, settings, defaults):
     argv = [sys.executable, "-m", "agents.daemon", "--manager-url", live_server.url, "--agent-id", AGENT_ID,
             "--scaling-group", group.name, "--backend", "local", "--scratch-root", str(scratch),
             "--sync-interval", "0.5", "--stop-timeout", "2", "--port-range", f"{PORT_RANGE[0]}-{PORT_RANGE[1]}",
-            "--cpu-limit", "2", "--mem-limit", "2g", "--log-level", "DEBUG"]
+            "--cpu-limit", "2", "--mem-limit", "2g", "--log-level", "DEBUG", "--local-allow-root"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)

@@ -174,7 +174,8 @@ def test_the_session_page_opens_a_terminal_in_the_browser(live_stack, docker_nod
 
         page.click("#terminal-open")
         page.wait_for_selector("#terminal-screen .xterm-rows")
-        page.wait_for_function("document.getElementById('terminal-state').textContent.includes('Connected')")
+        # predicates as functions: a bare expression is eval()ed in the page, which the CSP refuses
+        page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('Connected')")
         page.click("#terminal-screen")
         page.keyboard.type("echo hello\n")
         page.wait_for_function("""() => Array.from(document.querySelectorAll('#terminal-screen .xterm-rows > div'))
@@ -192,7 +193,7 @@ def test_the_session_page_opens_a_terminal_in_the_browser(live_stack, docker_nod
         rows, cols = map(int, rows_text.split())
         assert rows > 5 and cols > 40 and before > 5
         page.keyboard.type("exit\n")
-        page.wait_for_function("document.getElementById('terminal-state').textContent.includes('exited')")
+        page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('exited')")
         assert re.search(r"code 0", page.locator("#terminal-state").inner_text())
     finally:
         context.close()

@@ -265,10 +265,10 @@ def gql(api, query, variables=None):
     return body["data"]
 
 
-def test_gql_keypair_answers_the_callers_own(signed, owner, cluster):
+def test_gql_keypair_answers_the_callers_own_with_the_secret_masked(signed, owner, cluster):
     data = gql(signed(owner), "query {  keypair {    user_id access_key secret_key is_active is_admin  }}")
     assert data["keypair"] == {"user_id": owner.email, "access_key": owner.main_keypair_id,
-                               "secret_key": owner.main_keypair.secret_key, "is_active": True, "is_admin": False}
+                               "secret_key": "********", "is_active": True, "is_admin": False}
 
 
 def test_gql_ps_pages_consistently_and_json_fields_are_strings(signed, owner, member, cluster):

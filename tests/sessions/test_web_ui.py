@@ -313,7 +313,7 @@ def test_a_session_not_yet_tried_says_so(client, owner, cluster):
     assert "the scheduler has not looked at it yet" in page
 
 
-def test_a_running_session_shows_host_ports_exit_codes_and_idle_checks(client, owner, cluster):
+def test_a_running_session_shows_its_ports_through_the_proxy_exit_codes_and_idle_checks(client, owner, cluster):
     session = start(owner, "running")
     session.kernels.update(status="RUNNING", agent_id="node-1", container_id="c0ffee1234567890", kernel_host="10.0.0.5",
                            service_ports=[{"name": "jupyter", "protocol": "http", "container_ports": [8888],
@@ -324,7 +324,8 @@ def test_a_running_session_shows_host_ports_exit_codes_and_idle_checks(client, o
     policy.save()
     page = logged_in(client, owner).get(detail(session)).content.decode()
     assert 'id="why-waiting"' not in page and "status-running" in page
-    assert "10.0.0.5:30001" in page and "c0ffee1234567" in page
+    assert "c0ffee1234567" in page and "ready (through the app proxy)" in page
+    assert "10.0.0.5" not in page and "30001" not in page  # no raw host port that skips the app proxy
     assert 'data-check="session_lifetime"' in page and re.search(r"(59 min \d\d s|1 h 00 min) left", page)
     assert 'id="restart-session"' in page
 

@@ -83,6 +83,8 @@ def test_escaping_paths_in_forms_are_reported_and_change_nothing(web, owner, mak
     folder = make_folder(owner, "docs")
     base = f"/ui/folders/{folder.id}/"
     resp = web.post(base + "mkdir/", {"path": ".", "name": "../../evil"}, follow=True)
+    assert any("single name without '/'" in m for m in messages_of(resp))  # a name, not a path
+    resp = web.post(base + "mkdir/", {"path": "..", "name": "evil"}, follow=True)
     assert any("'..'" in m for m in messages_of(resp))
     resp = web.post(base + "upload/", {"path": "../..", "files": [SimpleUploadedFile("x.txt", b"x")]},
                     follow=True)

@@ -1,12 +1,35 @@
-"""Request shapes of the folder API.  Paths are taken verbatim (no trimming, no
-NUL stripping): ``vfolders.storage.clean_relpath`` decides and explains."""
+"""Request shapes of the folder API.  Paths and names are taken verbatim (no
+trimming, no NUL stripping): ``vfolders.names`` decides and explains.  Every
+field has a type: a wrong one is 400 ``invalid-api-params`` naming the field."""
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from backendai import slots
+from vfolders import names
 from vfolders.models import UsageMode, VFolderPermission
 
 PERMISSIONS = [p.value for p in VFolderPermission]
+
+
+class TextField(serializers.CharField):
+    """A string, never a number or a list coerced into one, without control
+    characters (``vfolders.names.bad_character``), kept verbatim."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("max_length", 1024)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        bad = names.bad_character(data)
+        if bad:
+            raise serializers.ValidationError(f"Must not contain {bad}.")
+        return data
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -60,28 +83,50 @@ class StringListField(serializers.Field):
 
 class FolderListSerializer(serializers.Serializer):
     all = serializers.BooleanField(default=False)
-    group_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    owner_user_email = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    group_id = TextField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    owner_user_email = TextField(required=False, allow_null=True, allow_blank=True, max_length=254)
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}], "nullable": True})
+class BinarySizeField(serializers.Field):
+    """A byte amount as the client sends it (``"0"``, ``"10g"``, ``1073741824``)."""
+
+    default_error_messages = {"invalid": "Must be a byte amount such as 1073741824 or \"10g\"."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, str)) or (isinstance(data, str) and len(data) > 64):
+            self.fail("invalid")
+        try:
+            value = slots.parse_binary_size(data)
+        except slots.SlotError:
+            self.fail("invalid")
+        if value.is_infinite() or value > 2**63 - 1:
+            self.fail("invalid")
+        return int(value)
+
+    def to_representation(self, value):
+        return value
 
 
 class FolderCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(trim_whitespace=False)
-    host = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    folder_host = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    name = TextField(max_length=names.FOLDER_NAME_MAX_CHARS)
+    host = TextField(required=False, allow_null=True, allow_blank=True, max_length=128)
+    folder_host = TextField(required=False, allow_null=True, allow_blank=True, max_length=128)
     usage_mode = serializers.ChoiceField(choices=[m.value for m in UsageMode], default=UsageMode.GENERAL)
     permission = serializers.ChoiceField(choices=PERMISSIONS, default=VFolderPermission.READ_WRITE)
-    unmanaged_path = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    group = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    group_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    quota = serializers.JSONField(required=False, allow_null=True, help_text="Ignored (per-folder quotas are legacy)")
+    unmanaged_path = TextField(required=False, allow_null=True, allow_blank=True)
+    group = TextField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    group_id = TextField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    quota = BinarySizeField(required=False, allow_null=True,
+                            help_text="Checked, then ignored (per-folder quotas are legacy; quota scopes rule)")
     cloneable = serializers.BooleanField(default=False)
 
 
 class FolderRefSerializer(serializers.Serializer):
     """``DELETE /folders`` and the trash endpoints: the folder id."""
 
-    vfolder_id = serializers.CharField(required=False)
-    id = serializers.CharField(required=False)
+    vfolder_id = TextField(required=False, max_length=64)
+    id = TextField(required=False, max_length=64)
 
     def validate(self, attrs):
         value = attrs.get("vfolder_id") or attrs.get("id")
@@ -91,11 +136,11 @@ class FolderRefSerializer(serializers.Serializer):
 
 
 class FolderNameSerializer(serializers.Serializer):
-    name = serializers.CharField(trim_whitespace=False)
+    name = TextField(max_length=names.FOLDER_NAME_MAX_CHARS)
 
 
 class RenameSerializer(serializers.Serializer):
-    new_name = serializers.CharField(trim_whitespace=False)
+    new_name = TextField(max_length=names.FOLDER_NAME_MAX_CHARS)
 
 
 class UpdateOptionsSerializer(serializers.Serializer):
@@ -153,7 +198,7 @@ class InviteSerializer(serializers.Serializer):
 
 
 class InvitationSerializer(serializers.Serializer):
-    inv_id = serializers.CharField()
+    inv_id = TextField(max_length=64)
 
 
 class UpdateInvitationSerializer(serializers.Serializer):
@@ -170,4 +215,4 @@ class UnshareSerializer(serializers.Serializer):
 
 
 class LeaveSerializer(serializers.Serializer):
-    shared_user_uuid = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    shared_user_uuid = TextField(required=False, allow_null=True, allow_blank=True, max_length=64)

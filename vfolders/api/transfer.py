@@ -19,7 +19,7 @@ from django.utils.http import content_disposition_header, http_date
 from django.views.decorators.csrf import csrf_exempt
 
 from backendai.api import errors
-from vfolders import services, storage
+from vfolders import names, services, storage
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,termination"
@@ -182,7 +182,7 @@ def _archive(request, target):
     fmt = request.GET.get("format") or target.archive_format
     if fmt not in ("zip", "tar"):
         raise errors.InvalidAPIParameters("format must be zip or tar")
-    top = target.top_name
+    top = names.archive_component(target.top_name)  # the entries' top directory and the file name
     if fmt == "tar":
         with services.disk_errors("archiving"):
             plan = storage.plan_tar(target.root, target.parts, top)

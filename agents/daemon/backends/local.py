@@ -408,7 +408,8 @@ class LocalBackend(Backend):
                     (kdir / "bootstrap.sh").write_text(spec.bootstrap_script)
                     bootstrap = str(kdir / "bootstrap.sh")
                 default = LOCAL_IMAGES.get(spec.image, {}).get("command", IDLE_COMMAND)
-                env.setdefault("BACKENDAI_HOST", self.settings.host_address)
+                # services listen only where the app proxy reaches them, whatever the session's environment says
+                env["BACKENDAI_HOST"] = self.settings.host_address
                 launch = {"command": spec.startup_command or default, "env": env, "bootstrap": bootstrap}
                 fd = os.open(kdir / LAUNCH_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # env may hold secrets
                 with os.fdopen(fd, "w") as fh:

@@ -277,7 +277,7 @@ def daemon(fake_manager, scratch: Path, log_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "agents.daemon", "--backend", "local", "--manager-url", fake_manager.url,
          "--agent-id", "proc-agent", "--scratch-root", str(scratch), "--sync-interval", "0.3",
-         "--port-range", "31400-31499", "--stop-timeout", "2", "--log-level", "DEBUG"],
+         "--port-range", "31400-31499", "--stop-timeout", "2", "--log-level", "DEBUG", "--local-allow-root"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"))
 
 
@@ -293,6 +293,7 @@ def test_the_daemon_process_runs_kernels_shuts_down_on_sigterm_and_re_adopts(fak
         port = event["service_ports"][0]["host_ports"][0]
         assert "Directory listing" in fetch(port)
         assert fake_manager.syncs[0]["agent_id"] == "proc-agent"
+        assert "WARNING" in log_path.read_text() and "no isolation" in log_path.read_text()
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=8) == 0

@@ -113,3 +113,51 @@ def test_the_daemon_imports_nothing_from_django_or_the_manager():
             "assert not bad, bad\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+# --- the local backend says what it is (issue 9) ------------------------------------------------
+
+def test_the_local_backend_refuses_root_unless_the_operator_allows_it(tmp_path):
+    from agents.daemon.backends.base import BackendSettings
+    from agents.daemon.cli import local_backend_refusal
+
+    config, _ = load_config(["--backend", "local"], {})
+    assert config.local_allow_root is False
+    refusal = local_backend_refusal(config, euid=0)
+    assert refusal and "--local-allow-root" in refusal and "BAI_AGENT_LOCAL_ALLOW_ROOT" in refusal
+    assert local_backend_refusal(config, euid=1000) is None
+    assert local_backend_refusal(load_config(["--backend", "docker"], {})[0], euid=0) is None
+    for argv, env in ((["--backend", "local", "--local-allow-root"], {}),
+                      (["--backend", "local", "--local-allow-root", "yes"], {}),
+                      (["--backend", "local"], {"BAI_AGENT_LOCAL_ALLOW_ROOT": "true"})):
+        allowed, _ = load_config(argv, env)
+        assert allowed.local_allow_root is True and local_backend_refusal(allowed, euid=0) is None, argv
+    assert load_config(["--local-allow-root", "false"], {"BAI_AGENT_LOCAL_ALLOW_ROOT": "1"})[0].local_allow_root is False
+    with pytest.raises(ConfigError, match="BAI_AGENT_LOCAL_ALLOW_ROOT"):
+        load_config([], {"BAI_AGENT_LOCAL_ALLOW_ROOT": "sometimes"})
+    # kernel services are published where the app proxy reaches them: loopback unless told otherwise
+    assert BackendSettings.from_config(config).host_address == "127.0.0.1"
+
+
+def test_the_local_backend_warns_that_it_has_no_isolation(caplog):
+    import logging
+
+    from agents.daemon.cli import warn_about_local_backend
+
+    caplog.set_level(logging.WARNING, logger="agents.daemon")
+    warn_about_local_backend(load_config(["--backend", "docker"], {})[0], os.geteuid())
+    assert not caplog.records
+    warn_about_local_backend(load_config(["--backend", "local"], {})[0], os.geteuid())
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and "no isolation" in record.getMessage()
+    assert "untrusted users" in record.getMessage()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for a daemon running as root")
+def test_a_root_daemon_with_the_local_backend_exits_2_naming_the_option():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAI_AGENT_")}
+    result = subprocess.run([sys.executable, "-m", "agents.daemon", "--backend", "local", "--token", "x",
+                             "--manager-url", "http://127.0.0.1:9"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--local-allow-root" in result.stderr and "root" in result.stderr and "Traceback" not in result.stderr

@@ -263,3 +263,28 @@ def test_the_agent_runs_a_desired_container_and_reports_images(docker_client, te
     finally:
         agent.shutdown()
     assert fake_manager.shutdowns == [{"agent_id": AGENT_ID}]
+
+
+def test_service_ports_are_published_only_on_the_configured_address(docker_client, test_images, tmp_path):
+    """Issue 9: the engine publishes kernel ports on the agent's host address (what the app proxy
+    reaches), never on every interface unless the operator configures 0.0.0.0."""
+    settings = BackendSettings(agent_id=AGENT_ID, scratch_root=tmp_path, port_range=PORTS, stop_timeout=2,
+                               host_address="127.0.0.2", kernel_host="127.0.0.2")
+    backend = DockerBackend(settings, client=docker_client)
+    state = backend.create(http_spec(test_images))
+    web = {p.name: p for p in state.service_ports}["web"].host_ports[0]
+    container = docker_client.containers.get(state.container_id)
+    bindings = container.attrs["HostConfig"]["PortBindings"]
+    assert {b["HostIp"] for binding in bindings.values() for b in binding} == {"127.0.0.2"}
+    published = container.attrs["NetworkSettings"]["Ports"]
+    assert {b["HostIp"] for binding in published.values() if binding for b in binding} == {"127.0.0.2"}
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.2:{web}/", timeout=1) as response:
+                assert "bai-test http app" in response.read().decode()
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the app never answered on 127.0.0.2"
+            time.sleep(0.1)
+    assert backend.stop(state.kernel_id, "user-requested").status is KernelStatus.TERMINATED

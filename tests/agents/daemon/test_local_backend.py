@@ -218,3 +218,33 @@ def test_a_failed_creation_raises_and_leaves_nothing_behind(backend, backend_set
     assert backend.ports.held == frozenset()
     with pytest.raises(KernelError, match="insufficient-cuda-devices"):
         backend.create(spec("true", slots={"cuda.device": "1"}))
+
+
+def _connects(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_kernel_services_listen_only_on_the_configured_address_whatever_the_session_says(tmp_path):
+    """Issue 9: a service port is not a back door around the app proxy's permit."""
+    settings = BackendSettings(agent_id="local-bind", scratch_root=tmp_path / "scratch", port_range=PORTS,
+                               stop_timeout=2, host_address="127.0.0.2", kernel_host="127.0.0.2")
+    backend = LocalBackend(settings)
+    kernel = spec(None, image="local/python-http:1.0", environ={"BACKENDAI_HOST": "0.0.0.0"},
+                  service_ports=[{"name": "web", "protocol": "http", "container_ports": [8080]}])
+    try:
+        state = backend.create(kernel)
+        port = state.service_ports[0].host_ports[0]
+        deadline = time.monotonic() + 10
+        while not _connects("127.0.0.2", port):
+            assert time.monotonic() < deadline, "the service never listened on 127.0.0.2"
+            time.sleep(0.05)
+        assert state.host == "127.0.0.2"
+        assert not _connects("127.0.0.1", port), "the session's BACKENDAI_HOST=0.0.0.0 must not widen the bind"
+    finally:
+        backend.stop(kernel.kernel_id, "test-cleanup")
