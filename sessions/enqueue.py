@@ -3,7 +3,6 @@ and PENDING kernels in the database.  Part of the sessions service layer."""
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -1,6 +1,7 @@
 """Helpers for tests: import with ``from helpers import ...``."""
 from __future__ import annotations
 
+import json as _json
 import os
 from datetime import datetime, timezone
 
@@ -79,3 +80,39 @@ def problem(response) -> dict:
 
 def slug(response) -> str:
     return problem(response)["type"].rsplit("/", 1)[-1]
+
+
+def tree_snapshot(*roots) -> dict:
+    """Every entry under ``roots`` with its mode, size and mtime: equal snapshots
+    before and after a refused request prove it changed no file."""
+    state = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                info = os.lstat(path)
+                state[path] = (info.st_mode, info.st_size, info.st_mtime_ns)
+    return state
+
+
+# The official client's ``POST /session`` body (client-wire.md), for the session tests.
+CLIENT_BODY = {
+    "tag": "t1", "name": "mysess01",
+    "config": {"mounts": [], "environ": {"FOO": "bar"}, "resources": {"cpu": "1", "mem": "1g"}, "resource_opts": {},
+               "scalingGroup": None, "mount_map": {}, "preopen_ports": None},
+    "dependencies": [], "callback_url": None, "architecture": "x86_64", "clusterSize": 1, "clusterMode": "single-node",
+    "starts_at": None, "bootstrap_script": None, "owner_access_key": None, "domain": "default", "group": "default",
+    "type": "interactive", "enqueueOnly": True, "maxWaitSeconds": 0, "reuseIfExists": True, "startupCommand": None,
+    "image": "bai-test/http:1.0",
+}
+
+
+def client_body(**overrides) -> dict:
+    """The client's body with ``overrides`` (``config.<key>`` for keys inside ``config``)."""
+    data = _json.loads(_json.dumps(CLIENT_BODY))
+    for key, value in overrides.items():
+        if key.startswith("config.") and isinstance(data.get("config"), dict):
+            data["config"][key[7:]] = value
+        else:
+            data[key] = value
+    return data

@@ -55,7 +55,6 @@ def scene(make_user, settings, tmp_path, db):
     from accounts.models import UserRole
     from agents import services as agent_services
     from agents.models import Agent
-    from appproxy.models import Worker
     from sessions import services as session_services
     from sessions.models import Session
     from vfolders import services as vfolder_services

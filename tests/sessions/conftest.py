@@ -1,33 +1,11 @@
 """Shared by the session tests: a scaling group with one agent and one image, and
 the official client's ``POST /session`` body."""
-import json
-
 import pytest
 from django.utils import timezone
 
 from agents import services as agent_services
 from agents.models import Agent, Image, ImageAlias
-
-CLIENT_BODY = {
-    "tag": "t1", "name": "mysess01",
-    "config": {"mounts": [], "environ": {"FOO": "bar"}, "resources": {"cpu": "1", "mem": "1g"}, "resource_opts": {},
-               "scalingGroup": None, "mount_map": {}, "preopen_ports": None},
-    "dependencies": [], "callback_url": None, "architecture": "x86_64", "clusterSize": 1, "clusterMode": "single-node",
-    "starts_at": None, "bootstrap_script": None, "owner_access_key": None, "domain": "default", "group": "default",
-    "type": "interactive", "enqueueOnly": True, "maxWaitSeconds": 0, "reuseIfExists": True, "startupCommand": None,
-    "image": "bai-test/http:1.0",
-}
-
-
-def client_body(**overrides) -> dict:
-    """The client's body with ``overrides`` (``config.<key>`` for keys inside ``config``)."""
-    data = json.loads(json.dumps(CLIENT_BODY))
-    for key, value in overrides.items():
-        if key.startswith("config.") and isinstance(data.get("config"), dict):
-            data["config"][key[7:]] = value
-        else:
-            data[key] = value
-    return data
+from helpers import client_body
 
 
 @pytest.fixture

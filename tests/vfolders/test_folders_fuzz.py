@@ -3,12 +3,12 @@ to create, rename, mkdir, rename-file, delete-files, ls, request-upload,
 invite and update-options (plausible values, hostile names, wrong types), the
 answer is never a 5xx, and a refused request leaves the folder table, the
 invitations and the files on disk exactly as they were."""
-import os
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
+from helpers import tree_snapshot
 from vfolders.models import VFolder, VFolderGrant, VFolderInvitation
 
 pytestmark = pytest.mark.django_db
@@ -65,16 +65,6 @@ OPERATIONS = {
 calls = st.tuples(st.sampled_from(sorted(OPERATIONS)), st.data())
 
 
-def snapshot_disk(root):
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            state[path] = (info.st_mode, info.st_size, info.st_mtime_ns)
-    return state
-
-
 def snapshot_rows():
     return (sorted(map(str, VFolder.objects.values_list("id", "name", "status", "permission", "cloneable",
                                                           "usage_mode", "host_id"))),
@@ -101,10 +91,10 @@ def test_generated_folder_requests_never_fail_with_a_server_error(world, vfroot,
     payload = data.draw(strategy, label=operation)
     ref = folder.id.hex if ref_choice == "id" else quote(ref_choice.encode("utf-8", "surrogatepass"), safe="") or "x"
     target = "/folders" if suffix is None else f"/folders/{ref}{suffix}"
-    before = (snapshot_rows(), snapshot_disk(vfroot))
+    before = (snapshot_rows(), tree_snapshot(vfroot))
     response = getattr(api, method)(target, data=payload)
     event(f"{operation}: {response.status_code}")  # --hypothesis-show-statistics shows the mix
     assert response.status_code < 500, (operation, target, payload, response.content[:500])
     if response.status_code >= 400:
         assert response["Content-Type"].startswith("application/problem+json"), response.content[:200]
-        assert (snapshot_rows(), snapshot_disk(vfroot)) == before, (operation, target, payload)
+        assert (snapshot_rows(), tree_snapshot(vfroot)) == before, (operation, target, payload)

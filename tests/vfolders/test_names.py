@@ -2,11 +2,10 @@
 create and rename, the API and the web form; and typed fields of the folder
 API.  Every refusal is 400 ``invalid-api-params`` naming the field and leaves
 the folder table and the disk as they were."""
-import os
 
 import pytest
 
-from helpers import slug
+from helpers import slug, tree_snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +18,6 @@ BAD_NEW_FILE_NAMES = [
     "x\n", " x", "x ", "x\t", "x\x00", "x\x1b[31m", "x\x7f", "x\x9b", "x\u202egpj.exe", "C:evil", "a:stream",
     "CON", "aux.txt", "lpt9", "trail.", "a\\b", "..", "x" * 256, "\u00e9" * 128, "\ud800",
 ]
-
-
-def snapshot(root):
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            state[path] = (info.st_mode, info.st_size, info.st_mtime_ns)
-    return state
 
 
 def folder_rows():
@@ -83,25 +72,25 @@ def test_paths_follow_the_name_rules_in_every_component_and_in_length(raw):
 
 @pytest.mark.parametrize("name", BAD_FOLDER_NAMES)
 def test_creating_a_folder_with_a_hostile_name_is_refused_and_creates_nothing(signed, owner, host, vfroot, name):
-    before_rows, before_disk = folder_rows(), snapshot(vfroot)
+    before_rows, before_disk = folder_rows(), tree_snapshot(vfroot)
     resp = signed(owner).post("/folders", {"name": name})
     assert resp.status_code == 400, resp.content
     assert slug(resp) == "invalid-api-params"
     assert resp.json()["msg"].startswith("name"), resp.json()
     assert folder_rows() == before_rows
-    assert snapshot(vfroot) == before_disk
+    assert tree_snapshot(vfroot) == before_disk
 
 
 @pytest.mark.parametrize("name", BAD_FOLDER_NAMES)
 def test_renaming_a_folder_follows_the_same_rules_as_creating_it(signed, owner, make_folder, vfroot, name):
     make_folder(owner, "data")
-    before_rows, before_disk = folder_rows(), snapshot(vfroot)
+    before_rows, before_disk = folder_rows(), tree_snapshot(vfroot)
     resp = signed(owner).post("/folders/data/rename", {"new_name": name})
     assert resp.status_code == 400, resp.content
     assert slug(resp) == "invalid-api-params"
     assert resp.json()["msg"].startswith("new_name"), resp.json()
     assert folder_rows() == before_rows
-    assert snapshot(vfroot) == before_disk
+    assert tree_snapshot(vfroot) == before_disk
 
 
 def test_a_folder_reference_is_matched_exactly_never_trimmed(signed, owner, make_folder):
@@ -119,14 +108,14 @@ def test_a_folder_reference_is_matched_exactly_never_trimmed(signed, owner, make
 @pytest.mark.parametrize("name", ["data\n", " data", "nul", "data."])
 def test_the_web_form_shows_the_name_rule_beside_the_field(client, owner, host, vfroot, name):
     client.force_login(owner)
-    before_rows, before_disk = folder_rows(), snapshot(vfroot)
+    before_rows, before_disk = folder_rows(), tree_snapshot(vfroot)
     resp = client.post("/ui/folders/", {"name": name, "host": "local:volume1", "usage_mode": "general",
                                         "permission": "rw"})
     assert resp.status_code == 400
     errors = resp.context["form"].errors
     assert list(errors) == ["name"], errors
     assert folder_rows() == before_rows
-    assert snapshot(vfroot) == before_disk
+    assert tree_snapshot(vfroot) == before_disk
 
 
 def test_a_good_name_from_the_web_form_still_creates_the_folder(client, owner, host):
@@ -163,19 +152,19 @@ def creating_calls(name):
 @pytest.mark.parametrize("name", BAD_NEW_FILE_NAMES)
 def test_hostile_file_names_are_refused_at_upload_mkdir_rename_and_move(signed, owner, box, vfroot, name):
     api = signed(owner)
-    before = snapshot(vfroot)
+    before = tree_snapshot(vfroot)
     for method, target, body, field in creating_calls(name):
         resp = getattr(api, method)(target, data=body)
         assert resp.status_code == 400, (target, body, resp.content)
         assert slug(resp) == "invalid-api-params"
         assert resp.json()["msg"].startswith(field), (target, resp.json())
-    assert snapshot(vfroot) == before
+    assert tree_snapshot(vfroot) == before
 
 
 @pytest.mark.parametrize("path", ["sub/ok.txt\n", " sub/ok.txt", "sub /ok.txt", "sub/ok.txt\x00", "sub/\x85ok.txt"])
 def test_references_with_control_characters_or_padding_do_not_reach_the_file(signed, owner, box, vfroot, path):
     api = signed(owner)
-    before = snapshot(vfroot)
+    before = tree_snapshot(vfroot)
     for method, target, body in [
         ("get", "/folders/box/files", {"path": path}),
         ("post", "/folders/box/request-download", {"path": path}),
@@ -186,7 +175,7 @@ def test_references_with_control_characters_or_padding_do_not_reach_the_file(sig
         resp = getattr(api, method)(target, data=body)
         assert resp.status_code == 400, (target, body, resp.content)
         assert slug(resp) == "invalid-api-params"
-    assert snapshot(vfroot) == before
+    assert tree_snapshot(vfroot) == before
 
 
 def test_a_file_a_session_named_unsafely_for_windows_can_still_be_read_and_deleted(signed, owner, box, transfers):
@@ -204,12 +193,12 @@ def test_the_web_mkdir_form_takes_one_name_and_the_upload_form_a_safe_one(client
 
     client.force_login(owner)
     base = f"/ui/folders/{box.id}/"
-    before = snapshot(box.path)
+    before = tree_snapshot(box.path)
     resp = client.post(base + "mkdir/", {"path": ".", "name": "a/b"}, follow=True)
     assert any("single name" in str(m) for m in resp.context["messages"])
     resp = client.post(base + "upload/", {"path": ".", "files": [SimpleUploadedFile("CON.txt", b"x")]}, follow=True)
     assert any("reserved device name" in str(m) for m in resp.context["messages"])
-    assert snapshot(box.path) == before
+    assert tree_snapshot(box.path) == before
 
 
 # --- typed fields ------------------------------------------------------------------------------
@@ -268,13 +257,13 @@ def test_wrong_types_and_values_get_400_naming_the_field_and_change_nothing(
 
     folder = make_folder(owner, "data")
     (folder.path / "f").write_bytes(b"f")
-    before_rows, before_disk = folder_rows(), snapshot(vfroot)
+    before_rows, before_disk = folder_rows(), tree_snapshot(vfroot)
     resp = getattr(signed(owner), method)(target, data=body)
     assert resp.status_code == 400, resp.content
     assert slug(resp) == "invalid-api-params"
     assert field in resp.json()["msg"], resp.json()
     assert folder_rows() == before_rows
-    assert snapshot(vfroot) == before_disk
+    assert tree_snapshot(vfroot) == before_disk
     assert not VFolderInvitation.objects.exists()
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from helpers import slug
+from helpers import slug, tree_snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -13,17 +13,6 @@ ESCAPES = [
     "../x", "a/../../x", "..", "../", "sub/../../../etc", "/etc/passwd", "/", "a\x00b", "..\\..\\x",
     "a\\b", "line\nbreak", "tab\there",
 ]
-
-
-def snapshot(*roots):
-    state = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                path = os.path.join(dirpath, name)
-                info = os.lstat(path)
-                state[path] = (info.st_mode, info.st_size, info.st_mtime_ns)
-    return state
 
 
 @pytest.fixture
@@ -66,13 +55,13 @@ def calls(path):
 def test_escaping_paths_are_refused_by_every_endpoint_and_change_nothing(signed, owner, world, vfroot, path):
     folder, outside, other = world
     api = signed(owner)
-    before = snapshot(vfroot, outside)
+    before = tree_snapshot(vfroot, outside)
     for method, target, body in calls(path):
         resp = getattr(api, method)(target, data=body)
         assert resp.status_code == 400, (method, target, body, resp.content)
         assert slug(resp) == "invalid-api-params", (target, body)
         assert resp.json()["msg"], resp.content
-    assert snapshot(vfroot, outside) == before
+    assert tree_snapshot(vfroot, outside) == before
 
 
 @pytest.mark.parametrize("path", ["evil", "evil/secret.txt", "evil/new", "secret-link", "neighbour",
@@ -80,7 +69,7 @@ def test_escaping_paths_are_refused_by_every_endpoint_and_change_nothing(signed,
 def test_symlinks_pointing_outside_are_refused_and_change_nothing(signed, owner, world, vfroot, path):
     folder, outside, other = world
     api = signed(owner)
-    before = snapshot(vfroot, outside)
+    before = tree_snapshot(vfroot, outside)
     for method, target, body in calls(path):
         if target.endswith("delete-files") or (target.endswith("rename-file") and body.get("target_path") == path):
             continue  # deleting or renaming the link itself is harmless; checked below
@@ -92,7 +81,7 @@ def test_symlinks_pointing_outside_are_refused_and_change_nothing(signed, owner,
         assert resp.status_code == 400, (method, target, body, resp.content)
         # "points outside the folder", or the link is in the way ("Already exists", "Not a directory")
         assert slug(resp) in ("invalid-api-params", "vfolder-operation-failed"), resp.content
-    assert snapshot(vfroot, outside) == before
+    assert tree_snapshot(vfroot, outside) == before
 
 
 def test_deleting_a_link_removes_the_link_not_its_target(signed, owner, world):
@@ -124,10 +113,10 @@ def test_a_directory_swapped_for_a_link_after_the_token_is_refused_at_completion
     t = transfers(owner)
     target = t.request_upload("box", "later/f.txt", 3)
     os.symlink(outside, folder.path / "later")  # a session plants the link while the upload runs
-    before = snapshot(outside)
+    before = tree_snapshot(outside)
     resp = t.patch(target, 0, b"abc")
     assert resp.status_code == 400 and slug(resp) == "invalid-api-params"
-    assert snapshot(outside) == before
+    assert tree_snapshot(outside) == before
     assert not (outside / "f.txt").exists()
     assert [p for p in (vfroot / "volume1" / ".staging").rglob("*.part")] == []
 
