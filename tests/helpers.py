@@ -116,3 +116,20 @@ def client_body(**overrides) -> dict:
         else:
             data[key] = value
     return data
+
+
+def seed_http_image_and_agent(group, **agent_fields):
+    """The ``bai-test/http:1.0`` image (one ``web`` http port) and an ALIVE agent
+    ``node-1`` with 4 CPUs and 8 GiB in ``group``: enough to enqueue sessions."""
+    from django.utils import timezone
+
+    from agents.models import Agent, Image
+
+    image = Image.objects.create(
+        name="bai-test/http:1.0", repository="bai-test/http", tag="1.0", architecture="x86_64", is_local=True,
+        labels={"ai.backend.service-ports": "web:http:8080"},
+        resources={"cpu": {"min": "0.1", "max": None}, "mem": {"min": str(32 * 2**20), "max": "4294967296"}},
+        service_ports=[{"name": "web", "protocol": "http", "container_ports": [8080]}])
+    agent = Agent.objects.create(id="node-1", scaling_group=group, available_slots={"cpu": "4", "mem": "8589934592"},
+                                 last_heartbeat=timezone.now(), **agent_fields)
+    return image, agent

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings as django_settings
-from django.utils import timezone
 
-from helpers import PASSWORD
+from helpers import PASSWORD, seed_http_image_and_agent
 from permission_matrix import ROLES, Case, World, check, params
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +28,7 @@ def vfroot(settings, tmp_path):
 def world(owner, member, outsider, foreign_admin, superadmin, signed):
     from accounts.models import UserRole
     from agents import services as agent_services
-    from agents.models import Agent, ContainerRegistry, Image
+    from agents.models import ContainerRegistry
     from appproxy import services as proxy_services
     from vfolders import services as folder_services
 
@@ -37,13 +36,7 @@ def world(owner, member, outsider, foreign_admin, superadmin, signed):
     group = agent_services.ensure_default_scaling_group()
     group.wsproxy_api_token = "wsproxy-token-9f2c1d7e5b3a"
     group.save(update_fields=["wsproxy_api_token"])
-    Image.objects.create(
-        name="bai-test/http:1.0", repository="bai-test/http", tag="1.0", architecture="x86_64", is_local=True,
-        labels={"ai.backend.service-ports": "web:http:8080"},
-        resources={"cpu": {"min": "0.1", "max": None}, "mem": {"min": str(32 * 2**20), "max": "4294967296"}},
-        service_ports=[{"name": "web", "protocol": "http", "container_ports": [8080]}])
-    Agent.objects.create(id="node-1", scaling_group=group, available_slots={"cpu": "4", "mem": "8589934592"},
-                         addr="tcp://10.9.8.7:6001", last_heartbeat=timezone.now())
+    seed_http_image_and_agent(group, addr="tcp://10.9.8.7:6001")
     registry = ContainerRegistry.objects.create(registry_name="cr.example.com", url="https://cr.example.com",
                                                 username="robot", password="registry-password-3e8a0c")
     _, agent_token = agent_services.issue_token("node", agent_id="node-1")

@@ -21,6 +21,7 @@ from django.urls.resolvers import URLPattern, URLResolver
 
 from backendai import signing
 from backendai.api.authentication import raw_request_target
+from helpers import seed_http_image_and_agent
 
 pytestmark = pytest.mark.django_db
 
@@ -167,9 +168,7 @@ class World:
 def world(settings, tmp_path, make_user, superadmin, client):
     from accounts.models import Keypair, UserRole
     from agents import services as agent_services
-    from agents.models import Agent, Image
     from appproxy import services as proxy_services
-    from django.utils import timezone
     from vfolders import services as vfolder_services
     from helpers import SignedClient
 
@@ -177,13 +176,7 @@ def world(settings, tmp_path, make_user, superadmin, client):
     user = make_user("sweeper@example.com", role=UserRole.USER)
     Keypair.objects.filter(user__in=[user, superadmin]).update(rate_limit=10**6)
     group = agent_services.ensure_default_scaling_group()
-    Image.objects.create(
-        name="bai-test/http:1.0", repository="bai-test/http", tag="1.0", architecture="x86_64", is_local=True,
-        labels={"ai.backend.service-ports": "web:http:8080"},
-        resources={"cpu": {"min": "0.1", "max": None}, "mem": {"min": str(32 * 2**20), "max": "4294967296"}},
-        service_ports=[{"name": "web", "protocol": "http", "container_ports": [8080]}])
-    Agent.objects.create(id="node-1", scaling_group=group, available_slots={"cpu": "4", "mem": "8589934592"},
-                         last_heartbeat=timezone.now())
+    seed_http_image_and_agent(group)
     vfolder_services.ensure_default_storage_host()
     folder = vfolder_services.create_folder(user, name="data")
     keypair = user.main_keypair
