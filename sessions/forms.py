@@ -146,9 +146,17 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
     return context
 
 
+def _session_name(value):
+    """The API's session-name rule, its message worded for the form."""
+    try:
+        validation.validate_session_name(value)
+    except forms.ValidationError as exc:
+        raise forms.ValidationError([f"Session name {message}" for message in exc.messages]) from None
+
+
 class SessionCreateForm(forms.Form):
     name = forms.CharField(required=False, max_length=validation.NAME_MAX, strip=False,
-                           validators=[validation.validate_session_name],
+                           validators=[_session_name],
                            help_text="Optional; 4-64 letters, digits, '_', '-', '.'.")
     project = forms.ChoiceField(label="Project")
     image = forms.ChoiceField(error_messages={"invalid_choice": "Unknown image %(value)s: pick one of the list."})

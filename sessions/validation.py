@@ -110,7 +110,7 @@ def validate_session_name(value) -> str:
         raise ValidationError("must be a string")
     check_label(value, NAME_MAX, separators=False, spaces=False)
     if len(value) < NAME_MIN:
-        raise ValidationError(f"must be at least {NAME_MIN} characters")
+        raise ValidationError(f"must be {NAME_MIN}-{NAME_MAX} characters long")
     if not NAME_RE.fullmatch(value):
         raise ValidationError("must be 4-64 characters of letters, digits, '_', '-' and '.', "
                               "starting and ending with a letter, digit or '_'")

@@ -11,7 +11,15 @@ import shutil
 import pytest
 
 
-from helpers import PASSWORD, SignedClient, require  # noqa: F401
+from helpers import PASSWORD, STRICT, SignedClient, require  # noqa: F401
+
+# Hypothesis: a fixed seed under CI (a run is reproducible and never fails by luck); random locally,
+# where the example database under .hypothesis/ replays what an earlier run found.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if STRICT:
+    _hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture
