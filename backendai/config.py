@@ -198,6 +198,9 @@ class Config:
     vfolder_max_upload_size: int = 100 * 2**30
     api_max_body: int = 4 * 2**20
     callback_allowed_networks: list = field(default_factory=list)
+    callback_max_attempts: int = 8
+    callback_backoff_base: int = 10
+    callback_backoff_cap: int = 3600
     secure_cookies: bool = False
     login_failure_limit: int = 10
     login_lockout_seconds: int = 1200
@@ -254,6 +257,9 @@ def load(env=None) -> Config:
         vfolder_max_upload_size=_size(env, "VFOLDER_MAX_UPLOAD_SIZE", 100 * 2**30),
         api_max_body=_size(env, "API_MAX_BODY", 4 * 2**20),
         callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
+        callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
+        callback_backoff_base=_int(env, "CALLBACK_BACKOFF_BASE", 10, minimum=1),
+        callback_backoff_cap=_int(env, "CALLBACK_BACKOFF_CAP", 3600, minimum=1),
         secure_cookies=_bool(env, "SECURE_COOKIES", False),
         login_failure_limit=_int(env, "LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000),
         login_lockout_seconds=_int(env, "LOGIN_LOCKOUT_SECONDS", 1200, minimum=1),

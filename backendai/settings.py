@@ -225,6 +225,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.api_max_body
 API_MAX_JSON_DEPTH = 32
 # Callback (webhook) targets: empty means any address but loopback and link-local.
 CALLBACK_ALLOWED_NETWORKS = CONFIG.callback_allowed_networks
+# A failed delivery is retried after BASE seconds, doubling up to CAP; given up after MAX_ATTEMPTS.
+CALLBACK_MAX_ATTEMPTS = CONFIG.callback_max_attempts
+CALLBACK_BACKOFF_BASE = CONFIG.callback_backoff_base
+CALLBACK_BACKOFF_CAP = CONFIG.callback_backoff_cap
 SECURE_COOKIES = CONFIG.secure_cookies
 LOGIN_FAILURE_LIMIT = CONFIG.login_failure_limit
 LOGIN_LOCKOUT_SECONDS = CONFIG.login_lockout_seconds

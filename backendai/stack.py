@@ -18,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def processes(args) -> dict[str, list[str]]:
+def processes(args, euid: int | None = None) -> dict[str, list[str]]:
+    """The command line of every process; ``euid`` is who runs them (default: this process's user)."""
+    euid = os.geteuid() if euid is None else euid
     py = sys.executable
     url = f"http://127.0.0.1:{args.port}"
     data = Path(args.data_dir)
@@ -30,7 +32,7 @@ def processes(args) -> dict[str, list[str]]:
         "agent": [py, "-m", "agents.daemon", "--manager-url", url, "--agent-id", args.agent_id,
                   "--scaling-group", "default", "--backend", args.agent_backend,
                   "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports,
-                  *(["--local-allow-root"] if local_as_root(args) else [])],
+                  *(["--local-allow-root"] if local_as_root(args, euid) else [])],
         # the app proxy worker: one port per opened app from --proxy-ports, setup links on --proxy-api-port
         "proxy": [py, "-m", "appproxy.worker", "--coordinator-url", url, "--name", "local-proxy", "--mode", "port",
                   "--bind-host", args.host, "--advertised-host", "127.0.0.1" if args.host in ("0.0.0.0", "::")
@@ -40,18 +42,18 @@ def processes(args) -> dict[str, list[str]]:
     }
 
 
-def local_as_root(args) -> bool:
+def local_as_root(args, euid: int) -> bool:
     """The local agent would run as root: the daemon refuses that unless told, so the embedded stack tells it."""
-    return args.agent_backend == "local" and os.geteuid() == 0
+    return args.agent_backend == "local" and euid == 0
 
 
-def local_backend_banner(args) -> str | None:
+def local_backend_banner(args, euid: int | None = None) -> str | None:
     """One line saying what the local backend is (None with the Docker backend)."""
     if args.agent_backend != "local":
         return None
     import pwd
 
-    uid = os.geteuid()
+    uid = os.geteuid() if euid is None else euid
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:

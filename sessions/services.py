@@ -7,6 +7,7 @@ import re as _re
 import secrets
 from typing import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -452,9 +453,6 @@ CALLBACK_EVENTS = {
 
 
 #: Delivery attempts of one session's callbacks before giving up, and the backoff between them.
-CALLBACK_MAX_ATTEMPTS = 8
-CALLBACK_BACKOFF_BASE = 10.0    # seconds after the first failure, doubling after each further one
-CALLBACK_BACKOFF_CAP = 3600.0
 CALLBACK_CONNECT_TIMEOUT = 3.0
 CALLBACK_TIMEOUT = 5.0
 
@@ -469,15 +467,27 @@ class CallbackRefused(Exception):
 
 def callback_backoff(attempts: int) -> float:
     """Seconds to wait after ``attempts`` failures in a row: 10 s, 20 s, 40 s ... at most an hour."""
-    return min(CALLBACK_BACKOFF_BASE * 2 ** max(attempts - 1, 0), CALLBACK_BACKOFF_CAP)
+    return min(settings.CALLBACK_BACKOFF_BASE * 2 ** max(attempts - 1, 0), settings.CALLBACK_BACKOFF_CAP)
 
 
 def resolve_callback_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the test suite replaces this)."""
+    """Every address ``host`` resolves to, in the resolver's order."""
     import socket
 
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def checked_callback_address(host: str, addresses: list[str]) -> str:
+    """The address to connect to for ``host``, when every address it resolved to is one
+    callbacks may reach; a single forbidden one refuses the host (DNS rebinding)."""
+    from sessions import validation
+
+    refused = [a for a in addresses if not validation.address_allowed(a.split("%")[0])]
+    if refused:
+        raise CallbackRefused(f"{host} resolves to {', '.join(refused)}, which callbacks may not reach "
+                              "(CALLBACK_ALLOWED_NETWORKS)")
+    return addresses[0]
 
 
 def callback_target(url_text: str):
@@ -507,11 +517,7 @@ def callback_target(url_text: str):
             raise CallbackRefused(f"cannot resolve {host}: {exc}") from None
         if not addresses:
             raise CallbackRefused(f"{host} has no address")
-    refused = [a for a in addresses if not validation.address_allowed(a.split("%")[0])]
-    if refused:
-        raise CallbackRefused(f"{host} resolves to {', '.join(refused)}, which callbacks may not reach "
-                              "(CALLBACK_ALLOWED_NETWORKS)")
-    address = addresses[0]
+    address = checked_callback_address(host, addresses)
     host_header = url.netloc.decode("ascii")
     pinned = url.copy_with(host=address)
     extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" and literal is None else {}
@@ -603,7 +609,7 @@ def _record_callback_failure(session: Session, sent: int, message: str, now, per
     from datetime import timedelta
 
     attempts = session.callback_attempts + 1
-    give_up = permanent or attempts >= CALLBACK_MAX_ATTEMPTS
+    give_up = permanent or attempts >= settings.CALLBACK_MAX_ATTEMPTS
     Session.objects.filter(pk=session.pk, callbacks_delivered=session.callbacks_delivered).update(
         callbacks_delivered=sent, callback_attempts=attempts, callback_last_error=message[:512],
         callback_next_attempt_at=None if give_up else now + timedelta(seconds=callback_backoff(attempts)),

@@ -88,7 +88,7 @@ def test_callbacks_deliver_each_lifecycle_event_once_in_order(placed, receiver):
     assert [e["event"] for e in hook.received] == ["enqueued", "scheduled", "terminated"]
 
 
-def test_a_failed_callback_is_retried_after_its_backoff(placed, receiver):
+def test_a_failed_callback_is_retried_after_its_backoff(placed, receiver, settings):
     hook = receiver(fail_first=1)
     Session.objects.filter(pk=placed.pk).update(callback_url=hook.url)
     now = timezone.now()
@@ -96,7 +96,7 @@ def test_a_failed_callback_is_retried_after_its_backoff(placed, receiver):
     session = Session.objects.get(pk=placed.pk)
     assert session.callbacks_delivered == 0 and session.callback_attempts == 1
     assert session.callback_last_error == "HTTP 503"
-    assert session.callback_next_attempt_at == now + timedelta(seconds=services.CALLBACK_BACKOFF_BASE)
+    assert session.callback_next_attempt_at == now + timedelta(seconds=settings.CALLBACK_BACKOFF_BASE)
     assert services.deliver_callbacks(now=now + timedelta(seconds=1)) == 0  # still backing off
     assert services.deliver_callbacks(now=session.callback_next_attempt_at) == 2
     assert [e["event"] for e in hook.received] == ["enqueued", "scheduled"]
@@ -171,33 +171,29 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failure(placed, receiver):
     assert session.callback_last_error.startswith("HTTP 307") and session.callbacks_delivered == 0
 
 
-def test_a_host_name_is_resolved_checked_and_connected_to_at_the_checked_address(placed, receiver, monkeypatch):
+def test_a_host_name_is_resolved_checked_and_connected_to_at_the_checked_address(placed, receiver):
     hook = receiver()
-    asked = []
-
-    def resolve(host, port):
-        asked.append((host, port))
-        return ["127.0.0.1"]
-
-    monkeypatch.setattr(services, "resolve_callback_host", resolve)
-    Session.objects.filter(pk=placed.pk).update(callback_url=f"http://hooks.example.test:{hook.port}/hook")
+    url, headers, _ = services.callback_target(f"http://localhost:{hook.port}/hook")
+    assert str(url) == f"http://127.0.0.1:{hook.port}/hook" and headers == {"Host": f"localhost:{hook.port}"}
+    Session.objects.filter(pk=placed.pk).update(callback_url=f"http://localhost:{hook.port}/hook")
     assert services.deliver_callbacks() == 2
-    assert asked == [("hooks.example.test", hook.port)] * 2
-    assert hook.hosts == [f"hooks.example.test:{hook.port}"] * 2  # the original Host header
+    assert hook.hosts == [f"localhost:{hook.port}"] * 2  # the original Host header
 
 
-def test_a_host_name_with_any_forbidden_address_is_refused(placed, receiver, monkeypatch):
+def test_a_host_name_with_any_forbidden_address_is_refused(placed, receiver, settings):
+    with pytest.raises(services.CallbackRefused, match="169.254.169.254"):
+        services.checked_callback_address("rebind.example.test", ["127.0.0.1", "169.254.169.254"])
     hook = receiver()
-    monkeypatch.setattr(services, "resolve_callback_host", lambda host, port: ["127.0.0.1", "169.254.169.254"])
-    Session.objects.filter(pk=placed.pk).update(callback_url=f"http://rebind.example.test:{hook.port}/hook")
+    settings.CALLBACK_ALLOWED_NETWORKS = [ipaddress.ip_network("10.0.0.0/8")]
+    Session.objects.filter(pk=placed.pk).update(callback_url=f"http://localhost:{hook.port}/hook")
     assert services.deliver_callbacks() == 0
     assert hook.hosts == []
-    assert "169.254.169.254" in Session.objects.get(pk=placed.pk).callback_last_error
+    assert "127.0.0.1" in Session.objects.get(pk=placed.pk).callback_last_error
 
 
-def test_failures_back_off_exponentially_and_give_up_after_the_last_attempt(placed, receiver, monkeypatch):
+def test_failures_back_off_exponentially_and_give_up_after_the_last_attempt(placed, receiver, settings):
     hook = receiver(fail_first=100)
-    monkeypatch.setattr(services, "CALLBACK_MAX_ATTEMPTS", 4)
+    settings.CALLBACK_MAX_ATTEMPTS = 4
     Session.objects.filter(pk=placed.pk).update(callback_url=hook.url)
     now = timezone.now()
     waits = []
@@ -208,7 +204,7 @@ def test_failures_back_off_exponentially_and_give_up_after_the_last_attempt(plac
         if session.callback_next_attempt_at is not None:
             waits.append((session.callback_next_attempt_at - now).total_seconds())
             now = session.callback_next_attempt_at
-    base = services.CALLBACK_BACKOFF_BASE
+    base = settings.CALLBACK_BACKOFF_BASE
     assert waits == [base, base * 2, base * 4]
     assert session.callback_gave_up_at is not None and session.callback_last_error == "HTTP 503"
     assert services.deliver_callbacks(now=now + timedelta(days=1)) == 0
@@ -272,9 +268,8 @@ def test_samples_are_kept_once_per_interval_and_within_the_window(placed, settin
     assert [s["cpu_util"] for s in kernel.status_data["util_series"]] == [4.0]
 
 
-def test_an_https_callback_is_pinned_to_the_checked_address_with_its_name_for_tls(monkeypatch, settings):
-    settings.CALLBACK_ALLOWED_NETWORKS = []
-    monkeypatch.setattr(services, "resolve_callback_host", lambda host, port: ["203.0.113.7", "2001:db8::7"])
-    url, headers, extensions = services.callback_target("https://Hooks.Example.com:8443/x?y=1")
-    assert str(url) == "https://203.0.113.7:8443/x?y=1"
-    assert headers == {"Host": "hooks.example.com:8443"} and extensions == {"sni_hostname": "hooks.example.com"}
+def test_an_https_callback_is_pinned_to_the_checked_address_with_its_name_for_tls(settings):
+    settings.CALLBACK_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
+    url, headers, extensions = services.callback_target("https://LocalHost:8443/x?y=1")
+    assert str(url) == "https://127.0.0.1:8443/x?y=1"
+    assert headers == {"Host": "localhost:8443"} and extensions == {"sni_hostname": "localhost"}

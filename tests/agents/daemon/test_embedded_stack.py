@@ -13,10 +13,9 @@ def stack_args(backend="local"):
 
 
 @pytest.mark.parametrize("euid", [0, 1000])
-def test_the_banner_says_the_local_backend_has_no_isolation_and_root_is_passed_explicitly(monkeypatch, euid):
-    monkeypatch.setattr(stack.os, "geteuid", lambda: euid)
-    agent = stack.processes(stack_args())["agent"]
-    banner = stack.local_backend_banner(stack_args())
+def test_the_banner_says_the_local_backend_has_no_isolation_and_root_is_passed_explicitly(euid):
+    agent = stack.processes(stack_args(), euid)["agent"]
+    banner = stack.local_backend_banner(stack_args(), euid)
     assert "\n" not in banner and "no isolation" in banner and "untrusted users" in banner
     if euid == 0:
         assert "--local-allow-root" in agent and "--local-allow-root" in banner and "user root" in banner
@@ -24,7 +23,6 @@ def test_the_banner_says_the_local_backend_has_no_isolation_and_root_is_passed_e
         assert "--local-allow-root" not in agent and "--local-allow-root" not in banner
 
 
-def test_the_docker_backend_needs_no_warning(monkeypatch):
-    monkeypatch.setattr(stack.os, "geteuid", lambda: 0)
-    assert stack.local_backend_banner(stack_args("docker")) is None
-    assert "--local-allow-root" not in stack.processes(stack_args("docker"))["agent"]
+def test_the_docker_backend_needs_no_warning():
+    assert stack.local_backend_banner(stack_args("docker"), 0) is None
+    assert "--local-allow-root" not in stack.processes(stack_args("docker"), 0)["agent"]
