@@ -180,6 +180,8 @@ REST = [
     Case("POST /agent-api/v1/sync", lambda api, w, r: api.post("/agent-api/v1/sync", {"id": "node-1"}), NO_USER),
     Case("POST /appproxy-api/v1/workers/edge/heartbeat",
          lambda api, w, r: api.post("/appproxy-api/v1/workers/edge/heartbeat", {}), NO_USER),
+    Case("POST /appproxy-api/v1/workers/edge/setup-tokens/redeem",
+         lambda api, w, r: api.post("/appproxy-api/v1/workers/edge/setup-tokens/redeem", {"token": "x"}), NO_USER),
 ]
 
 KEYPAIR_DOC = "query($ak: String) { keypair(access_key: $ak) { user_id access_key secret_key is_active is_admin } }"

@@ -8,13 +8,13 @@ per circuit), upstream connections are pooled per target.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections import defaultdict
 from typing import Callable
 
 from appproxy import tokens
+from backendai import forwarded
 
 from .http1 import HOP_BY_HOP, MAX_HEAD, HTTPError, Request, error_page, parse_request, parse_response
 from .metrics import Metrics
@@ -81,14 +81,7 @@ class UpstreamPool:
             self.close_target(key)
 
 
-def _in_networks(address: str, networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
+_in_networks = forwarded.in_networks
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter) -> None:
@@ -183,16 +176,11 @@ class Proxy:
         """The client's address: the peer, unless the peer is a trusted proxy; then the
         right-most ``X-Forwarded-For`` hop that is not a trusted proxy (or ``X-Real-IP``
         when there is no ``X-Forwarded-For``).  Headers from anyone else are ignored."""
-        if request is None or not self.is_trusted(peer):
+        if request is None:
             return peer
-        hops = [h.strip().decode("latin-1") for value in request.forwarded_for for h in value.split(b",") if h.strip()]
-        if not hops:
-            real = next((v for _, n, v in reversed(request.headers) if n == b"x-real-ip"), b"").strip()
-            return real.decode("latin-1") if real else peer
-        for hop in reversed(hops):
-            if not _in_networks(hop, self.trusted):
-                return hop
-        return hops[0]
+        chain = ", ".join(value.decode("latin-1") for value in request.forwarded_for)
+        real = next((v for _, n, v in reversed(request.headers) if n == b"x-real-ip"), b"").decode("latin-1")
+        return forwarded.resolve_client(peer, chain, real, self.trusted)
 
     async def serve_tcp(self, reader, writer, circuit: Circuit) -> None:
         """A raw TCP connection to a tcp circuit (port mode)."""

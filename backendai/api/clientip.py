@@ -1,12 +1,7 @@
 """Who is the client?  The one rule for forwarded addresses, used everywhere.
 
-A reverse proxy tells us the client's address in ``X-Forwarded-For`` (or
-``X-Real-IP``) and the scheme it was reached over in ``X-Forwarded-Proto``.
-Anybody can send those headers, so they are believed only when the direct
-peer is in ``settings.TRUSTED_PROXIES``.  Then the client is the right-most
-``X-Forwarded-For`` hop that is not itself a trusted proxy (each trusted proxy
-appends the address it saw; hops to the left of the first untrusted one were
-written by the client and are ignored).
+The rule itself (``backendai.forwarded``, shared with the proxy worker) is
+applied here with ``settings.TRUSTED_PROXIES``.
 
 * Under ASGI, ``backendai.asgi.TrustedProxyHeaders`` rewrites
   ``scope["client"]`` and ``scope["scheme"]`` once, before Django or Channels
@@ -16,64 +11,27 @@ written by the client and are ignored).
 """
 from __future__ import annotations
 
-import ipaddress
-
 from django.conf import settings
+
+from backendai import forwarded
 
 #: set on an ASGI scope once its client and scheme were resolved
 RESOLVED_KEY = "backendai.client_resolved"
 
 
-def _ip(value: str):
-    value = value.strip()
-    if value.startswith("[") and "]" in value:  # "[v6]:port"
-        value = value[1:value.index("]")]
-    elif value.count(":") == 1:  # "v4:port"
-        value = value.split(":", 1)[0]
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        return None
-
-
 def is_trusted_proxy(address: str | None, trusted=None) -> bool:
-    trusted = settings.TRUSTED_PROXIES if trusted is None else trusted
-    ip = _ip(address) if address else None
-    return ip is not None and any(ip in net for net in trusted)
+    return forwarded.in_networks(address, settings.TRUSTED_PROXIES if trusted is None else trusted)
 
 
 def resolve_client(peer: str, forwarded_for: str | None, real_ip: str | None, trusted=None) -> str:
-    """The client address for a connection from ``peer`` carrying these headers."""
-    trusted = settings.TRUSTED_PROXIES if trusted is None else trusted
-    if not is_trusted_proxy(peer, trusted):
-        return peer
-    if forwarded_for:
-        client = peer
-        for hop in reversed(forwarded_for.split(",")):
-            ip = _ip(hop)
-            if ip is None:  # garbage in the chain: stop at the last address we could trust
-                break
-            client = str(ip)
-            if not any(ip in net for net in trusted):
-                break
-        return client
-    if real_ip:
-        ip = _ip(real_ip)
-        if ip is not None:
-            return str(ip)
-    return peer
+    """The client address for a connection from ``peer`` (``backendai.forwarded``'s rule)."""
+    return forwarded.resolve_client(peer, forwarded_for, real_ip,
+                                    settings.TRUSTED_PROXIES if trusted is None else trusted)
 
 
 def resolve_scheme(peer: str, forwarded_proto: str | None, default: str, trusted=None) -> str:
-    """``http``/``https`` as the client used it (``ws``/``wss`` for websockets)."""
-    if not forwarded_proto or not is_trusted_proxy(peer, trusted):
-        return default
-    proto = forwarded_proto.split(",")[0].strip().lower()
-    if proto not in ("http", "https"):
-        return default
-    if default in ("ws", "wss"):
-        return "wss" if proto == "https" else "ws"
-    return proto
+    return forwarded.resolve_scheme(peer, forwarded_proto, default,
+                                    settings.TRUSTED_PROXIES if trusted is None else trusted)
 
 
 def client_address(request) -> str:

@@ -134,8 +134,9 @@ def test_the_owner_regenerates_their_secret_on_the_keys_page_and_sees_it_once(cl
     assert new not in client.get("/ui/keys/").content.decode()
 
 
-def test_nobody_regenerates_someone_elses_secret_from_the_keys_page(client, owner, domain_admin):
-    client.force_login(domain_admin)
+@pytest.mark.parametrize("role", ["member", "outsider", "foreign_admin", "domain_admin", "superadmin"])
+def test_nobody_regenerates_someone_elses_secret_from_the_keys_page(client, owner, role, request):
+    client.force_login(request.getfixturevalue(role))
     old = owner.main_keypair.secret_key
     page = client.post("/ui/keys/action/", {"access_key": owner.main_keypair_id, "action": "regenerate"},
                        follow=True)
