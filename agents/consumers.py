@@ -13,8 +13,12 @@ the agent and from then on relays, in both directions:
 * ``link.data`` -> a binary frame to the agent, ``link.control`` (resize, ack,
   close) -> a text frame.
 
-When the link drops, every stream it carried gets ``stream.error``.  The
-frame format is in ``docs/agent-protocol.md``.
+When the link drops, every stream it carried gets ``stream.error`` (marked
+``lost``: the terminal tells its user the connection to the node was lost).
+Client consumers check that the link still knows their stream with
+``link.ping`` (answered ``stream.pong``, or ``stream.error`` for a stream it
+does not know), so a link that died without saying so (its process killed)
+ends its streams too.  The frame format is in ``docs/agent-protocol.md``.
 """
 import json
 import logging
@@ -27,6 +31,7 @@ from agents import services
 from agents.api.authentication import bearer_token
 from agents.daemon.streams import MAX_STREAMS, decode_data, encode_data, valid_stream_id
 from agents.models import Agent
+from backendai import hints
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
             return
         self.group = services.agent_group(self.agent_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        hints.serves_agents()
         await self.accept()
         log.info("agent %s link open", self.agent_id)
 
@@ -66,10 +72,11 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            log.info("agent %s link closed (code %s)", self.agent_id, code)
         streams, self.streams = getattr(self, "streams", {}), {}
         for stream_id, reply_to in streams.items():
-            await self._tell(reply_to, {"type": "stream.error", "stream": stream_id,
-                                        "message": f"the link to agent {self.agent_id} closed"})
+            await self._tell(reply_to, {"type": "stream.error", "stream": stream_id, "lost": True,
+                                        "message": f"connection to the node lost (agent {self.agent_id})"})
         if streams:
             log.info("agent %s link closed with %d open stream(s)", self.agent_id, len(streams))
 
@@ -159,6 +166,18 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
             return
         self.streams[stream_id] = reply_to
         await self.send(text_data=json.dumps(frame))
+
+    async def link_ping(self, event):
+        """A client consumer asks whether this link still carries its stream."""
+        stream_id, reply_to = event.get("stream"), event.get("reply_to")
+        if not reply_to or not valid_stream_id(stream_id):
+            return
+        if self.streams.get(stream_id) == reply_to:
+            await self._tell(reply_to, {"type": "stream.pong", "stream": stream_id})
+        else:
+            await self._tell(reply_to, {"type": "stream.error", "stream": stream_id, "lost": True,
+                                        "message": f"connection to the node lost (agent {self.agent_id} "
+                                                   "no longer carries this stream)"})
 
     async def link_data(self, event):
         stream_id = event.get("stream")

@@ -20,12 +20,19 @@ from agents.models import (
     Image,
     ScalingGroup,
 )
+from backendai import hints
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
 from sessions import idle
 from sessions import services as session_services
-from sessions.lifecycle import AGENT_DESIRED_KERNEL, DEAD_SESSION, TERMINAL_KERNEL, KernelStatus
+from sessions.lifecycle import (
+    AGENT_DESIRED_KERNEL,
+    DEAD_SESSION,
+    TERMINAL_KERNEL,
+    KernelStatus,
+    kernel_report_is_behind,
+)
 from sessions.models import Kernel
 
 log = logging.getLogger(__name__)
@@ -165,12 +172,27 @@ def sync(token: AgentToken, payload: dict, peer_address: str) -> dict:
 
 def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[dict]:
     """Move manager-side kernels forward from what the agent reports.  Returns
-    stop orders for reported kernels the manager does not want."""
+    stop orders for reported kernels the manager does not want.
+
+    Runs inside the caller's transaction, which holds the agent's row.  The
+    reported kernels' sessions and then their kernels are locked in primary-key
+    order (``sessions.services.lock_sessions``, the lock order every status writer
+    follows) before anything is read for a decision, so a destroy that committed
+    first is seen, and one that comes later waits: a report can never undo a
+    termination.  A report that is merely behind (PULLING for a RUNNING kernel,
+    RUNNING for a TERMINATING one) moves nothing and logs nothing; its other
+    fields (stats, logs, ports) are still recorded.  A constant number of
+    statements whatever the number of kernels: one read, two locks, one bulk
+    write of kernels and one of sessions."""
     now = now or timezone.now()
     by_id = {str(r["kernel_id"]): r for r in reports}
-    kernels = {str(k.pk): k for k in Kernel.objects.select_related("session").filter(pk__in=list(by_id))}
+    if not by_id:
+        return []
+    owned = dict(Kernel.objects.filter(pk__in=list(by_id), agent_id=agent.pk).values_list("pk", "session_id"))
+    locked = session_services.lock_sessions(set(owned.values()))
+    kernels = {str(k.pk): k for _, siblings in locked.values() for k in siblings}
     stop: list[dict] = []
-    touched_sessions: dict = {}
+    changed_kernels, touched_sessions = [], {}
     for kernel_id, report in by_id.items():
         kernel = kernels.get(kernel_id)
         reported = report.get("status")
@@ -185,8 +207,8 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
         target = REPORTED_STATUS.get(reported)
         if target is None:
             continue
-        if kernel.status == KernelStatus.TERMINATING and target not in (KernelStatus.TERMINATED, KernelStatus.ERROR):
-            target = KernelStatus.TERMINATING  # still waiting for the stop; record what else it says
+        if kernel_report_is_behind(kernel.status, target):
+            target = KernelStatus(kernel.status)  # a stale report: record what else it says
         if (kernel.status == KernelStatus.RESTARTING and target == KernelStatus.RUNNING
                 and report.get("restart_id") != (kernel.status_data or {}).get("restart_id")):
             target = KernelStatus.RESTARTING  # the agent has not applied this restart yet
@@ -194,6 +216,7 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
         if target == KernelStatus.TERMINATED and kernel.status != KernelStatus.TERMINATING:
             reason = reason or "self-terminated"
         logs = report.get("last_logs")
+        before = kernel.status
         changed = session_services.move_kernel(
             kernel, target, reason=reason, now=now,
             container_id=report.get("container_id") or None,
@@ -209,15 +232,20 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
         if kernel.status == KernelStatus.RUNNING and idle.record_sample(kernel, report.get("stats"), now):
             changed = True
         if changed:
-            kernel.save(update_fields=[*session_services.KERNEL_REPORT_FIELDS, "status_data"])
-            touched_sessions[kernel.session_id] = kernel.session
+            changed_kernels.append(kernel)
+        if kernel.status != before:
+            touched_sessions[kernel.session_id] = locked[kernel.session_id]
             log.info("kernel %s of session %s on agent %s is %s", kernel.pk, kernel.session_id, agent.pk, kernel.status)
-    freed_groups = set()
-    for session in touched_sessions.values():
-        if session_services.refresh_session_status(session, now=now):
-            session_services.save_session(session)
+    if changed_kernels:
+        Kernel.objects.bulk_update(changed_kernels, [*session_services.KERNEL_REPORT_FIELDS, "status_data"])
+    changed_sessions, freed_groups = [], set()
+    for session, siblings in touched_sessions.values():
+        if session_services.refresh_session_status(session, siblings, now=now):
+            changed_sessions.append(session)
             if session.status in DEAD_SESSION and session.scaling_group_id:
                 freed_groups.add(session.scaling_group_id)
+    if changed_sessions:
+        session_services.save_sessions(changed_sessions)
     if freed_groups:  # capacity came free: a pass now, not at the next tick
         from sessions import events
 
@@ -317,16 +345,22 @@ def recompute_occupancy(agent_ids: list[str]) -> None:
 
 # --- liveness ---------------------------------------------------------------------------------
 
-def mark_lost_agents(timeout_seconds: float | None = None) -> int:
-    """ALIVE agents silent for longer than the heartbeat timeout become LOST."""
+def mark_lost_agents(timeout_seconds: float | None = None, now=None) -> int:
+    """ALIVE agents silent for longer than the heartbeat timeout become LOST.
+
+    An agent whose sync is in flight (its row locked) is skipped, not marked: it is
+    alive, only slow.  Its sessions stay as they are, shown with the agent's state,
+    until ``AGENT_LOST_GRACE`` has passed (the session reconciler then ends them)."""
     timeout = timedelta(seconds=timeout_seconds if timeout_seconds is not None else settings.AGENT_HEARTBEAT_TIMEOUT)
-    now = timezone.now()
-    lost = Agent.objects.filter(status=AgentStatus.ALIVE, last_heartbeat__lt=now - timeout)
-    ids = list(lost.values_list("pk", flat=True))
-    count = Agent.objects.filter(pk__in=ids, status=AgentStatus.ALIVE).update(
-        status=AgentStatus.LOST, status_changed=now, lost_at=now)
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(Agent.objects.select_for_update(skip_locked=True)
+                   .filter(status=AgentStatus.ALIVE, last_heartbeat__lt=now - timeout)
+                   .order_by("pk").values_list("pk", flat=True))
+        count = Agent.objects.filter(pk__in=ids).update(status=AgentStatus.LOST, status_changed=now, lost_at=now)
     for agent_id in ids:
-        log.warning("agent %s is LOST (no sync for %s s)", agent_id, timeout.total_seconds())
+        log.warning("agent %s is LOST (no sync for %s s); its sessions end in %s s unless it comes back",
+                    agent_id, timeout.total_seconds(), settings.AGENT_LOST_GRACE)
     return count
 
 
@@ -335,40 +369,16 @@ def set_schedulable(agents, schedulable: bool) -> int:
 
 
 def poke_agent(agent_id: str) -> None:
-    """Hint an agent to sync now, over its link (best effort: syncs converge anyway)."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(agent_group(agent_id), {"type": "agent.poke"})
-    except Exception as exc:  # noqa: BLE001 - a lost hint is harmless
-        log.debug("could not poke agent %s: %s", agent_id, exc)
+    """Hint an agent to sync now, from any process (best effort: syncs converge anyway)."""
+    hints.hint_agents([agent_id])
 
 
 def poke_agents(agent_ids) -> None:
-    """Poke several agents in one go (after a scheduler pass)."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is None:
-        return
-
-    async def send_all():
-        for agent_id in agent_ids:
-            await layer.group_send(agent_group(agent_id), {"type": "agent.poke"})
-
-    try:
-        async_to_sync(send_all)()
-    except Exception as exc:  # noqa: BLE001 - a lost hint is harmless
-        log.debug("could not poke agents %s: %s", list(agent_ids), exc)
+    """Poke several agents in one go (after a scheduler pass); ``backendai.hints`` says how it travels."""
+    hints.hint_agents(agent_ids)
 
 
-def agent_group(agent_id: str) -> str:
-    return "agent." + hashlib.sha1(agent_id.encode()).hexdigest()[:20]
+agent_group = hints.agent_group
 
 
 # --- images -----------------------------------------------------------------------------------

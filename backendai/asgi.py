@@ -1,6 +1,6 @@
 """ASGI entry point: one daphne serves HTTP and websockets in the embedded mode.
 
-Two wrappers sit in front of Django and Channels:
+Wrappers in front of Django and Channels:
 
 * ``TrustedProxyHeaders`` (http and websocket): when, and only when, the
   direct peer is in ``settings.TRUSTED_PROXIES``, ``scope["client"]`` becomes
@@ -11,6 +11,8 @@ Two wrappers sit in front of Django and Channels:
 * ``BodyLimit`` (http, API paths except streamed transfers): a body larger
   than ``settings.API_MAX_BODY`` is answered 413 problem+json before Django
   reads it, whether it declared its ``Content-Length`` or grew chunk by chunk.
+* ``unavailable.ASGIGuard`` (websocket): a consumer that gets no database
+  connection closes with 1013 "try again later" (``backendai.api.unavailable``).
 """
 import json
 import os
@@ -23,7 +25,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from backendai.api import clientip  # noqa: E402
+from backendai.api import clientip, unavailable  # noqa: E402
 from backendai.api.middleware import TRANSFER_PREFIXES, is_api_path  # noqa: E402
 from backendai.routing import websocket_urlpatterns  # noqa: E402
 from vfolders.asgi import flow_controlled  # noqa: E402
@@ -108,6 +110,7 @@ application = TrustedProxyHeaders(ProtocolTypeRouter(
     {
         # file downloads wait for the socket instead of piling up in memory
         "http": BodyLimit(flow_controlled(django_asgi_app)),
-        "websocket": URLRouter(websocket_urlpatterns),
+        # a consumer that gets no database connection closes with 1013 "try again later", not 1011
+        "websocket": unavailable.ASGIGuard(URLRouter(websocket_urlpatterns)),
     }
 ))

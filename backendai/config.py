@@ -60,6 +60,21 @@ def _int(env, name: str, default: int, minimum: int | None = None, maximum: int 
     return value
 
 
+def _float(env, name: str, default: float, minimum: float | None = None) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"expected a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
 def _list(env, name: str, default: list[str]) -> list[str]:
     raw = _get(env, name)
     if raw is None:
@@ -136,6 +151,21 @@ def _database_url(env, data_dir: Path) -> str:
     return raw
 
 
+def _db_pool(env) -> dict:
+    """The per-process PostgreSQL connection pool (docs/production.md): DB_POOL_MAX_SIZE=0 turns it off."""
+    max_size = _int(env, "DB_POOL_MAX_SIZE", 10, minimum=0, maximum=1000)
+    min_size = _int(env, "DB_POOL_MIN_SIZE", 1, minimum=0, maximum=1000)
+    if max_size and min_size > max_size:
+        raise ConfigError("DB_POOL_MIN_SIZE", f"must not exceed DB_POOL_MAX_SIZE ({max_size}), got {min_size}")
+    return {
+        "db_pool_min_size": min_size,
+        "db_pool_max_size": max_size,
+        "db_pool_timeout": _float(env, "DB_POOL_TIMEOUT", 5.0, minimum=0.1),
+        "db_conn_max_age": _int(env, "DB_CONN_MAX_AGE", 0, minimum=0),
+        "db_disable_server_side_cursors": _bool(env, "DB_DISABLE_SERVER_SIDE_CURSORS", False),
+    }
+
+
 def _redis_url(env) -> str | None:
     raw = _get(env, "REDIS_URL")
     if raw is None:
@@ -146,6 +176,21 @@ def _redis_url(env) -> str | None:
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ConfigError("REDIS_URL", "missing host")
     return raw
+
+
+#: Seconds the Redis channel layer blocks in one receive (channels_redis ``brpop_timeout``).
+CHANNEL_LAYER_BLOCKING_RECEIVE = 5
+
+
+def _redis_socket_timeout(env) -> int:
+    """Read timeout of every Redis connection: it must outlast the channel layer's blocking
+    receive, or an idle websocket's receive times out and its consumer dies."""
+    name = "REDIS_SOCKET_TIMEOUT"
+    value = _int(env, name, 30, maximum=3600)
+    if value < 2 * CHANNEL_LAYER_BLOCKING_RECEIVE:
+        raise ConfigError(name, f"must be at least {2 * CHANNEL_LAYER_BLOCKING_RECEIVE} s (twice the channel "
+                                f"layer's {CHANNEL_LAYER_BLOCKING_RECEIVE} s blocking receive), got {value}")
+    return value
 
 
 def _secret_key(env, data_dir: Path) -> str:
@@ -176,11 +221,21 @@ class Config:
     allowed_hosts: list[str]
     csrf_trusted_origins: list[str]
     trusted_proxies: list = field(default_factory=list)
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+    db_pool_timeout: float = 5.0
+    db_conn_max_age: int = 0
+    db_disable_server_side_cursors: bool = False
     default_rate_limit: int = 10000
     log_level: str = "INFO"
     time_zone: str = "UTC"
     agent_heartbeat_timeout: int = 30
+    agent_lost_grace: int = 90
     agent_sync_interval: int = 5
+    agent_sync_max_wait: int = 15
+    redis_socket_timeout: int = 30
+    internal_web_url: str | None = None
+    beat_max_age: int = 30
     session_create_max_wait: int = 120
     session_scheduled_timeout: int = 120
     session_preparing_timeout: int = 1800
@@ -231,6 +286,7 @@ def load(env=None) -> Config:
         debug=_bool(env, "DEBUG", False),
         secret_key=_secret_key(env, data_dir),
         database_url=_database_url(env, data_dir),
+        **_db_pool(env),
         redis_url=_redis_url(env),
         allowed_hosts=_list(env, "ALLOWED_HOSTS", ["*"]),
         csrf_trusted_origins=_list(env, "CSRF_TRUSTED_ORIGINS", []),
@@ -239,7 +295,17 @@ def load(env=None) -> Config:
         log_level=log_level,
         time_zone=_get(env, "TIME_ZONE", "UTC"),
         agent_heartbeat_timeout=_int(env, "AGENT_HEARTBEAT_TIMEOUT", 30, minimum=3),
+        # how long a LOST agent's sessions wait for it to come back before they are ended
+        agent_lost_grace=_int(env, "AGENT_LOST_GRACE", 3 * _int(env, "AGENT_HEARTBEAT_TIMEOUT", 30, minimum=3),
+                              minimum=0, maximum=7 * 86400),
         agent_sync_interval=_int(env, "AGENT_SYNC_INTERVAL", 5, minimum=1, maximum=300),
+        # how long a sync may be held open waiting for a change (0: never held; docs/agent-protocol.md)
+        agent_sync_max_wait=_int(env, "AGENT_SYNC_MAX_WAIT", 15, minimum=0, maximum=300),
+        redis_socket_timeout=_redis_socket_timeout(env),
+        internal_web_url=_url(env, "INTERNAL_WEB_URL"),
+        # beat ticks at least every 5 s and records a tick at most every 5 s: 15 s is the least that
+        # does not flap
+        beat_max_age=_int(env, "BEAT_MAX_AGE", 30, minimum=15),
         session_create_max_wait=_int(env, "SESSION_CREATE_MAX_WAIT", 120, minimum=1),
         session_scheduled_timeout=_int(env, "SESSION_SCHEDULED_TIMEOUT", 120, minimum=5),
         session_preparing_timeout=_int(env, "SESSION_PREPARING_TIMEOUT", 1800, minimum=5),

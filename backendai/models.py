@@ -37,3 +37,22 @@ class ResourceSlotType(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.slot_type})"
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of a singleton process kind (``beat``), one row per kind.
+
+    The process updates its row as it works (beat: at most every few seconds while it
+    ticks); ``backendai.health`` reads the age against ``BEAT_MAX_AGE``."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    last_seen = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True, help_text="when the recording process started")
+    pid = models.IntegerField(null=True, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} (pid {self.pid} on {self.host or '?'}, last seen {self.last_seen:%Y-%m-%d %H:%M:%S})"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import connections, transaction
+from django.db import transaction
 
 from backendai.models import Announcement, ResourceSlotType
 from backendai.slots import INTRINSIC_SLOTS
@@ -49,27 +49,3 @@ def known_slot_types() -> dict[str, str]:
     types = dict(INTRINSIC_SLOTS)
     types.update(dict(ResourceSlotType.objects.values_list("name", "slot_type")))
     return types
-
-
-def readiness() -> dict[str, str]:
-    """Check the database and (when configured) Redis; 'ok' or the error per component."""
-    from django.conf import settings
-
-    checks: dict[str, str] = {}
-    try:
-        with connections["default"].cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report whatever broke
-        checks["database"] = f"error: {exc}"
-    if settings.REDIS_URL:
-        try:
-            import redis
-
-            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
-            checks["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["redis"] = f"error: {exc}"
-    else:
-        checks["redis"] = "not configured (in-memory layers)"
-    return checks

@@ -25,7 +25,11 @@ TRUSTED_PROXIES = CONFIG.trusted_proxies
 BACKEND_DEFAULT_RATE_LIMIT = CONFIG.default_rate_limit
 REDIS_URL = CONFIG.redis_url
 AGENT_HEARTBEAT_TIMEOUT = CONFIG.agent_heartbeat_timeout
+AGENT_LOST_GRACE = CONFIG.agent_lost_grace
 AGENT_SYNC_INTERVAL = CONFIG.agent_sync_interval
+AGENT_SYNC_MAX_WAIT = CONFIG.agent_sync_max_wait
+# Where a process without the agent links (the Celery worker) relays hints in the embedded mode (backendai.hints)
+INTERNAL_WEB_URL = CONFIG.internal_web_url
 SESSION_CREATE_MAX_WAIT = CONFIG.session_create_max_wait
 IDLE_NETWORK_TIMEOUT = CONFIG.idle_network_timeout
 IDLE_UTILIZATION_WINDOW = CONFIG.idle_utilization_window
@@ -65,6 +69,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "backendai.api.middleware.BackendAIAPIMiddleware",
+    "backendai.api.unavailable.DatabaseUnavailableMiddleware",  # a view with no database connection: 503
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -97,7 +102,24 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.parse(CONFIG.database_url, conn_max_age=60)}
+DATABASES = {"default": dj_database_url.parse(CONFIG.database_url, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # One connection pool per process (daphne, each Celery worker process, beat), at most
+    # DB_POOL_MAX_SIZE connections each; a request that waits DB_POOL_TIMEOUT seconds for one is
+    # answered 503 (backendai/api/unavailable.py).  No persistent per-thread connections: under
+    # ASGI every request runs in a fresh thread, and an idle connection left with a dead thread is
+    # never reused.  DB_POOL_MAX_SIZE=0: no pool, one connection per thread kept DB_CONN_MAX_AGE
+    # seconds (0: closed after each request).  Sizing: docs/production.md.
+    _db = DATABASES["default"]
+    _db["CONN_HEALTH_CHECKS"] = True  # a connection killed by a database restart is replaced, not served
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = CONFIG.db_disable_server_side_cursors  # pgbouncer, transaction mode
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+    if CONFIG.db_pool_max_size:
+        _db["CONN_MAX_AGE"] = 0  # Django's pool requires it: "closing" returns the connection to the pool
+        _db["OPTIONS"]["pool"] = {"min_size": CONFIG.db_pool_min_size, "max_size": CONFIG.db_pool_max_size,
+                                  "timeout": CONFIG.db_pool_timeout, "name": "backendai"}
+    else:
+        _db["CONN_MAX_AGE"] = CONFIG.db_conn_max_age
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Several processes share the file in the embedded mode (web, worker): WAL lets
@@ -111,10 +133,23 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Every Redis connection (channel layer, cache, rate limiter) reads with REDIS_SOCKET_TIMEOUT: redis-py's
+# own default (5 s) equals the channel layer's blocking receive, so an idle websocket's receive timed out and
+# its consumer died (docs/agent-protocol.md, "Keeping links alive").  TCP keepalive and a PING before a
+# command on a connection idle for half that time find dead connections before a request does.
+REDIS_SOCKET_TIMEOUT = CONFIG.redis_socket_timeout
+REDIS_CONNECTION_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": max(1, REDIS_SOCKET_TIMEOUT // 2),
+}
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": dict(REDIS_CONNECTION_OPTIONS)}}
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                    "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_CONNECTION_OPTIONS}]}}
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -179,20 +214,27 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"BackendAISignature": []}],
 }
 
-# Celery: Redis in production; in the embedded mode a broker-less filesystem
-# transport under the data directory, so a local worker needs no service.
+# Celery: Redis in production; in the embedded mode kombu's SQLAlchemy transport on a
+# SQLite file under the data directory (backendai/broker.py: transactional, so a reader
+# never sees half a message; an undecodable row is logged and dropped), so a local worker
+# needs no service.  That transport has no fanout: no remote control (nor gossip and
+# mingle, which Celery turns off by itself for it) in the embedded mode.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # kombu blocks 1 s per BRPOP; a read timeout lets a publish on a half-open connection fail, not hang
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": 5,
+                                       "socket_keepalive": True}
 else:
-    _queue_dir = DATA_DIR / "celery-queue"
-    _queue_dir.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(_queue_dir), "data_folder_out": str(_queue_dir),
-                                       "control_folder": str(_queue_dir / "control")}
+    CELERY_BROKER_URL = f"sqlite:///{DATA_DIR / 'broker.sqlite3'}"
+    CELERY_BROKER_TRANSPORT = "backendai.broker:Transport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's scheduler, retrying its database and recording each tick (backendai/beat.py)
+CELERY_BEAT_SCHEDULER = "backendai.beat:ResilientDatabaseScheduler"
+# beat older than this is unhealthy (/readyz, manage.py healthcheck, the admin's cluster overview)
+BEAT_MAX_AGE = CONFIG.beat_max_age
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "agents.mark_lost": {"task": "agents.tasks.mark_lost_agents", "schedule": 5.0},
@@ -285,7 +327,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # beat's "Sending due task" and the worker's received/succeeded lines of the periodic tasks
+    # are DEBUG (backendai/logfilters.py): the console keeps state changes, warnings and errors
+    "filters": {"periodic_chatter": {"()": "backendai.logfilters.PeriodicChatter",
+                                     "periodic_tasks": sorted({e["task"] for e in CELERY_BEAT_SCHEDULE.values()})}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["periodic_chatter"]}},
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {"django.db.backends": {"level": "INFO"},
                 # login failures and lockouts (with the client address) always reach the log

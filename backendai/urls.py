@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from backendai.api import graphql, views
+from backendai.api.hints import HintRelayView
 from backendai.metrics import metrics_view
 from backendai.api.middleware import is_api_path
 
@@ -16,6 +17,7 @@ urlpatterns = [
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
     # the split view serves Swagger UI's start-up script as a file of its own (the CSP allows no inline script)
     path("spec/docs", SpectacularSwaggerSplitView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
+    path("internal/hints", HintRelayView.as_view(), name="internal-hints"),
     path("admin/gql", graphql.GraphQLView.as_view(), name="graphql"),
     path("admin/graphql", graphql.LegacyGraphQLView.as_view(), name="graphql-legacy"),
     path("", include("accounts.api.urls")),
@@ -51,6 +53,11 @@ def handler400(request, exception=None):
 
 
 def handler500(request):
+    from backendai.api import unavailable
+
+    refused = unavailable.refusal_for_current_exception(request)  # no database connection now: 503
+    if refused is not None:
+        return refused
     if is_api_path(request.path):
         return views.api_server_error(request)
     from django.views.defaults import server_error

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from backendai import health
 from backendai.slots import ResourceSlot, SlotError
 from sessions import services
 from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, SessionStatus
@@ -113,8 +114,8 @@ def usage_rows(capacity: ResourceSlot, occupied: ResourceSlot) -> list[dict]:
 
 
 def cluster_overview() -> dict:
-    """Capacity, occupancy and sessions by status, per scaling group and per agent
-    (a fixed number of queries, whatever the cluster's size)."""
+    """Capacity, occupancy and sessions by status, per scaling group and per agent, and the
+    beat's health (a fixed number of queries, whatever the cluster's size)."""
     from agents.models import Agent, AgentStatus, ScalingGroup
 
     now = timezone.now()
@@ -182,5 +183,6 @@ def cluster_overview() -> dict:
         "live_total": sum(status_totals.get(s, 0) for s in LIVE_STATUSES),
         "agents_total": len(agents),
         "agents_alive": sum(1 for a in agents if a.status == AgentStatus.ALIVE),
+        "beat": health.check_beat(now),
         "now": now,
     }

@@ -21,6 +21,14 @@ from a client that sends faster than the kernel takes pauses past
 ``HIGH_WATER`` queued bytes.  Under a server without that, what is queued
 past ``MAX_PENDING`` bytes closes the websocket (1009).
 
+Liveness: every ``HEARTBEAT_EVERY`` seconds an open stream asks the link that
+carries it whether it still does (``link.ping``; answered ``stream.pong``).  A
+link that drops tells its streams (``stream.error`` marked ``lost``); one that
+died without a word (its process killed) stops answering: after
+``HEARTBEAT_MISSES`` unanswered checks the stream ends too.  Either way the
+client is told "connection to the node lost" (a terminal also prints it) and
+the websocket closes with 1011, never left hanging.
+
 Refusals: bad or missing credentials, another user's (or no such) session ->
 closed before the handshake completes (HTTP 403).  A visible session that is
 not running, an unknown app -> accepted, then closed with 4409 / 4404 / 4400;
@@ -70,6 +78,10 @@ OPEN_TIMEOUT = 15.0
 TOUCH_EVERY = 30.0
 #: How long to retry a send into a full channel before giving up.
 FULL_RETRY = 5.0
+#: Seconds between two checks that the agent's link still carries an open stream.
+HEARTBEAT_EVERY = 10.0
+#: Checks in a row without any word from the link after which the stream is lost.
+HEARTBEAT_MISSES = 3
 
 
 class _Gate:
@@ -162,6 +174,9 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
         self._touched = 0.0
         self._ack_pending = 0
         self._ack_task: asyncio.Task | None = None
+        self._heartbeat_task: asyncio.Task | None = None
+        self._heard = time.monotonic()  # the last word from the link (data, ack, pong)
+        self.lost = False  # the stream ended because the connection to the node was lost
         self.flow = TransportFlow(self.base_send)
         params = streams.query_params(self.scope)
         principal = await database_sync_to_async(streams.authenticate_scope)(self.scope)
@@ -310,6 +325,33 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
     async def before_close(self, error: str | None = None, exit_code: int | None = None) -> None:
         """Last words to the client before the server closes (terminals send a frame)."""
 
+    async def lose(self, message: str) -> None:
+        """The connection to the node is gone: end the stream and tell the client so."""
+        self.lost = True
+        await self.fail(message)
+
+    async def _heartbeat(self) -> None:
+        every = getattr(settings, "STREAM_HEARTBEAT_EVERY", HEARTBEAT_EVERY)
+        while not self._closing:
+            await asyncio.sleep(every)
+            link, stream_id = self.link, self.stream_id
+            if self._closing or link is None or stream_id is None:
+                continue  # opening (the open has its own timeout) or over
+            if time.monotonic() - self._heard > every * HEARTBEAT_MISSES:
+                log.info("%s stream into %s: the link of agent %s stopped answering", self.kind,
+                         self.target.session_name, self.target.agent_id)
+                await self.lose(f"connection to the node lost (agent {self.target.agent_id} does not answer)")
+                return
+            try:
+                await self.channel_layer.send(link, {"type": "link.ping", "stream": stream_id,
+                                                     "reply_to": self.channel_name})
+            except ChannelFull:
+                pass  # a busy link: it answers data and acks meanwhile
+
+    async def stream_pong(self, event):
+        if event.get("stream") == self.stream_id:
+            self._heard = time.monotonic()
+
     async def disconnect(self, code):
         for task in [*getattr(self, "_tasks", []), getattr(self, "_ack_task", None)]:
             if task is not None:
@@ -338,6 +380,10 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
                                                     "frame": {"type": "stream.close", "stream": event["stream"]}})
             return
         self.link = event["link"]
+        self._heard = time.monotonic()
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.create_task(self._heartbeat())
+            self._tasks.append(self._heartbeat_task)
         await self.on_opened()
         self._wake.set()
 
@@ -347,6 +393,7 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
     async def stream_data(self, event):
         if event.get("stream") != self.stream_id or self._closing:
             return
+        self._heard = time.monotonic()
         await self.deliver(event["data"])
         self._consumed += 1
         if self._consumed >= ack_threshold(WINDOW):
@@ -377,6 +424,7 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
 
     async def stream_ack(self, event):
         if event.get("stream") == self.stream_id:
+            self._heard = time.monotonic()
             try:
                 n = max(int(event.get("n") or 1), 1)
             except (TypeError, ValueError):
@@ -399,6 +447,7 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
         if event.get("stream") != self.stream_id or self._closing:
             return
         self.stream_id = self.link = None
+        self.lost = self.lost or bool(event.get("lost"))
         await self.fail(str(event.get("message") or "the stream failed"))
 
 
@@ -474,6 +523,8 @@ class PtyConsumer(KernelStreamConsumer):
     async def before_close(self, error: str | None = None, exit_code: int | None = None) -> None:
         frame = {"type": "error", "message": error} if error else {"type": "exit", "exit_code": exit_code}
         try:
+            if error and self.lost:  # visible in any terminal, not only in clients that read the error frame
+                await self.deliver(f"\r\n[{error}]\r\n".encode())
             await self.send(text_data=json.dumps(frame))
         except Exception:  # noqa: BLE001 - the client may be gone already
             pass

@@ -4,6 +4,12 @@ Statuses and transition maps follow the Backend.AI manager (24.09).  Every
 status change of a kernel or session goes through ``kernel_can_move`` /
 ``session_can_move``; ``derive_session_status`` computes a session's status
 from its kernels.  Pure Python: no Django imports.
+
+These say which moves are legal; ``sessions.services`` makes them safe to apply:
+every write of a status is done under row locks taken in one order (sessions,
+then their kernels, each in primary-key order: ``services.lock_sessions``) or as
+a compare-and-set on the old status (``sessions.scheduler.writer``), so two
+writers (an agent's sync, a destroy, a reconciler) never overwrite each other.
 """
 from __future__ import annotations
 
@@ -70,7 +76,8 @@ KERNEL_TRANSITIONS: dict[KernelStatus, frozenset[KernelStatus]] = {
     K.SUSPENDED: frozenset({K.RUNNING, K.TERMINATING, K.TERMINATED, K.ERROR}),
     K.TERMINATING: frozenset({K.TERMINATED, K.ERROR}),
     K.TERMINATED: frozenset(),
-    K.ERROR: frozenset(),
+    # a kernel in ERROR is cleaned up by a destroy (as in Backend.AI); nothing else moves it
+    K.ERROR: frozenset({K.TERMINATING, K.TERMINATED}),
     K.CANCELLED: frozenset(),
 }
 
@@ -98,6 +105,16 @@ _SESSION_ORDER = [S.PENDING, S.SCHEDULED, S.PULLING, S.PREPARING, S.RUNNING, S.R
                   S.TERMINATING, S.TERMINATED, S.CANCELLED]
 
 
+# How far along its life a kernel is: an agent's report of an earlier stage than the
+# manager already holds (PULLING for a RUNNING kernel, RUNNING for a TERMINATING one)
+# is merely behind, not illegal (reports and events may cross on the wire).
+_KERNEL_STAGE = {
+    K.PENDING: 0, K.SCHEDULED: 1, K.PREPARING: 2, K.BUILDING: 2, K.PULLING: 2,
+    K.RUNNING: 3, K.RESTARTING: 3, K.RESIZING: 3, K.SUSPENDED: 3,
+    K.TERMINATING: 4, K.TERMINATED: 5, K.ERROR: 5, K.CANCELLED: 5,
+}
+
+
 class IllegalTransition(ValueError):
     pass
 
@@ -108,6 +125,12 @@ def session_can_move(current: str, new: str) -> bool:
 
 def kernel_can_move(current: str, new: str) -> bool:
     return KernelStatus(new) in KERNEL_TRANSITIONS[KernelStatus(current)]
+
+
+def kernel_report_is_behind(current: str, reported: str) -> bool:
+    """Whether a reported kernel status is an earlier stage than ``current`` (a stale
+    report to ignore silently, as opposed to an illegal move)."""
+    return _KERNEL_STAGE[KernelStatus(reported)] < _KERNEL_STAGE[KernelStatus(current)]
 
 
 def check_kernel_move(current: str, new: str) -> None:

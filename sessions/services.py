@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backendai.api import errors
+from backendai.db import release_connections
 from sessions.lifecycle import (
     DEAD_SESSION,
     TERMINAL_KERNEL,
@@ -80,8 +81,18 @@ def refresh_session_status(session: Session, kernels: Iterable[Kernel] | None = 
     return changed
 
 
+SESSION_STATUS_FIELDS = ["status", "status_changed", "status_history", "status_info", "terminated_at", "result"]
+
+
 def save_session(session: Session) -> None:
-    session.save(update_fields=["status", "status_changed", "status_history", "status_info", "terminated_at", "result"])
+    """Write a session's status fields; the caller holds its row lock (``lock_sessions``)."""
+    session.save(update_fields=SESSION_STATUS_FIELDS)
+
+
+def save_sessions(sessions: list[Session]) -> None:
+    """``save_session`` for many, in one statement."""
+    if sessions:
+        Session.objects.bulk_update(sessions, SESSION_STATUS_FIELDS)
 
 
 KERNEL_REPORT_FIELDS = ["status", "status_changed", "status_history", "status_info", "terminated_at", "container_id",
@@ -123,37 +134,100 @@ def create_session_on_agent(
     return session
 
 
+def lock_sessions(session_ids) -> dict:
+    """Lock sessions, then all their kernels, each in primary-key order, and return
+    ``{session_id: (session, kernels)}`` (kernels by ``cluster_idx``, each with its
+    session attached: no query per kernel).
+
+    This is the one lock order of every writer of statuses that locks rows (an
+    agent's sync, a destroy, a restart, the reconcilers before their
+    compare-and-set): two of them never wait for each other in a cycle.  Must run
+    inside a transaction.  Writers that also write agents (occupancy) do that
+    after the sessions' transaction commits, or lock the agent first (the sync).
+    On SQLite (embedded mode) the locks are no-ops and ``IMMEDIATE`` transactions
+    serialize writers instead."""
+    ids = {session_id for session_id in session_ids if session_id}
+    if not ids:
+        return {}
+    sessions = list(Session.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    kernels = list(Kernel.objects.select_for_update().filter(session_id__in=[s.pk for s in sessions]).order_by("pk"))
+    locked = {session.pk: (session, []) for session in sessions}
+    for kernel in kernels:
+        session, siblings = locked[kernel.session_id]
+        kernel.session = session
+        siblings.append(kernel)
+    for _, siblings in locked.values():
+        siblings.sort(key=lambda k: (k.cluster_idx, k.cluster_role))
+    return locked
+
+
+def lock_session(session_id) -> tuple[Session, list[Kernel]]:
+    """One session and its kernels, locked (see ``lock_sessions``)."""
+    locked = lock_sessions([session_id])
+    if session_id not in locked:
+        raise errors.object_not_found("session", "The session no longer exists")
+    return locked[session_id]
+
+
 @transaction.atomic
-def request_termination(session: Session, reason: str = "user-requested", forced: bool = False) -> Session:
+def request_termination(session: Session, reason: str = "user-requested", forced: bool = False, now=None) -> Session:
     """Ask the session's kernels to stop: live kernels go TERMINATING (their agent
     stops them and reports back); kernels not yet on an agent are cancelled.
-    ``forced`` marks them TERMINATED at once; an agent still running one is told
-    to stop it at its next sync."""
-    session = Session.objects.select_for_update().get(pk=session.pk)
-    now = timezone.now()
-    kernels = list(session.kernels.select_for_update())
-    agents = set()
+
+    ``forced``, and any destroy of a session in ERROR, ends it at once: every kernel
+    that is not already ended (ERROR ones included) goes TERMINATED and so does the
+    session; an agent still running one is told to stop it at its next sync (its
+    report can't bring it back: it is answered with a stop order).  The rows are
+    locked first (``lock_sessions``), so an agent's sync that read the kernel
+    before waits and then sees the termination."""
+    session, kernels = lock_session(session.pk)
+    if session.status in DEAD_SESSION:
+        return session
+    now = now or timezone.now()
+    end_now = forced or session.status == SessionStatus.ERROR
+    agents, changed = set(), []
     for kernel in kernels:
-        if kernel.status in (KernelStatus.PENDING,):
-            move_kernel(kernel, KernelStatus.CANCELLED, reason=reason, now=now)
+        moved = False
+        if kernel.status == KernelStatus.PENDING:
+            moved = move_kernel(kernel, KernelStatus.CANCELLED, reason=reason, now=now)
+        elif kernel.status == KernelStatus.ERROR and end_now:
+            moved = move_kernel(kernel, KernelStatus.TERMINATED, reason=reason, now=now)
         elif kernel.status not in TERMINAL_KERNEL:
-            target = KernelStatus.TERMINATED if forced else KernelStatus.TERMINATING
-            if not move_kernel(kernel, target, reason=reason, now=now) and forced:
-                move_kernel(kernel, KernelStatus.ERROR, reason=reason, now=now)
-            if kernel.agent_id:
-                agents.add(kernel.agent_id)
-        kernel.save(update_fields=KERNEL_REPORT_FIELDS)
+            target = KernelStatus.TERMINATED if end_now else KernelStatus.TERMINATING
+            moved = move_kernel(kernel, target, reason=reason, now=now)
+            if not moved and end_now:
+                moved = move_kernel(kernel, KernelStatus.ERROR, reason=reason, now=now)
+        if kernel.agent_id:
+            agents.add(kernel.agent_id)
+        if moved:
+            changed.append(kernel)
+    if changed:
+        Kernel.objects.bulk_update(changed, KERNEL_REPORT_FIELDS)
     if refresh_session_status(session, kernels, now):
         session.status_info = reason
         save_session(session)
+        log.info("session %s is %s (%s%s)", session.pk, session.status, reason, ", forced" if forced else "")
+    _after_termination(session, agents, reason)
+    return session
+
+
+def _after_termination(session: Session, agents: set, reason: str) -> None:
+    """After the commit: poke the agents, release their slots (occupancy is written
+    after the sessions' locks are gone, keeping the lock order), drop the session's
+    app routes and, if it ended, let the scheduler use the capacity at once."""
     from agents import services as agent_services
     from appproxy import services as proxy_services
+    from sessions import events
 
-    for agent_id in agents:
-        transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
+    agent_ids = sorted(agents)
+    if agent_ids:
+        transaction.on_commit(lambda: agent_services.recompute_occupancy(agent_ids))
+        transaction.on_commit(lambda: agent_services.poke_agents(agent_ids))
     # its app routes end with it (the proxy's periodic sweep converges anyway)
     transaction.on_commit(lambda: proxy_services.remove_session_circuits(session.pk, reason=reason))
-    return session
+    if session.status in DEAD_SESSION:
+        group = session.scaling_group_id
+        transaction.on_commit(lambda: events.session_changed(session.pk, group, terminated=True))
 
 
 # --- lookups and user-facing operations -----------------------------------------------------------
@@ -217,8 +291,10 @@ def match_sessions(actor, actor_keypair, prefix: str, limit: int = 10) -> list[S
 
 def destroy(actor, session: Session, forced: bool = False, recursive: bool = False) -> list[Session]:
     """User-facing destroy: PENDING is cancelled, live sessions terminate through
-    their agent, ``forced`` ends them at once.  ``recursive`` also destroys
-    sessions that depend on this one."""
+    their agent, ``forced`` ends them at once, and so does any destroy of a session
+    in ERROR (as in Backend.AI).  A session whose agent is LOST goes TERMINATING
+    and is ended by the reconciler once ``AGENT_LOST_GRACE`` has passed (or at once
+    when forced).  ``recursive`` also destroys sessions that depend on this one."""
     targets = [session]
     if recursive:
         frontier = [session.pk]
@@ -234,7 +310,7 @@ def destroy(actor, session: Session, forced: bool = False, recursive: bool = Fal
         if target.status == SessionStatus.TERMINATING and not forced:
             continue
         reason = "force-terminated" if forced else "user-requested"
-        request_termination(target, reason, forced=forced or target.status == SessionStatus.ERROR)
+        request_termination(target, reason, forced=forced)
     for target in targets:
         target.refresh_from_db()
     return targets
@@ -242,14 +318,17 @@ def destroy(actor, session: Session, forced: bool = False, recursive: bool = Fal
 
 @transaction.atomic
 def restart(session: Session) -> None:
+    session, kernels = lock_session(session.pk)
     if session.status not in (SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED):
         raise errors.GenericForbidden(f"Only running sessions can be restarted (this one is {session.status})")
     now = timezone.now()
-    kernels = list(session.kernels.select_for_update())
+    changed = []
     for kernel in kernels:
         if move_kernel(kernel, KernelStatus.RESTARTING, reason="restarting", now=now):
             kernel.status_data = {**(kernel.status_data or {}), "restart_id": now.isoformat()}
-            kernel.save(update_fields=[*KERNEL_REPORT_FIELDS, "status_data"])
+            changed.append(kernel)
+    if changed:
+        Kernel.objects.bulk_update(changed, [*KERNEL_REPORT_FIELDS, "status_data"])
     if refresh_session_status(session, kernels, now):
         save_session(session)
     from agents import services as agent_services
@@ -276,12 +355,13 @@ def request_logs(session: Session) -> None:
     """Ask the agent for fresh logs of the session's main kernel (answered on its next sync)."""
     from agents import services as agent_services
 
-    kernel = session.kernels.filter(cluster_role="main").first()
-    if kernel is None or not kernel.agent_id or kernel.status in TERMINAL_KERNEL:
-        return
-    data = dict(kernel.status_data or {})
-    data["logs_requested_at"] = timezone.now().isoformat()
-    Kernel.objects.filter(pk=kernel.pk).update(status_data=data)
+    with transaction.atomic():  # the kernel's row lock: a sync's write of status_data can't be lost, nor lose this
+        kernel = session.kernels.select_for_update().filter(cluster_role="main").first()
+        if kernel is None or not kernel.agent_id or kernel.status in TERMINAL_KERNEL:
+            return
+        data = dict(kernel.status_data or {})
+        data["logs_requested_at"] = timezone.now().isoformat()
+        Kernel.objects.filter(pk=kernel.pk).update(status_data=data)
     agent_services.poke_agent(kernel.agent_id)
 
 
@@ -302,6 +382,7 @@ def logs_of(session: Session, wait_seconds: float = 5.0) -> str:
         received = (kernel.status_data or {}).get("logs_received_at")
         if received and received >= asked.isoformat():
             break
+        release_connections()  # no pooled connection held while the agent uploads the log
         time.sleep(0.2)
     return kernel.container_log or ""
 
@@ -358,7 +439,20 @@ def info(session: Session) -> dict:
         "lastStat": (kernel.last_stat if kernel else None) or session.last_stat,
         "idleChecks": idle_checks(session, now),
         "servicePorts": apps_of(session),
+        "agents": agents_of(session),
     }
+
+
+def agents_of(session: Session) -> list[dict]:
+    """The agents the session's kernels are on, with their state: a LOST one means its
+    kernels can't be reached, and the session is ended ``AGENT_LOST_GRACE`` seconds
+    after ``lostAt`` unless the agent comes back."""
+    from agents.models import Agent
+
+    ids = {a for a in session.kernels.exclude(agent_id=None).values_list("agent_id", flat=True)}
+    rows = Agent.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "status", "lost_at")
+    return [{"id": agent_id, "status": status, "lostAt": lost_at.isoformat() if lost_at else None}
+            for agent_id, status, lost_at in rows]
 
 
 def idle_checks(session: Session, now=None) -> dict:

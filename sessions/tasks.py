@@ -35,6 +35,7 @@ def reconcile() -> None:
         scheduled_timeout=settings.SESSION_SCHEDULED_TIMEOUT,
         preparing_timeout=settings.SESSION_PREPARING_TIMEOUT,
         terminating_timeout=settings.SESSION_TERMINATING_TIMEOUT,
+        lost_grace=settings.AGENT_LOST_GRACE,
     )
 
 

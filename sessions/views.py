@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -252,7 +253,19 @@ def _detail_context(request, session: Session) -> dict:
         error_data = session.status_data or None
     end = session.terminated_at or now
     waiting = _waiting(session)
+    agents = services.agents_of(session)
+    lost = [a for a in agents if a["status"] == "LOST"] if session.status not in DEAD_SESSION else []
+    for agent in lost:
+        lost_at = _parse_time(agent["lostAt"])
+        agent["lost_for"] = short_age((now - lost_at).total_seconds()) if lost_at else ""
+        agent["ends_in"] = (_human_seconds(settings.AGENT_LOST_GRACE - (now - lost_at).total_seconds())
+                            if lost_at else "")
+    states = {a["id"]: a["status"] for a in agents}
+    for kernel in kernels:
+        kernel.agent_state = states.get(kernel.agent_id)
     return {
+        "lost_agents": lost,
+        "lost_grace": _human_seconds(settings.AGENT_LOST_GRACE),
         "session": session, "kernels": kernels, "main_kernel": main, "ports": ports, "idle_checks": idle,
         "timeline": _timeline(session, now), "waiting": waiting,
         "status_note": "" if waiting else status_note(session),

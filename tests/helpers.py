@@ -135,3 +135,21 @@ def seed_http_image_and_agent(group, **agent_fields):
     agent = Agent.objects.create(id="node-1", scaling_group=group, available_slots={"cpu": "4", "mem": "8589934592"},
                                  last_heartbeat=timezone.now(), **agent_fields)
     return image, agent
+
+
+def load_bench(relative: str):
+    """A benchmark script under ``bench/`` (not a package) as a module, e.g. ``load_bench("soak/soak.py")``:
+    tests run the same code as the command line, never a copy."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / relative
+    name = "bench_" + relative.replace("/", "_").removesuffix(".py")
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module

@@ -60,9 +60,12 @@ def flow_controlled(app):
         state = {"registered": False}
 
         def release():
+            # A client that goes away first is an ordinary end: Twisted's ``Request.connectionLost``
+            # drops the request's channel (``request.channel = None``) and the registration died
+            # with it; ``Request.unregisterProducer`` would call ``None.unregisterProducer()``.
             if state["registered"]:
                 state["registered"] = False
-                if request.producer is gate:
+                if request.producer is gate and request.channel is not None:
                     request.unregisterProducer()
 
         async def paced_send(message):
@@ -73,7 +76,8 @@ def flow_controlled(app):
                     if getattr(request.channel, "_waitingForTransport", False):
                         gate.pauseProducing()
                 await send(message)
-                await gate.open.wait()
+                if request.channel is not None:  # gone: daphne drops what is sent, nothing to wait for
+                    await gate.open.wait()
                 return
             if message.get("type") == "http.response.body":
                 release()

@@ -45,6 +45,9 @@ class SyncSerializer(serializers.Serializer):
     images = serializers.ListField(child=serializers.DictField(), required=False, default=list)
     stats = serializers.DictField(required=False, default=dict)
     kernels = KernelReportSerializer(many=True, required=False, default=list)
+    # the long poll (agents/longpoll.py): hold the answer up to `wait` seconds while it keeps `fingerprint`
+    wait = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=3600)
+    fingerprint = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=128)
 
 
 class EventsSerializer(serializers.Serializer):

@@ -2,7 +2,7 @@
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents import services
+from agents import longpoll, services
 from agents.api.authentication import AgentTokenAuthentication, IsAgent
 from agents.api.serializers import EventsSerializer, ShutdownSerializer, SyncSerializer
 from backendai.api.authentication import client_address
@@ -28,7 +28,9 @@ class SyncView(AgentAPIView):
     def post(self, request):
         params = SyncSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        answer = services.sync(request.auth, _json(params.validated_data), client_address(request))
+        payload = _json(params.validated_data)
+        wait, known = payload.pop("wait", None), payload.pop("fingerprint", None)
+        answer = longpoll.sync(request.auth, payload, client_address(request), wait=wait, known=known)
         return Response(answer)
 
 

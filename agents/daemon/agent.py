@@ -3,7 +3,11 @@
 Threads (all daemon threads; Docker SDK calls block):
 
 * ``sync``: builds the sync body, POSTs it, applies the answer, sleeps
-  ``sync_interval`` (or backs off), wakes up early on a poke;
+  ``sync_interval`` (or backs off), wakes up early on a poke.  With a manager
+  that holds syncs (its answers carry ``fingerprint`` and ``max_wait``) the
+  loop is a long poll instead: each sync names the fingerprint of the last
+  answer and ``wait``, the manager answers when something changed (or the
+  wait elapsed), and the next sync goes out at once (``--long-poll 0``: off);
 * ``watch``: every second looks at the backend's kernels, enforces batch
   timeouts and turns status changes into events;
 * ``events``: posts queued events (a failed post is dropped: the next sync
@@ -25,6 +29,7 @@ import os
 import platform
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -134,6 +139,7 @@ class Agent:
         self.gpu_probe = gpu_probe
         self.host_stats = host_stats or HostStats()
         self.sync_interval = config.sync_interval
+        self.long_poll = config.long_poll
         self.watch_interval = watch_interval
         self.auth_retry = auth_retry
         self.backoff = backoff or Backoff(base=1.0, cap=30.0)
@@ -160,6 +166,9 @@ class Agent:
         self.failures = 0  # failed sync attempts in a row
         self.last_answer: dict[str, Any] | None = None
         self._last_status: tuple[Any, Any] | None = None
+        self._fingerprint: str | None = None  # of the last answer applied (the long poll)
+        self._manager_max_wait = 0.0  # how long the manager holds a sync (0: it does not)
+        self._quick_unchanged = 0  # held syncs in a row that came back at once with nothing new
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -268,8 +277,13 @@ class Agent:
             self.log.error("cannot collect the kernel states (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
                            delay)
             return delay
+        wait = self._long_poll_wait()
+        sent = self._fingerprint
+        if wait:
+            body["wait"], body["fingerprint"] = wait, sent
+        started = time.monotonic()
         try:
-            answer = self.client.sync(body)
+            answer = self.client.sync(body, wait=wait)
         except AuthRejected as exc:
             self.failures += 1
             self.log.error("the manager refused this agent (%s): check the token, agent id %r and scaling group %r; "
@@ -292,6 +306,7 @@ class Agent:
         self.failures = 0
         self.backoff.reset()
         self.syncs += 1
+        self.log.debug("sync #%d done (%s)", self.syncs, f"held up to {wait:.0f}s" if wait else "not held")
         self._delivered(delivered)
         self.last_answer = answer
         if not self.stopping:
@@ -300,7 +315,30 @@ class Agent:
             self.link = ManagerLink(self.client.link_url(self.agent_id), self.client.auth_header, self.poke,
                                     self._stop, missing_retry=self.link_missing_retry, streams=self.streams)
             self.link.start()
-        return self.sync_interval
+        return self._next_delay(answer, sent, wait, time.monotonic() - started)
+
+    def _long_poll_wait(self) -> float:
+        """The ``wait`` of the next sync (0: an ordinary sync)."""
+        if self.long_poll <= 0 or not self._fingerprint or self._manager_max_wait <= 0:
+            return 0.0
+        return min(self.long_poll, self._manager_max_wait)
+
+    def _next_delay(self, answer: dict[str, Any], sent: str | None, wait: float, took: float) -> float:
+        fingerprint = answer.get("fingerprint")
+        max_wait = answer.get("max_wait")
+        self._fingerprint = fingerprint if isinstance(fingerprint, str) and fingerprint else None
+        self._manager_max_wait = float(max_wait) if isinstance(max_wait, (int, float)) and max_wait > 0 else 0.0
+        if self.long_poll <= 0 or self._fingerprint is None or self._manager_max_wait <= 0:
+            return self.sync_interval  # the manager does not hold syncs, or long polls are off here
+        if wait and self._fingerprint == sent and took < min(1.0, wait / 2):
+            self._quick_unchanged += 1  # answered at once although nothing changed (hints without news)
+        else:
+            self._quick_unchanged = 0
+        if self._quick_unchanged >= 3:
+            self._quick_unchanged = 0
+            self.log.debug("held syncs come back at once without news; pausing %.1fs", self.sync_interval)
+            return self.sync_interval
+        return 0.0
 
     def _sync_loop(self) -> None:
         while not self.stopping:

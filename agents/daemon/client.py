@@ -84,7 +84,7 @@ class ManagerClient:
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + f"{API_PREFIX}/link",
                            f"agent_id={quote(agent_id)}", ""))
 
-    def _post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> httpx.Response:
+    def _post(self, path: str, body: dict[str, Any], timeout: float | httpx.Timeout | None = None) -> httpx.Response:
         try:
             kwargs: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
             response = self._http.post(API_PREFIX + path, content=json.dumps(body),
@@ -111,9 +111,15 @@ class ManagerClient:
             raise ManagerRejected(f"HTTP {response.status_code}: the answer is not an object", response.status_code)
         return data
 
-    def sync(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST /sync; returns the manager's answer (``desired``, ``stop``, ``sync_interval``…)."""
-        return self._json(self._post("/sync", body))
+    def sync(self, body: dict[str, Any], wait: float = 0.0) -> dict[str, Any]:
+        """POST /sync; returns the manager's answer (``desired``, ``stop``, ``sync_interval``…).
+
+        ``wait``: the long poll's wait the body asks for; the request may take that much longer."""
+        timeout = None
+        if wait > 0:
+            default = self._http.timeout
+            timeout = httpx.Timeout(wait + (default.read or 10.0), connect=default.connect)
+        return self._json(self._post("/sync", body, timeout=timeout))
 
     def post_events(self, agent_id: str, events: list[dict[str, Any]]) -> int:
         """POST /events; returns how many the manager accepted."""

@@ -120,6 +120,16 @@ def _parse_device_list(text: Any) -> tuple[str, ...]:
 
 
 
+def _parse_long_poll(text: Any) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds (0 turns the long poll off)") from None
+    if not 0 <= value <= 300:
+        raise ValueError("expected 0 to 300 seconds (0 turns the long poll off)")
+    return value
+
+
 def _parse_path(text: Any) -> Path:
     value = str(text).strip()
     if not value:
@@ -141,6 +151,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("scratch_root", _parse_path, None, "working directories and state (default ./var/agent-<id>)", "DIR"),
     Option("sync_interval", parse_seconds, 5.0, "seconds between syncs until the manager says otherwise",
            "SECONDS"),
+    Option("long_poll", _parse_long_poll, 15.0,
+           "seconds the manager may hold a sync until something changes (0: sync every sync interval)", "SECONDS"),
     Option("stop_timeout", parse_seconds, 10.0, "grace period before a stopped kernel is killed", "SECONDS"),
     Option("reserved_cpu", _parse_cpu, Decimal(0), "CPU cores kept for the host", "CORES"),
     Option("reserved_mem", parse_size, 0, "memory kept for the host (e.g. 1g)", "SIZE"),
@@ -170,6 +182,7 @@ class AgentConfig:
     port_range: tuple[int, int] = (30000, 31000)
     scratch_root: Path = field(default_factory=lambda: Path("var/agent-agent").resolve())
     sync_interval: float = 5.0
+    long_poll: float = 15.0
     stop_timeout: float = 10.0
     reserved_cpu: Decimal = Decimal(0)
     reserved_mem: int = 0

@@ -136,6 +136,11 @@ def problem_exception_handler(exc, context):
         return problem_response(404, "object-not-found", ObjectNotFound.error_title, str(exc) or None)
     if isinstance(exc, DjangoPermissionDenied):
         return problem_response(403, "generic-forbidden", GenericForbidden.error_title, str(exc) or None)
+    from backendai.api import unavailable
+
+    refused = unavailable.refusal_for(request, exc)  # no database connection now: 503 with Retry-After
+    if refused is not None:
+        return refused
     log.exception("unhandled API error on %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"))
     return problem_response(500, "internal-server-error", InternalServerError.error_title)
 

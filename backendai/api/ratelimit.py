@@ -80,7 +80,7 @@ class RedisRateLimiter:
     def __init__(self, url: str):
         import redis
 
-        self._client = redis.Redis.from_url(url)
+        self._client = redis.Redis.from_url(url, **getattr(settings, "REDIS_CONNECTION_OPTIONS", {}))
         self._script = self._client.register_script(_LUA_HIT)
 
     def hit(self, key: str, window: int = WINDOW_SECONDS) -> int:

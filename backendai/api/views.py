@@ -1,4 +1,6 @@
 """Manager-level endpoints: version root, announcement, slot types, health."""
+import logging
+
 from django.http import HttpResponseRedirect, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -6,8 +8,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backendai import __version__, services, signing
+from backendai import __version__, health, services, signing
 from backendai.api import errors
+
+log = logging.getLogger(__name__)
 
 
 class RootView(APIView):
@@ -56,9 +60,18 @@ def healthz(request):
 
 
 def readyz(request):
-    checks = services.readiness()
-    ready = all(value == "ok" or value.startswith("not configured") for value in checks.values())
-    return JsonResponse({"status": "ready" if ready else "unready", "checks": checks}, status=200 if ready else 503)
+    """200 ``{"status": "ok", "checks": {...}}`` or 503 ``{"status": "unhealthy", "failing": [...], ...}``;
+    each check is ``{"ok": bool, ...}`` (``backendai.health``), ``checks.beat.age`` in seconds or null."""
+    checks = health.run_checks()
+    failing = health.failing(checks)
+    if not failing:
+        return JsonResponse({"status": "ok", "checks": checks})
+    response = JsonResponse({"status": "unhealthy", "failing": failing, "checks": checks}, status=503)
+    # An expected answer to a probe polled every few seconds, not a server error: keep it out of
+    # django.request's ERROR log (the failing component logs its own trouble).
+    log.debug("readyz: unhealthy: %s", ", ".join(failing))
+    response._has_been_logged = True
+    return response
 
 
 def api_not_found(request, exception=None):

@@ -2,7 +2,15 @@
 
 Events are read back from the status histories (see ``sessions.events``), so
 the stream is correct whichever process changed a status; it polls the
-database twice a second for sessions that changed since the last look."""
+database twice a second for sessions that changed since the last look.
+
+The stream opens with a comment line (``: ok``), which flushes the headers to
+the client at once and which every official client (23.09 to 26.09) skips.  It
+never opens with a bare ``retry:`` block: those clients turn any block without
+a comment into an event, and their ``session events`` command then fails to
+parse its empty data.  ``retry:`` rides on each real event instead, and after
+``KEEPALIVE_SECONDS`` without one a ``: keepalive`` comment keeps idle proxies
+from closing the stream."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +23,7 @@ from django.utils import timezone
 
 from backendai.api import errors
 from backendai.api.authentication import authenticate_plain_request
+from backendai.db import release_connections
 from sessions import events, services, validation
 from sessions.lifecycle import DEAD_SESSION
 from sessions.models import Session
@@ -22,6 +31,9 @@ from sessions.models import Session
 POLL_SECONDS = 0.5
 MAX_STREAM_SECONDS = 3600
 SCOPES = ("*", "session", "kernel")
+OPENING = ": ok\n\n"
+KEEPALIVE = ": keepalive\n\n"
+KEEPALIVE_SECONDS = 15  # a comment when nothing else was sent: idle proxies keep the stream, clients skip it
 
 
 def _select(user, keypair, params) -> tuple[Q, str, bool]:
@@ -29,8 +41,11 @@ def _select(user, keypair, params) -> tuple[Q, str, bool]:
     for key in ("sessionId", "session_id", "sessionName", "name"):
         if params.get(key):
             validation.check_session_ref(params[key], key)
-    if scope not in SCOPES:
-        raise errors.InvalidAPIParameters(f"scope must be one of {', '.join(SCOPES)}")
+    # 26.09 clients take a comma-separated list ("session,kernel")
+    parts = {part.strip() for part in str(scope).split(",") if part.strip()}
+    if not parts or not parts <= set(SCOPES):
+        raise errors.InvalidAPIParameters(f"scope must be one of {', '.join(SCOPES)} (or a comma-separated list)")
+    scope = "*" if "*" in parts or parts == {"session", "kernel"} else parts.pop()
     owner = params.get("ownerAccessKey") or params.get("owner_access_key")
     target = services.owner_scope(user, keypair, owner)
     condition = Q(access_key=target)
@@ -52,14 +67,22 @@ def _select(user, keypair, params) -> tuple[Q, str, bool]:
     return condition, scope, single
 
 
+# Each poll gives its connection back: a stream lasts up to an hour and must not keep one of its
+# process's pooled connections meanwhile (backendai/db.py).
 def _changed_since(condition: Q, since: datetime) -> list[Session]:
     query = (Session.objects.filter(condition).filter(Q(status_changed__gte=since) | Q(kernels__status_changed__gte=since))
              .distinct().prefetch_related("kernels"))
-    return list(query)
+    try:
+        return list(query)
+    finally:
+        release_connections()
 
 
 def _snapshot(condition: Q) -> list[Session]:
-    return list(Session.objects.filter(condition).prefetch_related("kernels")[:50])
+    try:
+        return list(Session.objects.filter(condition).prefetch_related("kernels")[:50])
+    finally:
+        release_connections()
 
 
 async def session_events(request):
@@ -74,7 +97,8 @@ async def session_events(request):
     async def stream():
         cursor = timezone.now() - timedelta(seconds=1) if not single else None
         started = timezone.now()
-        yield "retry: 5\n\n"
+        yield OPENING
+        last_sent = started
         while (timezone.now() - started).total_seconds() < MAX_STREAM_SECONDS:
             look_from = timezone.now() - timedelta(seconds=2)
             if cursor is None:
@@ -84,6 +108,11 @@ async def session_events(request):
             batch = events.events_for(sessions, scope, since=cursor)
             for event in batch:
                 yield event.sse()
+            if batch:
+                last_sent = timezone.now()
+            elif (timezone.now() - last_sent).total_seconds() >= KEEPALIVE_SECONDS:
+                yield KEEPALIVE
+                last_sent = timezone.now()
             if batch:
                 cursor = max(e.when for e in batch)
             elif cursor is None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backendai.api import errors
+from backendai.api import errors, unavailable
+from backendai.db import release_connections
 from sessions import enqueue as enqueue_service
 from sessions import services
 from sessions.api.serializers import parse_create_request
@@ -47,14 +49,24 @@ class SessionCreateView(APIView):
 
 
 def wait_for_start(session, max_wait: int) -> str:
+    """Poll until RUNNING (or an end) without holding a database connection between polls: a
+    waiting create must not keep one of its process's pooled connections for up to two minutes.
+    A poll that finds no connection free (the pool is exhausted) just waits for the next one: the
+    session exists already, refusing the request now would hide it."""
     limit = max_wait or settings.SESSION_CREATE_MAX_WAIT
     deadline = time.monotonic() + limit
     while True:
-        session.refresh_from_db(fields=["status"])
-        if session.status in WAIT_UNTIL:
-            return session.status
+        try:
+            session.refresh_from_db(fields=["status"])
+        except DatabaseError as exc:
+            if unavailable.classify(exc) is None:
+                raise
+        else:
+            if session.status in WAIT_UNTIL:
+                return session.status
         if time.monotonic() >= deadline:
             return "TIMEOUT" if max_wait else session.status
+        release_connections()
         time.sleep(0.25)
 
 

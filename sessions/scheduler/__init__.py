@@ -7,9 +7,10 @@ Public API (what Celery tasks, views and the admin call):
 ``run_all_passes(*, now=None) -> list[PassResult]``
     One pass per scaling group that has pending sessions.
 ``reconcile_stuck(scheduled_timeout=300, preparing_timeout=900, terminating_timeout=600,
-lost_grace=300, *, now=None) -> ReconcileResult``
-    Stuck SCHEDULED/PREPARING/PULLING/TERMINATING sessions, kernels on LOST
-    agents, then every agent's occupancy recomputed.
+lost_grace=None, *, now=None) -> ReconcileResult``
+    Stuck SCHEDULED/PREPARING/PULLING/TERMINATING sessions, kernels on agents
+    LOST for ``lost_grace`` seconds (``AGENT_LOST_GRACE`` when None), then every
+    agent's occupancy recomputed.
 ``recompute_agent_occupancy(agent_ids=None) -> int``
     ``Agent.occupied_slots`` from the live kernels, set-based; returns how many changed.
 ``wait_reasons(session) -> list[str]``
@@ -36,7 +37,7 @@ def run_all_passes(*, now=None):
 
 
 def reconcile_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 900, terminating_timeout: float = 600,
-                    lost_grace: float = 300, *, now=None):
+                    lost_grace: float | None = None, *, now=None):
     from sessions.scheduler.reconcilers import reconcile_stuck as _reconcile
 
     return _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_grace, now=now)

@@ -5,7 +5,8 @@
 * sessions SCHEDULED longer than ``scheduled_timeout`` or PREPARING/PULLING
   longer than ``preparing_timeout`` (measured from ``status_changed``);
 * sessions TERMINATING longer than ``terminating_timeout``;
-* sessions with a live kernel on an agent LOST for longer than ``lost_grace``;
+* sessions with a live kernel on an agent LOST for longer than ``lost_grace``
+  (``AGENT_LOST_GRACE``, by default three heartbeat timeouts);
 
 and resolves them:
 
@@ -27,8 +28,14 @@ and resolves them:
 
 Every move goes through ``sessions.services.move_kernel`` /
 ``refresh_session_status`` (the lifecycle's legality checks); the writes are one
-guarded set-based statement (``writer.write``), and the occupancy of every
-agent is then recomputed from the live kernels in one more.
+guarded set-based statement (``writer.write``: a compare-and-set on the status
+each decision was made on, so a session an agent's report or a destroy moved
+meanwhile is left alone and retried on the next run).  The rows to write are
+locked first, sessions then kernels in primary-key order (the lock order of
+every status writer, see ``sessions.services.lock_sessions``), and the occupancy
+of every agent is recomputed from the live kernels after that transaction has
+committed, so the reconciler never holds a session while it waits for an agent
+(an agent's sync holds its agent, then locks sessions).
 """
 from __future__ import annotations
 
@@ -84,9 +91,14 @@ class _Counter:
 
 
 def reconcile_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 900,
-                    terminating_timeout: float = 600, lost_grace: float = 300, *, now=None) -> ReconcileResult:
+                    terminating_timeout: float = 600, lost_grace: float | None = None, *, now=None) -> ReconcileResult:
     """Resolve stuck sessions and kernels on LOST agents; recompute all occupancy.
-    Timeouts are seconds; 0 disables that check."""
+    Timeouts are seconds; 0 disables that check.  ``lost_grace`` (seconds after an
+    agent was marked LOST) defaults to ``AGENT_LOST_GRACE``; 0 ends at once."""
+    from django.conf import settings
+
+    if lost_grace is None:
+        lost_grace = settings.AGENT_LOST_GRACE
     started = time.monotonic()
     counter = _Counter()
     try:
@@ -150,23 +162,34 @@ def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_g
                                 session_changes, kernel_changes)
                 if kind:
                     kinds[session.pk] = kind
+            if session_changes:
+                _lock_in_order([c.id for c in session_changes], [c.id for c in kernel_changes])
             written = writer.write(session_changes, kernel_changes, now)
             for change in session_changes:
                 if change.id not in written.sessions:
                     result.lost.append(change.id)
                     continue
                 getattr(result, kinds[change.id]).append(change.id)
-            result.agents_recomputed = writer.recompute_occupancy(None)
-            agents = {a for a in written.kernels.values() if a}
+            agents = sorted({a for a in written.kernels.values() if a})
             if agents:
                 from agents import services as agent_services
 
-                for agent_id in agents:
-                    transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
+                transaction.on_commit(lambda: agent_services.poke_agents(agents))
+        # after the commit: the sessions' locks are gone before any agent row is written
+        with transaction.atomic():
+            result.agents_recomputed = writer.recompute_occupancy(None)
     for kind in ("rescheduled", "failed_to_start", "forced", "agent_lost"):
         for session_id in getattr(result, kind):
             log.warning("reconciler: session %s %s", session_id, kind.replace("_", " "))
     return result
+
+
+def _lock_in_order(session_ids, kernel_ids) -> None:
+    """Lock the rows about to be written, sessions then kernels, each in primary-key
+    order (the writer's own UPDATE would lock them in whatever order it meets them)."""
+    list(Session.objects.select_for_update().filter(pk__in=session_ids).order_by("pk").values_list("pk", flat=True))
+    if kernel_ids:
+        list(Kernel.objects.select_for_update().filter(pk__in=kernel_ids).order_by("pk").values_list("pk", flat=True))
 
 
 def lost_agents_due(lost_at, now, grace) -> bool:

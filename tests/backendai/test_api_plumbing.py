@@ -78,19 +78,22 @@ def test_healthz_is_alive_without_auth(client):
 
 
 def test_readyz_checks_the_database_and_redis(client, settings):
+    from backendai import health
+
+    health.record_heartbeat(health.BEAT)  # a beat that just ticked (tests/backendai/test_beat_health.py)
     response = client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
-    assert body["checks"]["database"] == "ok"
-    if settings.REDIS_URL:
-        assert body["checks"]["redis"] == "ok"
+    assert body["status"] == "ok" and body["checks"]["database"] == {"ok": True}
+    assert body["checks"]["redis"] == {"ok": True, "configured": bool(settings.REDIS_URL)}
 
 
 def test_readyz_reports_an_unreachable_redis(client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["redis"].startswith("error")
+    redis = response.json()["checks"]["redis"]
+    assert redis["ok"] is False and redis["error"]
 
 
 def test_the_openapi_schema_and_swagger_page_are_served_locally(client):

@@ -52,3 +52,38 @@ def test_a_bad_value_stops_start_up_with_a_message(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_links_and_hints_have_their_defaults(tmp_path):
+    loaded = config.load({"BACKEND_DATA_DIR": str(tmp_path)})
+    assert loaded.redis_socket_timeout == 30 and loaded.redis_socket_timeout > config.CHANNEL_LAYER_BLOCKING_RECEIVE
+    assert loaded.agent_sync_max_wait == 15 and loaded.internal_web_url is None
+    loaded = config.load({"BACKEND_DATA_DIR": str(tmp_path), "REDIS_SOCKET_TIMEOUT": "60", "AGENT_SYNC_MAX_WAIT": "0",
+                          "INTERNAL_WEB_URL": "http://127.0.0.1:8091/"})
+    assert loaded.redis_socket_timeout == 60 and loaded.agent_sync_max_wait == 0
+    assert loaded.internal_web_url == "http://127.0.0.1:8091"
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("REDIS_SOCKET_TIMEOUT", "5"), ("REDIS_SOCKET_TIMEOUT", "soon"), ("AGENT_SYNC_MAX_WAIT", "-1"),
+    ("AGENT_SYNC_MAX_WAIT", "301"), ("INTERNAL_WEB_URL", "127.0.0.1:8091"), ("INTERNAL_WEB_URL", "ftp://x"),
+])
+def test_a_bad_link_or_hint_setting_names_the_variable(tmp_path, variable, value):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"BACKEND_DATA_DIR": str(tmp_path), variable: value})
+    assert variable in str(caught.value)
+
+
+def test_every_redis_connection_reads_longer_than_the_channel_layers_blocking_receive():
+    from django.conf import settings
+
+    options = settings.REDIS_CONNECTION_OPTIONS
+    assert options["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT > config.CHANNEL_LAYER_BLOCKING_RECEIVE
+    assert options["socket_keepalive"] and 0 < options["health_check_interval"] < options["socket_timeout"]
+    if settings.REDIS_URL:
+        from channels_redis.core import RedisChannelLayer
+
+        host = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
+        assert host["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT
+        assert RedisChannelLayer.brpop_timeout == config.CHANNEL_LAYER_BLOCKING_RECEIVE
+        assert settings.CACHES["default"]["OPTIONS"]["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT

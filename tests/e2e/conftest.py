@@ -177,6 +177,13 @@ def _official_client(client_bin, require, endpoint, tmp_path):
         def script(self, keypair, code):
             return run([str(python), "-c", code], keypair)
 
+        def popen(self, keypair, *args):
+            """Start the CLI in the background, its output (stdout and stderr, unbuffered)
+            on a text pipe; the caller reads it and must end the process."""
+            return subprocess.Popen([str(client_bin), *args], cwd=workdir,
+                                    env={**env_for(keypair), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+
         def script_json(self, keypair, code):
             """Run ``code`` and parse the last stdout line as JSON."""
             done = self.script(keypair, code)
@@ -236,7 +243,7 @@ def _test_database_url() -> str:
 
 
 class LiveStack:
-    """daphne + a Celery worker with beat + agent daemons, on the test database."""
+    """daphne + a Celery worker + beat + agent daemons, on the test database."""
 
     def __init__(self, data_dir: _Path, env: dict, port: int):
         self.data_dir = data_dir
@@ -246,10 +253,12 @@ class LiveStack:
         self.host = f"127.0.0.1:{port}"
         self.processes: dict[str, _subprocess.Popen] = {}
         self.logs: dict[str, _Path] = {}
+        self.commands: dict[str, tuple[list[str], dict | None]] = {}  # name -> (argv, extra_env) as last started
 
     def start(self, name: str, argv: list[str], extra_env: dict | None = None) -> _subprocess.Popen:
         log = self.data_dir / f"{name}.log"
         self.logs[name] = log
+        self.commands[name] = (list(argv), dict(extra_env) if extra_env else None)
         handle = open(log, "ab")
         process = _subprocess.Popen(argv, cwd=_ROOT, env={**self.env, **(extra_env or {})}, stdout=handle,
                                     stderr=_subprocess.STDOUT, start_new_session=True)
@@ -287,6 +296,11 @@ class LiveStack:
         _os.killpg(process.pid, _signal.SIGKILL)
         process.wait(timeout=10)
 
+    def restart(self, name: str) -> _subprocess.Popen:
+        """Start ``name`` again with the command line and environment it last had (as an operator would)."""
+        argv, extra_env = self.commands[name]
+        return self.start(name, argv, extra_env)
+
     def log(self, name: str) -> str:
         path = self.logs.get(name)
         return path.read_text(errors="replace")[-6000:] if path and path.exists() else ""
@@ -314,7 +328,14 @@ class LiveStack:
 
 
 @pytest.fixture
-def live_stack(transactional_db, tmp_path):
+def live_stack_env() -> dict:
+    """Extra environment for every process of ``live_stack``; a test module overrides this fixture
+    (``DB_POOL_MAX_SIZE``, timeouts, ...; a value of None unsets the variable, e.g. ``REDIS_URL``)."""
+    return {}
+
+
+@pytest.fixture
+def live_stack(transactional_db, tmp_path, live_stack_env):
     """The stack as real processes on the test database; agents are started by the test."""
     from django.conf import settings
 
@@ -329,12 +350,19 @@ def live_stack(transactional_db, tmp_path):
         env["REDIS_URL"] = settings.REDIS_URL
     else:
         env.pop("REDIS_URL", None)
+    # hints from the worker reach the web process with in-memory channel layers (backendai.hints)
+    env["INTERNAL_WEB_URL"] = f"http://127.0.0.1:{port}"
+    env.update(live_stack_env)
+    env = {k: v for k, v in env.items() if v is not None}  # None in live_stack_env: unset that variable
     stack = LiveStack(data_dir, env, port)
     stack.start("web", [_sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                         "backendai.asgi:application"])
-    stack.start("worker", [_sys.executable, "-m", "celery", "-A", "backendai.celery", "worker", "--beat",
+    stack.start("worker", [_sys.executable, "-m", "celery", "-A", "backendai.celery", "worker",
                            "--pool=solo", "--loglevel=INFO", "--purge", "--without-gossip", "--without-mingle",
-                           "--schedule", str(data_dir / "beat-schedule"), "--hostname", f"test@{port}"])
+                           "--hostname", f"test@{port}"])
+    # beat in its own process, as in production and in the embedded stack
+    stack.start("beat", [_sys.executable, "-m", "celery", "-A", "backendai.celery", "beat", "--loglevel=INFO",
+                         "--schedule", str(data_dir / "beat-schedule")])
     import urllib.request
 
     def up():

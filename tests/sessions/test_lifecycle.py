@@ -15,7 +15,9 @@ from sessions.lifecycle import (
 
 def test_terminal_statuses_go_nowhere():
     assert SESSION_TRANSITIONS["TERMINATED"] == SESSION_TRANSITIONS["CANCELLED"] == frozenset()
-    assert KERNEL_TRANSITIONS["TERMINATED"] == KERNEL_TRANSITIONS["ERROR"] == frozenset()
+    assert KERNEL_TRANSITIONS["TERMINATED"] == KERNEL_TRANSITIONS["CANCELLED"] == frozenset()
+    # an ERROR kernel only goes on to be cleaned up by a destroy
+    assert KERNEL_TRANSITIONS["ERROR"] == frozenset({"TERMINATING", "TERMINATED"})
 
 
 @pytest.mark.parametrize("current,new,allowed", [

@@ -301,8 +301,45 @@ def test_an_agent_error_or_a_dropped_link_ends_the_terminal_with_1011(owner, nod
         await ws.connect(timeout=5)
         await opened(agent, "pty")
         await agent.disconnect()
+        shown = json.loads(await ws.receive_from(3))  # the terminal itself says so, for any client
+        assert shown["type"] == "out" and b"connection to the node lost" in base64.b64decode(shown["data"])
         error = json.loads(await ws.receive_from(3))
-        assert error["type"] == "error" and "link" in error["message"]
+        assert error["type"] == "error" and "connection to the node lost" in error["message"]
+        assert (await ws.receive_output(3))["code"] == 1011
+
+    run(main)
+
+
+def test_an_idle_terminal_stays_open_while_its_link_answers_the_heartbeat(owner, node, settings):
+    settings.STREAM_HEARTBEAT_EVERY = 0.05
+    session = running_session(owner)
+
+    async def main():
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/pty")
+        frame = await opened(agent, "pty")
+        assert await ws.receive_nothing(1.0)  # twenty heartbeats: the link answers each, nothing ends
+        await ws.send_to(text_data=stdin("still here\n"))
+        assert await agent_frame(agent) == (frame["stream"], b"still here\n")
+        await ws.disconnect()
+        await agent.disconnect()
+
+    run(main)
+
+
+def test_a_link_that_died_without_a_word_ends_the_terminal_with_a_message(owner, node, settings):
+    settings.STREAM_HEARTBEAT_EVERY = 0.05
+    session = running_session(owner)
+
+    async def main():
+        agent, ws = await link_and_client(node, owner, f"/stream/session/{session.pk}/pty")
+        frame = await opened(agent, "pty")
+        await agent.send_to(bytes_data=encode_data(frame["stream"], b"$ "))
+        assert await out_text(ws) == "$ "  # the stream is open end to end
+        agent.future.cancel()  # the link's process is gone: no disconnect, no stream.error
+        shown = json.loads(await ws.receive_from(5))
+        assert shown["type"] == "out" and b"connection to the node lost" in base64.b64decode(shown["data"])
+        error = json.loads(await ws.receive_from(3))
+        assert error["type"] == "error" and "connection to the node lost" in error["message"]
         assert (await ws.receive_output(3))["code"] == 1011
 
     run(main)

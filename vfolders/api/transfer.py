@@ -12,6 +12,7 @@ not collect the whole body first).
 from __future__ import annotations
 
 import os
+import threading
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
@@ -103,21 +104,36 @@ def _is_asgi(request) -> bool:
 
 
 def _streamed(request, iterator):
-    """Non-empty chunks of ``iterator``; async (read in worker threads) under ASGI."""
+    """Non-empty chunks of ``iterator``; async (read in worker threads) under ASGI.
+
+    When the client goes away, Django cancels the response while a read may still
+    be running in its thread (``sync_to_async`` cannot interrupt it); closing the
+    generator then from another thread raised "generator already executing" and
+    left the file open.  A lock makes the close wait for that read to finish."""
     chunks = (chunk for chunk in iterator if chunk)
     if not _is_asgi(request):
         return chunks
     done = object()
+    lock = threading.Lock()
+
+    def read():
+        with lock:
+            return next(chunks, done)
+
+    def close():
+        with lock:
+            chunks.close()
+            getattr(iterator, "close", lambda: None)()
 
     async def produce():
         try:
             while True:
-                chunk = await sync_to_async(next, thread_sensitive=False)(chunks, done)
+                chunk = await sync_to_async(read, thread_sensitive=False)()
                 if chunk is done:
                     break
                 yield chunk
         finally:
-            await sync_to_async(chunks.close, thread_sensitive=False)()
+            await sync_to_async(close, thread_sensitive=False)()
 
     return produce()
 

@@ -62,10 +62,11 @@ LOCAL_IMAGES: dict[str, dict[str, Any]] = {
 }
 #: $1: the startup command, $2: the exit code file, $3: an optional bootstrap script.
 #: The trap keeps the wrapper alive on SIGTERM so that it can record the command's exit status.
-WRAPPER = r"""trap : TERM INT HUP
-if [ -n "$3" ]; then /bin/sh "$3"; fi
-/bin/sh -c "$1"
-code=$?
+#: A stop that arrives before the command is forked would never reach it (the group is signalled
+#: once), so the trap remembers it and the command is not started at all.
+WRAPPER = r"""trap 'stopped=1' TERM INT HUP
+if [ -n "$3" ] && [ -z "$stopped" ]; then /bin/sh "$3"; fi
+if [ -z "$stopped" ]; then /bin/sh -c "$1"; code=$?; else code=143; fi
 echo "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"
 exit "$code"
 """

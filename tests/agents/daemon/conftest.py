@@ -45,6 +45,7 @@ class FakeManager:
         self.restart: list[dict[str, Any]] = []
         self.want_logs: list[str] = []
         self.sync_interval: float = 0.3
+        self.extra_answer: dict[str, Any] = {}  # merged into every sync answer (e.g. the long poll's fields)
         self.fail_with: int | None = None  # answer every request with this status
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
@@ -120,7 +121,7 @@ class FakeManager:
                         answer = {"agent_id": body["agent_id"], "status": "ALIVE", "schedulable": True,
                                   "sync_interval": manager.sync_interval, "desired": list(manager.desired),
                                   "stop": list(manager.stop), "restart": list(manager.restart),
-                                  "want_logs": list(manager.want_logs)}
+                                  "want_logs": list(manager.want_logs), **manager.extra_answer}
                     self._send(200, answer)
                 elif path == "/agent-api/v1/events":
                     with manager.lock:

@@ -125,6 +125,11 @@ def test_a_restarted_backend_re_adopts_the_live_process(backend_settings):
     kernel = spec(None, service_ports=[{"name": "ssh", "protocol": "tcp", "container_ports": [22]}])
     state = first.create(kernel)
     pid = int(state.container_id)
+    # the idle loop is running (wrapper, its shell, sleep): a TERM sent between the shell's fork and
+    # its exec is caught by the wrapper's trap in the child and never reaches the loop
+    deadline = time.monotonic() + 30
+    while len(_group_members(pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
 
     second = LocalBackend(backend_settings)  # the daemon restarted
     adopted = {s.kernel_id: s for s in second.adopt()}
@@ -135,6 +140,19 @@ def test_a_restarted_backend_re_adopts_the_live_process(backend_settings):
     final = second.stop(kernel.kernel_id, "user-requested")
     assert final.exit_code == 128 + signal.SIGTERM  # the idle loop, recorded by the wrapper
     assert _group_members(pid) == []  # nothing of the group is left (but a zombie for this test process)
+
+
+def test_a_stop_during_the_bootstrap_never_starts_the_command(backend):
+    """The group is signalled once: a stop before the command is forked must keep it from starting
+    (it used to start after the bootstrap and run until the SIGKILL of the grace)."""
+    kernel = spec(None, bootstrap_script="touch bootstrap-began; sleep 30")
+    backend.create(kernel)
+    home = backend.settings.scratch_root / kernel.kernel_id / "home" / "work"
+    deadline = time.monotonic() + 30
+    while not (home / "bootstrap-began").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    final = backend.stop(kernel.kernel_id, "user-requested")
+    assert final.exit_code == 128 + signal.SIGTERM  # ended by the TERM, not by the grace's SIGKILL
 
 
 def test_a_restart_runs_the_same_command_again_on_the_same_ports(backend):

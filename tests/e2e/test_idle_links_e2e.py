@@ -1,0 +1,99 @@
+"""Idle links survive in production mode (Redis channel layer): a terminal left
+alone for longer than any Redis or channel-layer timeout still echoes, and
+the agent's link was never dropped meanwhile.
+
+Before ``REDIS_SOCKET_TIMEOUT``, redis-py's 5 s read timeout equalled the
+channel layer's 5 s blocking receive: every idle consumer died after 6-8 s,
+taking the agent link (1011) and every stream on it along."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from agents.models import Agent, AgentStatus
+from backendai.signing import signed_headers
+from sessions.models import Session
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+AGENT = "idle-node"
+IDLE = 35  # seconds: several channel-layer receives, more than the old 5 s Redis read timeout
+
+
+def full_log(live_stack, name) -> str:
+    return live_stack.logs[name].read_text(errors="replace")
+
+
+def stdin(text: str) -> str:
+    return json.dumps({"type": "stdin", "chars": base64.b64encode(text.encode()).decode()})
+
+
+def read_until(ws, needle: str, timeout: float = 30.0) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{needle!r} never came; got {seen!r}"
+        frame = json.loads(ws.recv(timeout=remaining))
+        assert frame["type"] in ("out", "pong"), frame
+        if frame["type"] == "out":
+            seen += base64.b64decode(frame["data"]).decode(errors="replace")
+    return seen
+
+
+def stay_idle(ws, seconds: float) -> None:
+    """Send nothing for ``seconds``; the server must not end the terminal meanwhile."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            frame = json.loads(ws.recv(timeout=remaining))
+        except TimeoutError:
+            return
+        except ConnectionClosed as exc:
+            raise AssertionError(f"the terminal closed while idle: {exc}") from None
+        assert frame["type"] == "out", f"the terminal ended while idle: {frame}"
+
+
+def test_an_idle_terminal_still_echoes_and_the_agent_link_never_dropped(live_stack, cluster, owner, require):
+    from django.conf import settings
+
+    require(bool(settings.REDIS_URL), "Redis (the production mode's channel layer)")
+    live_stack.start_agent(AGENT, "local", cluster[1])
+    live_stack.wait_for(lambda: Agent.objects.filter(pk=AGENT, status=AgentStatus.ALIVE,
+                                                     images__name="local/shell:1.0").exists(),
+                        what="the local agent with its images")
+    live_stack.wait_for(lambda: f"agent {AGENT} link open" in full_log(live_stack, "web"), what="the agent's link")
+
+    keypair = owner.main_keypair
+    body = {"image": "local/shell:1.0", "name": "idle", "enqueueOnly": True,
+            "config": {"resources": {"cpu": "0.25", "mem": "256m"}}}
+    headers = signed_headers(keypair.access_key, keypair.secret_key, "POST", "/session", live_stack.host)
+    created = httpx.post(live_stack.url + "/session", headers=headers, content=json.dumps(body), timeout=60)
+    assert created.status_code in (200, 201), created.text
+    live_stack.wait_for(lambda: Session.objects.filter(name="idle", status="RUNNING").exists(), timeout=90,
+                        what="the session RUNNING")
+
+    target = "/stream/session/idle/pty"
+    headers = signed_headers(keypair.access_key, keypair.secret_key, "GET", target, live_stack.host,
+                             content_type="application/octet-stream")
+    headers.pop("Content-Type")
+    # no client pings: the server side alone must keep everything open
+    with connect(f"ws://{live_stack.host}{target}", additional_headers=headers, open_timeout=30, proxy=None,
+                 ping_interval=None) as ws:
+        ws.send(stdin("echo first-$((6 * 7))\n"))
+        read_until(ws, "first-42")
+        links_before = full_log(live_stack, "web").count(f"agent {AGENT} link open")
+        stay_idle(ws, IDLE)
+        ws.send(stdin("echo second-$((6 * 8))\n"))
+        read_until(ws, "second-48")
+
+    web = full_log(live_stack, "web")
+    assert links_before == 1 and web.count(f"agent {AGENT} link open") == 1, "the agent's link was reopened"
+    assert f"agent {AGENT} link closed" not in web, "the agent's link dropped"
+    assert "link closed" not in full_log(live_stack, AGENT)
