@@ -153,3 +153,28 @@ def load_bench(relative: str):
     sys.modules[name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
+
+
+def terminal_stdin(text: str) -> str:
+    """A terminal websocket frame typing ``text``."""
+    import base64
+
+    return _json.dumps({"type": "stdin", "chars": base64.b64encode(text.encode()).decode()})
+
+
+def terminal_read_until(ws, needle: str, timeout: float = 30.0, allowed=None) -> str:
+    """Read a terminal websocket's output until ``needle`` appears (bounded); ``allowed``: the only
+    frame types accepted on the way (any when None)."""
+    import base64
+    import time
+
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{needle!r} never came; got {seen!r}"
+        frame = _json.loads(ws.recv(timeout=remaining))
+        assert allowed is None or frame["type"] in allowed, frame
+        if frame["type"] == "out":
+            seen += base64.b64decode(frame["data"]).decode(errors="replace")
+    return seen

@@ -289,6 +289,20 @@ class LiveStack:
                 _os.killpg(process.pid, _signal.SIGKILL)
                 process.wait(timeout=5)
         self.processes.clear()
+        self.kill_local_kernels()
+
+    def kill_local_kernels(self) -> None:
+        """Local kernels outlive their agent by design (the next agent re-adopts them): end the process
+        groups recorded in this stack's scratch directories, so no test leaves processes or ports behind."""
+        import json as _json
+
+        for state_file in self.data_dir.glob("scratch-*/*/kernel.json"):
+            try:
+                pid = int(_json.loads(state_file.read_text()).get("pid") or 0)
+                if pid and _os.readlink(f"/proc/{pid}/cwd").startswith(str(state_file.parent)):
+                    _os.killpg(pid, _signal.SIGKILL)
+            except (OSError, ValueError, TypeError):
+                continue
 
     def kill(self, name: str) -> None:
         """SIGKILL the whole process group: no goodbye to the manager."""

@@ -5,8 +5,6 @@ of each through the API takes it to TERMINATED with its slots released."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from datetime import timedelta
 
 import httpx
@@ -33,19 +31,6 @@ def api(live_stack, keypair, method, target):
     headers = signed_headers(keypair.access_key, keypair.secret_key, method, target, live_stack.host,
                              content_type="text/plain")
     return httpx.request(method, live_stack.url + target, headers=headers, timeout=90)
-
-
-def kill_orphaned_kernels(kernel_ids) -> None:
-    """The local backend's kernel processes outlive their killed agent: end their
-    process groups (only those whose working directory is that kernel's)."""
-    for kernel_id, pid in Kernel.objects.filter(pk__in=kernel_ids).values_list("pk", "container_id"):
-        if not (pid or "").isdigit():
-            continue
-        try:
-            if str(kernel_id) in os.readlink(f"/proc/{pid}/cwd"):
-                os.killpg(int(pid), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            continue
 
 
 def test_a_dead_agents_sessions_end_after_the_grace_and_a_forced_destroy_terminates_them(live_stack, cluster, owner):
@@ -89,4 +74,4 @@ def test_a_dead_agents_sessions_end_after_the_grace_and_a_forced_destroy_termina
         listed = api(live_stack, owner.main_keypair, "GET", f"/session/{sessions[1].pk}").json()
         assert listed["status"] == "TERMINATED" and listed["terminationTime"], json.dumps(listed)[:500]
     finally:
-        kill_orphaned_kernels(kernel_ids)
+        live_stack.kill_local_kernels()  # the killed agent left them running

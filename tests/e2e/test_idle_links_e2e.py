@@ -7,7 +7,6 @@ channel layer's 5 s blocking receive: every idle consumer died after 6-8 s,
 taking the agent link (1011) and every stream on it along."""
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -18,6 +17,7 @@ from websockets.sync.client import connect
 
 from agents.models import Agent, AgentStatus
 from backendai.signing import signed_headers
+from helpers import terminal_read_until, terminal_stdin
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -28,23 +28,6 @@ IDLE = 35  # seconds: several channel-layer receives, more than the old 5 s Redi
 
 def full_log(live_stack, name) -> str:
     return live_stack.logs[name].read_text(errors="replace")
-
-
-def stdin(text: str) -> str:
-    return json.dumps({"type": "stdin", "chars": base64.b64encode(text.encode()).decode()})
-
-
-def read_until(ws, needle: str, timeout: float = 30.0) -> str:
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} never came; got {seen!r}"
-        frame = json.loads(ws.recv(timeout=remaining))
-        assert frame["type"] in ("out", "pong"), frame
-        if frame["type"] == "out":
-            seen += base64.b64decode(frame["data"]).decode(errors="replace")
-    return seen
 
 
 def stay_idle(ws, seconds: float) -> None:
@@ -86,12 +69,12 @@ def test_an_idle_terminal_still_echoes_and_the_agent_link_never_dropped(live_sta
     # no client pings: the server side alone must keep everything open
     with connect(f"ws://{live_stack.host}{target}", additional_headers=headers, open_timeout=30, proxy=None,
                  ping_interval=None) as ws:
-        ws.send(stdin("echo first-$((6 * 7))\n"))
-        read_until(ws, "first-42")
+        ws.send(terminal_stdin("echo first-$((6 * 7))\n"))
+        terminal_read_until(ws, "first-42", allowed=("out", "pong"))
         links_before = full_log(live_stack, "web").count(f"agent {AGENT} link open")
         stay_idle(ws, IDLE)
-        ws.send(stdin("echo second-$((6 * 8))\n"))
-        read_until(ws, "second-48")
+        ws.send(terminal_stdin("echo second-$((6 * 8))\n"))
+        terminal_read_until(ws, "second-48", allowed=("out", "pong"))
 
     web = full_log(live_stack, "web")
     assert links_before == 1 and web.count(f"agent {AGENT} link open") == 1, "the agent's link was reopened"

@@ -6,7 +6,6 @@ session page in Chromium (xterm.js, the login cookie).
 Set ``TERMINAL_UI_SCREENSHOTS=<dir>`` to keep a screenshot of the session page's terminal."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from backendai.signing import signed_headers
+from helpers import terminal_read_until, terminal_stdin
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -63,35 +63,19 @@ def pty(live_stack, user, session_ref, secret=None, host=None):
     return connect(f"ws://{host}{target}", additional_headers=headers, open_timeout=15, proxy=None)
 
 
-def stdin(text: str) -> str:
-    return json.dumps({"type": "stdin", "chars": base64.b64encode(text.encode()).decode()})
-
-
-def read_until(ws, needle: str, timeout: float = 20.0) -> str:
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} never came; got {seen!r}"
-        frame = json.loads(ws.recv(timeout=remaining))
-        if frame["type"] == "out":
-            seen += base64.b64decode(frame["data"]).decode(errors="replace")
-    return seen
-
-
 def test_a_signed_terminal_runs_echo_hello_in_the_container(live_stack, docker_node, owner, docker_client):
     session = running_session(live_stack, owner, "term-e2e")
     with pty(live_stack, owner, "term-e2e") as ws:
-        ws.send(stdin("echo hello\n"))
-        assert "\r\nhello\r\n" in read_until(ws, "\r\nhello\r\n")
+        ws.send(terminal_stdin("echo hello\n"))
+        assert "\r\nhello\r\n" in terminal_read_until(ws, "\r\nhello\r\n")
         ws.send(json.dumps({"type": "resize", "rows": 33, "cols": 101}))
-        ws.send(stdin("stty size\n"))
-        read_until(ws, "33 101")
+        ws.send(terminal_stdin("stty size\n"))
+        terminal_read_until(ws, "33 101")
         ws.send(json.dumps({"type": "ping"}))
         with pty(live_stack, owner, str(session.pk)) as second:  # a second terminal, by id
-            second.send(stdin("echo $((40 + 2))\n"))
-            read_until(second, "\r\n42\r\n")
-        ws.send(stdin("sleep 5000\n"))
+            second.send(terminal_stdin("echo $((40 + 2))\n"))
+            terminal_read_until(second, "\r\n42\r\n")
+        ws.send(terminal_stdin("sleep 5000\n"))
         time.sleep(0.5)
     container = docker_client.containers.get(session.kernels.get().container_id)
     deadline = time.monotonic() + 10  # closing the websocket ended the shell and its command
@@ -100,7 +84,7 @@ def test_a_signed_terminal_runs_echo_hello_in_the_container(live_stack, docker_n
         time.sleep(0.3)
 
     with pty(live_stack, owner, "term-e2e") as ws:  # the shell exiting closes the websocket
-        ws.send(stdin("exit 4\n"))
+        ws.send(terminal_stdin("exit 4\n"))
         frames = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
@@ -218,8 +202,8 @@ def test_a_terminal_on_another_daphne_reaches_the_agent_through_redis(live_stack
     live_stack.wait_for(second_up, what="the second daphne")
     running_session(live_stack, owner, "term-redis")
     with pty(live_stack, owner, "term-redis", host=f"127.0.0.1:{port}") as ws:
-        ws.send(stdin("echo hello\n"))
-        assert "\r\nhello\r\n" in read_until(ws, "\r\nhello\r\n")
+        ws.send(terminal_stdin("echo hello\n"))
+        assert "\r\nhello\r\n" in terminal_read_until(ws, "\r\nhello\r\n")
 
 
 def _free_block(size: int) -> int:
