@@ -7,6 +7,7 @@ channel layer's 5 s blocking receive: every idle consumer died after 6-8 s,
 taking the agent link (1011) and every stream on it along."""
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -80,3 +81,42 @@ def test_an_idle_terminal_still_echoes_and_the_agent_link_never_dropped(live_sta
     assert links_before == 1 and web.count(f"agent {AGENT} link open") == 1, "the agent's link was reopened"
     assert f"agent {AGENT} link closed" not in web, "the agent's link dropped"
     assert "link closed" not in full_log(live_stack, AGENT)
+
+
+def test_a_terminal_whose_agent_is_killed_ends_with_a_message_instead_of_freezing(live_stack, cluster, owner):
+    agent = "doomed-node"
+    live_stack.start_agent(agent, "local", cluster[1])
+    live_stack.wait_for(lambda: Agent.objects.filter(pk=agent, status=AgentStatus.ALIVE,
+                                                     images__name="local/shell:1.0").exists(),
+                        what="the local agent with its images")
+    live_stack.wait_for(lambda: f"agent {agent} link open" in full_log(live_stack, "web"), what="the agent's link")
+    keypair = owner.main_keypair
+    body = {"image": "local/shell:1.0", "name": "doomed", "enqueueOnly": True,
+            "config": {"resources": {"cpu": "0.25", "mem": "256m"}}}
+    headers = signed_headers(keypair.access_key, keypair.secret_key, "POST", "/session", live_stack.host)
+    created = httpx.post(live_stack.url + "/session", headers=headers, content=json.dumps(body), timeout=60)
+    assert created.status_code in (200, 201), created.text
+    live_stack.wait_for(lambda: Session.objects.filter(name="doomed", status="RUNNING").exists(), timeout=90,
+                        what="the session RUNNING")
+
+    target = "/stream/session/doomed/pty"
+    headers = signed_headers(keypair.access_key, keypair.secret_key, "GET", target, live_stack.host,
+                             content_type="application/octet-stream")
+    headers.pop("Content-Type")
+    with connect(f"ws://{live_stack.host}{target}", additional_headers=headers, open_timeout=30, proxy=None) as ws:
+        ws.send(terminal_stdin("echo alive-$((6 * 7))\n"))
+        terminal_read_until(ws, "alive-42")
+        live_stack.kill(agent)  # kill -9: no goodbye from the node
+        seen = ""
+        deadline = time.monotonic() + 90
+        try:
+            while time.monotonic() < deadline:
+                frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                seen += json.dumps(frame)
+                if frame["type"] == "out":
+                    seen += base64.b64decode(frame["data"]).decode(errors="replace")
+        except ConnectionClosed:
+            pass
+        else:
+            raise AssertionError(f"the terminal stayed open after its agent died; got {seen!r}")
+    assert "connection to the node lost" in seen, seen
