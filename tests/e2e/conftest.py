@@ -327,6 +327,33 @@ class LiveStack:
                               "--stop-timeout", "3"],
                    {"BAI_AGENT_TOKEN": token, "BAI_AGENT_LOCAL_ALLOW_ROOT": "true"})  # the suite may run as root
 
+    def full_log(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace")
+
+    def start_local_agent(self, agent_id: str, token: str) -> None:
+        """A local agent, waited for until it is ALIVE with its images and its link is open."""
+        from agents.models import Agent, AgentStatus
+
+        self.start_agent(agent_id, "local", token)
+        self.wait_for(lambda: Agent.objects.filter(pk=agent_id, status=AgentStatus.ALIVE,
+                                                   images__name="local/shell:1.0").exists(),
+                      what="the local agent with its images")
+        self.wait_for(lambda: f"agent {agent_id} link open" in self.full_log("web"), what="the agent's link")
+
+    def enqueue_shell_session(self, keypair, name: str) -> None:
+        """``POST /session`` (enqueue only) of a small ``local/shell:1.0`` session, signed by ``keypair``."""
+        import json as _json
+
+        import httpx
+
+        from backendai.signing import signed_headers
+
+        body = {"image": "local/shell:1.0", "name": name, "enqueueOnly": True,
+                "config": {"resources": {"cpu": "0.25", "mem": "256m"}}}
+        headers = signed_headers(keypair.access_key, keypair.secret_key, "POST", "/session", self.host)
+        created = httpx.post(self.url + "/session", headers=headers, content=_json.dumps(body), timeout=60)
+        assert created.status_code in (200, 201), created.text
+
     def wait_for(self, predicate, timeout: float = 60, interval: float = 0.25, what: str = "condition"):
         from django.db import close_old_connections
 

@@ -11,12 +11,10 @@ import base64
 import json
 import time
 
-import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from agents.models import Agent, AgentStatus
 from backendai.signing import signed_headers
 from helpers import terminal_read_until, terminal_stdin
 from sessions.models import Session
@@ -25,10 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 AGENT = "idle-node"
 IDLE = 35  # seconds: several channel-layer receives, more than the old 5 s Redis read timeout
-
-
-def full_log(live_stack, name) -> str:
-    return live_stack.logs[name].read_text(errors="replace")
 
 
 def stay_idle(ws, seconds: float) -> None:
@@ -48,18 +42,9 @@ def test_an_idle_terminal_still_echoes_and_the_agent_link_never_dropped(live_sta
     from django.conf import settings
 
     require(bool(settings.REDIS_URL), "Redis (the production mode's channel layer)")
-    live_stack.start_agent(AGENT, "local", cluster[1])
-    live_stack.wait_for(lambda: Agent.objects.filter(pk=AGENT, status=AgentStatus.ALIVE,
-                                                     images__name="local/shell:1.0").exists(),
-                        what="the local agent with its images")
-    live_stack.wait_for(lambda: f"agent {AGENT} link open" in full_log(live_stack, "web"), what="the agent's link")
-
+    live_stack.start_local_agent(AGENT, cluster[1])
     keypair = owner.main_keypair
-    body = {"image": "local/shell:1.0", "name": "idle", "enqueueOnly": True,
-            "config": {"resources": {"cpu": "0.25", "mem": "256m"}}}
-    headers = signed_headers(keypair.access_key, keypair.secret_key, "POST", "/session", live_stack.host)
-    created = httpx.post(live_stack.url + "/session", headers=headers, content=json.dumps(body), timeout=60)
-    assert created.status_code in (200, 201), created.text
+    live_stack.enqueue_shell_session(keypair, "idle")
     live_stack.wait_for(lambda: Session.objects.filter(name="idle", status="RUNNING").exists(), timeout=90,
                         what="the session RUNNING")
 
@@ -72,30 +57,22 @@ def test_an_idle_terminal_still_echoes_and_the_agent_link_never_dropped(live_sta
                  ping_interval=None) as ws:
         ws.send(terminal_stdin("echo first-$((6 * 7))\n"))
         terminal_read_until(ws, "first-42", allowed=("out", "pong"))
-        links_before = full_log(live_stack, "web").count(f"agent {AGENT} link open")
+        links_before = live_stack.full_log("web").count(f"agent {AGENT} link open")
         stay_idle(ws, IDLE)
         ws.send(terminal_stdin("echo second-$((6 * 8))\n"))
         terminal_read_until(ws, "second-48", allowed=("out", "pong"))
 
-    web = full_log(live_stack, "web")
+    web = live_stack.full_log("web")
     assert links_before == 1 and web.count(f"agent {AGENT} link open") == 1, "the agent's link was reopened"
     assert f"agent {AGENT} link closed" not in web, "the agent's link dropped"
-    assert "link closed" not in full_log(live_stack, AGENT)
+    assert "link closed" not in live_stack.full_log(AGENT)
 
 
 def test_a_terminal_whose_agent_is_killed_ends_with_a_message_instead_of_freezing(live_stack, cluster, owner):
     agent = "doomed-node"
-    live_stack.start_agent(agent, "local", cluster[1])
-    live_stack.wait_for(lambda: Agent.objects.filter(pk=agent, status=AgentStatus.ALIVE,
-                                                     images__name="local/shell:1.0").exists(),
-                        what="the local agent with its images")
-    live_stack.wait_for(lambda: f"agent {agent} link open" in full_log(live_stack, "web"), what="the agent's link")
+    live_stack.start_local_agent(agent, cluster[1])
     keypair = owner.main_keypair
-    body = {"image": "local/shell:1.0", "name": "doomed", "enqueueOnly": True,
-            "config": {"resources": {"cpu": "0.25", "mem": "256m"}}}
-    headers = signed_headers(keypair.access_key, keypair.secret_key, "POST", "/session", live_stack.host)
-    created = httpx.post(live_stack.url + "/session", headers=headers, content=json.dumps(body), timeout=60)
-    assert created.status_code in (200, 201), created.text
+    live_stack.enqueue_shell_session(keypair, "doomed")
     live_stack.wait_for(lambda: Session.objects.filter(name="doomed", status="RUNNING").exists(), timeout=90,
                         what="the session RUNNING")
 
