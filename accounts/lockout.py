@@ -21,10 +21,19 @@ The settings wire these callables into axes:
 """
 from __future__ import annotations
 
+from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.shortcuts import render
 
+from accounts import services
+from accounts.forms import LoginForm
 from backendai.api import errors
+from backendai.api.authentication import client_address
+from backendai.api.middleware import is_api_path
 
 LOCKOUT_TITLE = "Too many failed logins."
 
@@ -46,8 +55,6 @@ def login_name(request, credentials=None) -> str | None:
 
 
 def client_ip(request) -> str | None:
-    from backendai.api.authentication import client_address
-
     return client_address(request) or None
 
 
@@ -57,8 +64,6 @@ def _django_request(request):
 
 def lockout_response(request, original_response=None, credentials=None):
     """What a locked-out login attempt gets (``AXES_LOCKOUT_CALLABLE``)."""
-    from backendai.api.middleware import is_api_path
-
     request = _django_request(request)
     message = lockout_message()
     if is_api_path(request.path):
@@ -66,9 +71,7 @@ def lockout_response(request, original_response=None, credentials=None):
     posted = request.POST.get("username", "") if request.method == "POST" else ""
     if request.path.startswith("/admin/"):
         return _admin_login_page(request, posted, message)
-    from django.shortcuts import render
 
-    from accounts.forms import LoginForm
 
     # an unbound form: binding it would run authenticate() (and count a failure) again
     context = {"form": LoginForm(request, initial={"username": posted}), "lockout_message": message,
@@ -77,11 +80,6 @@ def lockout_response(request, original_response=None, credentials=None):
 
 
 def _admin_login_page(request, posted: str, message: str):
-    from django.contrib import admin
-    from django.contrib.admin.forms import AdminAuthenticationForm
-    from django.contrib.auth import REDIRECT_FIELD_NAME
-    from django.shortcuts import render
-
     context = {
         **admin.site.each_context(request), "lockout_message": message,  # templates/admin/login.html shows it
         "title": "Log in", "subtitle": None, "app_path": request.get_full_path(),
@@ -94,10 +92,6 @@ def _admin_login_page(request, posted: str, message: str):
 
 def guarded_authorize(request, domain_name: str, email: str, password: str):
     """``accounts.services.authorize`` behind the lockout: 429 while locked, failures counted."""
-    from axes.handlers.proxy import AxesProxyHandler
-
-    from accounts import services
-
     django_request = _django_request(request)
     credentials = {"username": email}
     if not AxesProxyHandler.is_allowed(django_request, credentials):

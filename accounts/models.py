@@ -145,14 +145,16 @@ class Project(models.Model):
 
 class UserManager(BaseUserManager):
     use_in_migrations = True
+    #: The business rule that creates a user (``accounts.services.create_user``: a main
+    #: keypair, the default project), registered by ``AccountsConfig.ready`` so that
+    #: models never import services.
+    creator = None
 
     def get_by_natural_key(self, email):
         return self.get(email__iexact=email)
 
     def create_user(self, email, password=None, **fields):
-        from accounts import services
-
-        return services.create_user(email=email, password=password, **fields)
+        return type(self).creator(email=email, password=password, **fields)
 
     def create_superuser(self, email, password=None, **fields):
         fields["role"] = UserRole.SUPERADMIN

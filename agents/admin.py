@@ -18,7 +18,6 @@ from agents.models import (
 )
 from backendai.api.errors import BackendAIError
 from backendai.slots import format_binary_size
-from sessions.lifecycle import AGENT_OCCUPYING_KERNEL
 
 
 def _slots_text(slots: dict, slot_types: dict | None = None) -> str:
@@ -87,9 +86,9 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ["id", "addr", "region"]
     readonly_fields = ["id", "status", "status_changed", "available_slots", "occupied_slots", "slot_types", "addr",
                        "public_host", "version", "architecture", "backend", "compute_plugins", "devices", "live_stat",
-                       "first_contact", "last_heartbeat", "lost_at", "live_kernels"]
+                       "first_contact", "last_heartbeat", "lost_at"]
     fields = ["id", "status", "status_changed", "scaling_group", "schedulable", "region", "available_slots",
-              "occupied_slots", "live_kernels", "slot_types", "addr", "public_host", "version", "architecture", "backend",
+              "occupied_slots", "slot_types", "addr", "public_host", "version", "architecture", "backend",
               "compute_plugins", "devices", "live_stat", "first_contact", "last_heartbeat", "lost_at",
               "auto_terminate_abusing_kernel"]
     actions = ["mark_schedulable", "mark_unschedulable"]
@@ -114,10 +113,6 @@ class AgentAdmin(admin.ModelAdmin):
             return "—"
         mem_text = format_binary_size(mem) if mem is not None else "?"
         return format_html("{}% / {}", cpu if cpu is not None else "?", mem_text)
-
-    @admin.display(description="live kernels")
-    def live_kernels(self, obj):
-        return obj.kernels.filter(status__in=AGENT_OCCUPYING_KERNEL).count()
 
     @admin.action(description="Mark schedulable")
     def mark_schedulable(self, request, queryset):

@@ -9,7 +9,7 @@ the agent and from then on relays, in both directions:
 * agent text frames ``stream.opened|ack|close|error`` -> ``stream.opened|ack|closed|error``
   channel messages to ``reply_to`` (``stream.opened`` carries this link's channel name,
   so the client sends everything else straight here);
-* agent binary frames (``agents.daemon.streams.encode_data``) -> ``stream.data``;
+* agent binary frames (``agents.protocol.encode_data``) -> ``stream.data``;
 * ``link.data`` -> a binary frame to the agent, ``link.control`` (resize, ack,
   close) -> a text frame.
 
@@ -29,14 +29,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from agents import services
 from agents.api.authentication import bearer_token
-from agents.daemon.streams import MAX_STREAMS, decode_data, encode_data, valid_stream_id
+from agents.protocol import MAX_STREAMS, LinkMessage, decode_data, encode_data, valid_stream_id
 from agents.models import Agent
 from backendai import hints
 
 log = logging.getLogger(__name__)
 
 #: Control frames a client consumer may have forwarded to the agent.
-_CONTROL = ("stream.resize", "stream.ack", "stream.close")
+_CONTROL = (LinkMessage.STREAM_RESIZE, LinkMessage.STREAM_ACK, LinkMessage.STREAM_CLOSE)
 
 
 class AgentLinkConsumer(AsyncWebsocketConsumer):
@@ -94,8 +94,8 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
         if not isinstance(message, dict):
             return
         kind = message.get("type")
-        if kind == "ping":
-            await self.send(text_data=json.dumps({"type": "pong"}))
+        if kind == LinkMessage.PING:
+            await self.send(text_data=json.dumps({"type": LinkMessage.PONG}))
         elif isinstance(kind, str) and kind.startswith("stream."):
             await self._from_agent_control(kind, message)
 
@@ -119,24 +119,24 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
             return
         reply_to = self.streams.get(stream_id)
         if reply_to is None:
-            if kind in ("stream.opened", "stream.ack"):
+            if kind in (LinkMessage.STREAM_OPENED, LinkMessage.STREAM_ACK):
                 await self._close_on_agent(stream_id)  # its client is gone
             return
-        if kind == "stream.opened":
+        if kind == LinkMessage.STREAM_OPENED:
             await self._tell(reply_to, {"type": "stream.opened", "stream": stream_id, "link": self.channel_name})
-        elif kind == "stream.ack":
+        elif kind == LinkMessage.STREAM_ACK:
             await self._tell(reply_to, {"type": "stream.ack", "stream": stream_id, "n": message.get("n", 1)})
-        elif kind == "stream.close":
+        elif kind == LinkMessage.STREAM_CLOSE:
             self.streams.pop(stream_id, None)
             await self._tell(reply_to, {"type": "stream.closed", "stream": stream_id,
                                         "exit_code": message.get("exit_code"), "reason": message.get("reason")})
-        elif kind == "stream.error":
+        elif kind == LinkMessage.STREAM_ERROR:
             self.streams.pop(stream_id, None)
             await self._tell(reply_to, {"type": "stream.error", "stream": stream_id,
                                         "message": str(message.get("message") or "stream failed")[:500]})
 
     async def _close_on_agent(self, stream_id: str, reason: str | None = None) -> None:
-        frame = {"type": "stream.close", "stream": stream_id}
+        frame = {"type": LinkMessage.STREAM_CLOSE, "stream": stream_id}
         if reason:
             frame["reason"] = reason
         await self.send(text_data=json.dumps(frame))
@@ -153,12 +153,12 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
 
     # -- from client consumers (channel layer) --------------------------------------------------
     async def agent_poke(self, event):
-        await self.send(text_data=json.dumps({"type": "poke"}))
+        await self.send(text_data=json.dumps({"type": LinkMessage.POKE}))
 
     async def link_open(self, event):
         frame = event.get("frame") or {}
         stream_id, reply_to = frame.get("stream"), event.get("reply_to")
-        if not valid_stream_id(stream_id) or not reply_to or frame.get("type") != "stream.open":
+        if not valid_stream_id(stream_id) or not reply_to or frame.get("type") != LinkMessage.STREAM_OPEN:
             return
         if stream_id not in self.streams and len(self.streams) >= MAX_STREAMS:
             await self._tell(reply_to, {"type": "stream.error", "stream": stream_id,
@@ -189,6 +189,6 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
         stream_id = frame.get("stream")
         if stream_id not in self.streams or frame.get("type") not in _CONTROL:
             return
-        if frame["type"] == "stream.close":
+        if frame["type"] == LinkMessage.STREAM_CLOSE:
             self.streams.pop(stream_id, None)
         await self.send(text_data=json.dumps(frame))

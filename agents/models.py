@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
 from accounts.models import Domain, Keypair, Project, slug_validator
+from backendai.daemons import DaemonToken, MovesByMap, StatusMoves
 
 agent_id_validator = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "1-64 letters, digits, '.', '_' or '-'.")
 
@@ -25,6 +27,37 @@ class AgentSelectionStrategy(models.TextChoices):
 
 
 SESSION_TYPES = ("interactive", "batch", "inference")
+
+
+SCHEDULER_OPT_KEYS = {"allowed_session_types", "pending_timeout", "config", "agent_selection_strategy",
+                      "agent_selector_config"}
+
+
+def validate_scheduler_opts(opts) -> dict:
+    """Normalise a scaling group's scheduler options or raise ValueError naming the bad key."""
+    if not isinstance(opts, dict):
+        raise ValueError("scheduler options must be a JSON object")
+    unknown = set(opts) - SCHEDULER_OPT_KEYS
+    if unknown:
+        raise ValueError(f"unknown scheduler option(s): {', '.join(sorted(unknown))}")
+    clean = dict(opts)
+    types = clean.setdefault("allowed_session_types", ["interactive", "batch"])
+    if not isinstance(types, list) or not types or any(t not in SESSION_TYPES for t in types):
+        raise ValueError(f"allowed_session_types must be a non-empty list of {', '.join(SESSION_TYPES)}")
+    timeout = clean.setdefault("pending_timeout", 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError("pending_timeout must be a number of seconds >= 0 (0 disables it)")
+    config = clean.setdefault("config", {})
+    if not isinstance(config, dict):
+        raise ValueError("config must be a JSON object")
+    retries = config.get("num_retries_to_skip", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError("config.num_retries_to_skip must be an integer >= 0")
+    strategy = clean.setdefault("agent_selection_strategy", AgentSelectionStrategy.DISPERSED.value)
+    if strategy not in AgentSelectionStrategy.values:
+        raise ValueError(f"agent_selection_strategy must be one of {', '.join(AgentSelectionStrategy.values)}")
+    clean.setdefault("agent_selector_config", {})
+    return clean
 
 
 class ScalingGroup(models.Model):
@@ -57,10 +90,6 @@ class ScalingGroup(models.Model):
         return self.name
 
     def clean(self):
-        from django.core.exceptions import ValidationError
-
-        from agents.services import validate_scheduler_opts
-
         try:
             self.scheduler_opts = validate_scheduler_opts(self.scheduler_opts)
         except ValueError as exc:
@@ -68,8 +97,6 @@ class ScalingGroup(models.Model):
 
     @property
     def opts(self) -> dict:
-        from agents.services import validate_scheduler_opts
-
         try:
             return validate_scheduler_opts(self.scheduler_opts or {})
         except ValueError:
@@ -110,7 +137,24 @@ class AgentStatus(models.TextChoices):
     TERMINATED = "TERMINATED", "Terminated"
 
 
-class Agent(models.Model):
+# Which agent status may move to which, as the code moves them: a sync revives any
+# other status (``agents.services.record_heartbeat``), ``mark_lost_agents`` loses
+# only ALIVE agents, a clean shutdown ends any agent not ended yet.  Nothing moves an
+# agent to RESTARTING today (the status exists for the reference's data model).
+AGENT_MOVES = StatusMoves("agent", {
+    AgentStatus.ALIVE: {AgentStatus.LOST, AgentStatus.TERMINATED},
+    AgentStatus.LOST: {AgentStatus.ALIVE, AgentStatus.TERMINATED},
+    AgentStatus.RESTARTING: {AgentStatus.ALIVE, AgentStatus.TERMINATED},
+    AgentStatus.TERMINATED: {AgentStatus.ALIVE},
+})
+
+
+class Agent(MovesByMap, models.Model):
+    """One agent daemon (a compute node).  Its status changes only through
+    ``move_to`` or ``AGENT_MOVES.update`` (the map above)."""
+
+    status_moves = AGENT_MOVES
+
     id = models.CharField(max_length=64, primary_key=True, validators=[agent_id_validator])
     status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.ALIVE, db_index=True)
     status_changed = models.DateTimeField(null=True, blank=True)
@@ -213,27 +257,13 @@ class ImageAlias(models.Model):
         return f"{self.alias} → {self.image.name}"
 
 
-class AgentToken(models.Model):
+class AgentToken(DaemonToken):
     """A credential for agent daemons, bound to one agent id or one scaling group."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=128)
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    token_prefix = models.CharField(max_length=12, editable=False, help_text="The first characters, to recognise it.")
     agent_id = models.CharField(max_length=64, blank=True, validators=[agent_id_validator],
                                 help_text="Bind to one agent id (leave empty for a scaling-group token).")
     scaling_group = models.ForeignKey(ScalingGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="tokens")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self):
-        scope = f"agent {self.agent_id}" if self.agent_id else f"group {self.scaling_group_id}"
-        return f"{self.name} ({scope}{', revoked' if self.revoked_at else ''})"
 
     @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
+    def scope(self) -> str:
+        return f"agent {self.agent_id}" if self.agent_id else f"group {self.scaling_group_id}"

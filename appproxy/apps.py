@@ -5,3 +5,12 @@ class AppProxyConfig(AppConfig):
     name = "appproxy"
     verbose_name = "App proxy"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # imported here: an AppConfig module is imported before the models are ready
+        from appproxy import receivers, services
+        from sessions import hooks, signals
+
+        signals.session_ended.connect(receivers.drop_circuits_of_ended_session,
+                                      dispatch_uid="appproxy.drop_circuits_of_ended_session")
+        hooks.register_form_targets(services.form_targets)

@@ -15,6 +15,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+from backendai.daemons import DaemonToken, MovesByMap, StatusMoves
+
 authority_validator = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "1-64 letters, digits, '.', '_' or '-'.")
 port_validators = [MinValueValidator(1), MaxValueValidator(65535)]
 
@@ -35,8 +37,21 @@ class WorkerStatus(models.TextChoices):
     TERMINATED = "TERMINATED", "Terminated"
 
 
-class Worker(models.Model):
-    """One proxy worker (``python -m appproxy.worker``), identified by its authority."""
+# Which worker status may move to which, as the coordinator moves them: registering
+# or a heartbeat revives a LOST or TERMINATED worker, ``mark_lost_workers`` loses
+# only ALIVE ones, a clean shutdown ends any worker not ended yet.
+WORKER_MOVES = StatusMoves("proxy worker", {
+    WorkerStatus.ALIVE: {WorkerStatus.LOST, WorkerStatus.TERMINATED},
+    WorkerStatus.LOST: {WorkerStatus.ALIVE, WorkerStatus.TERMINATED},
+    WorkerStatus.TERMINATED: {WorkerStatus.ALIVE},
+})
+
+
+class Worker(MovesByMap, models.Model):
+    """One proxy worker (``python -m appproxy.worker``), identified by its authority.
+    Its status changes only through ``move_to`` or ``WORKER_MOVES.update`` (the map above)."""
+
+    status_moves = WORKER_MOVES
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     authority = models.CharField(max_length=64, unique=True, validators=[authority_validator],
@@ -98,29 +113,15 @@ class Worker(models.Model):
         return self.capacity or None
 
 
-class WorkerToken(models.Model):
+class WorkerToken(DaemonToken):
     """A credential for proxy workers, optionally bound to one authority.  Only its hash is kept."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=128)
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    token_prefix = models.CharField(max_length=12, editable=False, help_text="The first characters, to recognise it.")
     authority = models.CharField(max_length=64, blank=True, validators=[authority_validator],
                                  help_text="Bind to one worker name (empty: any worker).")
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self):
-        scope = f"worker {self.authority}" if self.authority else "any worker"
-        return f"{self.name} ({scope}{', revoked' if self.revoked_at else ''})"
 
     @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
+    def scope(self) -> str:
+        return f"worker {self.authority}" if self.authority else "any worker"
 
 
 class Circuit(models.Model):

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import os
 
+from django.db.models import Count
 from django.http import HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
+
+from agents.models import Agent
+from sessions.models import Session
 
 
 class DatabaseCollector:
     """Counts that are truths in the database, read when Prometheus scrapes."""
 
     def collect(self):
-        from django.db.models import Count
-
-        from agents.models import Agent
-        from sessions.models import Session
-
         sessions = GaugeMetricFamily("backendai_session_count", "Sessions by status", labels=["status"])
         for row in Session.objects.values("status").annotate(n=Count("id")).order_by():
             sessions.add_metric([row["status"]], row["n"])
@@ -32,7 +31,6 @@ class DatabaseCollector:
 
 def metrics_view(request):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

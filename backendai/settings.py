@@ -183,12 +183,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # serve straight from the apps in the embedded mode, no collectstatic needed
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["backendai.api.authentication.HMACAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.api.authentication.HMACAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["backendai.api.parsers.HardenedJSONParser", "backendai.api.parsers.TextAsJSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "backendai.api.parsers.JSONOnlyNegotiation",
-    "EXCEPTION_HANDLER": "backendai.api.errors.problem_exception_handler",
+    "EXCEPTION_HANDLER": "backendai.api.exception_handler.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.defaults import bad_request, page_not_found, server_error
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from backendai.api import graphql, views
+from backendai.api import graphql, unavailable, views
 from backendai.api.hints import HintRelayView
-from backendai.metrics import metrics_view
 from backendai.api.middleware import is_api_path
+from backendai.metrics import metrics_view
 
 urlpatterns = [
     path("", views.RootView.as_view(), name="api-root"),
@@ -37,7 +38,6 @@ urlpatterns = [
 def handler404(request, exception=None):
     if is_api_path(request.path):
         return views.api_not_found(request, exception)
-    from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
 
@@ -47,19 +47,15 @@ def handler400(request, exception=None):
     outside ALLOWED_HOSTS, a body past DATA_UPLOAD_MAX_MEMORY_SIZE): problem+json on the API."""
     if is_api_path(request.path):
         return views.api_bad_request(request, exception)
-    from django.views.defaults import bad_request
 
     return bad_request(request, exception)
 
 
 def handler500(request):
-    from backendai.api import unavailable
-
     refused = unavailable.refusal_for_current_exception(request)  # no database connection now: 503
     if refused is not None:
         return refused
     if is_api_path(request.path):
         return views.api_server_error(request)
-    from django.views.defaults import server_error
 
     return server_error(request)

@@ -12,14 +12,34 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from agents.admin import AgentAdmin
+from agents.models import Agent, AgentStatus, ScalingGroup
 from backendai import health
 from backendai.slots import ResourceSlot, SlotError
 from sessions import services
-from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, SessionStatus
+from sessions.forms import format_amount, ordered_slots
+from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, DEAD_SESSION, SessionStatus
 from sessions.models import Kernel, Session
 
 STATUS_ORDER = [s.value for s in SessionStatus]
-LIVE_STATUSES = [s for s in STATUS_ORDER if s not in (SessionStatus.TERMINATED, SessionStatus.CANCELLED)]
+LIVE_STATUSES = [s for s in STATUS_ORDER if s not in DEAD_SESSION]
+
+
+class AgentWithKernelsAdmin(AgentAdmin):
+    """The agents app's agent page plus what only the sessions app knows: how many
+    kernels placed on the agent hold resources there."""
+
+    readonly_fields = [*AgentAdmin.readonly_fields, "live_kernels"]
+    fields = [name for field in AgentAdmin.fields
+              for name in ((field, "live_kernels") if field == "occupied_slots" else (field,))]
+
+    @admin.display(description="live kernels")
+    def live_kernels(self, obj):
+        return obj.kernels.filter(status__in=AGENT_OCCUPYING_KERNEL).count()
+
+
+admin.site.unregister(Agent)
+admin.site.register(Agent, AgentWithKernelsAdmin)
 
 
 class KernelInline(admin.TabularInline):
@@ -99,8 +119,6 @@ def _slots(value) -> ResourceSlot:
 
 def usage_rows(capacity: ResourceSlot, occupied: ResourceSlot) -> list[dict]:
     """Per slot: used / total with a percentage, cpu and mem first."""
-    from sessions.forms import format_amount, ordered_slots
-
     rows = []
     for slot in ordered_slots({k: None for k in [*capacity, *(k for k in occupied if k not in capacity)]}):
         total, used = capacity.get(slot, Decimal(0)), occupied.get(slot, Decimal(0))
@@ -116,8 +134,6 @@ def usage_rows(capacity: ResourceSlot, occupied: ResourceSlot) -> list[dict]:
 def cluster_overview() -> dict:
     """Capacity, occupancy and sessions by status, per scaling group and per agent, and the
     beat's health (a fixed number of queries, whatever the cluster's size)."""
-    from agents.models import Agent, AgentStatus, ScalingGroup
-
     now = timezone.now()
     groups = {g.pk: g for g in ScalingGroup.objects.all()}
     agents = list(Agent.objects.order_by("scaling_group_id", "id").only(

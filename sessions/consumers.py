@@ -12,7 +12,7 @@ Both open a stream on the kernel's agent through the channel layer (see
 ``agents.consumers``), so the websocket may land on any daphne process:
 ``link.open`` goes to the agent's group, the link answers ``stream.opened``
 with its channel name, then data and control messages go straight to it.
-Data is windowed (``agents.daemon.streams``): at most ``WINDOW`` chunks are
+Data is windowed (``agents.protocol``): at most ``WINDOW`` chunks are
 unacknowledged per direction, so channel layers and links hold bounded
 buffers.  Under daphne the websocket's Twisted transport is flow-controlled
 too (:class:`TransportFlow`): output to a client that reads slowly is not
@@ -52,7 +52,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from agents.daemon.streams import CHUNK, ack_threshold
+from agents.protocol import CHUNK, ack_threshold
 from agents.services import agent_group
 from sessions import streams
 from sessions.streams import (

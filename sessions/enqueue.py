@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,9 +18,10 @@ from agents.models import ScalingGroup
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, format_binary_size, humanize_binary_size, parse_binary_size
-from sessions import validation
+from sessions import signals, validation
 from sessions.lifecycle import DEAD_SESSION, KernelStatus, SessionStatus
 from sessions.models import ClusterMode, Kernel, Session, SessionDependency, SessionType
+from vfolders import services as vfolder_services
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ def validate_name(name: str, field: str = "name") -> str:
 
 
 def parse_starts_at(value: str, now: datetime) -> datetime:
-    from django.core.exceptions import ValidationError
-
     try:
         return validation.parse_duration_or_time(value, now)
     except ValidationError as exc:
@@ -231,15 +231,8 @@ def find_existing(keypair: Keypair, name: str) -> Session | None:
 
 def mounts_for(user: User, project: Project, req: EnqueueRequest) -> list[dict]:
     """Folder mounts (vfolders decides permissions and paths; dot-folders auto-mount)."""
-    import importlib
-
-    try:
-        resolver = importlib.import_module("vfolders.services").resolve_mounts
-    except (ImportError, AttributeError):
-        if req.mounts or req.mount_map:
-            raise errors.InvalidAPIParameters("Folder mounts are not available on this manager") from None
-        return []
-    return resolver(user, project, list(req.mounts or []), dict(req.mount_map or {}), dict(req.mount_options or {}))
+    return vfolder_services.resolve_mounts(user, project, list(req.mounts or []), dict(req.mount_map or {}),
+                                           dict(req.mount_options or {}))
 
 
 @transaction.atomic
@@ -316,9 +309,8 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
     SessionDependency.objects.bulk_create([SessionDependency(session=session, depends_on=d) for d in dependencies])
     log.info("enqueued session %s (%s) for user %s keypair %s in group %s: %s x%d",
              session.pk, name, owner.pk, keypair.access_key, group.pk, image.name, req.cluster_size)
-    from sessions import events
 
-    transaction.on_commit(lambda: events.session_changed(session.pk, group.pk, enqueued=True))
+    transaction.on_commit(lambda: signals.queued(session.pk, group.pk))
     return EnqueueResult(session, created=True)
 
 

@@ -9,14 +9,12 @@ only make things faster.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from sessions.lifecycle import KernelStatus, SessionStatus
 from sessions.models import SessionResult
 
-log = logging.getLogger(__name__)
 
 SESSION_EVENT = {
     SessionStatus.PENDING: "session_enqueued",
@@ -102,14 +100,3 @@ def events_for(sessions, scope: str = "*", since: datetime | None = None) -> lis
             collected.extend(kernel_events(session, since))
     collected.sort(key=lambda e: e.when)
     return collected
-
-
-def session_changed(session_id, scaling_group: str | None, enqueued: bool = False, terminated: bool = False) -> None:
-    """Hint the scheduler and live pages that a session changed (best effort)."""
-    if enqueued or terminated:
-        try:
-            from sessions import tasks
-
-            tasks.schedule.delay(scaling_group)
-        except Exception as exc:  # noqa: BLE001 - the periodic pass will pick it up
-            log.debug("could not hint the scheduler: %s", exc)

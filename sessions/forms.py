@@ -16,9 +16,12 @@ from decimal import Decimal
 
 from django import forms
 
+from agents import services as agent_services
+from agents.models import Image, ImageAlias, ImageType
+from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, humanize_binary_size, parse_binary_size, parse_count, slot_type_of
-from sessions import validation
+from sessions import services, validation
 from sessions.enqueue import EnqueueRequest
 from sessions.models import SessionType
 
@@ -106,11 +109,6 @@ def ordered_slots(slot_types: dict) -> list[str]:
 
 def build_context(user, project_name: str | None = None) -> CreateContext:
     """Images, groups, presets and the remaining quota the form shows (a fixed number of queries)."""
-    from agents import services as agent_services
-    from agents.models import Image, ImageAlias, ImageType
-    from backendai import services as manager_services
-    from sessions import services
-
     projects = list(user.projects.filter(is_active=True).order_by("name"))
     project = next((p for p in projects if p.name == project_name), None)
     if project is None:

@@ -1,9 +1,13 @@
 """The one place that owns session and kernel statuses and their transitions.
 
 Statuses and transition maps follow the Backend.AI manager (24.09).  Every
-status change of a kernel or session goes through ``kernel_can_move`` /
-``session_can_move``; ``derive_session_status`` computes a session's status
-from its kernels.  Pure Python: no Django imports.
+status change of a kernel or session is checked here: one at a time through the
+models' doors (``Kernel.move_to``, ``Session.move_to``, which append the history
+entry), set-based through the scheduler's writer (``SessionChange`` /
+``KernelChange`` refuse an illegal move when they are built).
+``derive_session_status`` computes a session's status from its kernels.  The
+status sets every other module uses (running, occupying, ended...) are defined
+here once.  Pure Python: no Django imports.
 
 These say which moves are legal; ``sessions.services`` makes them safe to apply:
 every write of a status is done under row locks taken in one order (sessions,
@@ -82,6 +86,17 @@ KERNEL_TRANSITIONS: dict[KernelStatus, frozenset[KernelStatus]] = {
 }
 
 DEAD_SESSION = frozenset({S.CANCELLED, S.TERMINATED})
+# Ended, or failed and waiting only for a destroy: nothing runs for it any more.
+ENDED_SESSION = DEAD_SESSION | {S.ERROR}
+# Its apps can be opened, its terminals attached, it can be restarted.
+RUNNING_SESSION = frozenset({S.RUNNING, S.RUNNING_DEGRADED})
+# Keeps its app-proxy circuits (a restart keeps them too).
+LIVE_SESSION = RUNNING_SESSION | {S.RESTARTING}
+# Placed on agents and holding their resources: counts against every quota
+# (keypair, user, project, domain) in the scheduler and in check-presets alike.
+OCCUPYING_SESSION = frozenset({S.SCHEDULED, S.PULLING, S.PREPARING, S.RUNNING, S.RESTARTING, S.RUNNING_DEGRADED})
+# Counts against max_concurrent_sessions (still holding an agent while it stops).
+CONCURRENCY_SESSION = OCCUPYING_SESSION | {S.TERMINATING}
 TERMINAL_KERNEL = frozenset({K.TERMINATED, K.ERROR, K.CANCELLED})
 # Kernels that hold resources on their agent (occupancy is recomputed from these).
 AGENT_OCCUPYING_KERNEL = frozenset(set(KernelStatus) - {K.PENDING, K.TERMINATED, K.CANCELLED, K.ERROR})
@@ -119,12 +134,31 @@ class IllegalTransition(ValueError):
     pass
 
 
-def session_can_move(current: str, new: str) -> bool:
+def history_entry(status: str, now) -> dict:
+    """One entry of a ``status_history`` (the only place that builds one)."""
+    return {"status": str(status), "timestamp": now.isoformat()}
+
+
+def session_can_move(current: str, new: str, *, reschedule: bool = False) -> bool:
+    if reschedule:
+        return SessionStatus(current) in RESCHEDULABLE_SESSION and SessionStatus(new) == S.PENDING
     return SessionStatus(new) in SESSION_TRANSITIONS[SessionStatus(current)]
 
 
-def kernel_can_move(current: str, new: str) -> bool:
+def kernel_can_move(current: str, new: str, *, reschedule: bool = False) -> bool:
+    if reschedule:
+        return KernelStatus(current) in RESCHEDULABLE_KERNEL and KernelStatus(new) == K.PENDING
     return KernelStatus(new) in KERNEL_TRANSITIONS[KernelStatus(current)]
+
+
+def session_sources(new: str) -> frozenset[SessionStatus]:
+    """The session statuses that may move to ``new`` (for set-based guard predicates)."""
+    return frozenset(s for s, targets in SESSION_TRANSITIONS.items() if SessionStatus(new) in targets)
+
+
+def kernel_sources(new: str) -> frozenset[KernelStatus]:
+    """The kernel statuses that may move to ``new`` (for set-based guard predicates)."""
+    return frozenset(k for k, targets in KERNEL_TRANSITIONS.items() if KernelStatus(new) in targets)
 
 
 def kernel_report_is_behind(current: str, reported: str) -> bool:

@@ -4,11 +4,22 @@ Status fields are changed only through ``sessions.services`` using the maps in
 ``sessions.lifecycle``."""
 from __future__ import annotations
 
+import logging
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
-from sessions.lifecycle import KernelStatus, SessionStatus
+from sessions.lifecycle import (
+    TERMINAL_KERNEL,
+    KernelStatus,
+    SessionStatus,
+    history_entry,
+    kernel_can_move,
+    session_path,
+)
+
+log = logging.getLogger(__name__)
 
 
 class SessionType(models.TextChoices):
@@ -81,6 +92,24 @@ class Session(models.Model):
     def __str__(self):
         return f"{self.name} ({self.status})"
 
+    def move_to(self, new_status: str, *, now=None) -> bool:
+        """The session's one status door: move to ``new_status`` if the lifecycle
+        allows it (directly, or through the progress states an agent's report may
+        skip: ``lifecycle.session_path``), appending one history entry per step.
+        In memory only (the caller saves under its lock); False when refused or
+        already there."""
+        if new_status == self.status:
+            return False
+        path = session_path(self.status, new_status)
+        if path is None:
+            log.warning("refused session move %s -> %s (session %s)", self.status, new_status, self.pk)
+            return False
+        now = now or timezone.now()
+        self.status = SessionStatus(new_status)
+        self.status_changed = now
+        self.status_history = [*(self.status_history or []), *(history_entry(s, now) for s in path)]
+        return True
+
 
 class Kernel(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -123,6 +152,27 @@ class Kernel(models.Model):
 
     def __str__(self):
         return f"{self.id} ({self.status})"
+
+    def move_to(self, new_status: str, *, reason: str | None = None, now=None) -> bool:
+        """The kernel's one status door: move to ``new_status`` if the lifecycle
+        allows it, appending the history entry (and ``reason`` as its status info;
+        an end stamps ``terminated_at``).  In memory only (the caller saves under
+        its lock); False when refused or already there."""
+        if new_status == self.status:
+            return False
+        if not kernel_can_move(self.status, new_status):
+            log.warning("refused kernel move %s -> %s (kernel %s, session %s)",
+                        self.status, new_status, self.pk, self.session_id)
+            return False
+        now = now or timezone.now()
+        self.status = KernelStatus(new_status)
+        self.status_changed = now
+        self.status_history = [*(self.status_history or []), history_entry(new_status, now)]
+        if reason:
+            self.status_info = reason[:64]
+        if new_status in TERMINAL_KERNEL and self.terminated_at is None:
+            self.terminated_at = now
+        return True
 
 
 class SessionDependency(models.Model):

@@ -5,49 +5,49 @@ from __future__ import annotations
 import logging
 import re as _re
 import secrets
+import socket
+import time
+from datetime import timedelta
 from typing import Iterable
 
+import httpx
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F, Func, IntegerField, Q
 from django.utils import timezone
 
+from agents import services as agent_services
+from agents.models import Agent, AgentStatus
+from backendai import services as manager_services
 from backendai.api import errors
 from backendai.db import release_connections
+from backendai.slots import ResourceSlot
+from sessions import idle, occupancy, signals, validation
+from sessions.enqueue import owner_keypair
 from sessions.lifecycle import (
     DEAD_SESSION,
+    OCCUPYING_SESSION,
+    RUNNING_SESSION,
     TERMINAL_KERNEL,
     KernelStatus,
     SessionStatus,
     derive_session_status,
-    kernel_can_move,
-    session_path,
+    history_entry,
 )
-from sessions.models import Kernel, Session, SessionResult, SessionType
+from sessions.models import Kernel, ResourcePreset, Session, SessionResult, SessionType
 
 log = logging.getLogger(__name__)
 
 
-def _history_entry(status: str, now) -> dict:
-    return {"status": status, "timestamp": now.isoformat()}
-
-
 def move_kernel(kernel: Kernel, new_status: str, *, reason: str | None = None, now=None, **fields) -> bool:
-    """Move a kernel to ``new_status`` if the lifecycle allows it; set ``fields``.
-    Returns whether anything changed.  The caller saves (see ``save_kernel``)."""
-    now = now or timezone.now()
+    """Move a kernel to ``new_status`` through its door (``Kernel.move_to``: refused
+    when the lifecycle forbids it, and then nothing else changes either); set
+    ``fields``.  Returns whether anything changed.  The caller saves."""
     changed = False
     if new_status != kernel.status:
-        if not kernel_can_move(kernel.status, new_status):
-            log.warning("refused kernel move %s -> %s (kernel %s, session %s)",
-                        kernel.status, new_status, kernel.pk, kernel.session_id)
+        if not kernel.move_to(new_status, reason=reason, now=now):
             return False
-        kernel.status = new_status
-        kernel.status_changed = now
-        kernel.status_history = [*kernel.status_history, _history_entry(new_status, now)]
-        if reason:
-            kernel.status_info = reason[:64]
-        if new_status in TERMINAL_KERNEL and kernel.terminated_at is None:
-            kernel.terminated_at = now
         changed = True
     for name, value in fields.items():
         if value is not None and getattr(kernel, name) != value:
@@ -63,13 +63,8 @@ def refresh_session_status(session: Session, kernels: Iterable[Kernel] | None = 
     derived = derive_session_status([k.status for k in kernels])
     changed = False
     if derived != session.status:
-        path = session_path(session.status, derived)
-        if path is None:
-            log.warning("refused session move %s -> %s (session %s)", session.status, derived, session.pk)
+        if not session.move_to(derived, now=now):
             return False
-        session.status = derived
-        session.status_changed = now
-        session.status_history = [*session.status_history, *(_history_entry(s, now) for s in path)]
         main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
         if main is not None and main.status_info and derived in (SessionStatus.TERMINATED, SessionStatus.ERROR):
             session.status_info = main.status_info
@@ -118,17 +113,16 @@ def create_session_on_agent(
         requested_slots=slots, occupying_slots=slots, environ=environ or {}, resource_opts=resource_opts or {},
         startup_command=startup_command or "", batch_timeout=batch_timeout, agent_ids=[agent.pk],
         status=SessionStatus.SCHEDULED, status_changed=now,
-        status_history=[_history_entry(SessionStatus.PENDING, now), _history_entry(SessionStatus.SCHEDULED, now)],
+        status_history=[history_entry(SessionStatus.PENDING, now), history_entry(SessionStatus.SCHEDULED, now)],
     )
     Kernel.objects.create(
         session=session, agent=agent, agent_addr=agent.addr, image=image, architecture=session.architecture,
         registry=registry, requested_slots=slots, occupied_slots=slots, resource_opts=resource_opts or {},
         environ=environ or {}, mounts=mounts or [], service_ports=service_ports or [],
         startup_command=startup_command or "", status=KernelStatus.SCHEDULED, status_changed=now,
-        status_history=[_history_entry(KernelStatus.SCHEDULED, now)],
+        status_history=[history_entry(KernelStatus.SCHEDULED, now)],
     )
     log.info("session %s placed on agent %s for user %s", session.pk, agent.pk, user.pk)
-    from agents import services as agent_services
 
     transaction.on_commit(lambda: agent_services.poke_agent(agent.pk))
     return session
@@ -215,19 +209,15 @@ def _after_termination(session: Session, agents: set, reason: str) -> None:
     """After the commit: poke the agents, release their slots (occupancy is written
     after the sessions' locks are gone, keeping the lock order), drop the session's
     app routes and, if it ended, let the scheduler use the capacity at once."""
-    from agents import services as agent_services
-    from appproxy import services as proxy_services
-    from sessions import events
-
     agent_ids = sorted(agents)
     if agent_ids:
-        transaction.on_commit(lambda: agent_services.recompute_occupancy(agent_ids))
+        transaction.on_commit(lambda: occupancy.recompute_agent_occupancy(agent_ids))
         transaction.on_commit(lambda: agent_services.poke_agents(agent_ids))
-    # its app routes end with it (the proxy's periodic sweep converges anyway)
-    transaction.on_commit(lambda: proxy_services.remove_session_circuits(session.pk, reason=reason))
+    # its app routes end with it (the app proxy listens; its periodic sweep converges anyway)
+    transaction.on_commit(lambda: signals.ended(session.pk, reason))
     if session.status in DEAD_SESSION:
         group = session.scaling_group_id
-        transaction.on_commit(lambda: events.session_changed(session.pk, group, terminated=True))
+        transaction.on_commit(lambda: signals.capacity_freed(group))
 
 
 # --- lookups and user-facing operations -----------------------------------------------------------
@@ -237,9 +227,6 @@ _UUID_RE = _re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-
 
 def owner_scope(actor, actor_keypair, owner_access_key: str | None):
     """The keypair whose sessions a call addresses (admins may name another)."""
-    from sessions import validation
-    from sessions.enqueue import owner_keypair
-
     return owner_keypair(actor, actor_keypair, validation.check_access_key_param(owner_access_key))
 
 
@@ -255,8 +242,6 @@ def visible_sessions(actor):
 def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | None = None) -> Session:
     """A session by id (dashed or hex) or by name among the keypair's sessions:
     a live one first, else the most recent."""
-    from sessions import validation
-
     validation.check_session_ref(name_or_id)
     keypair = owner_scope(actor, actor_keypair, owner_access_key)
     query = visible_sessions(actor).select_related("access_key", "scaling_group", "project", "user")
@@ -272,8 +257,6 @@ def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | N
 
 
 def match_sessions(actor, actor_keypair, prefix: str, limit: int = 10) -> list[Session]:
-    from sessions import validation
-
     validation.check_session_ref(prefix, "id")
     query = visible_sessions(actor).filter(access_key=actor_keypair or actor.main_keypair)
     by_name = list(query.filter(name__startswith=prefix).order_by("-created_at")[:limit])
@@ -319,7 +302,7 @@ def destroy(actor, session: Session, forced: bool = False, recursive: bool = Fal
 @transaction.atomic
 def restart(session: Session) -> None:
     session, kernels = lock_session(session.pk)
-    if session.status not in (SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED):
+    if session.status not in RUNNING_SESSION:
         raise errors.GenericForbidden(f"Only running sessions can be restarted (this one is {session.status})")
     now = timezone.now()
     changed = []
@@ -331,15 +314,12 @@ def restart(session: Session) -> None:
         Kernel.objects.bulk_update(changed, [*KERNEL_REPORT_FIELDS, "status_data"])
     if refresh_session_status(session, kernels, now):
         save_session(session)
-    from agents import services as agent_services
 
     for agent_id in {k.agent_id for k in kernels if k.agent_id}:
         transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
 
 
 def rename(session: Session, new_name: str) -> Session:
-    from sessions import validation
-
     validation.check_new_name(new_name)
     if session.status in DEAD_SESSION:
         raise errors.GenericForbidden("A finished session cannot be renamed")
@@ -353,8 +333,6 @@ def rename(session: Session, new_name: str) -> Session:
 
 def request_logs(session: Session) -> None:
     """Ask the agent for fresh logs of the session's main kernel (answered on its next sync)."""
-    from agents import services as agent_services
-
     with transaction.atomic():  # the kernel's row lock: a sync's write of status_data can't be lost, nor lose this
         kernel = session.kernels.select_for_update().filter(cluster_role="main").first()
         if kernel is None or not kernel.agent_id or kernel.status in TERMINAL_KERNEL:
@@ -367,8 +345,6 @@ def request_logs(session: Session) -> None:
 
 def logs_of(session: Session, wait_seconds: float = 5.0) -> str:
     """The container log of the main kernel: fresh from the agent when it is alive."""
-    import time
-
     kernel = session.kernels.filter(cluster_role="main").first()
     if kernel is None:
         return ""
@@ -447,8 +423,6 @@ def agents_of(session: Session) -> list[dict]:
     """The agents the session's kernels are on, with their state: a LOST one means its
     kernels can't be reached, and the session is ended ``AGENT_LOST_GRACE`` seconds
     after ``lostAt`` unless the agent comes back."""
-    from agents.models import Agent
-
     ids = {a for a in session.kernels.exclude(agent_id=None).values_list("agent_id", flat=True)}
     rows = Agent.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "status", "lost_at")
     return [{"id": agent_id, "status": status, "lostAt": lost_at.isoformat() if lost_at else None}
@@ -457,23 +431,17 @@ def agents_of(session: Session) -> list[dict]:
 
 def idle_checks(session: Session, now=None) -> dict:
     """Remaining seconds per idle checker (negative: expired); see sessions.idle."""
-    from sessions import idle
-
     return idle.report(session, now or timezone.now())
 
 
 # --- usage and presets ------------------------------------------------------------------------------
 
-USER_OCCUPYING_SESSION = [s.value for s in SessionStatus if s not in (
-    SessionStatus.PENDING, SessionStatus.TERMINATED, SessionStatus.CANCELLED, SessionStatus.TERMINATING)]
 
 
 def usage(**filters):
     """Slots occupied by live sessions matching ``filters`` (recomputed, never counted down)."""
-    from backendai.slots import ResourceSlot
-
     total = ResourceSlot()
-    for slots in Session.objects.filter(status__in=USER_OCCUPYING_SESSION, **filters).values_list(
+    for slots in Session.objects.filter(status__in=OCCUPYING_SESSION, **filters).values_list(
             "requested_slots", flat=True):
         total = total + ResourceSlot.from_json(slots)
     return total
@@ -482,11 +450,6 @@ def usage(**filters):
 def check_presets(user, keypair, project, scaling_group_name: str | None = None) -> dict:
     """What ``POST /resource/check-presets`` answers: limits, usage, remaining, and
     which presets fit right now."""
-    from agents import services as agent_services
-    from backendai import services as manager_services
-    from backendai.slots import ResourceSlot
-    from sessions.models import ResourcePreset
-
     slot_types = manager_services.known_slot_types()
     policy = keypair.resource_policy
     kp_limits = ResourceSlot.from_policy(policy.total_resource_slots, policy.default_for_unspecified, slot_types)
@@ -501,7 +464,6 @@ def check_presets(user, keypair, project, scaling_group_name: str | None = None)
         if not groups:
             raise errors.InvalidAPIParameters(f"Scaling group {scaling_group_name!r} is not allowed for you")
     rows = agent_services.group_capacity(groups)
-    from agents.models import Agent, AgentStatus
 
     agent_free = [ResourceSlot.from_json(a) - ResourceSlot.from_json(o) for a, o in Agent.objects.filter(
         scaling_group__in=groups, status=AgentStatus.ALIVE, schedulable=True).values_list(
@@ -532,8 +494,6 @@ def check_presets(user, keypair, project, scaling_group_name: str | None = None)
 
 
 def models_q_preset(groups):
-    from django.db.models import Q
-
     return Q(scaling_group__isnull=True) | Q(scaling_group__in=groups)
 
 
@@ -566,8 +526,6 @@ def callback_backoff(attempts: int) -> float:
 
 def resolve_callback_host(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, in the resolver's order."""
-    import socket
-
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(info[4][0] for info in infos))
 
@@ -575,8 +533,6 @@ def resolve_callback_host(host: str, port: int) -> list[str]:
 def checked_callback_address(host: str, addresses: list[str]) -> str:
     """The address to connect to for ``host``, when every address it resolved to is one
     callbacks may reach; a single forbidden one refuses the host (DNS rebinding)."""
-    from sessions import validation
-
     refused = [a for a in addresses if not validation.address_allowed(a.split("%")[0])]
     if refused:
         raise CallbackRefused(f"{host} resolves to {', '.join(refused)}, which callbacks may not reach "
@@ -589,12 +545,6 @@ def callback_target(url_text: str):
     once, every address it has is checked against ``CALLBACK_ALLOWED_NETWORKS``, and the
     connection goes to that checked address (so a second DNS answer can't swap it), with
     the original ``Host`` header (and TLS server name, for https)."""
-    import socket
-
-    from django.core.exceptions import ValidationError
-
-    from sessions import validation
-
     try:
         url = validation.parse_callback_url(url_text)
     except ValidationError as exc:
@@ -619,8 +569,6 @@ def callback_target(url_text: str):
 
 
 def _post_callback(client, session: Session, body: dict) -> None:
-    import httpx
-
     target, headers, extensions = callback_target(session.callback_url)
     try:
         response = client.post(target, json=body, headers=headers, extensions=extensions)
@@ -633,8 +581,6 @@ def _post_callback(client, session: Session, body: dict) -> None:
 
 
 def _pending_callbacks(now, limit: int):
-    from django.db.models import F, Func, IntegerField, Q
-
     class JSONArrayLength(Func):
         output_field = IntegerField()
 
@@ -662,8 +608,6 @@ def deliver_callbacks(limit: int = 200, timeout: float | None = None, now=None) 
     ``CALLBACK_MAX_ATTEMPTS`` failures in a row, or at once for a URL that can't be
     parsed, deliveries to it stop (``callback_gave_up_at``).  Nothing raises out of
     the batch, so one bad URL never holds up the others."""
-    import httpx
-
     now = now or timezone.now()
     delivered = 0
     client_timeout = httpx.Timeout(timeout or CALLBACK_TIMEOUT, connect=CALLBACK_CONNECT_TIMEOUT)
@@ -700,8 +644,6 @@ def _deliver_one(client, session: Session, now) -> int:
 
 
 def _record_callback_failure(session: Session, sent: int, message: str, now, permanent: bool = False) -> None:
-    from datetime import timedelta
-
     attempts = session.callback_attempts + 1
     give_up = permanent or attempts >= settings.CALLBACK_MAX_ATTEMPTS
     Session.objects.filter(pk=session.pk, callbacks_delivered=session.callbacks_delivered).update(
@@ -713,8 +655,6 @@ def _record_callback_failure(session: Session, sent: int, message: str, now, per
 
 
 def terminate_idle(now=None) -> int:
-    from sessions import idle
-
     expired = idle.find_idle(now)
     for session, reason in expired:
         log.info("session %s idle (%s): terminating", session.pk, reason)
@@ -729,7 +669,5 @@ def groups_with_pending() -> list[str]:
 
 def touch_session(session_id, when) -> None:
     """Record user activity (terminals, apps) for the network idle check; never moves it back."""
-    from django.db.models import Q
-
     Session.objects.filter(pk=session_id).filter(Q(last_access__isnull=True) | Q(last_access__lt=when)).update(
         last_access=when)

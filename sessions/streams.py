@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
 from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.api.authentication import authenticate_plain_request
+from agents.models import AgentStatus
 from backendai.api.errors import BackendAIError
-from sessions.lifecycle import KernelStatus, SessionStatus
+from sessions import services
+from sessions.lifecycle import RUNNING_SESSION, KernelStatus
 
 log = logging.getLogger(__name__)
 
-RUNNING = (SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED)
 
 # Close codes sent after the websocket was accepted (refusals before it are HTTP 403).
 CLOSE_NORMAL = 1000
@@ -106,10 +110,6 @@ def _same_origin(headers: dict[str, str]) -> bool:
 
 
 def _cookie_user(request: HttpRequest, headers: dict[str, str]):
-    from http.cookies import CookieError, SimpleCookie
-
-    from django.contrib.auth import get_user
-
     try:
         cookies = SimpleCookie(headers.get("cookie", ""))
     except CookieError:
@@ -128,8 +128,6 @@ def authenticate_scope(scope):
 
     The keypair is the signing one, or the user's main keypair for the cookie.
     """
-    from backendai.api.authentication import authenticate_plain_request
-
     headers = _headers(scope)
     request = scope_request(scope)
     if headers.get("authorization"):
@@ -156,14 +154,11 @@ def query_params(scope) -> dict[str, str]:
 def resolve_target(user, keypair, name: str, kind: str, params: dict[str, str]) -> StreamTarget:
     """The main kernel of a running session the caller may use; raises :class:`NotAllowed`
     (no such session for this caller) or :class:`StreamRefused`."""
-    from agents.models import AgentStatus
-    from sessions import services
-
     try:
         session = services.get_session(user, keypair, name, params.get("owner_access_key") or None)
     except BackendAIError as exc:
         raise NotAllowed(str(exc)) from None
-    if session.status not in RUNNING:
+    if session.status not in RUNNING_SESSION:
         raise StreamRefused(CLOSE_NOT_RUNNING, f"Session {session.name} is {session.status}, not RUNNING")
     kernel = (session.kernels.filter(cluster_role="main").select_related("agent").first()
               or session.kernels.select_related("agent").first())
@@ -197,6 +192,4 @@ def resolve_target(user, keypair, name: str, kind: str, params: dict[str, str]) 
 
 def touch_session(session_id: str) -> None:
     """Record user activity now (see ``sessions.services.touch_session``)."""
-    from sessions import services
-
     services.touch_session(session_id, timezone.now())

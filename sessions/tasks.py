@@ -3,10 +3,14 @@
 Beat runs ``schedule_pending`` every 2 s (a pass only for groups with pending
 sessions), ``schedule_all`` every 30 s, the reconcilers, idle checks and
 callback delivery; enqueue and termination send ``schedule`` at once."""
+import logging
+
 from celery import shared_task
 from django.conf import settings
 
 from sessions import scheduler, services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="sessions.tasks.schedule", ignore_result=True)
@@ -15,6 +19,16 @@ def schedule(scaling_group: str | None = None) -> None:
         scheduler.run_pass(scaling_group)
     else:
         scheduler.run_all_passes()
+
+
+def hint_scheduler(sender=None, scaling_group: str | None = None, **_) -> None:
+    """Receiver of ``sessions.signals.session_queued`` and ``capacity_became_free``:
+    a pass for the group now, not at the next tick (best effort: the periodic pass
+    picks it up anyway)."""
+    try:
+        schedule.delay(scaling_group)
+    except Exception as exc:  # noqa: BLE001 - a broker hiccup only delays the pass
+        log.debug("could not hint the scheduler: %s", exc)
 
 
 @shared_task(name="sessions.tasks.schedule_pending", ignore_result=True)

@@ -14,17 +14,19 @@ database work.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone as dt_timezone
 import ipaddress
 import re
 import socket
 import string
 import uuid
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal, InvalidOperation
 
 import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from rest_framework import serializers
 
 from backendai.api import errors
@@ -284,8 +286,6 @@ def parse_duration_or_time(value: str, now):
 
 
 def validate_starts_at(value) -> str:
-    from django.utils import timezone
-
     if not isinstance(value, str):
         raise ValidationError("must be a string: an ISO 8601 time or a duration like 1h")
     parse_duration_or_time(value, timezone.now())

@@ -1,10 +1,13 @@
 """Web UI for compute sessions: list, create, detail, logs, destroy, restart.
 
 Thin views over ``sessions.services`` and ``sessions.enqueue``.  Live status
-comes from server-rendered fragments (``*-rows``, ``detail-status``) that
-``static/sessions/live.js`` polls every 2 s; every page also works without
-JavaScript.  Fragment responses carry ``X-Live-Fragment: 1`` so the script
-never swaps in, say, a login page after the user's session expired.
+comes from server-rendered fragments (``*-rows``, ``detail-status``) that htmx
+polls every 2 s (``hx-get``/``hx-trigger`` in the templates, with
+``static/sessions/live.js`` for the page's part); every page also works without
+JavaScript.  Fragment responses carry ``X-Live-Fragment: 1`` so the page never
+swaps in, say, a login page after the user's session expired.  A view that also
+answers a whole page serves the fragment to htmx (``request.htmx``, from
+django-htmx's middleware) and to a request with ``X-Live-Fragment: 1``.
 """
 from __future__ import annotations
 
@@ -18,26 +21,22 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agents import services as agent_services
-from appproxy import services as appproxy_services
 from backendai.api.errors import BackendAIError
 from backendai.middleware_security import allow_form_targets
-from sessions import services
+from sessions import hooks, services
 from sessions.enqueue import enqueue
+from sessions.filters import STATES, SessionListFilter, scopes_for
 from sessions.forms import DestroyForm, SessionCreateForm, build_context, format_amount
-from sessions.lifecycle import DEAD_SESSION, SessionStatus
+from sessions.lifecycle import DEAD_SESSION, RUNNING_SESSION, SessionStatus
 from sessions.models import Session, SessionType
 
 PAGE_SIZE = 50
-STATES = {
-    "all": ("All", None),
-    "active": ("Active", "active"),
-    "finished": ("Finished", "finished"),
-}
 FRAGMENT_HEADER = "X-Live-Fragment"
-RUNNING_STATES = (SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED)
+HTMX_STOP_POLLING = 286  # htmx swaps the fragment, then polls no more
 
 
 def _fragment(response):
@@ -47,7 +46,7 @@ def _fragment(response):
 
 
 def _wants_fragment(request) -> bool:
-    return request.headers.get(FRAGMENT_HEADER) == "1"
+    return bool(request.htmx) or request.headers.get(FRAGMENT_HEADER) == "1"
 
 
 # --- list ---------------------------------------------------------------------------------------
@@ -62,7 +61,7 @@ def short_age(seconds: float) -> str:
 
 def status_note(session: Session) -> str:
     """One line under a session's name: why it waits, or why it ended."""
-    if session.status in RUNNING_STATES:
+    if session.status in RUNNING_SESSION:
         return ""
     if session.status == SessionStatus.PENDING:
         data = (session.status_data or {}).get("scheduler") or {}
@@ -73,34 +72,10 @@ def status_note(session: Session) -> str:
     return session.status_info
 
 
-def _scopes(user) -> list[tuple[str, str]]:
-    scopes = [("mine", "Mine")]
-    if user.is_superadmin or user.is_domain_admin:
-        scopes.append(("domain", f"Domain {user.domain_id}"))
-    if user.is_superadmin:
-        scopes.append(("all", "All domains"))
-    return scopes
-
-
 def _list_context(request) -> dict:
-    user = request.user
-    scopes = _scopes(user)
-    scope = request.GET.get("scope", "mine")
-    if scope not in dict(scopes):
-        scope = "mine"
-    state = request.GET.get("state", "all")
-    if state not in STATES:
-        state = "all"
-    query = services.visible_sessions(user)
-    if scope == "mine":
-        query = query.filter(user=user)
-    elif scope == "domain":
-        query = query.filter(domain_id=user.domain_id)
-    if state == "active":
-        query = query.exclude(status__in=DEAD_SESSION)
-    elif state == "finished":
-        query = query.filter(status__in=DEAD_SESSION)
-    query = query.order_by("-created_at")
+    filters = SessionListFilter(request.GET, services.visible_sessions(request.user), request=request)
+    scope, state = filters.values["scope"], filters.values["state"]
+    query = filters.qs.order_by("-created_at")
     if scope != "mine":
         query = query.select_related("user")
     query = query.defer("environ", "status_history", "vfolder_mounts", "last_stat", "bootstrap_script",
@@ -115,8 +90,8 @@ def _list_context(request) -> dict:
     if page.number > 1:
         params["page"] = page.number
     return {
-        "page": page, "sessions": sessions, "scope": scope, "scopes": scopes, "state": state,
-        "states": [(key, label) for key, (label, _) in STATES.items()], "show_owner": scope != "mine",
+        "page": page, "sessions": sessions, "scope": scope, "scopes": scopes_for(request.user), "state": state,
+        "states": STATES, "show_owner": scope != "mine",
         "query": urlencode(params), "now": now,
     }
 
@@ -241,7 +216,7 @@ def _detail_context(request, session: Session) -> dict:
         ports.append({"name": port.get("name"), "protocol": port.get("protocol"),
                       "container_ports": port.get("container_ports") or [], "published": bool(port.get("host_ports"))})
     idle = []
-    if session.status in RUNNING_STATES:
+    if session.status in RUNNING_SESSION:
         for name, check in services.idle_checks(session, now).items():
             idle.append({"name": name, "label": IDLE_LABELS.get(name, name), "remaining": check["remaining"],
                          "shown": _human_seconds(check["remaining"])})
@@ -270,7 +245,7 @@ def _detail_context(request, session: Session) -> dict:
         "timeline": _timeline(session, now), "waiting": waiting,
         "status_note": "" if waiting else status_note(session),
         "error_data": error_data,
-        "is_dead": session.status in DEAD_SESSION, "can_restart": session.status in RUNNING_STATES,
+        "is_dead": session.status in DEAD_SESSION, "can_restart": session.status in RUNNING_SESSION,
         "can_destroy": session.status not in DEAD_SESSION, "can_force": is_admin, "is_batch":
         session.session_type == SessionType.BATCH, "is_owner": session.user_id == user.pk,
         "lifetime": _human_seconds((end - session.created_at).total_seconds()),
@@ -290,7 +265,7 @@ def session_detail(request, session_id):
     if not context["is_dead"]:
         # the Open buttons (also those live updates add once it runs) POST to a view that redirects
         # to the app proxy's setup link: browsers check that redirect against this page's form-action
-        allow_form_targets(response, appproxy_services.form_targets())
+        allow_form_targets(response, hooks.form_targets())
     return response
 
 
@@ -299,7 +274,10 @@ def session_detail(request, session_id):
 def session_detail_status(request, session_id):
     """The live part of the detail page (status, why it waits, timeline, kernels, ports)."""
     session = _get_session(request, session_id)
-    return _fragment(render(request, "sessions/_detail_live.html", _detail_context(request, session)))
+    context = _detail_context(request, session)
+    # once the session is over there is nothing left to watch: htmx stops polling on this status
+    status = HTMX_STOP_POLLING if context["is_dead"] and request.htmx else 200
+    return _fragment(render(request, "sessions/_detail_live.html", context, status=status))
 
 
 @login_required
@@ -311,8 +289,11 @@ def session_logs(request, session_id):
     logs = services.logs_of(session, wait_seconds=3.0)
     context = {"session": session, "logs": logs, "fetched_at": timezone.now()}
     if _wants_fragment(request):
-        return _fragment(render(request, "sessions/_logs.html", context))
-    return render(request, "sessions/logs.html", context)
+        response = _fragment(render(request, "sessions/_logs.html", context))
+    else:
+        response = render(request, "sessions/logs.html", context)
+    patch_vary_headers(response, ("HX-Request", FRAGMENT_HEADER))
+    return response
 
 
 @login_required

@@ -178,3 +178,14 @@ def terminal_read_until(ws, needle: str, timeout: float = 30.0, allowed=None) ->
         if frame["type"] == "out":
             seen += base64.b64decode(frame["data"]).decode(errors="replace")
     return seen
+
+
+# The official client's ``session list`` (``ps``) document, exactly as backend.ai-client 23.9.10
+# sends it (client-wire.md §8).
+CLIENT_PS_DOCUMENT = """query($limit:Int!, $offset:Int!, $status: String, $access_key: String, $filter: String, $order: String) {
+  compute_session_list(
+      limit:$limit, offset:$offset, status:$status, access_key:$access_key, filter:$filter, order:$order) {
+    items { name access_key id group_name main_kernel_id image type status status_info status_changed result tag created_at occupying_slots }
+    total_count
+  }
+}"""

@@ -12,8 +12,7 @@ while paused.  Memory then stays at a few chunks whatever the file size.
 Under servers whose ``send`` already waits (uvicorn, hypercorn) or when the
 request is not a Twisted one, it passes everything through unchanged.
 
-Wire it in ``backendai/asgi.py`` (``"http": flow_controlled(django_asgi_app)``), or
-serve ``vfolders.asgi:application`` (the project's application, wrapped).
+``backendai/asgi.py`` wires it in (``"http": ...flow_controlled(django_asgi_app)``).
 """
 from __future__ import annotations
 
@@ -89,15 +88,3 @@ def flow_controlled(app):
             release()
 
     return application
-
-
-def __getattr__(name):
-    """``vfolders.asgi:application``: the project's application, wrapped (built on first
-    use, so ``backendai.asgi`` itself may import ``flow_controlled`` from here)."""
-    if name == "application":
-        from backendai.asgi import application as project_application
-
-        wrapped = flow_controlled(project_application)
-        globals()["application"] = wrapped
-        return wrapped
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
-"""``vfolder_list`` for ``/admin/gql`` (client-wire §8): a plain function the
-GraphQL layer calls.  Values are what the client's formatters expect: ISO
-timestamps, lower-case statuses (``ready``), permissions as ``rw``...
+"""The vfolders part of ``/admin/gql`` (client-wire §8): ``vfolder_list``, its
+``VirtualFolder`` type and the plain function behind it.  ``backendai/api/graphql.py``
+merges this ``Query`` into the schema.  Values are what the client's formatters
+expect: ISO timestamps, lower-case statuses (``ready``), permissions as ``rw``...
 
 Visibility: superadmins see every folder, domain admins their domain's, other
 users the folders they own, share a project of or were invited to.  Folders
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Optional
 
+import strawberry
 from django.db.models import Q
+from strawberry.types import Info
 
 from accounts.models import User
-from backendai.api import errors
+from backendai.api import errors, gqlkit
 from vfolders import services
 from vfolders.models import VFolder, VFolderStatus
 
@@ -268,3 +272,41 @@ def vfolder_list(user: User, limit: int, offset: int, group_id=None, filter: str
         access = context.access(folder) or services.Access(folder, folder.permission, "admin", folder.permission)
         items.append(item(access))
     return items, total
+
+
+@strawberry.type
+class VirtualFolder:
+    id: Optional[str]
+    host: Optional[str]
+    name: Optional[str]
+    created_at: Optional[str]
+    creator: Optional[str]
+    group: Optional[str]
+    group_name: Optional[str]
+    user: Optional[str]
+    user_email: Optional[str]
+    permission: Optional[str]
+    ownership_type: Optional[str]
+    status: Optional[str]
+    usage_mode: Optional[str]
+    cloneable: Optional[bool]
+
+
+@strawberry.type
+class VirtualFolderList:
+    items: list[VirtualFolder]
+    total_count: int
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def vfolder_list(self, info: Info, limit: int, offset: int, group_id: Optional[uuid.UUID] = None,
+                     filter: Optional[str] = None, order: Optional[str] = None) -> VirtualFolderList:
+        user, _ = gqlkit.actor(info)
+        limit, offset = gqlkit.page(limit, offset)
+        rows, total = vfolder_list(user, limit, offset, group_id=str(group_id) if group_id else None,
+                                   filter=filter, order=order)
+        fields = VirtualFolder.__annotations__
+        return VirtualFolderList(items=[VirtualFolder(**{k: row.get(k) for k in fields}) for row in rows],
+                                 total_count=total)

@@ -73,6 +73,31 @@ TRASH_STATUSES = (VFolderStatus.DELETE_PENDING, VFolderStatus.DELETE_ERROR)
 USABLE_STATUSES = (VFolderStatus.READY, VFolderStatus.MOUNTED)
 DELETED_STATUSES = (VFolderStatus.DELETE_PENDING, VFolderStatus.DELETE_ONGOING, VFolderStatus.DELETE_COMPLETE,
                     VFolderStatus.DELETE_ERROR)
+#: What folder listings show: the alive folders and the trash.
+LISTED_STATUSES = ALIVE_STATUSES + TRASH_STATUSES
+
+_F = VFolderStatus
+#: The legal moves of a folder's status, the only ones ``vfolders.services.status.move_status``
+#: applies.  Every alive folder may go to the trash; the trash is restored (READY) or purged
+#: (DELETE_ONGOING, then DELETE_COMPLETE, or DELETE_ERROR when files stay, which is in the
+#: trash again); DELETE_COMPLETE is final.  PERFORMING, CLONING and MOUNTED are passing
+#: states of a ready folder (Backend.AI's names; nothing here sets them yet).
+FOLDER_TRANSITIONS: dict[VFolderStatus, frozenset[VFolderStatus]] = {
+    _F.READY: frozenset({_F.PERFORMING, _F.CLONING, _F.MOUNTED, _F.ERROR, _F.DELETE_PENDING}),
+    _F.PERFORMING: frozenset({_F.READY, _F.ERROR, _F.DELETE_PENDING}),
+    _F.CLONING: frozenset({_F.READY, _F.ERROR, _F.DELETE_PENDING}),
+    _F.MOUNTED: frozenset({_F.READY, _F.ERROR, _F.DELETE_PENDING}),
+    _F.ERROR: frozenset({_F.READY, _F.DELETE_PENDING}),
+    _F.DELETE_PENDING: frozenset({_F.READY, _F.DELETE_ONGOING}),
+    _F.DELETE_ONGOING: frozenset({_F.DELETE_COMPLETE, _F.DELETE_ERROR}),
+    _F.DELETE_ERROR: frozenset({_F.READY, _F.DELETE_ONGOING}),
+    _F.DELETE_COMPLETE: frozenset(),
+}
+
+
+def folder_can_move(current: str, new: str) -> bool:
+    """Whether ``FOLDER_TRANSITIONS`` lets a folder move from ``current`` to ``new``."""
+    return VFolderStatus(new) in FOLDER_TRANSITIONS[VFolderStatus(current)]
 
 
 class StorageHost(models.Model):

@@ -13,6 +13,8 @@ from accounts.api.serializers import (
     SSHKeypairUploadSerializer,
     UpdatePasswordSerializer,
 )
+from accounts.filters import KeypairListFilter
+from backendai.api import errors
 
 _echo = inline_serializer("AuthEcho", {"authorized": serializers.CharField(), "echo": serializers.CharField()})
 
@@ -93,10 +95,10 @@ class KeypairListView(APIView):
 
     @extend_schema(responses=KeypairSerializer(many=True))
     def get(self, request):
-        query = services.visible_keypairs(request.user)
-        email = request.query_params.get("user")
-        if email:
-            query = query.filter(user__email__iexact=email)
+        listed = KeypairListFilter(request.query_params, queryset=services.visible_keypairs(request.user))
+        if not listed.is_valid():
+            raise errors.InvalidAPIParameters("; ".join(f"{name}: {' '.join(messages)}" for name, messages in listed.errors.items()))
+        query = listed.qs
         return Response({"keypairs": KeypairSerializer(query.order_by("-created_at"), many=True).data})
 
     def post(self, request):

@@ -1,8 +1,9 @@
 from rest_framework import serializers
 
 from agents.models import agent_id_validator
+from agents.protocol import ReportedStatus
 
-KERNEL_STATES = ["PULLING", "PREPARING", "RUNNING", "TERMINATED", "ERROR"]
+KERNEL_STATES = [s.value for s in ReportedStatus]
 
 
 class ServicePortSerializer(serializers.Serializer):
@@ -45,7 +46,7 @@ class SyncSerializer(serializers.Serializer):
     images = serializers.ListField(child=serializers.DictField(), required=False, default=list)
     stats = serializers.DictField(required=False, default=dict)
     kernels = KernelReportSerializer(many=True, required=False, default=list)
-    # the long poll (agents/longpoll.py): hold the answer up to `wait` seconds while it keeps `fingerprint`
+    # the long poll (sessions/agent_longpoll.py): hold the answer up to `wait` seconds while it keeps `fingerprint`
     wait = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=3600)
     fingerprint = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=128)
 

@@ -40,7 +40,7 @@ from .backoff import Backoff
 from .client import AuthRejected, ManagerClient, ManagerError, ManagerRejected, ManagerUnavailable
 from .config import AgentConfig
 from .discovery import GpuProbe, HostStats, Resources
-from .kernel import KernelSpec, KernelState, KernelStatus, SpecError, normalize_architecture, tail_text
+from agents.protocol import KernelSpec, KernelState, ReportedStatus, SpecError, normalize_architecture, tail_text
 from .link import ManagerLink
 from .streams import StreamMux
 
@@ -241,7 +241,7 @@ class Agent:
             self.log.debug("kernel stats failed: %s", exc)
             kernel_stats = {}
         for kernel_id, state in kernels.items():
-            state.stats = kernel_stats.get(kernel_id) if state.status is KernelStatus.RUNNING else None
+            state.stats = kernel_stats.get(kernel_id) if state.status is ReportedStatus.RUNNING else None
         stats: dict[str, Any] = dict(self.host_stats.snapshot())
         if self.gpu_probe is not None:
             gpu = self.gpu_probe.stats()
@@ -441,7 +441,7 @@ class Agent:
         self.log.error("kernel %s: cannot understand the desired kernel: %s", kernel_id, exc)
         if not kernel_id or kernel_id in self.finished:
             return
-        state = KernelState(str(kernel_id), item.get("session_id"), KernelStatus.ERROR, reason="invalid-spec",
+        state = KernelState(str(kernel_id), item.get("session_id"), ReportedStatus.ERROR, reason="invalid-spec",
                             last_logs=tail_text(str(exc)))
         with self._lock:
             if str(kernel_id) in self._final:
@@ -467,7 +467,7 @@ class Agent:
             else:
                 reason, detail = "failed-to-start", f"{type(exc).__name__}: {exc}"
                 self.log.exception("kernel %s: creation failed unexpectedly", kernel_id)
-            state = KernelState(kernel_id, spec.session_id, KernelStatus.ERROR, host=self.config.kernel_host,
+            state = KernelState(kernel_id, spec.session_id, ReportedStatus.ERROR, host=self.config.kernel_host,
                                 reason=reason, last_logs=tail_text(detail) if detail else None)
             with self._lock:
                 self._final[kernel_id] = state

@@ -23,7 +23,7 @@ from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
-from .kernel import format_count
+from agents.protocol import format_count
 
 __all__ = [
     "CudaInfo", "GpuDevice", "GpuProbe", "HostStats", "Resources", "cgroup_cpu_limit", "cgroup_memory_limit",

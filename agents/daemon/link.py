@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
+from agents.protocol import LinkMessage
+
 from .backoff import Backoff
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ class ManagerLink:
             log.debug("link: ignoring a non-JSON frame")
             return
         kind = data.get("type") if isinstance(data, dict) else None
-        if kind == "poke":
+        if kind == LinkMessage.POKE:
             self.pokes += 1
             log.debug("link: poked")
             self._on_poke()

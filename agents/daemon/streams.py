@@ -12,7 +12,8 @@ data frames of a stream that the other side has not acknowledged yet
 (``stream.ack`` with ``n`` frames consumed), so every buffer on the way (the
 link, the manager's channel layer, the writer queues here) stays bounded.
 
-This module imports no Django: the manager imports the frame helpers from here.
+The frame format and the window constants are part of the protocol
+(``agents.protocol``), shared with the manager.
 """
 from __future__ import annotations
 
@@ -23,49 +24,22 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from agents.protocol import (
+    CHUNK,
+    DEFAULT_WINDOW,
+    MAX_STREAMS,
+    ack_threshold,
+    decode_data,
+    LinkMessage,
+    encode_data,
+    valid_stream_id,
+)
+
 from .backends.base import Backend, KernelError, StreamEndpoint
 
-__all__ = [
-    "ACK_EVERY", "CHUNK", "DEFAULT_WINDOW", "MAX_STREAMS", "StreamMux", "ack_threshold", "decode_data", "encode_data",
-    "valid_stream_id",
-]
+__all__ = ["StreamMux"]
 
 log = logging.getLogger(__name__)
-
-#: The most bytes in one data frame.
-CHUNK = 32 * 1024
-#: Data frames a side may have in flight per stream when ``stream.open`` names no ``window``.
-DEFAULT_WINDOW = 16
-#: Acknowledge after consuming this many frames (a quarter of the default window).
-ACK_EVERY = 4
-#: Streams one agent serves at once.
-MAX_STREAMS = 256
-_MAX_ID = 64
-
-
-def ack_threshold(window: int) -> int:
-    """How many consumed frames to acknowledge at once for a ``window`` (always below the window)."""
-    return max(1, min(ACK_EVERY, window // 2))
-
-
-def valid_stream_id(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= _MAX_ID and value.isascii() and value.isprintable()
-
-
-def encode_data(stream_id: str, payload: bytes) -> bytes:
-    """A binary data frame: ``len(id)`` as one byte, the id, the payload."""
-    raw = stream_id.encode("ascii")
-    return bytes((len(raw),)) + raw + payload
-
-
-def decode_data(frame: bytes) -> tuple[str, bytes]:
-    """``(stream id, payload)`` of a binary data frame; raises ``ValueError`` when malformed."""
-    if not frame:
-        raise ValueError("empty data frame")
-    size = frame[0]
-    if size == 0 or len(frame) < 1 + size:
-        raise ValueError("truncated data frame")
-    return frame[1:1 + size].decode("ascii"), bytes(frame[1 + size:])
 
 
 def _int(value: Any, default: int, low: int, high: int) -> int:
@@ -134,18 +108,18 @@ class StreamMux:
         if not valid_stream_id(stream_id):
             log.debug("link: a %s frame without a valid stream id", kind)
             return
-        if kind == "stream.open":
+        if kind == LinkMessage.STREAM_OPEN:
             self._open(stream_id, message)
             return
         with self._lock:
             stream = self._streams.get(stream_id)
         if stream is None:
             return  # already ended: late frames are harmless
-        if kind == "stream.ack":
+        if kind == LinkMessage.STREAM_ACK:
             with stream.cond:
                 stream.in_flight = max(0, stream.in_flight - _int(message.get("n"), 1, 1, 1 << 20))
                 stream.cond.notify_all()
-        elif kind == "stream.resize":
+        elif kind == LinkMessage.STREAM_RESIZE:
             size = (_int(message.get("rows"), 24, 1, 1000), _int(message.get("cols"), 80, 1, 1000))
             stream.size = size
             endpoint = stream.endpoint
@@ -154,7 +128,7 @@ class StreamMux:
                     endpoint.resize(*size)
                 except Exception as exc:  # noqa: BLE001 - a failed resize never ends a terminal
                     log.debug("stream %s: resize failed: %s", stream_id, exc)
-        elif kind == "stream.close":
+        elif kind == LinkMessage.STREAM_CLOSE:
             self._forget(stream)
             self._end(stream)
         else:
@@ -216,7 +190,7 @@ class StreamMux:
         elif kind == "tcp" and _int(message.get("port"), 0, 0, 65535) <= 0:
             error = "no port"
         if error:
-            self._emit({"type": "stream.error", "stream": stream_id, "message": error})
+            self._emit({"type": LinkMessage.STREAM_ERROR, "stream": stream_id, "message": error})
             return
         stream = _Stream(stream_id, kind, _int(message.get("window"), DEFAULT_WINDOW, 1, 1024))
         with self._lock:
@@ -227,7 +201,7 @@ class StreamMux:
             else:
                 self._streams[stream_id] = stream
         if error:
-            self._emit({"type": "stream.error", "stream": stream_id, "message": error})
+            self._emit({"type": LinkMessage.STREAM_ERROR, "stream": stream_id, "message": error})
             return
         stream.size = (_int(message.get("rows"), 24, 1, 1000), _int(message.get("cols"), 80, 1, 1000))
         threading.Thread(target=self._run, args=(stream, kernel_id, message), daemon=True,
@@ -247,7 +221,7 @@ class StreamMux:
             log.info("stream %s (%s, kernel %s) failed to open: %s", stream.id, stream.kind, kernel_id, text)
             self._forget(stream)
             if not stream.closed:
-                self._emit({"type": "stream.error", "stream": stream.id, "message": text})
+                self._emit({"type": LinkMessage.STREAM_ERROR, "stream": stream.id, "message": text})
             return
         with stream.cond:
             stream.endpoint = endpoint
@@ -261,7 +235,7 @@ class StreamMux:
                 endpoint.resize(*stream.size)  # a resize arrived while opening
             except Exception:  # noqa: BLE001
                 pass
-        if not self._emit({"type": "stream.opened", "stream": stream.id}):
+        if not self._emit({"type": LinkMessage.STREAM_OPENED, "stream": stream.id}):
             self._forget(stream)
             self._end(stream)
             return
@@ -294,7 +268,7 @@ class StreamMux:
         code = endpoint.exit_code()
         self._forget(stream)
         stream.inbox.put(None)
-        self._emit({"type": "stream.close", "stream": stream.id, "exit_code": code,
+        self._emit({"type": LinkMessage.STREAM_CLOSE, "stream": stream.id, "exit_code": code,
                     "reason": "exited" if stream.kind == "pty" else "connection closed by the kernel"})
         self._close_endpoint(stream.id, endpoint)
 
@@ -313,5 +287,5 @@ class StreamMux:
             consumed += 1
             if consumed >= threshold:
                 if not stream.closed:
-                    self._emit({"type": "stream.ack", "stream": stream.id, "n": consumed})
+                    self._emit({"type": LinkMessage.STREAM_ACK, "stream": stream.id, "n": consumed})
                 consumed = 0

@@ -389,8 +389,28 @@ class Proxy:
             m.duration.observe(time.monotonic() - started)
 
     async def _exchange(self, request, circuit, creader, cwriter, peer, m) -> bool:
-        head = self.upstream_head(request, peer)
+        """One request: send it to the app, then relay the answer (or the upgraded stream).
+        True when the client connection may carry another request."""
         key = (circuit.target_host, circuit.target_port)
+        ureader, uwriter, pump, rhead = await self._ask_upstream(request, circuit, creader, cwriter, peer, key, m)
+        m.upstream_requests.inc()
+        m.upstream_responses.inc()
+        try:
+            response = parse_response(rhead)
+        except HTTPError:
+            uwriter.close()
+            await _cancel(pump)
+            raise
+        if response.status == 101 and request.upgrade is not None:
+            await self._upgrade(circuit, creader, cwriter, ureader, uwriter, pump, rhead, m)
+            return False
+        return await self._respond(request, response, circuit, cwriter, ureader, uwriter, pump, key, m)
+
+    async def _ask_upstream(self, request, circuit, creader, cwriter, peer, key, m):
+        """Send the request head to the app (streaming its body alongside) and read the
+        final response head: ``(ureader, uwriter, body pump or None, head)``.  A pooled
+        connection that turns out stale is retried once on a fresh one."""
+        head = self.upstream_head(request, peer)
         body = request.has_body
         for attempt in (0, 1):
             pooled = self.pool.take(key)
@@ -408,7 +428,7 @@ class Proxy:
                 if rhead[9:10] == b"1" and rhead[9:12] != b"101":
                     rhead = await self._final_head(ureader, cwriter, request, rhead)
                 self.waiting.pop(uwriter, None)
-                break
+                return ureader, uwriter, pump, rhead
             except asyncio.LimitOverrunError:
                 uwriter.close()
                 self.waiting.pop(uwriter, None)
@@ -417,82 +437,52 @@ class Proxy:
             except (*_STALE, ConnectionError, OSError) as exc:
                 uwriter.close()
                 self.waiting.pop(uwriter, None)
-                if uwriter in self.timed_out:
-                    self.timed_out.discard(uwriter)
-                    await _cancel(pump)
-                    raise HTTPError(504, f"The app {circuit.app} did not answer in time.",
-                                    "upstream-timeout") from None
-                if _failed(pump):
-                    raise ClientGone() from None
-                await _cancel(pump)
-                fresh = isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
-                if reused and not body and attempt == 0 and (fresh or not isinstance(exc, asyncio.IncompleteReadError)):
-                    continue  # the pooled connection had gone stale: once more on a new one
-                log.warning("circuit %s (session %s): the app at %s:%s closed without answering: %r", circuit.id,
-                            circuit.session_id, key[0], key[1], exc)
-                raise HTTPError(502, f"The app {circuit.app} closed the connection without answering.",
-                                "upstream-closed") from None
-        m.upstream_requests.inc()
-        m.upstream_responses.inc()
-        try:
-            response = parse_response(rhead)
-        except HTTPError:
-            uwriter.close()
-            await _cancel(pump)
-            raise
-        if response.status == 101 and request.upgrade is not None:
-            await _cancel(pump)
-            cwriter.write(rhead)
-            m.responses.inc()
-            if ureader._buffer:  # noqa: SLF001 - bytes the app sent right after its 101
-                cwriter.write(bytes(ureader._buffer))  # noqa: SLF001
-                ureader._buffer.clear()  # noqa: SLF001
-            await self._relay(creader, cwriter, ureader, uwriter, circuit, m.ws_established, m.ws_closed,
-                              m.ws_pending, m.ws_duration, m.ws_traffic)
-            return False
+                retry = reused and not body and attempt == 0
+                await self._upstream_failed(circuit, key, uwriter, pump, exc, retry)
+        raise AssertionError("unreachable: the second attempt answers or raises")
 
+    async def _upstream_failed(self, circuit, key, uwriter, pump, exc, retry: bool) -> None:
+        """Why the app gave no answer, as the error to raise; returns only when a stale
+        pooled connection may be retried on a fresh one."""
+        if uwriter in self.timed_out:
+            self.timed_out.discard(uwriter)
+            await _cancel(pump)
+            raise HTTPError(504, f"The app {circuit.app} did not answer in time.", "upstream-timeout") from None
+        if _failed(pump):
+            raise ClientGone() from None
+        await _cancel(pump)
+        fresh = isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
+        if retry and (fresh or not isinstance(exc, asyncio.IncompleteReadError)):
+            return  # the pooled connection had gone stale: once more on a new one
+        log.warning("circuit %s (session %s): the app at %s:%s closed without answering: %r", circuit.id,
+                    circuit.session_id, key[0], key[1], exc)
+        raise HTTPError(502, f"The app {circuit.app} closed the connection without answering.",
+                        "upstream-closed") from None
+
+    async def _upgrade(self, circuit, creader, cwriter, ureader, uwriter, pump, rhead, m) -> None:
+        """The app switched protocols (a websocket): pass its 101 on and relay both ways until either side ends."""
+        await _cancel(pump)
+        cwriter.write(rhead)
+        m.responses.inc()
+        if ureader._buffer:  # noqa: SLF001 - bytes the app sent right after its 101
+            cwriter.write(bytes(ureader._buffer))  # noqa: SLF001
+            ureader._buffer.clear()  # noqa: SLF001
+        await self._relay(creader, cwriter, ureader, uwriter, circuit, m.ws_established, m.ws_closed,
+                          m.ws_pending, m.ws_duration, m.ws_traffic)
+
+    async def _respond(self, request, response, circuit, cwriter, ureader, uwriter, pump, key, m) -> bool:
+        """Relay the app's response to the client, then pool or close the app connection.
+        True when the client connection may carry another request."""
         no_body = request.method == b"HEAD" or response.status in (204, 304) or response.status < 200
         delimited = no_body or response.chunked or response.content_length is not None
         to_chunk = not delimited and request.version == b"HTTP/1.1"
         keep_client = request.keep_alive and (delimited or to_chunk) and not self.stopping
-        out = [b"HTTP/1.1 ", response.status_line, b"\r\n"]
-        for name, lname, value in response.headers:
-            if lname not in HOP_BY_HOP and not lname.startswith(b"proxy-"):
-                out += (name, b": ", value, b"\r\n")
-        if response.chunked or to_chunk:
-            out.append(b"Transfer-Encoding: chunked\r\n")
-        length = response.content_length
-
         if pump is not None and not pump.done():
             keep_client = False  # the app answered before reading the whole body: the rest is unread
-        if not keep_client:
-            out.append(b"Connection: close\r\n")
-        elif request.version == b"HTTP/1.0":
-            out.append(b"Connection: keep-alive\r\n")
-        out.append(b"\r\n")
-        head_out = b"".join(out)
+        head_out = _client_head(request, response, to_chunk, keep_client)
         reusable = not response.close and delimited
         try:
-            if no_body:
-                cwriter.write(head_out)
-            elif length is not None and length <= CHUNK:
-                buffered = ureader._buffer  # noqa: SLF001 - small bodies usually came with the head
-                if len(buffered) >= length:
-                    payload = bytes(buffered[:length])
-                    del buffered[:length]
-                    ureader._maybe_resume_transport()  # noqa: SLF001
-                else:
-                    payload = await ureader.readexactly(length)
-                cwriter.write(head_out + payload)
-                m.response_bytes.inc(length)
-            else:
-                cwriter.write(head_out)
-                if length is not None:
-                    await _copy_length(ureader, cwriter, length, m.response_bytes, ConnectionError)
-                elif response.chunked:
-                    await _copy_chunked(ureader, cwriter, m.response_bytes, ConnectionError)
-                else:
-                    await _copy_until_close(ureader, cwriter, m.response_bytes, to_chunk)
+            await _write_response(ureader, cwriter, response, head_out, no_body, to_chunk, m.response_bytes)
         except (*_STALE, ConnectionError, OSError) as exc:
             uwriter.close()
             await _cancel(pump)
@@ -513,6 +503,49 @@ class Proxy:
         if cwriter.transport.get_write_buffer_size() > HIGH_WATER:
             await cwriter.drain()
         return keep_client
+
+
+def _client_head(request: Request, response, to_chunk: bool, keep_client: bool) -> bytes:
+    """The response head the client gets: the app's, less hop-by-hop fields, with our framing."""
+    out = [b"HTTP/1.1 ", response.status_line, b"\r\n"]
+    for name, lname, value in response.headers:
+        if lname not in HOP_BY_HOP and not lname.startswith(b"proxy-"):
+            out += (name, b": ", value, b"\r\n")
+    if response.chunked or to_chunk:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if not keep_client:
+        out.append(b"Connection: close\r\n")
+    elif request.version == b"HTTP/1.0":
+        out.append(b"Connection: keep-alive\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+async def _write_response(ureader, cwriter, response, head_out: bytes, no_body: bool, to_chunk: bool,
+                          counter) -> None:
+    """Write the head and relay the body: a small body in one write with the head, a
+    larger one streamed by its framing (length, chunks, or until the app closes)."""
+    length = response.content_length
+    if no_body:
+        cwriter.write(head_out)
+    elif length is not None and length <= CHUNK:
+        buffered = ureader._buffer  # noqa: SLF001 - small bodies usually came with the head
+        if len(buffered) >= length:
+            payload = bytes(buffered[:length])
+            del buffered[:length]
+            ureader._maybe_resume_transport()  # noqa: SLF001
+        else:
+            payload = await ureader.readexactly(length)
+        cwriter.write(head_out + payload)
+        counter.inc(length)
+    else:
+        cwriter.write(head_out)
+        if length is not None:
+            await _copy_length(ureader, cwriter, length, counter, ConnectionError)
+        elif response.chunked:
+            await _copy_chunked(ureader, cwriter, counter, ConnectionError)
+        else:
+            await _copy_until_close(ureader, cwriter, counter, to_chunk)
 
 
 def _failed(task) -> bool:

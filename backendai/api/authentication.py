@@ -1,10 +1,9 @@
-"""DRF authentication for Backend.AI-signed requests (HMAC-SHA256).
+"""Authentication plumbing that knows no account: the raw request target a
+signature covers, the client's address, allowed-address checks, and the bearer
+tokens of daemons (agents, proxy workers).
 
-The signature covers the raw request target, the raw Date header, the Host
-header, the media type and the API version header (see ``backendai.signing``).
-After the signature, the keypair and its user must be active, the caller's
-address must be in the user's allowed client IPs, and the key's rolling rate
-limit must not be exceeded; a refused call never reaches the view.
+The HMAC authentication of users' signed requests needs keypairs and lives with
+them: ``accounts.api.authentication``.
 """
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ from urllib.parse import quote
 
 from rest_framework.authentication import BaseAuthentication
 
-from backendai import signing
-from backendai.api import clientip, errors, ratelimit
+from backendai.api import clientip, errors
 
 log = logging.getLogger(__name__)
 
@@ -59,80 +57,6 @@ def address_allowed(address: str, allowed: list[str] | None) -> bool:
         except ValueError:
             continue
     return False
-
-
-class HMACAuthentication(BaseAuthentication):
-    www_authenticate = "BackendAI"
-
-    def authenticate_header(self, request):
-        return self.www_authenticate
-
-    def authenticate(self, request):
-        from accounts import services as accounts_services
-
-        header = request.META.get("HTTP_AUTHORIZATION")
-        if not header:
-            return None
-        try:
-            credential = signing.parse_authorization(header)
-        except signing.MalformedAuthorization as exc:
-            raise errors.InvalidAuthParameters(str(exc)) from None
-        signed = signing.SignedRequest(
-            # the EFFECTIVE method (after X-Method-Override): a signature covers what the request does
-            method=request.method,
-            target=raw_request_target(request),
-            date_value=request.META.get("HTTP_X_BACKENDAI_DATE") or request.META.get("HTTP_DATE") or "",
-            host=request.META.get("HTTP_HOST", ""),
-            content_type=request.META.get("CONTENT_TYPE"),
-            api_version=request.META.get("HTTP_X_BACKENDAI_VERSION") or request.META.get("HTTP_X_SORNA_VERSION", ""),
-        )
-        try:
-            request_date = signing.parse_request_date(signed.date_value)
-        except signing.MalformedAuthorization as exc:
-            raise errors.InvalidAuthParameters(str(exc)) from None
-        if not signing.within_skew(request_date):
-            raise errors.InvalidAuthParameters("Date/time sync error")
-        keypair = accounts_services.keypair_for_authentication(credential.access_key)
-        if keypair is None:
-            log.info("signed request with unknown access key %s", credential.access_key)
-            raise errors.AuthorizationFailed("Access key not found")
-        try:
-            signing.verify(keypair.secret_key, credential, signed)
-        except signing.MalformedAuthorization as exc:
-            raise errors.InvalidAuthParameters(str(exc)) from None
-        except signing.SignatureMismatch:
-            log.info("signature mismatch for access key %s on %s %s", keypair.access_key, request.method, request.path)
-            raise errors.AuthorizationFailed("Signature mismatch") from None
-        user = keypair.user
-        if not keypair.is_active:
-            raise errors.AuthorizationFailed("The keypair is inactive")
-        if not user.is_active:
-            raise errors.AuthorizationFailed("The user is inactive")
-        address = client_address(request)
-        if not address_allowed(address, user.allowed_client_ip):
-            log.info("client address %s refused for user %s", address, user.pk)
-            raise errors.AuthorizationFailed("Access from this client address is not allowed")
-
-        state = ratelimit.check(keypair.access_key, keypair.rate_limit)
-        request._request.ratelimit = state
-        if state.exceeded:
-            raise errors.RateLimitExceeded(f"Over {state.limit} requests in {state.window} seconds")
-        accounts_services.record_keypair_use(keypair)
-        return user, keypair
-
-
-
-
-def authenticate_plain_request(request):
-    """HMAC-authenticate a plain Django request (for views outside DRF, like SSE
-    and websockets); returns (user, keypair) or raises a BackendAIError."""
-    from rest_framework.request import Request
-
-    drf_request = Request(request, authenticators=[HMACAuthentication()])
-    result = HMACAuthentication().authenticate(drf_request)
-    if result is None:
-        raise errors.AuthorizationFailed("Unauthorized access")
-    return result
 
 
 # --- bearer tokens of daemons (agents, proxy workers) ----------------------------------------------

@@ -21,7 +21,10 @@ import json
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
+
+from backendai.api import errors
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -59,8 +62,6 @@ def _field(path: str) -> str:
 def _check_structure(data, max_depth: int) -> None:
     """Depth, number and NUL checks without recursion (the input is hostile); the
     error names the field (``config.resources.cpu``, ``mounts[2]``)."""
-    from backendai.api import errors
-
     stack = [(data, 1, "")]
     while stack:
         value, depth, path = stack.pop()
@@ -82,8 +83,6 @@ def _check_structure(data, max_depth: int) -> None:
 
 def read_limited(stream, limit: int) -> bytes:
     """Read at most ``limit`` bytes; 413 when the stream holds more."""
-    from backendai.api import errors
-
     if stream is None:
         return b""
     raw = stream.read(limit + 1)
@@ -133,13 +132,10 @@ class JSONOnlyNegotiation:
     the official client sends ``*/*`` and browsers send ``text/html``."""
 
     def select_parser(self, request, parsers):
-        from rest_framework.negotiation import DefaultContentNegotiation
-
         return DefaultContentNegotiation().select_parser(request, parsers)
 
     def select_renderer(self, request, renderers, format_suffix=None):
         if format_suffix or request.query_params.get("format"):
-            from rest_framework.negotiation import DefaultContentNegotiation
 
             return DefaultContentNegotiation().select_renderer(request, renderers, format_suffix)
         return renderers[0], renderers[0].media_type

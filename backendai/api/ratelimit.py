@@ -1,47 +1,37 @@
-"""Per-access-key rolling-window rate limiting (900 s window).
+"""Per-access-key rolling-window rate limiting (900 s window) on the `limits` library.
 
-On Redis, a sorted set per key holds one member per request scored by its
-time; a Lua script drops entries older than the window, adds the current
-request, refreshes the key's expiry and returns the count, atomically.  With no
-Redis (embedded mode) an in-process deque per key does the same.
+The moving-window strategy keeps one timestamp per counted call and lets a call
+through while fewer than the key's limit fall inside the last 900 s.  The storage
+is Redis when ``REDIS_URL`` is set (a list per key, changed by limits' Lua
+scripts, with the project's socket timeouts) and an in-process store otherwise
+(embedded mode).  A Redis error is not swallowed: it leaves the authentication
+as the error it is, like every other Redis failure of a request.
+
+A refused call is not counted (limits' moving window records only calls it lets
+through), so a client over its limit gets through again once its oldest counted
+call is 900 s old, however often it knocked in between.
 """
 from __future__ import annotations
 
-import secrets
 import threading
-import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from django.conf import settings
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
 
 WINDOW_SECONDS = 900
 ANONYMOUS_LIMIT = 1000
-
-_LUA_HIT = """
-local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-redis.call('ZADD', key, now, ARGV[3])
-redis.call('EXPIRE', key, window)
-return redis.call('ZCARD', key)
-"""
+KEY_PREFIX = "ratelimit"
 
 
 @dataclass(frozen=True)
 class RateLimitState:
     limit: int
-    count: int
+    remaining: int
+    exceeded: bool = False
     window: int = WINDOW_SECONDS
-
-    @property
-    def remaining(self) -> int:
-        return max(self.limit - self.count, 0)
-
-    @property
-    def exceeded(self) -> bool:
-        return self.count > self.limit
 
     def headers(self) -> dict[str, str]:
         return {
@@ -51,62 +41,56 @@ class RateLimitState:
         }
 
 
-ANONYMOUS_STATE = RateLimitState(limit=ANONYMOUS_LIMIT, count=0)
+ANONYMOUS_STATE = RateLimitState(limit=ANONYMOUS_LIMIT, remaining=ANONYMOUS_LIMIT)
 
 
-class MemoryRateLimiter:
-    def __init__(self):
-        self._hits: dict[str, deque] = defaultdict(deque)
-        self._lock = threading.Lock()
+class KeyWindow(RateLimitItemPerSecond):
+    """`limit` calls per `window` seconds for one key.  limits' own storage key also names the amount and
+    the window; this one names the key alone, so a keypair whose limit changes keeps the calls already
+    counted, as one window per key always did."""
 
-    def hit(self, key: str, window: int = WINDOW_SECONDS) -> int:
-        now = time.monotonic()
-        with self._lock:
-            hits = self._hits[key]
-            while hits and hits[0] <= now - window:
-                hits.popleft()
-            hits.append(now)
-            return len(hits)
-
-    def reset(self, key: str | None = None) -> None:
-        with self._lock:
-            if key is None:
-                self._hits.clear()
-            else:
-                self._hits.pop(key, None)
+    def key_for(self, *identifiers) -> str:
+        return "/".join([self.namespace, *(str(part) for part in identifiers)])
 
 
-class RedisRateLimiter:
-    def __init__(self, url: str):
-        import redis
+class RateLimiter:
+    """limits' moving-window strategy over one storage, answering the state the API headers show."""
 
-        self._client = redis.Redis.from_url(url, **getattr(settings, "REDIS_CONNECTION_OPTIONS", {}))
-        self._script = self._client.register_script(_LUA_HIT)
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._strategy = MovingWindowRateLimiter(storage)
 
-    def hit(self, key: str, window: int = WINDOW_SECONDS) -> int:
-        member = f"{time.time():.6f}:{secrets.token_hex(4)}"
-        return int(self._script(keys=[f"ratelimit:{key}"], args=[time.time(), window, member]))
+    def hit(self, key: str, limit: int, window: int = WINDOW_SECONDS) -> RateLimitState:
+        item = KeyWindow(limit, window)
+        if not self._strategy.hit(item, key):
+            return RateLimitState(limit=limit, remaining=0, exceeded=True, window=window)
+        remaining = self._strategy.get_window_stats(item, key).remaining
+        return RateLimitState(limit=limit, remaining=max(remaining, 0), window=window)
 
-    def reset(self, key: str | None = None) -> None:
-        if key is None:
-            for name in self._client.scan_iter("ratelimit:*"):
-                self._client.delete(name)
-        else:
-            self._client.delete(f"ratelimit:{key}")
+    def reset(self) -> None:
+        """Forget every key's calls (tests start from empty windows)."""
+        self.storage.reset()
 
 
-_limiter = None
+def make_storage() -> Storage:
+    if settings.REDIS_URL:
+        return RedisStorage(settings.REDIS_URL, key_prefix=KEY_PREFIX,
+                            **getattr(settings, "REDIS_CONNECTION_OPTIONS", {}))
+    return MemoryStorage()
+
+
+_limiter: RateLimiter | None = None
 _limiter_lock = threading.Lock()
 
 
-def get_limiter():
+def get_limiter() -> RateLimiter:
     global _limiter
     with _limiter_lock:
         if _limiter is None:
-            _limiter = RedisRateLimiter(settings.REDIS_URL) if settings.REDIS_URL else MemoryRateLimiter()
+            _limiter = RateLimiter(make_storage())
         return _limiter
 
 
 def check(access_key: str, limit: int) -> RateLimitState:
     """Count this request against the key's window and return the new state."""
-    return RateLimitState(limit=limit, count=get_limiter().hit(access_key))
+    return get_limiter().hit(access_key, limit)

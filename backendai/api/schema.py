@@ -3,7 +3,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class HMACAuthenticationExtension(OpenApiAuthenticationExtension):
-    target_class = "backendai.api.authentication.HMACAuthentication"
+    target_class = "accounts.api.authentication.HMACAuthentication"
     name = "BackendAISignature"
 
     def get_security_definition(self, auto_schema):

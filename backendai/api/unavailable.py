@@ -18,7 +18,7 @@ has changed nothing.  A connection lost in the middle of a request is answered
 
 Exceptions leave a request in three places, and each is covered here:
 
-1. a DRF view: ``backendai.api.errors.problem_exception_handler`` asks
+1. a DRF view: ``backendai.api.exception_handler.problem_exception_handler`` asks
    :func:`refusal_for` before answering 500;
 2. a plain Django view (web pages, SSE): :class:`DatabaseUnavailableMiddleware`
    (``process_exception``); and a middleware's own query (a session saved on
@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import threading
 import time
 
 from django.http import HttpResponse
 
+from backendai.api import errors
 from backendai.api.middleware import is_api_path
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,6 @@ def _message(kind: str) -> str:
 
 
 def api_response(kind: str):
-    from backendai.api import errors
-
     return errors.problem_response(503, errors.ServiceUnavailable.error_type, errors.ServiceUnavailable.error_title,
                                    _message(kind), headers={"Retry-After": str(_retry_after(kind))})
 
@@ -165,8 +165,6 @@ def refusal_for(request, exc: BaseException):
 
 def refusal_for_current_exception(request):
     """For ``handler500``: Django calls it inside the ``except`` block of the failed request."""
-    import sys
-
     return refusal_for(request, sys.exc_info()[1])
 
 

@@ -246,9 +246,9 @@ def run_per_row_writes():
                               occupied_slots=change.occupied_slots or {})
                 touched.add(change.agent_id)
             Kernel.objects.filter(pk=change.id, status=change.expect).update(**fields)
-        from agents import services as agent_services
+        from sessions.agent_sync import recompute_occupancy
 
-        agent_services.recompute_occupancy(sorted(touched))  # 1 read + 1 UPDATE per agent
+        recompute_occupancy(sorted(touched))  # 1 read + 1 UPDATE per agent
     elapsed = time.monotonic() - t0
     return decided, elapsed, t_decided - t0, counter.count
 

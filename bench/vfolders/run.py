@@ -207,9 +207,9 @@ def main() -> int:
     parser.add_argument("--chunk", default="16M", help="tus PATCH size (default 16M, as the official client)")
     parser.add_argument("--dir", default=None, help="working directory on the disk to measure (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--application", default="vfolders.asgi:application",
+    parser.add_argument("--application", default="backendai.asgi:application",
                         help="the ASGI application daphne serves (default: the project's, with transfer "
-                             "back-pressure; backendai.asgi:application to compare without it)")
+                             "back-pressure)")
     args = parser.parse_args()
     size, chunk = parse_size(args.size), parse_size(args.chunk)
 

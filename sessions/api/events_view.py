@@ -22,7 +22,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from backendai.api import errors
-from backendai.api.authentication import authenticate_plain_request
+from accounts.api.authentication import authenticate_plain_request
 from backendai.db import release_connections
 from sessions import events, services, validation
 from sessions.lifecycle import DEAD_SESSION

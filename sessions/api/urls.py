@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sessions.api import events_view, resource_views, views
+from sessions.api import agent_views, events_view, resource_views, views
 
 urlpatterns = [
     path("session", views.SessionCreateView.as_view(), name="session-create"),
@@ -13,5 +13,7 @@ urlpatterns = [
     path("events/session", events_view.session_events, name="session-events"),
     path("resource/presets", resource_views.PresetsView.as_view(), name="resource-presets"),
     path("resource/check-presets", resource_views.CheckPresetsView.as_view(), name="resource-check-presets"),
+    path("agent-api/v1/sync", agent_views.SyncView.as_view(), name="agent-sync"),
+    path("agent-api/v1/events", agent_views.EventsView.as_view(), name="agent-events"),
     path("scaling-groups", resource_views.ScalingGroupsView.as_view(), name="scaling-groups"),
 ]

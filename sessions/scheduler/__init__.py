@@ -16,37 +16,17 @@ lost_grace=None, *, now=None) -> ReconcileResult``
 ``wait_reasons(session) -> list[str]``
     Why a pending session waits, from its ``status_data``, for its owner.
 
-Imports are lazy so that importing this package never touches the app registry.
+The whole package sits above ``sessions.services`` (the reconcilers use its
+status doors) and below the Celery tasks and views that call it.
 """
 from __future__ import annotations
 
+from sessions.occupancy import recompute_agent_occupancy
+from sessions.scheduler.dispatcher import PassResult, run_all_passes, run_pass
+from sessions.scheduler.reconcilers import ReconcileResult, reconcile_stuck
+
 __all__ = ["PassResult", "ReconcileResult", "reconcile_stuck", "recompute_agent_occupancy", "run_all_passes",
            "run_pass", "wait_reasons"]
-
-
-def run_pass(scaling_group_name: str, *, now=None):
-    from sessions.scheduler.dispatcher import run_pass as _run_pass
-
-    return _run_pass(scaling_group_name, now=now)
-
-
-def run_all_passes(*, now=None):
-    from sessions.scheduler.dispatcher import run_all_passes as _run_all
-
-    return _run_all(now=now)
-
-
-def reconcile_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 900, terminating_timeout: float = 600,
-                    lost_grace: float | None = None, *, now=None):
-    from sessions.scheduler.reconcilers import reconcile_stuck as _reconcile
-
-    return _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_grace, now=now)
-
-
-def recompute_agent_occupancy(agent_ids=None) -> int:
-    from sessions.scheduler.reconcilers import recompute_agent_occupancy as _recompute
-
-    return _recompute(agent_ids)
 
 
 def wait_reasons(session) -> list[str]:
@@ -61,15 +41,3 @@ def wait_reasons(session) -> list[str]:
     if not reasons and session.status_info:
         reasons.append(session.status_info)
     return reasons
-
-
-def __getattr__(name):
-    if name == "PassResult":
-        from sessions.scheduler.dispatcher import PassResult
-
-        return PassResult
-    if name == "ReconcileResult":
-        from sessions.scheduler.reconcilers import ReconcileResult
-
-        return ReconcileResult
-    raise AttributeError(name)

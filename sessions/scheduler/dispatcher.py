@@ -14,17 +14,24 @@
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from sessions.lifecycle import KernelStatus, SessionStatus
+from agents import services as agent_services
+from agents.models import ScalingGroup
+from sessions.lifecycle import KernelStatus, SessionStatus, history_entry
+from sessions.models import Session
+from sessions import occupancy
 from sessions.scheduler import locks, metrics, sequencers, snapshot, writer
 from sessions.scheduler.predicates import Limits, PendingQueue, State
 from sessions.scheduler.selectors import AgentPool, AgentSlot
@@ -117,8 +124,6 @@ def run_pass(scaling_group_name: str, *, now=None) -> PassResult:
 
 def run_all_passes(*, now=None) -> list[PassResult]:
     """One pass for every scaling group that has pending sessions."""
-    from sessions.models import Session
-
     names = sorted(
         Session.objects.filter(status=SessionStatus.PENDING, scaling_group__isnull=False)
         .order_by().values_list("scaling_group_id", flat=True).distinct()
@@ -127,8 +132,6 @@ def run_all_passes(*, now=None) -> list[PassResult]:
 
 
 def _run(name: str, now) -> PassResult:
-    from agents.models import ScalingGroup
-
     result = PassResult(scaling_group=name)
     with locks.process_lock(LOCK_NAMESPACE, name) as got_process_lock:
         if not got_process_lock:
@@ -154,7 +157,7 @@ def _run(name: str, now) -> PassResult:
             written = writer.write(decided.sessions, decided.kernels, now)
             touched = sorted({a for a in written.kernels.values() if a})
             if touched:
-                writer.recompute_occupancy(touched)
+                occupancy.rewrite_occupancy(touched)
             result.scheduled = [s for s in decided.scheduled if s in written.sessions]
             result.failed = {s: v for s, v in decided.failed.items() if s in written.sessions}
             result.cancelled = {s: v for s, v in decided.cancelled.items() if s in written.sessions}
@@ -176,16 +179,10 @@ def poke_agents(agent_ids: list[str]) -> None:
     ``agent.poke`` message ``agents.services.poke_agent`` sends, to every agent's
     group in a single event-loop round trip (one ``async_to_sync`` per agent
     costs ~0.7 ms: 0.7 s for a pass that fills 1 000 agents)."""
-    import asyncio
-
-    from agents import services as agent_services
-
     batch = getattr(agent_services, "poke_agents", None)
     if batch is not None:
         batch(agent_ids)
         return
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
     if layer is None:
@@ -277,18 +274,9 @@ def decide(raw: snapshot.RawSnapshot, *, group_name: str, scheduler: str, opts: 
     """All decisions of one pass, in memory (no database access)."""
     space = build_space(raw)
     out = Decisions()
+    agents = _agent_slots(space, raw)
     selector_config = opts.get("agent_selector_config") or {}
     priority = selector_config.get("resource_priority") or DEFAULT_RESOURCE_PRIORITY
-
-    # agents and their free capacity
-    agents = []
-    for agent_id, addr, arch, available, schedulable in raw.agents:
-        available_vec = _vector_or_none(space, available)
-        occupied_vec = _vector_or_none(space, raw.occupancy.get(agent_id, {}))
-        if available_vec is None or occupied_vec is None:
-            continue
-        agents.append(AgentSlot(agent_id, addr or "", arch, available_vec, list(sub(available_vec, occupied_vec)),
-                                schedulable=bool(schedulable)))
     pool = AgentPool(space, agents, opts.get("agent_selection_strategy") or "dispersed", priority, rr_next)
 
     # requests
@@ -313,15 +301,9 @@ def decide(raw: snapshot.RawSnapshot, *, group_name: str, scheduler: str, opts: 
 
     state = _build_state(space, raw, live, now)
     capacity = tuple(sum(col) for col in zip(*(a.available for a in agents if a.schedulable))) or space.zero
-    group_usage = {}
-    for (scope, owner), slots in raw.usage.items():
-        if scope == "g":
-            vec = _vector_or_none(space, slots)
-            if vec is not None:
-                group_usage[owner] = vec
     sequencer = sequencers.make(
         scheduler, band, num_retries_to_skip=(opts.get("config") or {}).get("num_retries_to_skip", 0),
-        usage=group_usage, capacity=capacity,
+        usage=_group_usage(space, raw), capacity=capacity,
     )
 
     for session in sequencer:
@@ -353,6 +335,30 @@ def decide(raw: snapshot.RawSnapshot, *, group_name: str, scheduler: str, opts: 
     out.rr_next = pool.rr_next
     out.rr_changed = pool.rr_changed
     return out
+
+
+def _agent_slots(space: SlotSpace, raw: snapshot.RawSnapshot) -> list[AgentSlot]:
+    """The group's agents with their free capacity as vectors (agents with unknown slots left out)."""
+    agents = []
+    for agent_id, addr, arch, available, schedulable in raw.agents:
+        available_vec = _vector_or_none(space, available)
+        occupied_vec = _vector_or_none(space, raw.occupancy.get(agent_id, {}))
+        if available_vec is None or occupied_vec is None:
+            continue
+        agents.append(AgentSlot(agent_id, addr or "", arch, available_vec, list(sub(available_vec, occupied_vec)),
+                                schedulable=bool(schedulable)))
+    return agents
+
+
+def _group_usage(space: SlotSpace, raw: snapshot.RawSnapshot) -> dict:
+    """{scaling group: usage vector} for the fair-share sequencer (DRF)."""
+    usage = {}
+    for (scope, owner), slots in raw.usage.items():
+        if scope == "g":
+            vec = _vector_or_none(space, slots)
+            if vec is not None:
+                usage[owner] = vec
+    return usage
 
 
 def _prepare_session(space: SlotSpace, session: snapshot.PendingSession) -> None:
@@ -536,14 +542,14 @@ def _wait(out: Decisions, session, now, info: str, *, passed, failed, msg: str |
 
 def _cancel(out: Decisions, session, now, info: str, msg: str, *, passed=(), failed=()) -> None:
     data = _scheduler_block(session, now, retries=session.retries, passed=passed, failed=failed, msg=msg)
-    entry = [{"status": SessionStatus.CANCELLED.value, "timestamp": now.isoformat()}]
+    entry = [history_entry(SessionStatus.CANCELLED, now)]
     out.sessions.append(writer.SessionChange(session.id, SessionStatus.PENDING, SessionStatus.CANCELLED,
                                              status_info=info, status_data=data, history=entry, terminated=True))
     for kernel in session.kernels:
         if kernel.status == KernelStatus.PENDING:
             out.kernels.append(writer.KernelChange(
                 kernel.id, session.id, KernelStatus.PENDING, KernelStatus.CANCELLED, status_info=info,
-                history=[{"status": KernelStatus.CANCELLED.value, "timestamp": now.isoformat()}], terminated=True))
+                history=[history_entry(KernelStatus.CANCELLED, now)], terminated=True))
     out.cancelled[session.id] = info
     out.outcomes["cancelled"] += 1
 
@@ -551,7 +557,7 @@ def _cancel(out: Decisions, session, now, info: str, msg: str, *, passed=(), fai
 def _schedule(out: Decisions, session, placement, now, passed, space: SlotSpace) -> None:
     data = _scheduler_block(session, now, retries=session.retries, passed=passed, failed=[])
     agent_ids = list(dict.fromkeys(agent.id for _, agent in placement))
-    entry = [{"status": SessionStatus.SCHEDULED.value, "timestamp": now.isoformat()}]
+    entry = [history_entry(SessionStatus.SCHEDULED, now)]
     out.sessions.append(writer.SessionChange(
         session.id, SessionStatus.PENDING, SessionStatus.SCHEDULED, status_info=INFO_SCHEDULED, status_data=data,
         agent_ids=agent_ids, occupying_slots=_occupying(session, space), history=entry))
@@ -559,7 +565,7 @@ def _schedule(out: Decisions, session, placement, now, passed, space: SlotSpace)
         out.kernels.append(writer.KernelChange(
             kernel.id, session.id, KernelStatus.PENDING, KernelStatus.SCHEDULED, status_info=INFO_SCHEDULED,
             agent_id=agent.id, agent_addr=agent.addr, occupied_slots=kernel.requested_raw,
-            history=[{"status": KernelStatus.SCHEDULED.value, "timestamp": now.isoformat()}]))
+            history=[history_entry(KernelStatus.SCHEDULED, now)]))
     out.scheduled.append(session.id)
     out.outcomes["scheduled"] += 1
 

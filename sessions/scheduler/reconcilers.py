@@ -44,13 +44,24 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
+from agents import services as agent_services
+from agents.models import Agent, AgentStatus
 from sessions import services
-from sessions.lifecycle import TERMINAL_KERNEL, KernelStatus, SessionStatus
+from sessions.lifecycle import (
+    RESCHEDULABLE_KERNEL,
+    RESCHEDULABLE_SESSION,
+    TERMINAL_KERNEL,
+    KernelStatus,
+    SessionStatus,
+    history_entry,
+)
 from sessions.models import Kernel, Session
+from sessions import occupancy
 from sessions.scheduler import locks, metrics, writer
 
 log = logging.getLogger(__name__)
@@ -95,8 +106,6 @@ def reconcile_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 9
     """Resolve stuck sessions and kernels on LOST agents; recompute all occupancy.
     Timeouts are seconds; 0 disables that check.  ``lost_grace`` (seconds after an
     agent was marked LOST) defaults to ``AGENT_LOST_GRACE``; 0 ends at once."""
-    from django.conf import settings
-
     if lost_grace is None:
         lost_grace = settings.AGENT_LOST_GRACE
     started = time.monotonic()
@@ -117,16 +126,7 @@ def reconcile_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 9
     return result
 
 
-def recompute_agent_occupancy(agent_ids=None) -> int:
-    """Rewrite agents' ``occupied_slots`` from their live kernels (all agents when None),
-    set-based; returns how many changed."""
-    with transaction.atomic():
-        return writer.recompute_occupancy(agent_ids)
-
-
 def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_grace, now) -> ReconcileResult:
-    from agents.models import Agent, AgentStatus
-
     result = ReconcileResult()
     with locks.process_lock(LOCK_NAMESPACE, "all") as got:
         if not got:
@@ -172,12 +172,11 @@ def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_g
                 getattr(result, kinds[change.id]).append(change.id)
             agents = sorted({a for a in written.kernels.values() if a})
             if agents:
-                from agents import services as agent_services
 
                 transaction.on_commit(lambda: agent_services.poke_agents(agents))
         # after the commit: the sessions' locks are gone before any agent row is written
         with transaction.atomic():
-            result.agents_recomputed = writer.recompute_occupancy(None)
+            result.agents_recomputed = occupancy.rewrite_occupancy(None)
     for kind in ("rescheduled", "failed_to_start", "forced", "agent_lost"):
         for session_id in getattr(result, kind):
             log.warning("reconciler: session %s %s", session_id, kind.replace("_", " "))
@@ -287,8 +286,6 @@ def _reschedules(session) -> int:
 def _reschedule(session, kernels, on_lost, now, session_changes, kernel_changes, before_session,
                 before_kernels) -> None:
     """Back to PENDING, agents cleared: the one backward move the lifecycle allows."""
-    from sessions.lifecycle import RESCHEDULABLE_KERNEL, RESCHEDULABLE_SESSION
-
     if before_session[0] not in RESCHEDULABLE_SESSION or any(
             before_kernels[k.pk][0] not in RESCHEDULABLE_KERNEL for k in kernels):
         return
@@ -300,12 +297,11 @@ def _reschedule(session, kernels, on_lost, now, session_changes, kernel_changes,
     scheduler = dict(data.get("scheduler") or {})
     scheduler["msg"] = msg
     data["scheduler"] = scheduler
-    entry = {"status": S.PENDING.value, "timestamp": now.isoformat()}
     session_changes.append(writer.SessionChange(
         session.pk, before_session[0], S.PENDING, status_info="rescheduled", status_data=data, agent_ids=[],
-        occupying_slots={}, history=[entry]))
+        occupying_slots={}, history=[history_entry(S.PENDING, now)], reschedule=True))
     for kernel in kernels:
         old_status = before_kernels[kernel.pk][0]
         kernel_changes.append(writer.KernelChange(
             kernel.pk, session.pk, old_status, K.PENDING, status_info="rescheduled", agent_id=None, agent_addr="",
-            occupied_slots={}, history=[{"status": K.PENDING.value, "timestamp": now.isoformat()}]))
+            occupied_slots={}, history=[history_entry(K.PENDING, now)], reschedule=True))

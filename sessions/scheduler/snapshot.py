@@ -25,15 +25,14 @@ from datetime import datetime
 
 from django.db import connection
 
-from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, SessionStatus
+from agents.models import Agent, AgentStatus
+from backendai.services import known_slot_types
+from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, CONCURRENCY_SESSION, OCCUPYING_SESSION, SessionStatus
 from sessions.models import Kernel, Session, SessionDependency
 
 S = SessionStatus
 PRIVATE_SESSION_TYPES = frozenset({"system"})
-# Sessions whose requests count against keypair/user/project/domain limits.
-USER_OCCUPYING_SESSION = (S.SCHEDULED, S.PULLING, S.PREPARING, S.RUNNING, S.RESTARTING, S.RUNNING_DEGRADED)
-# Sessions that count against max_concurrent_sessions (still holding an agent).
-CONCURRENCY_SESSION = (*USER_OCCUPYING_SESSION, S.TERMINATING)
+# Quotas count OCCUPYING_SESSION; max_concurrent_sessions counts CONCURRENCY_SESSION (sessions.lifecycle).
 
 
 @dataclass(eq=False)
@@ -133,45 +132,64 @@ def _norm_uuid(value):
     return uuid.UUID(str(value))
 
 
-def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
-    from agents.models import Agent, AgentStatus
-    from backendai.services import known_slot_types
+_PENDING_COLUMNS = (
+    "id", "name", "created_at", "priority", "session_type", "cluster_mode", "agent_ids", "access_key_id",
+    "user_id", "project_id", "domain_id", "architecture", "starts_at", "status_data", "requested_slots",
+    "access_key__resource_policy_id",
+    "access_key__resource_policy__total_resource_slots",
+    "access_key__resource_policy__default_for_unspecified",
+    "access_key__resource_policy__max_concurrent_sessions",
+    "access_key__resource_policy__max_concurrent_sftp_sessions",
+    "access_key__resource_policy__max_pending_session_count",
+    "access_key__resource_policy__max_pending_session_resource_slots",
+    "user__main_keypair__resource_policy__total_resource_slots",
+    "user__main_keypair__resource_policy__default_for_unspecified",
+    "project__total_resource_slots",
+    "domain__total_resource_slots",
+)
 
+
+def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
+    """Everything one pass decides on, in a fixed number of statements: the pending
+    sessions with their owners' limits, their kernels and dependencies, the group's
+    agents and occupancy, the owners' usage, and pending sessions elsewhere that
+    count against pending limits."""
+    snapshot = _pending_sessions(group_name)
+    if not snapshot.pending:
+        return snapshot
+    by_id = {session.id: session for session in snapshot.pending}
+    _attach_kernels(group_name, by_id)
+    snapshot.dependencies = _dependencies(group_name)
+    snapshot.agents = list(
+        Agent.objects.filter(scaling_group_id=group_name, status=AgentStatus.ALIVE)
+        .order_by("id")
+        .values_list("id", "addr", "architecture", "available_slots", "schedulable")
+    )
+    snapshot.occupancy = _agent_occupancy(group_name)
+    snapshot.usage, snapshot.concurrency = _owner_usage(group_name, with_group_usage)
+    snapshot.pending_elsewhere = _pending_elsewhere(group_name, snapshot.keypair_policies)
+    snapshot.slot_types = known_slot_types()
+    return snapshot
+
+
+def _pending_sessions(group_name: str) -> RawSnapshot:
+    """The group's PENDING sessions, oldest first, with their keypair, user, project
+    and domain limits (one statement, the limits joined in)."""
     pending: list[PendingSession] = []
-    by_id: dict = {}
     keypair_policies: dict[str, KeypairPolicy] = {}
     user_limits, project_limits, domain_limits = {}, {}, {}
-    rows = (
-        Session.objects.filter(scaling_group_id=group_name, status=S.PENDING)
-        .order_by("created_at", "id")
-        .values_list(
-            "id", "name", "created_at", "priority", "session_type", "cluster_mode", "agent_ids", "access_key_id",
-            "user_id", "project_id", "domain_id", "architecture", "starts_at", "status_data", "requested_slots",
-            "access_key__resource_policy_id",
-            "access_key__resource_policy__total_resource_slots",
-            "access_key__resource_policy__default_for_unspecified",
-            "access_key__resource_policy__max_concurrent_sessions",
-            "access_key__resource_policy__max_concurrent_sftp_sessions",
-            "access_key__resource_policy__max_pending_session_count",
-            "access_key__resource_policy__max_pending_session_resource_slots",
-            "user__main_keypair__resource_policy__total_resource_slots",
-            "user__main_keypair__resource_policy__default_for_unspecified",
-            "project__total_resource_slots",
-            "domain__total_resource_slots",
-        )
-    )
+    rows = (Session.objects.filter(scaling_group_id=group_name, status=S.PENDING)
+            .order_by("created_at", "id").values_list(*_PENDING_COLUMNS))
     for (sid, name, created, priority, stype, cmode, agent_ids, ak, user_id, project_id, domain_id, arch, starts_at,
          status_data, requested, kp_policy, kp_total, kp_default, kp_conc, kp_sftp, kp_pcount, kp_pslots,
          u_total, u_default, p_total, d_total) in rows:
-        session = PendingSession(
+        pending.append(PendingSession(
             id=sid, name=name, created_at=created, priority=priority, session_type=stype, cluster_mode=cmode,
             designated=[str(a) for a in agent_ids] if isinstance(agent_ids, list) else [],
             access_key=ak, user_id=user_id, project_id=project_id, domain_id=domain_id, architecture=arch,
             starts_at=starts_at, status_data=status_data if isinstance(status_data, dict) else {},
             requested_raw=requested if isinstance(requested, dict) else {},
-        )
-        pending.append(session)
-        by_id[sid] = session
+        ))
         if ak is not None and kp_policy is not None and ak not in keypair_policies:
             keypair_policies[ak] = KeypairPolicy(
                 name=kp_policy, total_resource_slots=kp_total or {},
@@ -184,12 +202,15 @@ def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
             user_limits[user_id] = (u_total or {}, u_default != "LIMITED") if u_default is not None else ({}, True)
         project_limits.setdefault(project_id, p_total or {})
         domain_limits.setdefault(domain_id, d_total or {})
-
     if not pending:
-        return RawSnapshot(pending=[], keypair_policies={}, user_limits={}, project_limits={}, domain_limits={},
-                           dependencies={}, agents=[], occupancy={}, usage={}, concurrency={}, pending_elsewhere=[],
-                           slot_types={})
+        keypair_policies, user_limits, project_limits, domain_limits = {}, {}, {}, {}
+    return RawSnapshot(pending=pending, keypair_policies=keypair_policies, user_limits=user_limits,
+                       project_limits=project_limits, domain_limits=domain_limits, dependencies={}, agents=[],
+                       occupancy={}, usage={}, concurrency={}, pending_elsewhere=[], slot_types={})
 
+
+def _attach_kernels(group_name: str, by_id: dict) -> None:
+    """Each pending session's kernels, main first (one statement)."""
     for kid, session_id, role, idx, hostname, arch, requested, status in (
         Kernel.objects.filter(session__scaling_group_id=group_name, session__status=S.PENDING)
         .order_by()
@@ -200,9 +221,12 @@ def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
         if session is not None:
             session.kernels.append(PendingKernel(kid, role, idx, hostname, arch, status,
                                                  requested if isinstance(requested, dict) else {}))
-    for session in pending:
+    for session in by_id.values():
         session.kernels.sort(key=lambda k: (k.role != "main", k.idx, k.hostname))
 
+
+def _dependencies(group_name: str) -> dict:
+    """{session id: [Dependency]} of the group's pending sessions (one statement)."""
     dependencies: dict = {}
     for session_id, dep_id, dep_name, dep_status, dep_result in (
         SessionDependency.objects.filter(session__scaling_group_id=group_name, session__status=S.PENDING)
@@ -210,36 +234,25 @@ def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
         .values_list("session_id", "depends_on_id", "depends_on__name", "depends_on__status", "depends_on__result")
     ):
         dependencies.setdefault(session_id, []).append(Dependency(dep_id, dep_name, dep_status, dep_result))
+    return dependencies
 
-    agents = list(
-        Agent.objects.filter(scaling_group_id=group_name, status=AgentStatus.ALIVE)
-        .order_by("id")
-        .values_list("id", "addr", "architecture", "available_slots", "schedulable")
-    )
-    occupancy = _agent_occupancy(group_name)
-    usage, concurrency = _owner_usage(group_name, with_group_usage)
 
-    pending_elsewhere: list = []
+def _pending_elsewhere(group_name: str, keypair_policies: dict) -> list:
+    """Pending sessions in other groups of keypairs with pending limits (one statement, only when needed)."""
     limited = [ak for ak, p in keypair_policies.items()
                if p.max_pending_session_count is not None or p.max_pending_session_resource_slots]
-    if limited:
-        pending_elsewhere = list(
-            Session.objects.filter(status=S.PENDING, access_key_id__in=limited)
-            .exclude(scaling_group_id=group_name)
-            .order_by()
-            .values_list("id", "access_key_id", "created_at", "requested_slots")
-        )
-    return RawSnapshot(
-        pending=pending, keypair_policies=keypair_policies, user_limits=user_limits, project_limits=project_limits,
-        domain_limits=domain_limits, dependencies=dependencies, agents=agents, occupancy=occupancy, usage=usage,
-        concurrency=concurrency, pending_elsewhere=pending_elsewhere, slot_types=known_slot_types(),
+    if not limited:
+        return []
+    return list(
+        Session.objects.filter(status=S.PENDING, access_key_id__in=limited)
+        .exclude(scaling_group_id=group_name)
+        .order_by()
+        .values_list("id", "access_key_id", "created_at", "requested_slots")
     )
 
 
 def _agent_occupancy(group_name: str) -> dict:
     """{agent id: {slot: summed amount}} over the live kernels of the group's ALIVE agents."""
-    from agents.models import Agent
-
     kernel_statuses = sorted(AGENT_OCCUPYING_KERNEL)
     sql = (
         f"SELECT k.agent_id, j.key, SUM(CAST(j.value AS NUMERIC)) "
@@ -263,7 +276,7 @@ def _owner_usage(group_name: str, with_group_usage: bool) -> tuple[dict, dict]:
     of them scanned once (``live``), their slot maps expanded once (``slots``)."""
     t = _table(Session)
     each = _json_each()
-    occupying = [str(s) for s in USER_OCCUPYING_SESSION]
+    occupying = [str(s) for s in OCCUPYING_SESSION]
     conc = [str(s) for s in CONCURRENCY_SESSION]
     occ_in = ", ".join(["%s"] * len(occupying))
     conc_in = ", ".join(["%s"] * len(conc))

@@ -16,8 +16,8 @@ So a session cancelled by its owner (or moved by an agent report) between the
 snapshot and the write keeps what the other writer did, and none of its
 kernels is touched.  Status history is appended with ``||``.
 
-``recompute_occupancy`` rewrites ``Agent.occupied_slots`` for a set of agents
-(or all of them) from their live kernels in one statement.
+Agents' occupancy is ``sessions.occupancy`` (one statement, recomputed from
+the live kernels).
 
 SQLite (local runs only) gets a per-row fallback with the same guards.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
-from sessions.lifecycle import AGENT_OCCUPYING_KERNEL
+from sessions.lifecycle import IllegalTransition, kernel_can_move, session_can_move, session_path
 from sessions.models import Kernel, Session
 
 _KEEP = object()
@@ -37,6 +37,11 @@ _KEEP = object()
 
 @dataclass
 class SessionChange:
+    """One session's set-based write.  Built only for a move the lifecycle allows
+    (``IllegalTransition`` otherwise): from ``expect`` (also the write's guard)
+    to ``status``, directly or through the progress states whose entries
+    ``history`` carries; ``reschedule`` is the one backward move (to PENDING)."""
+
     id: object
     expect: str  # the status the decision was made on (guard)
     status: str
@@ -47,10 +52,24 @@ class SessionChange:
     history: list = field(default_factory=list)  # entries to append
     terminated: bool = False  # set terminated_at (if not yet set)
     result: str | None = None
+    reschedule: bool = False
+
+    def __post_init__(self):
+        if self.status == self.expect:
+            return
+        if self.reschedule:
+            legal = session_can_move(self.expect, self.status, reschedule=True)
+        else:
+            legal = session_path(self.expect, self.status) is not None
+        if not legal:
+            raise IllegalTransition(f"session {self.id} cannot move from {self.expect} to {self.status}")
 
 
 @dataclass
 class KernelChange:
+    """One kernel's set-based write, built only for a move the lifecycle allows
+    (see ``SessionChange``)."""
+
     id: object
     session_id: object
     expect: str
@@ -61,6 +80,11 @@ class KernelChange:
     occupied_slots: dict | None = None
     history: list = field(default_factory=list)
     terminated: bool = False
+    reschedule: bool = False
+
+    def __post_init__(self):
+        if self.status != self.expect and not kernel_can_move(self.expect, self.status, reschedule=self.reschedule):
+            raise IllegalTransition(f"kernel {self.id} cannot move from {self.expect} to {self.status}")
 
 
 @dataclass
@@ -204,54 +228,3 @@ def _write_fallback(sessions, kernels, now) -> WriteResult:
         if Kernel.objects.filter(pk=c.id, status=c.expect).update(**fields):
             changed_kernels[c.id] = fields["agent_id"] if c.agent_id is not _KEEP else row[3]
     return WriteResult(changed_sessions, changed_kernels)
-
-
-def recompute_occupancy(agent_ids=None) -> int:
-    """Rewrite ``occupied_slots`` of the given agents (all agents when None) as
-    the sum of their live kernels' requests.  Only rows that differ are written;
-    returns how many were."""
-    from agents.models import Agent
-
-    if agent_ids is not None:
-        agent_ids = sorted({str(a) for a in agent_ids if a})
-        if not agent_ids:
-            return 0
-    statuses = sorted(AGENT_OCCUPYING_KERNEL)
-    if connection.vendor == "postgresql":
-        at = connection.ops.quote_name(Agent._meta.db_table)
-        kt = connection.ops.quote_name(Kernel._meta.db_table)
-        ids_sql = "SELECT unnest(%s::text[]) AS id" if agent_ids is not None else f"SELECT id FROM {at}"
-        sql = f"""
-UPDATE {at} AS a SET occupied_slots = COALESCE(o.slots, '{{}}'::jsonb)
-FROM (
-  SELECT ids.id, (
-    SELECT jsonb_object_agg(x.key, trim_scale(x.total)::text) FROM (
-      SELECT j.key, SUM(j.value::numeric) AS total
-      FROM {kt} k, jsonb_each_text(k.requested_slots) j
-      WHERE k.agent_id = ids.id AND k.status = ANY(%s::text[])
-      GROUP BY j.key
-    ) x
-  ) AS slots
-  FROM ({ids_sql}) ids
-) o
-WHERE a.id = o.id AND a.occupied_slots IS DISTINCT FROM COALESCE(o.slots, '{{}}'::jsonb)
-"""
-        params = [statuses] if agent_ids is None else [statuses, agent_ids]
-        # placeholders appear in the order: statuses (inner), ids (from)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
-    from backendai.slots import ResourceSlot
-
-    query = Agent.objects.all() if agent_ids is None else Agent.objects.filter(pk__in=agent_ids)
-    ids = list(query.values_list("pk", flat=True))
-    totals = {a: ResourceSlot() for a in ids}
-    for agent_id, slots in Kernel.objects.filter(agent_id__in=ids, status__in=statuses).values_list(
-            "agent_id", "requested_slots"):
-        totals[agent_id] = totals[agent_id] + ResourceSlot.from_json(slots)
-    current = dict(query.values_list("pk", "occupied_slots"))
-    changed = 0
-    for agent_id, total in totals.items():
-        if current.get(agent_id) != total.to_json():
-            changed += Agent.objects.filter(pk=agent_id).update(occupied_slots=total.to_json())
-    return changed

@@ -181,7 +181,7 @@
 
     openButton.addEventListener("click", open);
     closeButton.addEventListener("click", close);
-    document.addEventListener("live:updated", syncButtons);
+    document.addEventListener("htmx:afterSwap", syncButtons); // the live status above may have changed
     window.addEventListener("beforeunload", close);
     syncButtons();
   }

@@ -92,3 +92,18 @@ def test_an_inactive_user_cannot_log_into_the_web_ui(client, owner):
     services.set_user_status([owner], UserStatus.INACTIVE)
     response = client.post("/ui/login/", {"username": owner.email, "password": PASSWORD})
     assert response.status_code == 200 and b"not active" in response.content
+
+
+def test_a_domain_admin_filters_the_keypair_list_by_user_email_case_insensitively(signed, owner, member,
+                                                                                 domain_admin):
+    keys = _keys(signed(domain_admin).get(f"/keypairs?user={owner.email.upper()}"))
+    assert keys == {owner.main_keypair_id}
+
+
+def test_the_user_filter_never_reaches_keypairs_the_caller_may_not_see(signed, member, outsider):
+    assert _keys(signed(member).get(f"/keypairs?user={outsider.email}")) == set()
+
+
+def test_an_overlong_user_filter_is_a_400_not_a_500(signed, owner):
+    response = signed(owner).get("/keypairs?user=" + "a" * 300)
+    assert response.status_code == 400 and slug(response) == "invalid-api-params"

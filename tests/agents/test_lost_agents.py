@@ -11,6 +11,7 @@ from django.utils import timezone
 from agents import services
 from agents.models import Agent, AgentStatus
 from backendai import config
+from sessions import agent_sync
 from sessions import services as session_services
 from sessions import tasks
 from sessions.models import Kernel, Session
@@ -29,7 +30,7 @@ def token(defaults):
 
 
 def sync(token, *reports, agent_id=AGENT):
-    return services.sync(token, {
+    return agent_sync.sync(token, {
         "agent_id": agent_id, "scaling_group": "default", "address": "127.0.0.1", "architecture": "x86_64",
         "backend": "docker", "capacity": {"cpu": "4", "mem": "8589934592"},
         "slot_types": {"cpu": "count", "mem": "bytes"}, "images": [], "kernels": list(reports)}, "127.0.0.1")

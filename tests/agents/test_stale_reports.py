@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from agents import services
 from agents.models import Agent
+from sessions import agent_sync
 from sessions import services as session_services
 from sessions.models import Kernel, Session
 
@@ -31,7 +32,7 @@ def payload(reports):
 
 
 def sync(token, *reports):
-    return services.sync(token, payload(list(reports)), "127.0.0.1")
+    return agent_sync.sync(token, payload(list(reports)), "127.0.0.1")
 
 
 def report(kernel, status, **fields):
@@ -69,7 +70,7 @@ def test_a_stale_report_does_not_move_a_running_kernel_back_and_logs_no_warning(
     history = list(Kernel.objects.get(pk=kernel.pk).status_history)
     caplog.set_level(logging.DEBUG)
     answer = sync(token, report(kernel, stale, stats={"cpu_util": "7"}))
-    services.record_events(token, AGENT, [report(kernel, stale)])
+    agent_sync.record_events(token, AGENT, [report(kernel, stale)])
     kernel.refresh_from_db()
     assert kernel.status == "RUNNING" and kernel.status_history == history
     assert kernel.last_stat == {"cpu_util": "7"}  # what else it said is still recorded
@@ -84,7 +85,7 @@ def test_a_stale_report_does_not_undo_a_termination_and_logs_no_warning(token, r
     session_services.request_termination(session)
     caplog.set_level(logging.DEBUG)
     answer = sync(token, report(kernel, stale))
-    services.record_events(token, AGENT, [report(kernel, stale)])
+    agent_sync.record_events(token, AGENT, [report(kernel, stale)])
     kernel.refresh_from_db()
     assert kernel.status == "TERMINATING"
     assert Session.objects.get(pk=session.pk).status == "TERMINATING"
@@ -125,7 +126,7 @@ def test_the_kernel_half_of_a_sync_costs_the_same_statements_for_1_or_12_kernels
         placed = [place() for _ in range(n)]
         sync(token, *(report(k, "RUNNING") for _, k in placed))
         with CaptureQueriesContext(connection) as captured:
-            services.apply_kernel_reports(Agent.objects.get(pk=AGENT),
+            agent_sync.apply_kernel_reports(Agent.objects.get(pk=AGENT),
                                           [report(k, "RUNNING", stats={"cpu_util": "1"}) for _, k in placed])
         counts.append(len(captured.captured_queries))
         for session, _ in placed:

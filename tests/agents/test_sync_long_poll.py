@@ -1,4 +1,4 @@
-"""The agent sync as a long poll (agents/longpoll.py): a sync that names the
+"""The agent sync as a long poll (sessions/agent_longpoll.py): a sync that names the
 fingerprint of the desired state it has is held until a hint for its agent
 comes or its wait elapses, answered at once when the desired state differs,
 and holds no database connection while it waits.
@@ -15,10 +15,11 @@ import pytest
 from django.db import connection, connections
 from django.test import Client
 
-from agents import longpoll, services
+from agents import services
 from agents.models import Agent
 from backendai import hints
 from helpers import require, slug
+from sessions import agent_longpoll as longpoll
 from sessions import services as session_services
 
 pytestmark = pytest.mark.django_db(transaction=True)

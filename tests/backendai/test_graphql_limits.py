@@ -8,21 +8,15 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from graphql import get_introspection_query
+from helpers import CLIENT_PS_DOCUMENT, slug
 
 from backendai.api import graphql
-from helpers import slug
 
 pytestmark = pytest.mark.django_db
 
 # client-wire.md §8, exactly as backend.ai-client 23.9.10 sends them
 KEYPAIR = "query {  keypair {    user_id access_key secret_key is_active is_admin  }}"
-PS = """query($limit:Int!, $offset:Int!, $status: String, $access_key: String, $filter: String, $order: String) {
-  compute_session_list(
-      limit:$limit, offset:$offset, status:$status, access_key:$access_key, filter:$filter, order:$order) {
-    items { name access_key id group_name main_kernel_id image type status status_info status_changed result tag created_at occupying_slots }
-    total_count
-  }
-}"""
+PS = CLIENT_PS_DOCUMENT
 INFO = ("query($id: UUID!) {  compute_session(id: $id) {    name id main_kernel_id image tag created_at terminated_at "
         "status status_info status_data occupying_slots idle_checks containers { id cluster_role cluster_idx "
         "cluster_hostname session_id image registry status status_info status_data status_changed agent container_id "

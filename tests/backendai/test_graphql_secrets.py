@@ -171,7 +171,7 @@ def test_no_log_line_carries_a_secret(caplog, signed, client, admin_client, user
 def test_an_unexpected_resolver_failure_is_not_echoed_to_the_caller():
     from graphql import GraphQLError
 
-    from backendai.api.graphql import _public_error
+    from backendai.api.gqlkit import public_error as _public_error
 
     fault = RuntimeError('connection to "db-internal:5432" failed for user "bai" password "pg-secret-77"')
     shown = _public_error(GraphQLError(str(fault), path=["vfolder_list"], original_error=fault))

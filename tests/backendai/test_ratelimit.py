@@ -1,7 +1,12 @@
 """Per-keypair rolling-window rate limiting (Redis when configured, in-memory otherwise)."""
+import time
+
 import pytest
+import redis
+from limits.storage import MemoryStorage, RedisStorage
 
 from accounts.models import Keypair
+from backendai.api.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.django_db
 
@@ -54,9 +59,25 @@ def test_even_a_refused_signature_carries_rate_limit_headers(client, defaults):
 
 
 def test_the_memory_limiter_forgets_hits_older_than_the_window():
-    from backendai.api.ratelimit import MemoryRateLimiter
+    limiter = RateLimiter(MemoryStorage())
+    assert limiter.hit("k", limit=2, window=1).remaining == 1
+    assert limiter.hit("k", limit=2, window=1).remaining == 0
+    assert limiter.hit("k", limit=2, window=1).exceeded
+    time.sleep(1.1)  # limits counts whole seconds: every earlier hit has left the one-second window
+    assert limiter.hit("k", limit=2, window=1).remaining == 1
 
-    limiter = MemoryRateLimiter()
-    assert limiter.hit("k", window=0) == 1  # every earlier hit has already left a zero-length window
-    assert limiter.hit("k", window=0) == 1
-    assert limiter.hit("k", window=900) == 2
+
+def test_a_changed_limit_applies_to_the_calls_already_counted(signed, owner):
+    Keypair.objects.filter(pk=owner.main_keypair_id).update(rate_limit=5)
+    api = signed(owner)
+    for _ in range(3):
+        assert api.get("/auth/test").status_code == 200
+    Keypair.objects.filter(pk=owner.main_keypair_id).update(rate_limit=3)
+    response = api.get("/auth/test")
+    assert response.status_code == 429 and response["X-RateLimit-Limit"] == "3"
+
+
+def test_a_redis_it_cannot_reach_is_an_error_not_a_free_pass():
+    limiter = RateLimiter(RedisStorage("redis://127.0.0.1:9/0", socket_connect_timeout=1, socket_timeout=1))
+    with pytest.raises(redis.ConnectionError):
+        limiter.hit("k", limit=10)

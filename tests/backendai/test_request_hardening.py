@@ -287,7 +287,7 @@ def test_a_chunked_body_past_the_limit_gets_413_before_the_app_reads_it(settings
 def test_request_data_too_big_from_django_is_a_413():
     from django.core.exceptions import RequestDataTooBig
 
-    from backendai.api.errors import problem_exception_handler
+    from backendai.api.exception_handler import problem_exception_handler
 
     response = problem_exception_handler(RequestDataTooBig("too big"), {})
     assert response.status_code == 413 and _slug_of(response) == "payload-too-large"
@@ -374,7 +374,7 @@ def test_a_refused_json_value_names_its_field(signed, superadmin, body, field):
 def test_a_database_data_error_is_a_logged_400(caplog):
     from django.db import DataError
 
-    from backendai.api.errors import problem_exception_handler
+    from backendai.api.exception_handler import problem_exception_handler
 
     with caplog.at_level(logging.WARNING, logger="backendai.api.errors"):
         response = problem_exception_handler(DataError("value too long for type character varying(64)"), {})
@@ -383,7 +383,7 @@ def test_a_database_data_error_is_a_logged_400(caplog):
 
 
 def test_type_errors_are_not_hidden_as_400(caplog):
-    from backendai.api.errors import problem_exception_handler
+    from backendai.api.exception_handler import problem_exception_handler
 
     with caplog.at_level(logging.ERROR):
         assert problem_exception_handler(TypeError("a bug"), {}).status_code == 500

@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import services as agent_services
+from sessions import agent_sync
 from agents.models import Agent
 from helpers import require
 from sessions import services
@@ -49,7 +50,7 @@ def token(postgres, defaults):
 
 
 def sync(token, kernel_id=None, status="RUNNING", **report) -> dict:
-    return agent_services.sync(token, payload(kernel_id, status, **report), "127.0.0.1")
+    return agent_sync.sync(token, payload(kernel_id, status, **report), "127.0.0.1")
 
 
 @pytest.fixture
@@ -198,7 +199,7 @@ def test_a_destroy_storm_racing_syncs_never_leaves_a_kernel_running(token, owner
         answers, n = [], 0
         while not done.is_set() and n < 2000:
             n += 1
-            answers.append(agent_services.sync(token, {**payload(), "kernels": [
+            answers.append(agent_sync.sync(token, {**payload(), "kernels": [
                 {**r, "stats": {"cpu_util": str(n)}} for r in reports]}, "127.0.0.1"))
         return answers
 
@@ -212,7 +213,7 @@ def test_a_destroy_storm_racing_syncs_never_leaves_a_kernel_running(token, owner
     syncer.outcome()
     statuses = dict(Kernel.objects.filter(pk__in=[k.pk for k in kernels]).values_list("pk", "status"))
     assert set(statuses.values()) == {"TERMINATING"}, statuses
-    answer = agent_services.sync(token, {**payload(), "kernels": reports}, "127.0.0.1")
+    answer = agent_sync.sync(token, {**payload(), "kernels": reports}, "127.0.0.1")
     assert {s["kernel_id"] for s in answer["stop"]} == {str(k.pk) for k in kernels}
     assert answer["desired"] == []
 

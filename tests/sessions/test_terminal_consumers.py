@@ -19,7 +19,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from agents import services as agent_services
-from agents.daemon.streams import decode_data, encode_data
+from agents.protocol import decode_data, encode_data
 from agents.models import Agent
 from backendai import signing
 from backendai.routing import websocket_urlpatterns

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents import services as agent_services
+from sessions import agent_sync
 from agents.models import Agent, Image, ImageAlias
 from sessions.enqueue import EnqueueRequest, enqueue
 from sessions.models import ResourcePreset, Session
@@ -50,7 +51,7 @@ def running(user, name) -> Session:
     scheduler.run_pass("default")
     kernel = session.kernels.get()
     assert kernel.status == "SCHEDULED", (kernel.status, Session.objects.get(pk=session.pk).status_data)
-    agent_services.apply_kernel_reports(kernel.agent, [{"kernel_id": str(kernel.pk), "status": "RUNNING"}])
+    agent_sync.apply_kernel_reports(kernel.agent, [{"kernel_id": str(kernel.pk), "status": "RUNNING"}])
     return Session.objects.get(pk=session.pk)
 
 
@@ -368,7 +369,7 @@ def test_a_domain_admin_sees_a_session_of_the_domain(client, owner, domain_admin
 def test_the_logs_fragment_and_page_come_from_the_service(client, owner, cluster):
     session = running(owner, "logged")
     kernel = session.kernels.get()
-    agent_services.apply_kernel_reports(kernel.agent, [{"kernel_id": str(kernel.pk), "status": "TERMINATED",
+    agent_sync.apply_kernel_reports(kernel.agent, [{"kernel_id": str(kernel.pk), "status": "TERMINATED",
                                                         "exit_code": 0,
                                                         "last_logs": "hello from the container\n<b>not html</b>"}])
     api = logged_in(client, owner)

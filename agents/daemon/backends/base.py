@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..discovery import GpuDevice
-from ..kernel import REASON_LIMIT, KernelSpec, KernelState
+from agents.protocol import REASON_LIMIT, KernelSpec, KernelState
 from ..ports import PortPool
 
 __all__ = ["Backend", "BackendSettings", "EmitFn", "KernelError", "StreamEndpoint", "TcpEndpoint", "choose_gpus",

@@ -16,8 +16,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ..kernel import (
-    LOG_LIMIT, KernelSpec, KernelState, KernelStatus, ServicePort, exit_reason, normalize_architecture, tail_text,
+from agents.protocol import (
+    LOG_LIMIT, KernelSpec, KernelState, ReportedStatus, ServicePort, exit_reason, normalize_architecture, tail_text,
 )
 from ..ports import PortsExhausted
 from .base import Backend, BackendSettings, EmitFn, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address
@@ -217,11 +217,11 @@ class DockerBackend(Backend):
         raw = state.get("Status", "")
         exit_code = reason = last_logs = None
         if raw in _LIVE:
-            status = KernelStatus.RUNNING
+            status = ReportedStatus.RUNNING
         elif raw == "created":
-            status = KernelStatus.PREPARING
+            status = ReportedStatus.PREPARING
         else:
-            status = KernelStatus.TERMINATED
+            status = ReportedStatus.TERMINATED
             exit_code = state.get("ExitCode")
             reason = self._reason(kernel_id, labels, state)
             if with_logs:
@@ -284,11 +284,11 @@ class DockerBackend(Backend):
             existing = self._containers(kernel_id)
             if existing:
                 return self._state(existing[0])
-            self._pending[kernel_id] = KernelState(kernel_id, spec.session_id, KernelStatus.PREPARING,
+            self._pending[kernel_id] = KernelState(kernel_id, spec.session_id, ReportedStatus.PREPARING,
                                                    host=self.settings.kernel_host)
         try:
             self._ensure_image(spec, emit)
-            self._set_pending(kernel_id, KernelState(kernel_id, spec.session_id, KernelStatus.PREPARING,
+            self._set_pending(kernel_id, KernelState(kernel_id, spec.session_id, ReportedStatus.PREPARING,
                                                      host=self.settings.kernel_host), emit)
             container = self._start_container(spec)
             state = self._state(container)
@@ -310,7 +310,7 @@ class DockerBackend(Backend):
             pass
         except docker.errors.APIError as exc:
             raise KernelError("image-inspect-failed", str(exc)) from exc
-        self._set_pending(spec.kernel_id, KernelState(spec.kernel_id, spec.session_id, KernelStatus.PULLING,
+        self._set_pending(spec.kernel_id, KernelState(spec.kernel_id, spec.session_id, ReportedStatus.PULLING,
                                                       host=self.settings.kernel_host), emit)
         auth = None
         if spec.registry and spec.registry.username:
@@ -442,8 +442,8 @@ class DockerBackend(Backend):
                     self.log.warning("kernel %s: stopping container %s failed: %s", kernel_id, container.short_id,
                                      exc)
             state = self._state(container)
-            if state.status is not KernelStatus.TERMINATED:  # it was never started
-                state.status, state.reason = KernelStatus.TERMINATED, reason
+            if state.status is not ReportedStatus.TERMINATED:  # it was never started
+                state.status, state.reason = ReportedStatus.TERMINATED, reason
             final = state
             self._remove(container)
             for port in state.service_ports:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..kernel import KernelSpec, KernelState, KernelStatus, ServicePort, exit_reason, tail_text
+from agents.protocol import KernelSpec, KernelState, ReportedStatus, ServicePort, exit_reason, tail_text
 from ..ports import PortsExhausted
 from .base import Backend, BackendSettings, EmitFn, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address
 
@@ -291,12 +291,12 @@ class LocalBackend(Backend):
         """Load a kernel's state, noticing (and persisting) that its process has ended."""
         with self._lock:
             state = self._load(kernel_id)
-            if state is None or state.get("status") != KernelStatus.RUNNING.value or kernel_id in self._restarting:
+            if state is None or state.get("status") != ReportedStatus.RUNNING.value or kernel_id in self._restarting:
                 return state
             if self._running(kernel_id, state):
                 return state
             code = self._exit_code(kernel_id, state)
-            state.update(status=KernelStatus.TERMINATED.value, exit_code=code, finished_at=time.time())
+            state.update(status=ReportedStatus.TERMINATED.value, exit_code=code, finished_at=time.time())
             if not state.get("reason"):
                 state["reason"] = exit_reason(state.get("session_type"), code) if code is not None else "process-lost"
             self._save(state)
@@ -305,8 +305,8 @@ class LocalBackend(Backend):
 
     def _to_state(self, state: dict[str, Any], with_logs: bool = True) -> KernelState:
         kernel_id = state["kernel_id"]
-        status = KernelStatus(state["status"])
-        final = status is KernelStatus.TERMINATED
+        status = ReportedStatus(state["status"])
+        final = status is ReportedStatus.TERMINATED
         return KernelState(
             kernel_id=kernel_id, session_id=state.get("session_id"), status=status,
             container_id=str(state["pid"]) if state.get("pid") else None,
@@ -324,7 +324,7 @@ class LocalBackend(Backend):
             state = self._load(kernel_id)
             if state is None:
                 continue
-            if state.get("status") == KernelStatus.PREPARING.value:
+            if state.get("status") == ReportedStatus.PREPARING.value:
                 self.log.warning("kernel %s was interrupted while being created; discarding it", kernel_id)
                 shutil.rmtree(self._dir(kernel_id), ignore_errors=True)
                 continue
@@ -347,7 +347,7 @@ class LocalBackend(Backend):
         used: set[str] = set()
         for kernel_id in self._kernel_ids():
             state = self._load(kernel_id) or {}
-            if state.get("status") in (KernelStatus.PREPARING.value, KernelStatus.RUNNING.value):
+            if state.get("status") in (ReportedStatus.PREPARING.value, ReportedStatus.RUNNING.value):
                 used.update(state.get("cuda_devices", []))
         return used
 
@@ -378,7 +378,7 @@ class LocalBackend(Backend):
             kdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             state: dict[str, Any] = {
                 "kernel_id": kernel_id, "session_id": spec.session_id, "session_type": spec.session_type,
-                "status": KernelStatus.PREPARING.value, "pid": None, "start_time": None, "service_ports": [],
+                "status": ReportedStatus.PREPARING.value, "pid": None, "start_time": None, "service_ports": [],
                 "exit_code": None, "reason": None, "batch_timeout": spec.batch_timeout, "created_at": time.time(),
                 "cuda_devices": [],
             }
@@ -424,7 +424,7 @@ class LocalBackend(Backend):
                 reason = "port-exhausted" if isinstance(exc, PortsExhausted) else "failed-to-start"
                 raise KernelError(reason, str(exc)) from exc
             self._procs[kernel_id] = proc
-            state.update(status=KernelStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
+            state.update(status=ReportedStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
                          started_at=time.time(), service_ports=[p.to_wire() for p in service_ports],
                          cuda_devices=[g.uuid for g in gpus])
             self._save(state)
@@ -448,7 +448,7 @@ class LocalBackend(Backend):
         kdir = self._dir(kernel_id)
         with self._lock:
             state = self._refresh(kernel_id)
-            if state is None or kernel_id in self._stopping or state.get("status") == KernelStatus.PREPARING.value:
+            if state is None or kernel_id in self._stopping or state.get("status") == ReportedStatus.PREPARING.value:
                 return None
             try:
                 launch = json.loads((kdir / LAUNCH_FILE).read_text())
@@ -457,7 +457,7 @@ class LocalBackend(Backend):
             self._restarting.add(kernel_id)
         try:
             self.log.info("restarting kernel %s", kernel_id)
-            if state.get("status") == KernelStatus.RUNNING.value:
+            if state.get("status") == ReportedStatus.RUNNING.value:
                 self._terminate(kernel_id, int(state["pid"]), self.settings.stop_timeout)
             with self._lock:
                 (kdir / EXIT_FILE).unlink(missing_ok=True)
@@ -466,7 +466,7 @@ class LocalBackend(Backend):
                 except OSError as exc:
                     raise KernelError("restart-failed", str(exc)) from exc
                 self._procs[kernel_id] = proc
-                state.update(status=KernelStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
+                state.update(status=ReportedStatus.RUNNING.value, pid=proc.pid, start_time=process_start_time(proc.pid),
                              started_at=time.time(), exit_code=None, reason=None, finished_at=None)
                 self._save(state)
         finally:
@@ -502,7 +502,7 @@ class LocalBackend(Backend):
         """Terminate a running kernel, record ``reason``; returns the refreshed state."""
         with self._lock:
             state = self._refresh(kernel_id)
-            if state is None or state.get("status") != KernelStatus.RUNNING.value or kernel_id in self._stopping:
+            if state is None or state.get("status") != ReportedStatus.RUNNING.value or kernel_id in self._stopping:
                 return state
             self._stopping.add(kernel_id)
             state["reason"] = reason
@@ -528,8 +528,8 @@ class LocalBackend(Backend):
         state = self._end(kernel_id, reason, self.settings.stop_timeout)
         if state is None:
             return None
-        if state.get("status") == KernelStatus.PREPARING.value:  # never started
-            state.update(status=KernelStatus.TERMINATED.value, reason=reason)
+        if state.get("status") == ReportedStatus.PREPARING.value:  # never started
+            state.update(status=ReportedStatus.TERMINATED.value, reason=reason)
         final = self._to_state(state)
         if state.get("pid"):  # stray children that left the wrapper behind
             _killpg(int(state["pid"]), signal.SIGKILL)
@@ -544,7 +544,7 @@ class LocalBackend(Backend):
 
     def _running_state(self, kernel_id: str) -> dict[str, Any]:
         state = self._refresh(kernel_id)
-        if state is None or state.get("status") != KernelStatus.RUNNING.value:
+        if state is None or state.get("status") != ReportedStatus.RUNNING.value:
             raise KernelError("kernel-not-running", f"kernel {kernel_id} is not running here")
         return state
 
@@ -604,7 +604,7 @@ class LocalBackend(Backend):
         result = {}
         for kernel_id in self._kernel_ids():
             state = self._load(kernel_id) or {}
-            if state.get("status") != KernelStatus.RUNNING.value or not state.get("pid"):
+            if state.get("status") != ReportedStatus.RUNNING.value or not state.get("pid"):
                 continue
             ticks, rss = groups.get(int(state["pid"]), (0, 0))
             util = 0.0
@@ -621,7 +621,7 @@ class LocalBackend(Backend):
         for kernel_id in self._kernel_ids():
             state = self._load(kernel_id) or {}
             timeout = state.get("batch_timeout")
-            if (state.get("status") == KernelStatus.RUNNING.value and timeout and state.get("started_at")
+            if (state.get("status") == ReportedStatus.RUNNING.value and timeout and state.get("started_at")
                     and now - float(state["started_at"]) > float(timeout) and kernel_id not in self._stopping):
                 self.log.info("kernel %s ran past its batch timeout of %ss: killing it", kernel_id, timeout)
                 final = self._end(kernel_id, "task-timeout", min(self.settings.stop_timeout, 2.0))

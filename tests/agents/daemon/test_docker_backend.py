@@ -17,7 +17,7 @@ from agents.daemon.backends.docker import LABEL_AGENT, LABEL_KERNEL, LABEL_OWNER
 from agents.daemon.client import ManagerClient
 from agents.daemon.config import AgentConfig
 from agents.daemon.discovery import GpuDevice, Resources
-from agents.daemon.kernel import KernelSpec, KernelStatus
+from agents.protocol import KernelSpec, ReportedStatus
 
 AGENT_ID = f"pytest-daemon-{os.getpid()}"
 PORTS = (31200, 31299)
@@ -86,7 +86,7 @@ def test_a_kernel_container_gets_its_limits_ports_labels_and_mounts(backend, doc
                                              "mode": "ro"}])
     emitted = []
     state = backend.create(kernel, emit=emitted.append)
-    assert emitted[-1].status is KernelStatus.RUNNING and state.status is KernelStatus.RUNNING
+    assert emitted[-1].status is ReportedStatus.RUNNING and state.status is ReportedStatus.RUNNING
     ports = {p.name: p for p in state.service_ports}
     web, echo = ports["web"].host_ports[0], ports["echo"].host_ports[0]
     assert all(PORTS[0] <= p <= PORTS[1] for p in (web, echo)) and web != echo
@@ -113,7 +113,7 @@ def test_a_kernel_container_gets_its_limits_ports_labels_and_mounts(backend, doc
 
     assert backend.create(kernel).container_id == state.container_id  # idempotent
     final = backend.stop(kernel.kernel_id, "user-requested")
-    assert final.status is KernelStatus.TERMINATED and final.exit_code == 0  # the app exits 0 on SIGTERM
+    assert final.status is ReportedStatus.TERMINATED and final.exit_code == 0  # the app exits 0 on SIGTERM
     assert final.reason == "user-requested"
     assert "bai-test http app" in final.last_logs
     assert backend.list_kernels() == []
@@ -136,7 +136,7 @@ def test_a_new_backend_instance_re_adopts_the_running_container(backend, docker_
     state = backend.create(kernel)
     again = DockerBackend(backend_settings, client=docker_client)  # the daemon restarted
     adopted = {s.kernel_id: s for s in again.adopt()}
-    assert adopted[kernel.kernel_id].status is KernelStatus.RUNNING
+    assert adopted[kernel.kernel_id].status is ReportedStatus.RUNNING
     assert adopted[kernel.kernel_id].container_id == state.container_id
     assert adopted[kernel.kernel_id].service_ports == state.service_ports
     held = {p for sp in state.service_ports for p in sp.host_ports}
@@ -149,7 +149,7 @@ def test_a_restart_keeps_the_container_and_its_ports(backend, docker_client, tes
     state = backend.create(kernel)
     started = docker_client.containers.get(state.container_id).attrs["State"]["StartedAt"]
     again = backend.restart(kernel.kernel_id)
-    assert again.status is KernelStatus.RUNNING and again.container_id == state.container_id
+    assert again.status is ReportedStatus.RUNNING and again.container_id == state.container_id
     assert again.service_ports == state.service_ports
     assert docker_client.containers.get(state.container_id).attrs["State"]["StartedAt"] != started
     assert "bai-test http app" in fetch(state.service_ports[0].host_ports[0])
@@ -161,18 +161,18 @@ def test_a_labelled_container_the_manager_wants_stopped_is_removed(backend, dock
         LABEL_KERNEL: kernel_id, LABEL_SESSION: "", LABEL_AGENT: AGENT_ID, LABEL_OWNER: OWNER})
     assert kernel_id in {s.kernel_id for s in backend.list_kernels()}
     final = backend.stop(kernel_id, "terminated-unknown-container")
-    assert final.status is KernelStatus.TERMINATED and final.reason == "terminated-unknown-container"
+    assert final.status is ReportedStatus.TERMINATED and final.reason == "terminated-unknown-container"
     assert not docker_client.containers.list(all=True, filters={"id": stray.id})
 
 
 def test_a_batch_exit_code_is_reported_and_survives_a_restart(backend, docker_client, backend_settings, test_images):
     kernel = spec(test_images["batch"], session_type="batch", environ={"EXIT_CODE": "3"})
     backend.create(kernel)
-    state = wait_status(backend, kernel.kernel_id, KernelStatus.TERMINATED)
+    state = wait_status(backend, kernel.kernel_id, ReportedStatus.TERMINATED)
     assert state.exit_code == 3 and state.reason == "task-failed"
     assert "batch-start" in state.last_logs and "batch-done" in state.last_logs
     adopted = {s.kernel_id: s for s in DockerBackend(backend_settings, client=docker_client).adopt()}
-    assert adopted[kernel.kernel_id].status is KernelStatus.TERMINATED
+    assert adopted[kernel.kernel_id].status is ReportedStatus.TERMINATED
     assert adopted[kernel.kernel_id].exit_code == 3
     assert backend.stop(kernel.kernel_id, "user-requested").exit_code == 3
 
@@ -183,7 +183,7 @@ def test_a_batch_kernel_past_its_timeout_is_killed(backend, test_images):
     time.sleep(0.8)
     ended = backend.check_timeouts()
     assert [s.kernel_id for s in ended] == [kernel.kernel_id]
-    assert ended[0].status is KernelStatus.TERMINATED and ended[0].reason == "task-timeout"
+    assert ended[0].status is ReportedStatus.TERMINATED and ended[0].reason == "task-timeout"
 
 
 def test_a_missing_image_is_pulled_and_a_failed_pull_is_an_error(backend):
@@ -193,7 +193,7 @@ def test_a_missing_image_is_pulled_and_a_failed_pull_is_an_error(backend):
     with pytest.raises(KernelError) as info:
         backend.create(kernel, emit=emitted.append)
     assert info.value.reason == "image-pull-failed"
-    assert [s.status for s in emitted] == [KernelStatus.PULLING]
+    assert [s.status for s in emitted] == [ReportedStatus.PULLING]
     assert backend.list_kernels() == []
 
 
@@ -287,4 +287,4 @@ def test_service_ports_are_published_only_on_the_configured_address(docker_clien
         except OSError:
             assert time.monotonic() < deadline, "the app never answered on 127.0.0.2"
             time.sleep(0.1)
-    assert backend.stop(state.kernel_id, "user-requested").status is KernelStatus.TERMINATED
+    assert backend.stop(state.kernel_id, "user-requested").status is ReportedStatus.TERMINATED

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents.daemon.kernel import LOG_LIMIT, KernelSpec, KernelState, KernelStatus, ServicePort, SpecError, tail_text
+from agents.protocol import LOG_LIMIT, KernelSpec, KernelState, ReportedStatus, ServicePort, SpecError, tail_text
 
 DESIRED = {
     "kernel_id": "6f1c1c3e-8f0e-4c43-9d62-5b2f7a0b1a11", "session_id": "0b7c2a57-2a7a-4d1c-9a43-7f3b3e4e5d6f",
@@ -46,7 +46,7 @@ def test_a_fractional_gpu_count_is_refused():
 
 
 def test_kernel_states_have_the_protocol_shape():
-    state = KernelState("k1", "s1", KernelStatus.TERMINATED, container_id="abc", host="10.0.0.5",
+    state = KernelState("k1", "s1", ReportedStatus.TERMINATED, container_id="abc", host="10.0.0.5",
                         service_ports=[ServicePort("web", "http", [8080], [30001])], exit_code=3,
                         reason="x" * 100, last_logs="bye", stats=None)
     entry = state.to_wire()

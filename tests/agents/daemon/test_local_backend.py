@@ -14,7 +14,7 @@ import pytest
 
 from agents.daemon.backends.base import BackendSettings, KernelError
 from agents.daemon.backends.local import LocalBackend, _group_members
-from agents.daemon.kernel import KernelSpec, KernelStatus
+from agents.protocol import KernelSpec, ReportedStatus
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
 PORTS = (31100, 31199)
@@ -76,8 +76,8 @@ def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(back
     kernel = http_spec(environ={"FOO": "bar"},
                        mounts=[{"host_path": str(data), "container_path": "/home/work/data", "mode": "rw"}])
     state = backend.create(kernel, emit=emitted.append)
-    assert [s.status for s in emitted] == [KernelStatus.PREPARING, KernelStatus.RUNNING]
-    assert state.status is KernelStatus.RUNNING
+    assert [s.status for s in emitted] == [ReportedStatus.PREPARING, ReportedStatus.RUNNING]
+    assert state.status is ReportedStatus.RUNNING
     port = state.service_ports[0].host_ports[0]
     assert PORTS[0] <= port <= PORTS[1]
     assert state.service_ports[0].container_ports == [8080]
@@ -98,7 +98,7 @@ def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(back
     assert int(stats[kernel.kernel_id]["mem_used"]) > 0
 
     final = backend.stop(kernel.kernel_id, "user-requested")
-    assert final.status is KernelStatus.TERMINATED
+    assert final.status is ReportedStatus.TERMINATED
     assert final.exit_code == 128 + signal.SIGTERM
     assert final.reason == "user-requested"
     assert "GET /env.txt" in (final.last_logs or "")
@@ -112,7 +112,7 @@ def test_an_http_kernel_runs_serves_on_its_port_and_stops_with_an_exit_code(back
 def test_a_batch_command_that_exits_3_is_reported_with_its_logs(backend):
     kernel = spec("echo batch-start; echo oops >&2; exit 3", session_type="batch")
     backend.create(kernel)
-    state = wait_status(backend, kernel.kernel_id, KernelStatus.TERMINATED)
+    state = wait_status(backend, kernel.kernel_id, ReportedStatus.TERMINATED)
     assert state.exit_code == 3
     assert state.reason == "task-failed"
     assert "batch-start" in state.last_logs and "oops" in state.last_logs
@@ -133,7 +133,7 @@ def test_a_restarted_backend_re_adopts_the_live_process(backend_settings):
 
     second = LocalBackend(backend_settings)  # the daemon restarted
     adopted = {s.kernel_id: s for s in second.adopt()}
-    assert adopted[kernel.kernel_id].status is KernelStatus.RUNNING
+    assert adopted[kernel.kernel_id].status is ReportedStatus.RUNNING
     assert adopted[kernel.kernel_id].container_id == str(pid)
     assert adopted[kernel.kernel_id].service_ports[0].host_ports == state.service_ports[0].host_ports
     assert set(state.service_ports[0].host_ports) <= second.ports.held
@@ -161,15 +161,15 @@ def test_a_restart_runs_the_same_command_again_on_the_same_ports(backend):
     port = state.service_ports[0].host_ports[0]
     fetch(port)
     again = backend.restart(kernel.kernel_id)
-    assert again.status is KernelStatus.RUNNING and again.container_id != state.container_id
+    assert again.status is ReportedStatus.RUNNING and again.container_id != state.container_id
     assert again.service_ports == state.service_ports
     assert "env.txt" in fetch(port)
     assert backend.restart(str(uuid.uuid4())) is None
     batch = spec("echo run; exit 4")
     backend.create(batch)
-    wait_status(backend, batch.kernel_id, KernelStatus.TERMINATED)
+    wait_status(backend, batch.kernel_id, ReportedStatus.TERMINATED)
     backend.restart(batch.kernel_id)  # an ended kernel starts again
-    final = wait_status(backend, batch.kernel_id, KernelStatus.TERMINATED)
+    final = wait_status(backend, batch.kernel_id, ReportedStatus.TERMINATED)
     assert final.exit_code == 4 and final.last_logs.count("run") == 2
 
 
@@ -181,7 +181,7 @@ def test_a_kernel_that_finished_while_the_daemon_was_down_reports_its_exit_code(
     time.sleep(0.8)
     second = LocalBackend(backend_settings)
     adopted = {s.kernel_id: s for s in second.adopt()}
-    assert adopted[kernel.kernel_id].status is KernelStatus.TERMINATED
+    assert adopted[kernel.kernel_id].status is ReportedStatus.TERMINATED
     assert adopted[kernel.kernel_id].exit_code == 5
     assert adopted[kernel.kernel_id].reason == "self-terminated"
     assert "done" in adopted[kernel.kernel_id].last_logs
@@ -201,7 +201,7 @@ def test_a_vanished_process_without_an_exit_code_is_reported_lost(backend_settin
         "kernel_id": kernel_id, "session_id": None, "status": "RUNNING", "pid": dead.pid, "start_time": 1,
         "service_ports": [], "exit_code": None, "reason": None}))
     state = {s.kernel_id: s for s in backend.adopt()}[kernel_id]
-    assert state.status is KernelStatus.TERMINATED and state.exit_code is None and state.reason == "process-lost"
+    assert state.status is ReportedStatus.TERMINATED and state.exit_code is None and state.reason == "process-lost"
     backend.stop(kernel_id, "user-requested")
 
 
@@ -223,7 +223,7 @@ def test_a_batch_kernel_past_its_timeout_is_killed_with_reason_task_timeout(back
     time.sleep(0.5)
     ended = backend.check_timeouts()
     assert [s.kernel_id for s in ended] == [kernel.kernel_id]
-    state = wait_status(backend, kernel.kernel_id, KernelStatus.TERMINATED)
+    state = wait_status(backend, kernel.kernel_id, ReportedStatus.TERMINATED)
     assert state.reason == "task-timeout" and state.exit_code == 128 + signal.SIGTERM
 
 

@@ -15,7 +15,7 @@ import pytest
 from agents.daemon.backends.base import BackendSettings, KernelError
 from agents.daemon.backends.docker import LABEL_AGENT, DockerBackend
 from agents.daemon.backends.local import LocalBackend, _group_members, _proc_stat
-from agents.daemon.kernel import KernelSpec, KernelStatus
+from agents.protocol import KernelSpec, ReportedStatus
 
 AGENT_ID = f"pytest-pty-{os.getpid()}"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
@@ -83,7 +83,7 @@ def docker_backend(docker_client, test_images, tmp_path):
 
 def test_a_docker_terminal_runs_echo_hello_resizes_and_reports_the_exit_code(docker_backend, test_images):
     kernel = docker_backend.create(spec(test_images["shell"]))
-    assert kernel.status is KernelStatus.RUNNING
+    assert kernel.status is ReportedStatus.RUNNING
     pty = docker_backend.open_pty(kernel.kernel_id, 24, 80, uuid.uuid4().hex)
     out = Collector(pty)
     try:
@@ -194,7 +194,7 @@ def test_closing_a_local_terminal_kills_its_process_group(local_backend):
     while _group_members(group) or any(_alive(pid) for pid in pids):
         assert time.monotonic() < deadline, "the terminal's processes survived"
         time.sleep(0.05)
-    assert local_backend.list_kernels()[0].status is KernelStatus.RUNNING  # the kernel itself lives on
+    assert local_backend.list_kernels()[0].status is ReportedStatus.RUNNING  # the kernel itself lives on
 
 
 def test_a_local_tcp_stream_reaches_the_kernels_service_port(local_backend):

@@ -17,9 +17,10 @@ from websockets.sync.server import serve
 
 from agents.daemon.backends.base import BackendSettings
 from agents.daemon.backends.local import LocalBackend, _group_members
-from agents.daemon.kernel import KernelSpec
+from agents.protocol import KernelSpec
 from agents.daemon.link import ManagerLink
-from agents.daemon.streams import StreamMux, decode_data, encode_data
+from agents.daemon.streams import StreamMux
+from agents.protocol import decode_data, encode_data
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
 

@@ -1,11 +1,22 @@
-"""Wire models: what the manager asks for (:class:`KernelSpec`) and what the agent reports (:class:`KernelState`).
+"""The agent protocol, shared by the manager and the agent daemon (``docs/agent-protocol.md``).
 
-See ``docs/agent-protocol.md``.  Slot amounts travel as decimal strings; they
-are parsed into :class:`~decimal.Decimal` here and formatted back with
-:func:`format_count`.
+Everything both sides must agree on lives here and nowhere else:
+
+* the desired kernel the manager sends (:class:`KernelSpec`, whose wire keys are
+  :data:`KERNEL_SPEC_FIELDS`) and the kernel state the agent reports
+  (:class:`KernelState`, :class:`ReportedStatus`), in a sync or as an event;
+* the keys of the manager's sync answer (:data:`ANSWER_KEYS`);
+* the link messages (:class:`LinkMessage`) and the binary data frames of the
+  byte streams multiplexed over the link (:func:`encode_data`, :func:`decode_data`,
+  the flow-control window).
+
+This module imports no Django (the daemon imports it).  Slot amounts travel as
+decimal strings; they are parsed into :class:`~decimal.Decimal` here and
+formatted back with :func:`format_count`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -15,8 +26,10 @@ from enum import Enum
 from typing import Any, Mapping
 
 __all__ = [
-    "LOG_LIMIT", "REASON_LIMIT", "KernelSpec", "KernelState", "KernelStatus", "Mount", "RegistryAuth",
-    "ServicePort", "SpecError", "exit_reason", "format_count", "normalize_architecture", "tail_text", "utcnow_iso",
+    "ACK_EVERY", "ANSWER_KEYS", "CHUNK", "DEFAULT_WINDOW", "KERNEL_SPEC_FIELDS", "LOG_LIMIT", "MAX_STREAMS",
+    "REASON_LIMIT", "STREAM_KINDS", "KernelSpec", "KernelState", "LinkMessage", "Mount", "RegistryAuth",
+    "ReportedStatus", "ServicePort", "SpecError", "ack_threshold", "decode_data", "desired_kernel", "encode_data",
+    "exit_reason", "format_count", "normalize_architecture", "tail_text", "utcnow_iso", "valid_stream_id",
 ]
 
 #: The most of a kernel's output reported as ``last_logs`` (bytes of UTF-8).
@@ -27,8 +40,8 @@ REASON_LIMIT = 64
 _UUIDISH = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 
 
-class KernelStatus(str, Enum):
-    """Kernel statuses as the agent sees them."""
+class ReportedStatus(str, Enum):
+    """Kernel statuses as the agent reports them (the manager maps each to its own kernel status)."""
 
     PULLING = "PULLING"
     PREPARING = "PREPARING"
@@ -38,7 +51,7 @@ class KernelStatus(str, Enum):
 
     @property
     def final(self) -> bool:
-        return self in (KernelStatus.TERMINATED, KernelStatus.ERROR)
+        return self in (ReportedStatus.TERMINATED, ReportedStatus.ERROR)
 
 
 class SpecError(ValueError):
@@ -265,7 +278,7 @@ class KernelState:
 
     kernel_id: str
     session_id: str | None
-    status: KernelStatus
+    status: ReportedStatus
     container_id: str | None = None
     host: str | None = None
     service_ports: list[ServicePort] = field(default_factory=list)
@@ -299,3 +312,86 @@ class KernelState:
         entry.pop("stats")
         entry["timestamp"] = timestamp or utcnow_iso()
         return entry
+
+
+#: The wire keys of one desired kernel, in the order the manager writes them.
+KERNEL_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(KernelSpec))
+
+
+def desired_kernel(**fields: Any) -> dict[str, Any]:
+    """One entry of ``desired`` as the manager sends it: exactly the keys of
+    :data:`KERNEL_SPEC_FIELDS` (a missing or unknown key is a programming error)."""
+    missing = set(KERNEL_SPEC_FIELDS) - set(fields)
+    unknown = set(fields) - set(KERNEL_SPEC_FIELDS)
+    if missing or unknown:
+        raise TypeError(f"desired kernel: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return {name: fields[name] for name in KERNEL_SPEC_FIELDS}
+
+
+#: What the manager's sync answer asks of the agent (the answer also carries
+#: ``agent_id``, ``status``, ``schedulable``, ``sync_interval``, ``fingerprint`` and ``max_wait``).
+ANSWER_KEYS = ("desired", "stop", "restart", "want_logs")
+
+
+# --- the link and its byte streams -------------------------------------------------------------
+#
+# Text frames on the link are JSON objects whose ``type`` is a :class:`LinkMessage`;
+# binary frames carry stream data: one byte ``n``, the stream id (``n`` ASCII
+# bytes), then the payload.  Flow control is a window of data frames: a side
+# sends at most ``window`` data frames of a stream that the other side has not
+# acknowledged yet (``stream.ack`` with ``n`` frames consumed), so every buffer on
+# the way (the link, the manager's channel layer, the writer queues) stays bounded.
+
+class LinkMessage(str, Enum):
+    """The ``type`` of a JSON message on the agent link."""
+
+    PING = "ping"
+    PONG = "pong"
+    POKE = "poke"  # manager -> agent: sync now
+    STREAM_OPEN = "stream.open"
+    STREAM_OPENED = "stream.opened"
+    STREAM_RESIZE = "stream.resize"
+    STREAM_ACK = "stream.ack"
+    STREAM_CLOSE = "stream.close"
+    STREAM_ERROR = "stream.error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: What a ``stream.open`` may ask for: a terminal in the kernel or a TCP relay to one of its ports.
+STREAM_KINDS = ("pty", "tcp")
+#: The most bytes in one data frame.
+CHUNK = 32 * 1024
+#: Data frames a side may have in flight per stream when ``stream.open`` names no ``window``.
+DEFAULT_WINDOW = 16
+#: Acknowledge after consuming this many frames (a quarter of the default window).
+ACK_EVERY = 4
+#: Streams one agent serves at once.
+MAX_STREAMS = 256
+_MAX_STREAM_ID = 64
+
+
+def ack_threshold(window: int) -> int:
+    """How many consumed frames to acknowledge at once for a ``window`` (always below the window)."""
+    return max(1, min(ACK_EVERY, window // 2))
+
+
+def valid_stream_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_STREAM_ID and value.isascii() and value.isprintable()
+
+
+def encode_data(stream_id: str, payload: bytes) -> bytes:
+    """A binary data frame: ``len(id)`` as one byte, the id, the payload."""
+    raw = stream_id.encode("ascii")
+    return bytes((len(raw),)) + raw + payload
+
+
+def decode_data(frame: bytes) -> tuple[str, bytes]:
+    """``(stream id, payload)`` of a binary data frame; raises ``ValueError`` when malformed."""
+    if not frame:
+        raise ValueError("empty data frame")
+    size = frame[0]
+    if size == 0 or len(frame) < 1 + size:
+        raise ValueError("truncated data frame")
+    return frame[1:1 + size].decode("ascii"), bytes(frame[1 + size:])

@@ -2,7 +2,7 @@
 
 A sync that names ``wait`` (seconds) and the ``fingerprint`` of the answer the
 agent last applied is recorded as usual (heartbeat, capacity, kernel reports:
-``agents.services.sync``) and then:
+``sessions.agent_sync.sync``) and then:
 
 * answered at once when the desired state, after this sync's reports, has
   another fingerprint (something changed, or the agent missed an answer);
@@ -32,10 +32,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from prometheus_client import Gauge
 
-from agents import services
 from agents.models import Agent
 from backendai import hints
 from backendai.db import release_connections
+from sessions import agent_sync
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +82,17 @@ def held(agent_id: str | None = None) -> int:
 
 
 def sync(token, payload: dict, peer_address: str, *, wait=None, known: str | None = None) -> dict:
-    """``agents.services.sync``, held while nothing changed (see the module's docstring)."""
+    """``sessions.agent_sync.sync``, held while nothing changed (see the module's docstring)."""
     hints.serves_agents()
     seconds = effective_wait(wait)
     if seconds <= 0 or not known:
-        return _finish(services.sync(token, payload, peer_address))
+        return _finish(agent_sync.sync(token, payload, peer_address))
     return async_to_sync(_held)(token, payload, peer_address, seconds, known)
 
 
 def _record(token, payload: dict, peer_address: str) -> dict:
     try:
-        return _finish(services.sync(token, payload, peer_address))
+        return _finish(agent_sync.sync(token, payload, peer_address))
     finally:
         release_connections()  # nothing is held while the sync waits
 
@@ -103,7 +103,7 @@ def _again(agent_id: str, first: dict) -> dict:
         agent = Agent.objects.filter(pk=agent_id).first()
         if agent is None:
             return first
-        answer = services.desired_state(agent)
+        answer = agent_sync.desired_state(agent)
     finally:
         release_connections()
     known = {item["kernel_id"] for item in answer["stop"]} | {item["kernel_id"] for item in answer["desired"]}

@@ -16,7 +16,10 @@ from django.db import transaction
 
 from accounts import services
 from accounts.models import User, UserRole
+from agents import services as agent_services
+from appproxy import services as proxy_services
 from backendai import services as manager_services
+from vfolders import services as vfolder_services
 
 
 class Command(BaseCommand):
@@ -43,10 +46,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             defaults = services.ensure_defaults()
             manager_services.ensure_intrinsic_slot_types()
-            from agents import services as agent_services
 
             group = agent_services.ensure_default_scaling_group()
-            from vfolders import services as vfolder_services
 
             vfolder_services.ensure_default_storage_host()
             if agent_token is not None:
@@ -89,8 +90,6 @@ class Command(BaseCommand):
 
 def _ensure_agent_token(path: Path, group) -> None:
     """A scaling-group token for the embedded agent; kept while it stays valid."""
-    from agents import services as agent_services
-
     if path.exists() and agent_services.token_for(path.read_text().strip()) is not None:
         return
     _, raw = agent_services.issue_token("embedded local agent", scaling_group=group)
@@ -102,8 +101,6 @@ def _ensure_agent_token(path: Path, group) -> None:
 
 def _ensure_proxy_token(path: Path, authority: str = "local-proxy") -> None:
     """A token for the embedded app proxy worker, bound to its name; kept while it stays valid."""
-    from appproxy import services as proxy_services
-
     if path.exists() and proxy_services.token_for(path.read_text().strip()) is not None:
         return
     _, raw = proxy_services.issue_token("embedded app proxy worker", authority=authority)
