@@ -90,8 +90,11 @@ def _admin_login_page(request, posted: str, message: str):
     return render(request, admin.site.login_template or "admin/login.html", context, status=429)
 
 
-def guarded_authorize(request, domain_name: str, email: str, password: str):
-    """``accounts.services.authorize`` behind the lockout: 429 while locked, failures counted."""
+def guarded_authorize(request, domain_name: str, email: str, password: str, announce_success: bool = True):
+    """``accounts.services.authorize`` behind the lockout: 429 while locked, failures counted.
+
+    ``announce_success=False``: the caller logs the user in with ``django.contrib.auth.login``,
+    which sends ``user_logged_in`` itself (``/server/login``), so it is not sent twice."""
     django_request = _django_request(request)
     credentials = {"username": email}
     if not AxesProxyHandler.is_allowed(django_request, credentials):
@@ -105,5 +108,6 @@ def guarded_authorize(request, domain_name: str, email: str, password: str):
         if getattr(django_request, "axes_locked_out", False):
             raise errors.RateLimitExceeded(lockout_message()) from None
         raise
-    user_logged_in.send(sender=user.__class__, request=django_request, user=user)
+    if announce_success:
+        user_logged_in.send(sender=user.__class__, request=django_request, user=user)
     return user, keypair

@@ -1,5 +1,7 @@
 """Business rules for agents: tokens, the agent row of a sync (docs/agent-protocol.md),
-liveness, images and registries.  Views, admin actions and tasks call these.
+liveness, scaling groups and who sees them, images (the domains' allowed registries,
+aliases, rescans as background tasks) and registries.  Views, GraphQL resolvers,
+admin actions and tasks call these.
 
 The kernel half of the sync (reports, desired state, occupancy) belongs to the
 sessions app: ``sessions.agent_sync``."""
@@ -8,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import Domain
+from accounts.models import Domain, Keypair, Project
 from agents.models import (
     AGENT_MOVES,
     Agent,
@@ -23,10 +28,13 @@ from agents.models import (
     ContainerRegistry,
     Image,
     ImageAlias,
+    RegistryType,
     ScalingGroup,
+    ScalingGroupForDomain,
+    ScalingGroupForProject,
 )
 from agents.registry import RegistryClient, RegistryError, parse_resource_limits, parse_service_ports
-from backendai import daemons, hints
+from backendai import bgtasks, daemons, hints
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
@@ -35,8 +43,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "bat_"
 
-
-# --- scaling groups ---------------------------------------------------------------------------
 
 # --- tokens -----------------------------------------------------------------------------------
 
@@ -239,32 +245,38 @@ def record_local_images(agent: Agent, images: list[dict]) -> None:
     Agent.objects.filter(pk=agent.pk).update(live_stat=agent.live_stat)
 
 
-def rescan_registry(registry: ContainerRegistry) -> dict:
-    """Read every image of a registry over the Docker Registry HTTP API v2."""
+def rescan_registry(registry: ContainerRegistry, on_repository=None, project: str | None = None) -> dict:
+    """Read every image of a registry over the Docker Registry HTTP API v2, one
+    repository at a time; ``on_repository(done, total, repository)`` hears each
+    (the rescan background task reports progress through it).  ``project`` overrides
+    the registry's own repository prefix."""
     client = RegistryClient(registry.url, username=registry.username or None, password=registry.password or None,
                             verify_tls=registry.ssl_verify, registry_name=registry.registry_name)
-    repositories = None
+    prefix = (project if project is not None else registry.project).strip("/")
     try:
-        if registry.project:
-            repositories = [r for r in client.catalog() if r.startswith(registry.project.rstrip("/") + "/")]
-        result = client.scan(repositories)
+        repositories = [r for r in client.catalog() if not prefix or r.startswith(prefix + "/")]
     except RegistryError as exc:
         ContainerRegistry.objects.filter(pk=registry.pk).update(last_scanned_at=timezone.now(),
                                                                 last_scan_result=f"error: {exc}")
         raise errors.InvalidAPIParameters(f"Cannot scan {registry.registry_name}: {exc}") from None
-    count = 0
-    for info in result.images:
-        fields = image_fields_from_labels(info.labels or {})
-        fields.update(registry=registry, registry_name=info.registry or registry.registry_name,
-                      repository=info.repository, tag=info.tag, config_digest=(info.digest or "")[:100],
-                      size_bytes=info.size or 0, is_local=False)
-        Image.objects.update_or_create(name=info.canonical, architecture=info.architecture or "x86_64",
-                                       defaults=fields)
-        count += 1
-    summary = f"{count} image(s), {len(result.errors)} error(s)"
+    count, problems = 0, []
+    for done, repository in enumerate(repositories, 1):
+        result = client.scan([repository])
+        for info in result.images:
+            fields = image_fields_from_labels(info.labels or {})
+            fields.update(registry=registry, registry_name=info.registry or registry.registry_name,
+                          repository=info.repository, tag=info.tag, config_digest=(info.digest or "")[:100],
+                          size_bytes=info.size or 0, is_local=False)
+            Image.objects.update_or_create(name=info.canonical, architecture=info.architecture or "x86_64",
+                                           defaults=fields)
+            count += 1
+        problems.extend(f"{where}: {message}" for where, message in result.errors)
+        if on_repository is not None:
+            on_repository(done, len(repositories), repository)
+    summary = f"{count} image(s), {len(problems)} error(s)"
     ContainerRegistry.objects.filter(pk=registry.pk).update(last_scanned_at=timezone.now(), last_scan_result=summary)
     log.info("rescanned registry %s: %s", registry.registry_name, summary)
-    return {"images": count, "errors": [f"{where}: {message}" for where, message in result.errors]}
+    return {"images": count, "errors": problems, "repositories": len(repositories)}
 
 
 # --- what users see ---------------------------------------------------------------------------
@@ -318,10 +330,9 @@ def ensure_default_scaling_group() -> ScalingGroup:
     return group
 
 
-
-
-def resolve_image(reference: str, architecture: str | None = None) -> Image:
-    """An image by canonical name or alias (and architecture when several exist)."""
+def resolve_image(reference: str, architecture: str | None = None, domain: Domain | str | None = None) -> Image:
+    """An image by canonical name or alias (and architecture when several exist);
+    with ``domain``, one that domain allows (``check_image_allowed``) or a refusal."""
     candidates = list(Image.objects.filter(name=reference))
     if not candidates:
         alias = ImageAlias.objects.select_related("image").filter(alias=reference).first()
@@ -335,5 +346,451 @@ def resolve_image(reference: str, architecture: str | None = None) -> Image:
             archs = ", ".join(sorted({c.architecture for c in candidates}))
             raise errors.object_not_found("environment image",
                                           f"Image {reference!r} is not available for {architecture} (only {archs})")
-        return matching[0]
-    return candidates[0]
+        image = matching[0]
+    else:
+        image = candidates[0]
+    if domain is not None:
+        check_image_allowed(image, domain)
+    return image
+
+
+# --- scaling groups: who sees them, what superadmins change ------------------------------------
+# The same rules serve GraphQL (``agents/gql.py``) and the Django admin (superadmins only).
+
+SCALING_GROUP_PROPS = ("description", "is_active", "is_public", "driver", "driver_opts", "scheduler",
+                       "scheduler_opts", "use_host_network", "wsproxy_addr", "wsproxy_api_token")
+
+
+def _require_superadmin(actor, doing: str) -> None:
+    if not actor.is_superadmin:
+        raise errors.InsufficientPrivilege(f"Only superadmins {doing}")
+
+
+def visible_scaling_groups(actor):
+    """Superadmins: every group; domain admins: the groups allowed to their domain, its
+    projects or its users' keypairs (active or not, public or not); users: the groups
+    they may use (``allowed_scaling_groups``)."""
+    if actor.is_superadmin:
+        return ScalingGroup.objects.all()
+    if actor.is_domain_admin:
+        domain = actor.domain_id
+        return ScalingGroup.objects.filter(
+            Q(domains=domain) | Q(projects__domain_id=domain) | Q(keypairs__user__domain_id=domain)).distinct()
+    return allowed_scaling_groups(actor)
+
+
+def _check_domain_scope(actor, domain_name: str) -> Domain:
+    if not actor.is_superadmin and domain_name != actor.domain_id:
+        raise errors.InsufficientPrivilege("Only superadmins look into another domain")
+    domain = Domain.objects.filter(pk=domain_name).first()
+    if domain is None:
+        raise errors.object_not_found("domain", f"No domain {domain_name!r}")
+    return domain
+
+
+def _visible_project(actor, project_id) -> Project:
+    try:
+        key = uuid.UUID(str(project_id))
+    except ValueError:
+        raise errors.InvalidAPIParameters("user_group must be a project (group) id") from None
+    project = Project.objects.filter(pk=key).first()
+    member = project is not None and project.memberships.filter(user=actor).exists()
+    if project is None or not (actor.is_superadmin or (actor.is_domain_admin and project.domain_id == actor.domain_id)
+                               or member):
+        raise errors.object_not_found("group (project)", f"No project {key}")
+    return project
+
+
+def _visible_keypair(actor, access_key: str) -> Keypair:
+    query = Keypair.objects.filter(pk=access_key)
+    if actor.is_domain_admin:
+        query = query.filter(user__domain_id=actor.domain_id)
+    elif not actor.is_superadmin:
+        query = query.filter(user=actor)
+    keypair = query.first()
+    if keypair is None:
+        raise errors.object_not_found("keypair", f"No keypair {access_key}")
+    return keypair
+
+
+def scaling_groups_for(actor, *, domain: str | None = None, project=None, access_key: str | None = None):
+    """The groups associated with one domain, project or keypair, as far as ``actor`` sees them."""
+    query = visible_scaling_groups(actor)
+    if domain is not None:
+        query = query.filter(domains=_check_domain_scope(actor, domain))
+    if project is not None:
+        query = query.filter(projects=_visible_project(actor, project))
+    if access_key is not None:
+        query = query.filter(keypairs=_visible_keypair(actor, access_key))
+    return query.distinct()
+
+
+def _json_object(value, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.InvalidAPIParameters(f"{what} must be a JSON object")
+    return value
+
+
+def _apply_scaling_group_props(group: ScalingGroup, props: dict) -> None:
+    unknown = set(props) - set(SCALING_GROUP_PROPS)
+    if unknown:
+        raise errors.InvalidAPIParameters(f"Unknown scaling group field(s): {', '.join(sorted(unknown))}")
+    for name, value in props.items():
+        if name in ("driver_opts", "scheduler_opts"):
+            value = _json_object(value, name)
+        elif name in ("description", "wsproxy_addr", "wsproxy_api_token") and value is None:
+            value = ""
+        elif value is None:
+            raise errors.InvalidAPIParameters(f"{name} cannot be null")
+        setattr(group, name, value)
+    try:
+        group.full_clean()
+    except ValidationError as exc:
+        raise errors.InvalidAPIParameters(_validation_text(exc)) from None
+
+
+def _validation_text(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def create_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
+    _require_superadmin(actor, "create scaling groups")
+    group = ScalingGroup(name=name)
+    _apply_scaling_group_props(group, props)  # full_clean also refuses a name taken already
+    try:
+        with transaction.atomic():
+            group.save(force_insert=True)
+    except IntegrityError:
+        raise errors.InvalidAPIParameters(f"Scaling group {name!r} already exists") from None
+    log.info("%s created scaling group %s", actor, name)
+    return group
+
+
+def _scaling_group(name: str) -> ScalingGroup:
+    group = ScalingGroup.objects.filter(pk=name).first()
+    if group is None:
+        raise errors.object_not_found("scaling group", f"No scaling group {name!r}")
+    return group
+
+
+def modify_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
+    _require_superadmin(actor, "modify scaling groups")
+    group = _scaling_group(name)
+    _apply_scaling_group_props(group, props)
+    group.save()
+    log.info("%s modified scaling group %s (%s)", actor, name, ", ".join(sorted(props)) or "nothing")
+    return group
+
+
+def delete_scaling_group(actor, name: str) -> None:
+    _require_superadmin(actor, "delete scaling groups")
+    group = _scaling_group(name)
+    agents = group.agents.count()
+    if agents:
+        raise errors.InvalidAPIParameters(f"Scaling group {name!r} still has {agents} agent(s); move them first")
+    group.delete()
+    log.info("%s deleted scaling group %s", actor, name)
+
+
+def _association_target(*, domain=None, project=None, access_key=None) -> tuple[str, object]:
+    if domain is not None:
+        found = Domain.objects.filter(pk=domain).first()
+        return "domains", found or _missing("domain", domain)
+    if project is not None:
+        try:
+            key = uuid.UUID(str(project))
+        except ValueError:
+            raise errors.InvalidAPIParameters("user_group must be a project (group) id") from None
+        return "projects", Project.objects.filter(pk=key).first() or _missing("group (project)", key)
+    return "keypairs", Keypair.objects.filter(pk=access_key).first() or _missing("keypair", access_key)
+
+
+def _missing(kind: str, key) -> None:
+    raise errors.object_not_found(kind, f"No {kind} {key}")
+
+
+def associate_scaling_group(actor, name: str, **target) -> bool:
+    """Allow a domain, project (``project=id``) or keypair (``access_key=``) to use a group;
+    False when it already was."""
+    _require_superadmin(actor, "associate scaling groups")
+    group = _scaling_group(name)
+    relation, obj = _association_target(**target)
+    manager = getattr(group, relation)
+    if manager.filter(pk=obj.pk).exists():
+        return False
+    manager.add(obj)
+    log.info("%s associated scaling group %s with %s %s", actor, name, relation, obj.pk)
+    return True
+
+
+def disassociate_scaling_group(actor, name: str, **target) -> bool:
+    _require_superadmin(actor, "dissociate scaling groups")
+    group = _scaling_group(name)
+    relation, obj = _association_target(**target)
+    manager = getattr(group, relation)
+    if not manager.filter(pk=obj.pk).exists():
+        return False
+    manager.remove(obj)
+    log.info("%s dissociated scaling group %s from %s %s", actor, name, relation, obj.pk)
+    return True
+
+
+def disassociate_all_scaling_groups(actor, *, domain=None, project=None) -> int:
+    """Take every scaling group away from a domain or a project; how many it had."""
+    _require_superadmin(actor, "dissociate scaling groups")
+    relation, obj = _association_target(domain=domain, project=project)
+    through = {"domains": ScalingGroupForDomain, "projects": ScalingGroupForProject}[relation]
+    removed = through.objects.filter(**{"domain" if relation == "domains" else "project": obj}).delete()[0]
+    log.info("%s dissociated %s scaling group(s) from %s %s", actor, removed, relation, obj.pk)
+    return removed
+
+
+# --- agents: superadmins only (Backend.AI's hide-agents) ----------------------------------------
+
+def visible_agents(actor, doing: str = "list agents"):
+    _require_superadmin(actor, doing)
+    return Agent.objects.all()
+
+
+def agent_detail(actor, agent_id: str) -> Agent | None:
+    return visible_agents(actor, "see agents").filter(pk=agent_id).first()
+
+
+# --- images: the domain's allowed registries ----------------------------------------------------
+# ``Domain.allowed_docker_registries`` lists the registries (host[:port], as in image names) a
+# domain's sessions may use.  An empty list allows every image (the default: nothing is
+# restricted until a superadmin lists registries).  Agent-local images (no registry) count as
+# the registry ``local``, the name the image listings show for them.  Superadmins' listings
+# show every image; a session is checked against its own domain whoever creates it.
+
+LOCAL_REGISTRY = "local"
+
+
+def _domain(domain) -> Domain:
+    if isinstance(domain, Domain):
+        return domain
+    found = Domain.objects.filter(pk=domain).first()
+    if found is None:
+        raise errors.object_not_found("domain", f"No domain {domain!r}")
+    return found
+
+
+def _registry_condition(domain: Domain, prefix: str = "") -> Q | None:
+    allowed = [str(r) for r in (domain.allowed_docker_registries or [])]
+    if not allowed:
+        return None
+    condition = Q(**{f"{prefix}registry_name__in": [r for r in allowed if r != LOCAL_REGISTRY]})
+    if LOCAL_REGISTRY in allowed:
+        condition |= Q(**{f"{prefix}registry_name": ""})
+    return condition
+
+
+def allowed_images(query, domain, prefix: str = ""):
+    """``query`` (of images, or of rows reaching an image through ``prefix``, e.g.
+    ``image__`` for aliases) narrowed to what ``domain`` allows."""
+    condition = _registry_condition(_domain(domain), prefix)
+    return query if condition is None else query.filter(condition)
+
+
+def image_allowed(image: Image, domain) -> bool:
+    allowed = _domain(domain).allowed_docker_registries or []
+    return not allowed or (image.registry_name or LOCAL_REGISTRY) in allowed
+
+
+def check_image_allowed(image: Image, domain) -> None:
+    domain = _domain(domain)
+    if not image_allowed(image, domain):
+        raise errors.GenericForbidden(
+            f"Domain {domain.pk!r} does not allow images from registry {image.registry_name or LOCAL_REGISTRY!r} "
+            f"({image.name}); allowed: {', '.join(domain.allowed_docker_registries)}")
+
+
+def visible_images(actor):
+    """Superadmins: every image; everyone else: the images their domain allows."""
+    query = Image.objects.all()
+    return query if actor.is_superadmin else allowed_images(query, actor.domain_id)
+
+
+def customized_images(actor):
+    """Images committed from sessions (label ``ai.backend.customized-image.owner``): a user's own;
+    every one for superadmins."""
+    query = visible_images(actor).filter(labels__has_key=CUSTOMIZED_OWNER_LABEL)
+    if actor.is_superadmin:
+        return query
+    return query.filter(**{f"labels__{CUSTOMIZED_OWNER_LABEL}": f"user:{actor.pk}"})
+
+
+CUSTOMIZED_OWNER_LABEL = "ai.backend.customized-image.owner"
+
+
+# --- images: aliases, forgetting, rescans -------------------------------------------------------
+
+def _visible_image(actor, reference: str, architecture: str | None) -> Image:
+    image = resolve_image(reference, architecture)
+    if not actor.is_superadmin and not image_allowed(image, actor.domain_id):
+        raise errors.object_not_found("environment image", f"Unknown image {reference!r}")
+    return image
+
+
+def find_image(actor, *, reference: str | None = None, architecture: str | None = None,
+               image_id: str | None = None) -> Image | None:
+    """One image ``actor`` may see, by reference (name or alias) and architecture, or by id; None if not."""
+    if image_id is not None:
+        try:
+            key = uuid.UUID(str(image_id))
+        except ValueError:
+            return None
+        return visible_images(actor).filter(pk=key).first()
+    try:
+        return _visible_image(actor, reference or "", architecture)
+    except errors.BackendAIError:
+        return None
+
+
+def alias_image(actor, alias: str, target: str, architecture: str | None = None) -> ImageAlias:
+    _require_superadmin(actor, "alias images")
+    alias = (alias or "").strip()
+    if not alias or len(alias) > 256 or any(c.isspace() for c in alias):
+        raise errors.InvalidAPIParameters("alias: 1-256 characters without spaces")
+    image = resolve_image(target, architecture)
+    if ImageAlias.objects.filter(alias=alias).exists() or Image.objects.filter(name=alias).exists():
+        raise errors.InvalidAPIParameters(f"{alias!r} already names an image or an alias; dealias it first")
+    try:
+        with transaction.atomic():
+            created = ImageAlias.objects.create(alias=alias, image=image)
+    except IntegrityError:
+        raise errors.InvalidAPIParameters(f"{alias!r} is already an alias") from None
+    log.info("%s aliased %s -> %s", actor, alias, image)
+    return created
+
+
+def dealias_image(actor, alias: str) -> None:
+    _require_superadmin(actor, "remove image aliases")
+    if not ImageAlias.objects.filter(alias=alias).delete()[0]:
+        raise errors.object_not_found("image alias", f"No alias {alias!r}")
+    log.info("%s removed alias %s", actor, alias)
+
+
+def forget_image(actor, *, reference: str | None = None, architecture: str | None = None,
+                 image_id: str | None = None) -> Image:
+    """Drop an image's record (and its aliases); agents that still hold it report it again."""
+    _require_superadmin(actor, "forget images")
+    image = find_image(actor, reference=reference, architecture=architecture, image_id=image_id)
+    if image is None:
+        raise errors.object_not_found("environment image", f"Unknown image {reference or image_id!r}")
+    image.forgotten_aliases = [a.alias for a in image.aliases.all()]
+    pk = image.pk
+    image.delete()
+    image.pk = pk  # the caller may still show what was forgotten
+    log.info("%s forgot image %s", actor, image)
+    return image
+
+
+def start_rescan(actor, registry: str | None = None, project: str | None = None) -> str:
+    """Queue a rescan of one registry (by name) or of all; the background task's id."""
+    _require_superadmin(actor, "rescan registries")
+    registries = ContainerRegistry.objects.exclude(type=RegistryType.LOCAL)
+    if registry:
+        registries = registries.filter(registry_name=registry)
+    names = list(registries.order_by("registry_name").values_list("registry_name", flat=True))
+    if not names:
+        raise errors.object_not_found("container registry", f"No registry {registry!r}" if registry
+                                      else "No container registry is configured")
+    return bgtasks.start("rescan_images", "agents.services.rescan_images_task", names, project, owner=actor.pk)
+
+
+@bgtasks.background
+def rescan_images_task(progress: bgtasks.Progress, registry_names: list[str], project: str | None = None):
+    """The rescan background task: each registry in turn, one progress step per repository.
+    It fails only when no registry could be read; unreadable images are listed in the outcome."""
+    images, problems, failed, base = 0, [], [], 0
+    registries = list(ContainerRegistry.objects.filter(registry_name__in=registry_names).order_by("registry_name"))
+    for registry in registries:
+        def report(done, total, repository, base=base, name=registry.registry_name):
+            progress.update(base + done, total=base + total, message=f"{name}/{repository}")
+
+        try:
+            result = rescan_registry(registry, on_repository=report, project=project)
+        except errors.BackendAIError as exc:
+            failed.append(str(exc.msg))
+            continue
+        images += result["images"]
+        problems.extend(result["errors"])
+        base += result["repositories"]
+    if not registries or len(failed) == len(registries):
+        raise bgtasks.TaskFailed("; ".join(failed) or "No such registry any more")
+    return bgtasks.Outcome(f"{images} image(s) from {len(registries) - len(failed)} registr(ies)",
+                           errors=failed + problems)
+
+
+# --- container registries (superadmins) ---------------------------------------------------------
+
+REGISTRY_PROPS = ("url", "type", "project", "username", "password", "ssl_verify", "is_global")
+
+
+def visible_registries(actor):
+    _require_superadmin(actor, "see container registries")
+    return ContainerRegistry.objects.all()
+
+
+def _apply_registry_props(registry: ContainerRegistry, props: dict) -> None:
+    unknown = set(props) - set(REGISTRY_PROPS)
+    if unknown:
+        raise errors.InvalidAPIParameters(f"Unknown container registry field(s): {', '.join(sorted(unknown))}")
+    for name, value in props.items():
+        if name == "project" and isinstance(value, (list, tuple)):
+            if len(value) > 1:
+                raise errors.InvalidAPIParameters("project: one repository prefix per registry here")
+            value = value[0] if value else ""
+        if value is None:
+            value = "" if name in ("project", "username", "password") else value
+        if value is None:
+            raise errors.InvalidAPIParameters(f"{name} cannot be null")
+        setattr(registry, name, value)
+    try:
+        registry.full_clean()
+    except ValidationError as exc:
+        raise errors.InvalidAPIParameters(_validation_text(exc)) from None
+
+
+def create_registry(actor, hostname: str, props: dict) -> ContainerRegistry:
+    _require_superadmin(actor, "add container registries")
+    registry = ContainerRegistry(registry_name=hostname)
+    _apply_registry_props(registry, props)
+    try:
+        with transaction.atomic():
+            registry.save(force_insert=True)
+    except IntegrityError:
+        raise errors.InvalidAPIParameters(f"Registry {hostname!r} already exists") from None
+    log.info("%s added container registry %s", actor, hostname)
+    return registry
+
+
+def _registry(hostname: str) -> ContainerRegistry:
+    registry = ContainerRegistry.objects.filter(registry_name=hostname).first()
+    if registry is None:
+        raise errors.object_not_found("container registry", f"No registry {hostname!r}")
+    return registry
+
+
+def modify_registry(actor, hostname: str, props: dict) -> ContainerRegistry:
+    _require_superadmin(actor, "modify container registries")
+    registry = _registry(hostname)
+    if props.get("password") in ("", None):
+        props = {k: v for k, v in props.items() if k != "password"}  # as in the admin: empty keeps it
+    _apply_registry_props(registry, props)
+    registry.save()
+    log.info("%s modified container registry %s", actor, hostname)
+    return registry
+
+
+def delete_registry(actor, hostname: str) -> ContainerRegistry:
+    _require_superadmin(actor, "delete container registries")
+    registry = _registry(hostname)
+    registry.delete()  # its images stay, without a registry row (as after a rename)
+    log.info("%s deleted container registry %s", actor, hostname)
+    return registry

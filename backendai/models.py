@@ -1,5 +1,8 @@
 """Manager-wide settings kept in the database: the announcement banner and
-the known resource slot types."""
+the known resource slot types, the heartbeats of singleton processes and background
+tasks (``backendai.bgtasks``)."""
+import uuid
+
 from django.db import models
 
 
@@ -56,3 +59,42 @@ class Heartbeat(models.Model):
 
     def __str__(self):
         return f"{self.name} (pid {self.pid} on {self.host or '?'}, last seen {self.last_seen:%Y-%m-%d %H:%M:%S})"
+
+
+class BackgroundTaskStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class BackgroundTask(models.Model):
+    """One long job run by a Celery worker and followed over ``GET /events/background-task``
+    (``backendai.bgtasks`` owns every write: ``start``, the progress reports, the outcome)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=64, help_text="What the task does, e.g. rescan_images.")
+    func_path = models.CharField(max_length=200, help_text="The dotted path of the function the worker runs.")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    owner_id = models.CharField(max_length=64, blank=True, help_text="Who started it (a user id); they and "
+                                                                     "superadmins may follow it.")
+    status = models.CharField(max_length=16, choices=BackgroundTaskStatus.choices,
+                              default=BackgroundTaskStatus.PENDING, db_index=True)
+    current_progress = models.FloatField(default=0)
+    total_progress = models.FloatField(default=0)
+    message = models.TextField(blank=True)
+    errors = models.JSONField(default=list, blank=True, help_text="Problems a finished task reports beside its "
+                                                                 "outcome (a rescan's unreadable images).")
+    revision = models.PositiveIntegerField(default=0, help_text="Bumped by each report; the stream sends what changed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} {self.pk} ({self.status})"

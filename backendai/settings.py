@@ -183,7 +183,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # serve straight from the apps in the embedded mode, no collectstatic needed
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.api.authentication.HMACAuthentication"],
+    # a signature; under /func/ (session mode) also the login cookie (accounts.api.websession)
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.api.authentication.HMACAuthentication",
+                                       "accounts.api.websession.WebSessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["backendai.api.parsers.HardenedJSONParser", "backendai.api.parsers.TextAsJSONParser"],
@@ -198,6 +200,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "REST API of the control panel. Requests are signed with HMAC-SHA256 as the Backend.AI manager API v8.",
     "VERSION": "v8.20240915",
     "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["backendai.api.schema.drop_session_mode_copies"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -247,6 +250,7 @@ CELERY_BEAT_SCHEDULE = {
     "appproxy.sweep": {"task": "appproxy.tasks.sweep_circuits", "schedule": 15.0},
     "vfolders.reconcile": {"task": "vfolders.tasks.reconcile", "schedule": 300.0},
     "vfolders.measure_quota_scopes": {"task": "vfolders.tasks.measure_quota_scopes", "schedule": 3600.0},
+    "backendai.reconcile_background_tasks": {"task": "backendai.tasks.reconcile_background_tasks", "schedule": 60.0},
 }
 VFOLDER_ROOT = CONFIG.vfolder_root or DATA_DIR / "vfroot"
 VFOLDER_PUBLIC_URL = CONFIG.vfolder_public_url

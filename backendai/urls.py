@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.defaults import bad_request, page_not_found, server_error
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts.api import bgtask_events
 from backendai.api import graphql, unavailable, views
 from backendai.api.hints import HintRelayView
 from backendai.api.middleware import is_api_path
@@ -21,6 +22,7 @@ urlpatterns = [
     path("internal/hints", HintRelayView.as_view(), name="internal-hints"),
     path("admin/gql", graphql.GraphQLView.as_view(), name="graphql"),
     path("admin/graphql", graphql.LegacyGraphQLView.as_view(), name="graphql-legacy"),
+    path("events/background-task", bgtask_events.background_task_events, name="background-task-events"),
     path("", include("accounts.api.urls")),
     path("", include("agents.api.urls")),
     path("", include("sessions.api.urls")),
@@ -32,6 +34,15 @@ urlpatterns = [
     path("ui/", include(("sessions.urls", "ui-sessions"), namespace="ui-sessions")),
     path("ui/", include(("appproxy.urls", "ui-appproxy"), namespace="ui-appproxy")),
     path("admin/", admin.site.urls),
+]
+
+# Session mode (what Backend.AI's webserver adds): /server/login|logout|login-check, and every API
+# route again under /func/ (the same views and rules) with the login cookie instead of a signature
+# (accounts.api.websession; the signed API at the root never reads cookies).
+_FUNC_ROUTES = [p for p in urlpatterns if is_api_path(f"/{p.pattern}") and not str(p.pattern).startswith("internal/")]
+urlpatterns += [
+    path("server/", include("accounts.api.server_urls")),
+    path("func/", include((_FUNC_ROUTES, "func"), namespace="func")),
 ]
 
 

@@ -1,10 +1,11 @@
 """Admin for sessions and kernels (read-mostly; changes go through services),
-and the cluster overview (capacity, occupancy, sessions by status, per
+resource presets (changed through ``sessions.presets``), and the cluster overview (capacity, occupancy, sessions by status, per
 scaling group and per agent) at ``admin:compute_sessions_cluster_overview``."""
 from __future__ import annotations
 
 from decimal import Decimal
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Min
@@ -15,11 +16,12 @@ from django.utils import timezone
 from agents.admin import AgentAdmin
 from agents.models import Agent, AgentStatus, ScalingGroup
 from backendai import health
+from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
-from sessions import services
+from sessions import presets, services
 from sessions.forms import format_amount, ordered_slots
 from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, DEAD_SESSION, SessionStatus
-from sessions.models import Kernel, Session
+from sessions.models import Kernel, ResourcePreset, Session
 
 STATUS_ORDER = [s.value for s in SessionStatus]
 LIVE_STATUSES = [s for s in STATUS_ORDER if s not in DEAD_SESSION]
@@ -106,6 +108,72 @@ class KernelAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# --- resource presets ---------------------------------------------------------------------------
+
+#: Where a refusal of ``sessions.presets`` belongs on the form (its message starts with the field).
+PRESET_ERROR_FIELDS = {"name": "name", "resource_slots": "resource_slots", "shared_memory": "shared_memory",
+                       "scaling_group_name": "scaling_group"}
+
+
+class ResourcePresetForm(forms.ModelForm):
+    shared_memory = forms.CharField(required=False, max_length=32,
+                                    help_text='Bytes, or a size such as "64m"; empty: none.')
+
+    class Meta:
+        model = ResourcePreset
+        fields = ["name", "resource_slots", "shared_memory", "scaling_group"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["resource_slots"].help_text = (
+            'Known slots (see /config/resource-slots) with finite amounts, e.g. {"cpu": "2", "mem": "4g"}.')
+        self.original_name = self.instance.name if self.instance.pk else None
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        group = data.get("scaling_group")
+        try:
+            cleaned = presets.clean_fields(data.get("name"), data.get("resource_slots"), data.get("shared_memory"),
+                                           group.pk if group is not None else None, current=self.original_name)
+        except errors.BackendAIError as exc:
+            message = exc.msg or exc.error_title
+            self.add_error(PRESET_ERROR_FIELDS.get(message.split(":", 1)[0]), message)
+            return data
+        data.update(name=cleaned.name, resource_slots=cleaned.resource_slots, shared_memory=cleaned.shared_memory)
+        return data
+
+
+@admin.register(ResourcePreset)
+class ResourcePresetAdmin(admin.ModelAdmin):
+    """Presets change through ``sessions.presets`` (the same checks as GraphQL)."""
+
+    form = ResourcePresetForm
+    list_display = ["name", "resource_slots", "shared_memory", "scaling_group"]
+    list_filter = ["scaling_group"]
+    search_fields = ["name"]
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        group = data["scaling_group"].pk if data.get("scaling_group") is not None else None
+        if change:
+            saved = presets.modify_preset(request.user, form.original_name, new_name=data["name"],
+                                          resource_slots=data["resource_slots"],
+                                          shared_memory=data["shared_memory"], scaling_group=group)
+        else:
+            saved = presets.create_preset(request.user, data["name"], data["resource_slots"],
+                                          data["shared_memory"], group)
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        presets.delete_preset(request.user, obj.name)
+
+    def delete_queryset(self, request, queryset):
+        for name in list(queryset.values_list("name", flat=True)):
+            presets.delete_preset(request.user, name)
 
 
 # --- cluster overview ---------------------------------------------------------------------------

@@ -9,10 +9,13 @@ class SessionsConfig(AppConfig):
 
     def ready(self):
         # imported here: an AppConfig module is imported before the models are ready
-        from sessions import folder_mounts, signals, tasks
+        from accounts import hooks as account_hooks
+        from sessions import folder_mounts, services, signals, tasks
         from vfolders import hooks as vfolder_hooks
 
         signals.session_queued.connect(tasks.hint_scheduler, dispatch_uid="sessions.hint_scheduler.queued")
         signals.capacity_became_free.connect(tasks.hint_scheduler, dispatch_uid="sessions.hint_scheduler.freed")
         # a folder mounted by a live session stays out of the trash (vfolders asks through its hook)
         vfolder_hooks.register_mount_lookup(folder_mounts.live_sessions_mounting)
+        # GraphQL's KeyPair.concurrency_used (accounts asks through its hook)
+        account_hooks.register_concurrency_counter(services.concurrency_by_keypair)

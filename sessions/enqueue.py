@@ -262,7 +262,7 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
 
     project = choose_project(owner, req.group, req.domain)
     group = choose_scaling_group(owner, project, req.scaling_group, req.session_type)
-    image = agent_services.resolve_image(req.image, req.architecture)
+    image = agent_services.resolve_image(req.image, req.architecture, domain=project.domain)  # its allowed registries
     slot_types = manager_services.known_slot_types()
     per_kernel, resource_opts = compute_request(image, req.resources, req.resource_opts, slot_types)
     total = per_kernel.scale(req.cluster_size)

@@ -10,6 +10,7 @@ against before submitting.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -61,6 +62,17 @@ def format_amount(slot: str, amount, slot_types: dict | None = None) -> str:
     return format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
 
 
+def input_amount(slot: str, amount, slot_types: dict | None = None) -> str:
+    """One slot amount as the form's amount field takes it back (``4g``, ``512m``, ``2``, ``0.5``)."""
+    value = Decimal(str(amount))
+    if slot_type_of(slot, slot_types) == "bytes" and value == value.to_integral() and value > 0:
+        for suffix, unit in (("t", 2**40), ("g", 2**30), ("m", 2**20), ("k", 2**10)):
+            if value % unit == 0:
+                return f"{int(value // unit)}{suffix}"
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
 @dataclass
 class PresetChoice:
     name: str
@@ -68,6 +80,12 @@ class PresetChoice:
     shared_memory: str | None
     allocatable: bool
     shown: str = ""
+    #: amount field name -> value: what choosing this preset puts in the amount fields (static/sessions/presets.js)
+    inputs: dict = field(default_factory=dict)
+
+    @property
+    def inputs_json(self) -> str:
+        return json.dumps(self.inputs, sort_keys=True)
 
 
 @dataclass
@@ -113,13 +131,15 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
     project = next((p for p in projects if p.name == project_name), None)
     if project is None:
         project = next((p for p in projects if p.name == "default"), projects[0] if projects else None)
-    images = list(Image.objects.filter(type=ImageType.COMPUTE).order_by("name", "architecture")
-                  .values_list("name", "architecture"))
+    # only what the user's domain allows (its allowed registries): enqueue refuses the rest
+    images = list(agent_services.allowed_images(Image.objects.filter(type=ImageType.COMPUTE), user.domain)
+                  .order_by("name", "architecture").values_list("name", "architecture"))
     by_name: dict[str, list[str]] = {}
     for name, arch in images:
         by_name.setdefault(name, []).append(arch)
-    aliases = list(ImageAlias.objects.filter(image__type=ImageType.COMPUTE).order_by("alias")
-                   .values_list("alias", "image__name"))
+    aliases = list(agent_services.allowed_images(ImageAlias.objects.filter(image__type=ImageType.COMPUTE),
+                                                 user.domain, prefix="image__")
+                   .order_by("alias").values_list("alias", "image__name"))
     groups = list(agent_services.allowed_scaling_groups(user, project).order_by("name")) if project else []
     slot_types = manager_services.known_slot_types()
     context = CreateContext(
@@ -141,6 +161,9 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
     for preset in context.presets:
         preset.shown = " · ".join(f"{slot} {format_amount(slot, amount, slot_types)}"
                                   for slot, amount in sorted(preset.resource_slots.items()) if Decimal(amount) != 0)
+        preset.inputs = {slot_field_name(slot): (input_amount(slot, preset.resource_slots[slot], slot_types)
+                                                 if Decimal(preset.resource_slots.get(slot, 0)) != 0 else "")
+                         for slot in ordered_slots(slot_types)}
     return context
 
 

@@ -1,6 +1,9 @@
 """The sessions part of ``/admin/gql`` (client-wire.md §8): ``compute_session_list``
-and ``compute_session``, with the session, container and dependency types.
-``backendai/api/graphql.py`` merges this ``Query`` into the schema.
+and ``compute_session``, with the session, container and dependency types; resource
+presets (``resource_preset``, ``resource_presets``, and the superadmin-only
+``create_resource_preset``, ``modify_resource_preset``, ``delete_resource_preset``
+with Backend.AI's arguments and payloads, over ``sessions.presets``).
+``backendai/api/graphql.py`` merges this ``Query`` and ``Mutation`` into the schema.
 
 Agent ids and addresses of kernels and sessions are shown to superadmins only
 (as in Backend.AI)."""
@@ -13,8 +16,17 @@ import strawberry
 from strawberry.types import Info
 
 from backendai.api import errors
-from backendai.api.gqlkit import actor, apply_filter, apply_order, iso_or_none, json_or_none, page
-from sessions import services as session_services
+from backendai.api.gqlkit import (
+    BigInt,
+    JSONString,
+    actor,
+    apply_filter,
+    apply_order,
+    iso_or_none,
+    json_or_none,
+    page,
+)
+from sessions import presets as preset_services, services as session_services
 from sessions.lifecycle import DEAD_SESSION, KernelStatus, SessionStatus
 
 # A container shows its requested slots as occupied unless it is not placed yet or has ended cleanly.
@@ -170,6 +182,68 @@ def _sessions_query(info: Info, access_key, status, group_id=None):
         "kernels", "dependency_links__depends_on")
 
 
+# --- resource presets (sessions.presets: superadmins change them, everyone reads those offered to them) ---
+
+PRESET_FIELDS = {"name": "name", "scaling_group_name": "scaling_group_id", "shared_memory": "shared_memory"}
+
+
+@strawberry.type(name="ResourcePreset")
+class ResourcePresetType:
+    name: str
+    resource_slots: JSONString
+    shared_memory: Optional[BigInt]
+    scaling_group_name: Optional[str]
+
+
+def preset_of(p) -> ResourcePresetType:
+    return ResourcePresetType(name=p.name, resource_slots=p.resource_slots, shared_memory=p.shared_memory,
+                              scaling_group_name=p.scaling_group_id)
+
+
+@strawberry.input
+class CreateResourcePresetInput:
+    resource_slots: JSONString
+    shared_memory: Optional[str] = None
+    scaling_group_name: Optional[str] = None
+
+
+@strawberry.input
+class ModifyResourcePresetInput:
+    name: Optional[str] = strawberry.UNSET  # a new name
+    resource_slots: Optional[JSONString] = strawberry.UNSET
+    shared_memory: Optional[str] = strawberry.UNSET  # null: none
+    scaling_group_name: Optional[str] = strawberry.UNSET  # null: offered everywhere
+
+
+@strawberry.type
+class CreateResourcePreset:
+    ok: bool
+    msg: Optional[str]
+    resource_preset: Optional[ResourcePresetType]
+
+
+@strawberry.type
+class ModifyResourcePreset:
+    ok: bool
+    msg: Optional[str]
+
+
+@strawberry.type
+class DeleteResourcePreset:
+    ok: bool
+    msg: Optional[str]
+
+
+def _given(value):
+    return preset_services.UNCHANGED if value is strawberry.UNSET else value
+
+
+def _preset_name(name: Optional[str]) -> str:
+    if not name:
+        raise errors.InvalidAPIParameters("name: the resource preset's name is required")
+    return name
+
+
 @strawberry.type
 class Query:
     @strawberry.field
@@ -197,3 +271,37 @@ class Query:
             query = query.filter(access_key=keypair)
         found = query.filter(pk=id).first()
         return session_of(found, user.is_superadmin) if found else None
+
+    @strawberry.field
+    def resource_preset(self, info: Info, name: Optional[str] = None) -> Optional[ResourcePresetType]:
+        found = preset_services.get_preset(actor(info)[0], _preset_name(name))
+        return preset_of(found) if found else None
+
+    @strawberry.field
+    def resource_presets(self, info: Info, filter: Optional[str] = None,
+                         order: Optional[str] = None) -> list[ResourcePresetType]:
+        query = apply_filter(preset_services.visible_presets(actor(info)[0]), filter, PRESET_FIELDS)
+        return [preset_of(p) for p in apply_order(query, order, PRESET_FIELDS, "name")]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    def create_resource_preset(self, info: Info, name: str, props: CreateResourcePresetInput) -> CreateResourcePreset:
+        preset = preset_services.create_preset(actor(info)[0], name, props.resource_slots, props.shared_memory,
+                                               props.scaling_group_name)
+        return CreateResourcePreset(ok=True, msg="success", resource_preset=preset_of(preset))
+
+    @strawberry.mutation
+    def modify_resource_preset(self, info: Info, props: ModifyResourcePresetInput,
+                               name: Optional[str] = None) -> ModifyResourcePreset:
+        preset_services.modify_preset(
+            actor(info)[0], _preset_name(name), new_name=_given(props.name),
+            resource_slots=_given(props.resource_slots), shared_memory=_given(props.shared_memory),
+            scaling_group=_given(props.scaling_group_name))
+        return ModifyResourcePreset(ok=True, msg="success")
+
+    @strawberry.mutation
+    def delete_resource_preset(self, info: Info, name: Optional[str] = None) -> DeleteResourcePreset:
+        preset_services.delete_preset(actor(info)[0], _preset_name(name))
+        return DeleteResourcePreset(ok=True, msg="success")

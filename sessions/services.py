@@ -14,7 +14,7 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Func, IntegerField, Q
+from django.db.models import Count, F, Func, IntegerField, Q
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -26,6 +26,7 @@ from backendai.slots import ResourceSlot
 from sessions import idle, occupancy, signals, validation
 from sessions.enqueue import owner_keypair
 from sessions.lifecycle import (
+    CONCURRENCY_SESSION,
     DEAD_SESSION,
     OCCUPYING_SESSION,
     RUNNING_SESSION,
@@ -436,6 +437,14 @@ def idle_checks(session: Session, now=None) -> dict:
 
 # --- usage and presets ------------------------------------------------------------------------------
 
+
+
+def concurrency_by_keypair(access_keys) -> dict[str, int]:
+    """``{access_key: n}``: each keypair's sessions holding one of its concurrency slots
+    (``CONCURRENCY_SESSION``, what the scheduler counts against max_concurrent_sessions); one query."""
+    counts = dict(Session.objects.filter(access_key_id__in=list(access_keys), status__in=CONCURRENCY_SESSION)
+                  .order_by().values("access_key_id").annotate(n=Count("id")).values_list("access_key_id", "n"))
+    return {key: counts.get(key, 0) for key in access_keys}
 
 
 def usage(**filters):

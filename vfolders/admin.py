@@ -156,12 +156,13 @@ class VFolderInvitationAdmin(admin.ModelAdmin):
 
 @admin.register(QuotaScope)
 class QuotaScopeAdmin(admin.ModelAdmin):
-    """Usage per quota scope, as last measured from the disk; the limit is live."""
+    """Usage per quota scope, as last measured from the disk; the limit is live: the one set
+    for the scope (GraphQL ``set_quota_scope``), else the resource policy's, else the host's."""
 
     list_display = ["quota_scope_id", "owner", "host", "usage", "usage_files", "limit", "percent", "measured_at"]
     list_filter = ["host"]
     search_fields = ["quota_scope_id"]
-    readonly_fields = ["host", "quota_scope_id", "usage_bytes", "usage_files", "measured_at"]
+    readonly_fields = ["host", "quota_scope_id", "usage_bytes", "usage_files", "limit_bytes", "measured_at"]
     actions = ["measure"]
 
     def has_add_permission(self, request):
@@ -188,6 +189,8 @@ class QuotaScopeAdmin(admin.ModelAdmin):
         return self._owners
 
     def _limit(self, obj) -> int:
+        if obj.limit_bytes is not None:
+            return obj.limit_bytes
         _label, limit = self._owner_table().get(obj.quota_scope_id, ("", -1))
         return limit if limit >= 0 else obj.host.default_quota
 
@@ -202,7 +205,8 @@ class QuotaScopeAdmin(admin.ModelAdmin):
     @admin.display(description="limit")
     def limit(self, obj):
         limit = self._limit(obj)
-        return "unlimited" if limit < 0 else filesizeformat(limit)
+        shown = "unlimited" if limit < 0 else filesizeformat(limit)
+        return f"{shown} (set for this scope)" if obj.limit_bytes is not None else shown
 
     @admin.display(description="used")
     def percent(self, obj):

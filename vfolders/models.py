@@ -80,8 +80,10 @@ _F = VFolderStatus
 #: The legal moves of a folder's status, the only ones ``vfolders.services.status.move_status``
 #: applies.  Every alive folder may go to the trash; the trash is restored (READY) or purged
 #: (DELETE_ONGOING, then DELETE_COMPLETE, or DELETE_ERROR when files stay, which is in the
-#: trash again); DELETE_COMPLETE is final.  PERFORMING, CLONING and MOUNTED are passing
-#: states of a ready folder (Backend.AI's names; nothing here sets them yet).
+#: trash again); DELETE_COMPLETE is final.  CLONING is the passing state of a clone's source
+#: and target (``vfolders.services.cloning``; a target is created CLONING and ends READY or
+#: ERROR); PERFORMING and MOUNTED are passing states of a ready folder (Backend.AI's names;
+#: nothing here sets them yet).
 FOLDER_TRANSITIONS: dict[VFolderStatus, frozenset[VFolderStatus]] = {
     _F.READY: frozenset({_F.PERFORMING, _F.CLONING, _F.MOUNTED, _F.ERROR, _F.DELETE_PENDING}),
     _F.PERFORMING: frozenset({_F.READY, _F.ERROR, _F.DELETE_PENDING}),
@@ -253,12 +255,17 @@ class VFolderInvitation(models.Model):
 
 
 class QuotaScope(models.Model):
-    """The last measured usage of one quota scope on one host.  The limit itself is
-    read live from the user's or project's resource policy; usage is re-measured
-    from the disk (never adjusted by increments)."""
+    """The last measured usage of one quota scope on one host, and the hard limit an
+    admin set for it (GraphQL ``set_quota_scope``).  Without one, the limit is read
+    live from the user's or project's resource policy (then the host's default quota);
+    usage is re-measured from the disk (never adjusted by increments)."""
 
     host = models.ForeignKey(StorageHost, on_delete=models.CASCADE, related_name="quota_scopes")
     quota_scope_id = models.CharField(max_length=64)
+    limit_bytes = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Hard limit set for this scope (bytes). Empty: the resource policy's max_quota_scope_size, "
+                  "else the host's default quota.")
     usage_bytes = models.BigIntegerField(default=0)
     usage_files = models.BigIntegerField(default=0)
     measured_at = models.DateTimeField(null=True, blank=True)

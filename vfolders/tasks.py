@@ -6,8 +6,9 @@ from vfolders import services
 
 @shared_task(name="vfolders.tasks.reconcile")
 def reconcile() -> dict:
-    """Finish interrupted purges and sweep abandoned staged uploads."""
-    return services.reconcile()
+    """Finish interrupted purges, sweep abandoned staged uploads and give up clones
+    whose worker died (``VFOLDER_CLONE_TIMEOUT``)."""
+    return {**services.reconcile(), "clones_given_up": services.reconcile_clones()}
 
 
 @shared_task(name="vfolders.tasks.measure_quota_scopes")

@@ -12,6 +12,7 @@ import logging
 
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from accounts import services as accounts_services
 from backendai import signing
@@ -61,31 +62,39 @@ class HMACAuthentication(BaseAuthentication):
         except signing.SignatureMismatch:
             log.info("signature mismatch for access key %s on %s %s", keypair.access_key, request.method, request.path)
             raise errors.AuthorizationFailed("Signature mismatch") from None
-        user = keypair.user
-        if not keypair.is_active:
-            raise errors.AuthorizationFailed("The keypair is inactive")
-        if not user.is_active:
-            raise errors.AuthorizationFailed("The user is inactive")
-        address = client_address(request)
-        if not address_allowed(address, user.allowed_client_ip):
-            log.info("client address %s refused for user %s", address, user.pk)
-            raise errors.AuthorizationFailed("Access from this client address is not allowed")
-
-        state = ratelimit.check(keypair.access_key, keypair.rate_limit)
-        request._request.ratelimit = state
-        if state.exceeded:
-            raise errors.RateLimitExceeded(f"Over {state.limit} requests in {state.window} seconds")
-        accounts_services.record_keypair_use(keypair)
-        return user, keypair
+        return admit(request, keypair)
 
 
+def admit(request, keypair):
+    """The checks every authenticated API call passes after its credential (a signature, or
+    the login cookie of session mode): the keypair and its user are active, the caller's
+    address is allowed, the key's rate limit is not exceeded.  Returns ``(user, keypair)``."""
+    user = keypair.user
+    if not keypair.is_active:
+        raise errors.AuthorizationFailed("The keypair is inactive")
+    if not user.is_active:
+        raise errors.AuthorizationFailed("The user is inactive")
+    address = client_address(request)
+    if not address_allowed(address, user.allowed_client_ip):
+        log.info("client address %s refused for user %s", address, user.pk)
+        raise errors.AuthorizationFailed("Access from this client address is not allowed")
+
+    state = ratelimit.check(keypair.access_key, keypair.rate_limit)
+    getattr(request, "_request", request).ratelimit = state
+    if state.exceeded:
+        raise errors.RateLimitExceeded(f"Over {state.limit} requests in {state.window} seconds")
+    accounts_services.record_keypair_use(keypair)
+    return user, keypair
 
 
 def authenticate_plain_request(request):
-    """HMAC-authenticate a plain Django request (for views outside DRF, like SSE
-    and websockets); returns (user, keypair) or raises a BackendAIError."""
-    drf_request = Request(request, authenticators=[HMACAuthentication()])
-    result = HMACAuthentication().authenticate(drf_request)
-    if result is None:
-        raise errors.AuthorizationFailed("Unauthorized access")
-    return result
+    """Authenticate a plain Django request (for views outside DRF, like SSE and
+    websockets) with the API's authentication classes (a signature; under ``/func/``
+    also the login cookie); returns (user, keypair) or raises a BackendAIError."""
+    authenticators = [cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+    drf_request = Request(request, authenticators=authenticators)
+    for authenticator in authenticators:
+        result = authenticator.authenticate(drf_request)
+        if result is not None:
+            return result
+    raise errors.AuthorizationFailed("Unauthorized access")

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Optional
+from typing import NewType, Optional
 
+import strawberry
 from django.conf import settings
 from graphql import GraphQLError
 from graphql.language import (
@@ -155,6 +156,34 @@ class CostLimits(SchemaExtension):
 
 
 # --- wire values, lists, the caller -----------------------------------------------------------
+
+def _big_int(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"BigInt takes an integer, not {value!r}")
+    return int(value)
+
+
+#: Backend.AI's ``BigInt``: an integer of any size (bytes, counts), where GraphQL's ``Int`` stops
+#: at 2**31.  One definition for every app (two scalars of one name break the schema).
+BigInt = strawberry.scalar(NewType("BigInt", int), name="BigInt", serialize=int, parse_value=_big_int,
+                           description="An integer of any size (Int stops at 2**31).")
+
+
+def _json_input(value):
+    """A JSONString input: the JSON-encoded text, decoded (an already decoded value is taken as is)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value) if value.strip() else None
+    except (ValueError, RecursionError):
+        raise ValueError("JSONString takes JSON-encoded text") from None
+
+
+#: Backend.AI's ``JSONString``: a JSON document sent as a string (``resource_slots: "{\"cpu\": \"2\"}"``).
+#: Inputs arrive decoded (services check their shape); one definition for every app, like ``BigInt``.
+JSONString = strawberry.scalar(NewType("JSONString", object), name="JSONString", serialize=json.dumps,
+                               parse_value=_json_input, description="A JSON document encoded as a string.")
+
 
 def json_or_none(value) -> Optional[str]:
     """A JSON-valued field: the value JSON-encoded (the client ``json.loads`` it), or null."""

@@ -32,9 +32,14 @@ from sessions import gql as sessions_gql
 from vfolders import gql as vfolders_gql
 
 # The tuple order is the field order of the root type (the SDL the client sees).
-Query = merge_types("Query", (accounts_gql.Query, sessions_gql.Query, agents_gql.Query, vfolders_gql.Query))
+_APPS = (accounts_gql, sessions_gql, agents_gql, vfolders_gql)
+Query = merge_types("Query", tuple(app.Query for app in _APPS))
+# Each app's mutations (Backend.AI's names: create_user, modify_keypair, ...), where it has any.
+_MUTATIONS = tuple(app.Mutation for app in _APPS if getattr(app, "Mutation", None) is not None)
+Mutation = merge_types("Mutation", _MUTATIONS) if _MUTATIONS else None
 
-schema = strawberry.Schema(query=Query, config=StrawberryConfig(auto_camel_case=False), extensions=[CostLimits])
+schema = strawberry.Schema(query=Query, mutation=Mutation, config=StrawberryConfig(auto_camel_case=False),
+                           extensions=[CostLimits])
 
 
 class GraphQLView(APIView):

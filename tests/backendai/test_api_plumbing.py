@@ -33,7 +33,7 @@ def test_every_listed_version_is_accepted(signed, owner, version):
     assert signed(owner, version=version).get("/auth/test").status_code == 200
 
 
-@pytest.mark.parametrize("version", ["v9.20250722", "v8.20240916", "v8", "8.20240915", "garbage"])
+@pytest.mark.parametrize("version", ["v9.20250723", "v10.20260101", "v8.20240916", "v8", "8.20240915", "garbage"])
 def test_an_unknown_version_is_refused_with_400(client, version):
     response = client.get("/", HTTP_X_BACKENDAI_VERSION=version)
     assert response.status_code == 400

@@ -1,5 +1,6 @@
-"""``vfolders.gql.vfolder_list``: the values the client's formatters expect,
-who sees what, consistent pagination, filters and order."""
+"""``vfolders.services.vfolder_list`` (what the GraphQL ``vfolder_list`` answers): the
+values the client's formatters expect, who sees what, consistent pagination, filters
+and order."""
 import pytest
 
 from backendai.api import errors
@@ -11,7 +12,7 @@ CLIENT_FIELDS = ["host", "name", "created_at", "creator", "group", "permission",
 
 
 def test_items_carry_the_fields_the_client_asks_for_as_it_reads_them(owner, make_folder):
-    from vfolders.gql import vfolder_list
+    from vfolders.services import vfolder_list
 
     folder = make_folder(owner, "data")
     items, total = vfolder_list(owner, 20, 0)
@@ -27,7 +28,7 @@ def test_items_carry_the_fields_the_client_asks_for_as_it_reads_them(owner, make
 
 def test_visibility_follows_roles(owner, member, outsider, domain_admin, superadmin, make_folder):
     from vfolders import services
-    from vfolders.gql import vfolder_list
+    from vfolders.services import vfolder_list
 
     make_folder(owner, "o")
     make_folder(member, "m")
@@ -48,7 +49,7 @@ def test_visibility_follows_roles(owner, member, outsider, domain_admin, superad
 
 
 def test_pagination_is_consistent_and_costs_four_queries(owner, make_folder, django_assert_max_num_queries):
-    from vfolders.gql import vfolder_list
+    from vfolders.services import vfolder_list
 
     for i in range(7):
         make_folder(owner, f"f{i}")
@@ -64,7 +65,7 @@ def test_pagination_is_consistent_and_costs_four_queries(owner, make_folder, dja
 
 def test_filters_and_order(owner, make_folder):
     from vfolders import services
-    from vfolders.gql import vfolder_list
+    from vfolders.services import vfolder_list
 
     make_folder(owner, "alpha", usage_mode="model")
     make_folder(owner, "beta")
@@ -90,7 +91,7 @@ def test_filters_and_order(owner, make_folder):
 
 def test_group_id_narrows_to_one_project(domain_admin, owner, defaults, make_folder):
     from vfolders import services
-    from vfolders.gql import vfolder_list
+    from vfolders.services import vfolder_list
 
     make_folder(owner, "personal")
     services.create_folder(domain_admin, name="proj", group=str(defaults.project.pk))

@@ -122,6 +122,19 @@ class FolderCreateSerializer(serializers.Serializer):
     cloneable = serializers.BooleanField(default=False)
 
 
+class CloneSerializer(serializers.Serializer):
+    """``POST /folders/{x}/clone`` as clients 23.09 to 26.09 send it (24.09+ also take the
+    ``folder_host`` and ``perm`` spellings)."""
+
+    target_name = TextField(max_length=names.FOLDER_NAME_MAX_CHARS)
+    target_host = TextField(required=False, allow_null=True, allow_blank=True, max_length=128)
+    folder_host = TextField(required=False, allow_null=True, allow_blank=True, max_length=128)
+    usage_mode = serializers.ChoiceField(choices=[m.value for m in UsageMode], required=False, allow_null=True)
+    permission = serializers.ChoiceField(choices=PERMISSIONS, required=False, allow_null=True)
+    perm = serializers.ChoiceField(choices=PERMISSIONS, required=False, allow_null=True)
+    cloneable = serializers.BooleanField(default=False)
+
+
 class FolderRefSerializer(serializers.Serializer):
     """``DELETE /folders`` and the trash endpoints: the folder id."""
 

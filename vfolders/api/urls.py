@@ -31,6 +31,7 @@ urlpatterns = [
     path(F, views.FolderDetailView.as_view(), name="vfolder-detail"),
     path(F + "/rename", views.RenameView.as_view(), name="vfolder-rename"),
     path(F + "/update-options", views.UpdateOptionsView.as_view(), name="vfolder-update-options"),
+    path(F + "/clone", views.CloneView.as_view(), name="vfolder-clone"),
     path(F + "/mkdir", views.MkdirView.as_view(), name="vfolder-mkdir"),
     path(F + "/files", views.FilesView.as_view(), name="vfolder-files"),
     path(F + "/request-upload", views.RequestUploadView.as_view(), name="vfolder-request-upload"),

@@ -140,6 +140,22 @@ class UpdateOptionsView(APIView):
         return Response(status=status.HTTP_201_CREATED)
 
 
+class CloneView(APIView):
+    """``POST /folders/{x}/clone``: the target folder at once (201), its files copied by a
+    background task the client follows over ``/events/background-task`` (``bgtask_id``)."""
+
+    @extend_schema(request=s.CloneSerializer, responses=OBJECT, operation_id="folders_clone")
+    def post(self, request, name):
+        p = params(request, s.CloneSerializer)
+        target, _source, task_id = services.start_clone(
+            request.user, name, target_name=p["target_name"],
+            target_host=p.get("target_host") or p.get("folder_host") or None,
+            usage_mode=p.get("usage_mode") or "general",
+            permission=p.get("permission") or p.get("perm") or "rw",
+            cloneable=p["cloneable"], keypair=request.auth)
+        return Response(services.clone_json(target, task_id), status=status.HTTP_201_CREATED)
+
+
 class MkdirView(APIView):
     @extend_schema(request=s.MkdirSerializer, responses=OBJECT)
     def post(self, request, name):

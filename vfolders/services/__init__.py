@@ -16,7 +16,12 @@ as ``vfolders.services.<name>``; each concern lives in its own module:
 * ``files``     listing and changing the files inside a folder;
 * ``transfers`` upload and download tokens, tus uploads, download targets;
 * ``sharing``   invitations, share, unshare, leave;
-* ``mounts``    ``container_path`` and ``resolve_mounts`` for new sessions.
+* ``mounts``    ``container_path`` and ``resolve_mounts`` for new sessions;
+* ``cloning``   ``vfolder clone``: the checks and the target (``start_clone``), the copy a
+  background task runs (``run_clone``), the reconciler of clones whose worker died;
+* ``queryfilter`` Backend.AI's filter and order language of the listings;
+* ``listing``   the paginated GraphQL listings (``vfolder_list``, own, invited, project);
+* ``volumes``   storage volumes and quota scopes for the admin GraphQL fields.
 
 Who may do what (reference §9, with the choices this project made):
 
@@ -51,6 +56,7 @@ from vfolders.services.access import (
     require,
     require_usable,
 )
+from vfolders.services.cloning import clone_json, reconcile_clones, run_clone, start_clone
 from vfolders.services.config import (
     DEFAULT_HOST_NAME,
     default_host_name,
@@ -101,6 +107,7 @@ from vfolders.services.lifecycle import (
     restore_from_trash,
     update_options,
 )
+from vfolders.services.listing import folder_by_id, folder_item, folder_page, vfolder_list
 from vfolders.services.mounts import WORK_DIR, container_path, resolve_mounts
 from vfolders.services.projects import creatable_projects
 from vfolders.services.quota import (
@@ -110,7 +117,9 @@ from vfolders.services.quota import (
     scope_dirname,
     scope_limit,
     scope_limit_for,
+    scope_usage,
 )
+from vfolders.services.queryfilter import parse_filter, parse_order
 from vfolders.services.sharing import (
     MAX_EMAILS,
     accept_invitation,
@@ -140,6 +149,14 @@ from vfolders.services.transfers import (
     upload_target,
     upload_terminate,
 )
+from vfolders.services.volumes import (
+    quota_scope,
+    set_quota_scope,
+    storage_volume,
+    storage_volume_list,
+    unset_quota_scope,
+    volume_info,
+)
 
 __all__ = [
     # statuses (defined in vfolders.models)
@@ -147,6 +164,8 @@ __all__ = [
     # access
     "Access", "AccessContext", "access_for", "folder_id_by_name", "folder_info", "folder_json", "get_folder",
     "iso", "list_folders", "require", "require_usable", "_parse_uuid", "_personal_q",
+    # cloning
+    "clone_json", "reconcile_clones", "run_clone", "start_clone",
     # config
     "DEFAULT_HOST_NAME", "default_host_name", "dir_mode", "file_mode", "max_chunk_size", "max_upload_size",
     "public_base_url", "token_lifetime", "vfolder_root",
@@ -161,12 +180,15 @@ __all__ = [
     "validate_folder_name", "verify_vfolder_name",
     # lifecycle
     "create_folder", "move_to_trash", "purge", "reconcile", "rename_folder", "restore_from_trash", "update_options",
+    # listing and its filter language
+    "folder_by_id", "folder_item", "folder_page", "vfolder_list", "parse_filter", "parse_order",
     # mounts
     "WORK_DIR", "container_path", "resolve_mounts",
     # projects
     "creatable_projects",
     # quota
     "measure_all_scopes", "measure_scope", "scope_bytes", "scope_dirname", "scope_limit", "scope_limit_for",
+    "scope_usage",
     # sharing
     "MAX_EMAILS", "accept_invitation", "delete_invitation", "folder_grants", "invitation_json",
     "invitations_received", "invitations_sent", "invite", "leave", "share", "unshare", "update_invitation",
@@ -175,4 +197,6 @@ __all__ = [
     # transfers
     "TOKEN_SALT", "DownloadTarget", "UploadTarget", "download_target", "request_download", "request_upload",
     "upload_create", "upload_file_object", "upload_offset", "upload_patch", "upload_target", "upload_terminate",
+    # volumes and quota scopes
+    "quota_scope", "set_quota_scope", "storage_volume", "storage_volume_list", "unset_quota_scope", "volume_info",
 ]

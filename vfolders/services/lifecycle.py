@@ -53,7 +53,8 @@ def name_taken(user: User, name: str, project: Project | None = None, exclude_id
 
 def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = UsageMode.GENERAL,
                   permission: str = VFolderPermission.READ_WRITE, cloneable: bool = False, keypair=None,
-                  unmanaged_path=None) -> VFolder:
+                  unmanaged_path=None, status: str = VFolderStatus.READY) -> VFolder:
+    """A new folder (READY; CLONING for the target of ``vfolders.services.cloning``)."""
     name = validate_folder_name(name)
     choice(usage_mode, USAGE_MODES, "usage_mode")
     choice(permission, PERMISSIONS, "permission")
@@ -87,7 +88,7 @@ def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = 
             host=host_obj, domain_id=owner, quota_scope_id=qsid, name=name, usage_mode=usage_mode,
             permission=permission, ownership_type=OwnershipType.GROUP if project else OwnershipType.USER,
             user=None if project else user, project=project, creator=user.email, cloneable=bool(cloneable),
-            **initial_status(),
+            **initial_status(status),
         )
         try:
             with transaction.atomic():

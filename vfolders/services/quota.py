@@ -18,8 +18,17 @@ def scope_dirname(quota_scope_id: str) -> str:
     return f"{kind}-{uuid.UUID(ident).hex}"
 
 
+def set_limit(host_name: str, quota_scope_id: str) -> int | None:
+    """The hard limit an admin set for the scope on the host (``set_quota_scope``), if any."""
+    return (QuotaScope.objects.filter(host_id=host_name, quota_scope_id=quota_scope_id)
+            .values_list("limit_bytes", flat=True).first())
+
+
 def scope_limit(folder: VFolder) -> int:
     """Bytes the folder's quota scope may hold; negative is unlimited."""
+    override = set_limit(folder.host_id, folder.quota_scope_id)
+    if override is not None:
+        return override
     if folder.ownership_type == OwnershipType.USER:
         policy = folder.user.resource_policy if folder.user_id else None
     else:
@@ -38,14 +47,20 @@ def scope_bytes(host_root: Path, quota_scope_id: str) -> int:
     return used + staged
 
 
-def measure_scope(host: StorageHost, quota_scope_id: str) -> QuotaScope:
-    """Re-measure one quota scope from the disk and keep the figure for the admin."""
+def scope_usage(host: StorageHost, quota_scope_id: str) -> tuple[int, int]:
+    """(bytes, regular files) the scope holds on ``host`` now, staged uploads included in the bytes."""
     dirname = scope_dirname(quota_scope_id)
     used, files = storage.usage(host.root / dirname)
     staged, _ = storage.usage(host.root / storage.STAGING_DIRNAME / dirname)
+    return used + staged, files
+
+
+def measure_scope(host: StorageHost, quota_scope_id: str) -> QuotaScope:
+    """Re-measure one quota scope from the disk and keep the figure for the admin."""
+    used, files = scope_usage(host, quota_scope_id)
     scope, _ = QuotaScope.objects.update_or_create(
         host=host, quota_scope_id=quota_scope_id,
-        defaults={"usage_bytes": used + staged, "usage_files": files, "measured_at": timezone.now()})
+        defaults={"usage_bytes": used, "usage_files": files, "measured_at": timezone.now()})
     return scope
 
 
@@ -59,6 +74,11 @@ def measure_all_scopes() -> int:
 
 
 def scope_limit_for(quota_scope_id: str, host: StorageHost) -> int:
+    """Bytes the scope may hold on ``host`` (the limit set for it, else its policy's, else
+    the host's default); negative is unlimited."""
+    override = set_limit(host.name, quota_scope_id)
+    if override is not None:
+        return override
     kind, _, ident = quota_scope_id.partition(":")
     policy = None
     if kind == "user":

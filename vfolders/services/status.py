@@ -23,11 +23,17 @@ def _entry(status: str, moment) -> dict:
     return {"status": str(status), "timestamp": moment.isoformat()}
 
 
-def initial_status() -> dict:
-    """The status fields of a new folder row (it starts READY)."""
+#: What a new folder row may start as: READY, or CLONING for the target of a clone.
+INITIAL_STATUSES = (VFolderStatus.READY, VFolderStatus.CLONING)
+
+
+def initial_status(status: str = VFolderStatus.READY) -> dict:
+    """The status fields of a new folder row (READY, or CLONING while a clone fills it)."""
+    status = VFolderStatus(status)
+    if status not in INITIAL_STATUSES:
+        raise IllegalFolderMove(f"a new folder cannot start as {status}")
     now = timezone.now()
-    return {"status": VFolderStatus.READY, "status_changed": now,
-            "status_history": [_entry(VFolderStatus.READY, now)]}
+    return {"status": status, "status_changed": now, "status_history": [_entry(status, now)]}
 
 
 def move_status(folder: VFolder, status: str, expected=None) -> bool:

@@ -1,0 +1,127 @@
+"""The official CLI, all of it, through ``scripts/conformance``: with each client version
+(23.9.10 always; 24.9.14 and 26.9.6 where scripts/test found Python 3.12 / 3.13 and
+installed them), every admin and vfolder command and login/ps/logout in session mode
+runs against a live stack.  What works today must keep working, and what fails must be
+a gap named in ``tests/e2e/cli_conformance_gaps.txt``; a listed gap that works now
+fails the test too, so that list (and the README's copy of it) stays true."""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "conformance"
+AGENT_ID = "conformance-agent"
+RUN_TIMEOUT = 1800
+# version -> (variable scripts/test exports, virtualenv under the checkout, the Python it needs)
+CLIENTS = {
+    "23.9.10": ("BACKENDAI_CLIENT_BIN", ".venv-client", "3.11"),
+    "24.9.14": ("BACKENDAI_CLIENT24_BIN", ".venv-client-24", "3.12"),
+    "26.9.6": ("BACKENDAI_CLIENT26_BIN", ".venv-client-26", "3.13"),
+}
+
+
+def _load_script():
+    """The script itself as a module (it has no .py name): its gaps file reader and README
+    renderer are the ones this test checks against, never a copy."""
+    name = "bai_scripts_conformance"
+    if name not in sys.modules:
+        loader = importlib.machinery.SourceFileLoader(name, str(SCRIPT))
+        spec = importlib.util.spec_from_loader(name, loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        loader.exec_module(module)
+    return sys.modules[name]
+
+
+conformance = _load_script()
+
+
+def client_binary(version: str, require) -> Path:
+    """The client's ``backend.ai``.  scripts/test exports an empty variable when the Python this
+    version needs is not on the machine (then there is nothing to run); otherwise a missing
+    client is skipped locally and fails under CI=true."""
+    variable, venv, python_version = CLIENTS[version]
+    configured = os.environ.get(variable)
+    if configured == "":
+        pytest.skip(f"no python{python_version} on this machine, so no official client {version}")
+    binary = Path(configured or ROOT / venv / "bin" / "backend.ai")
+    require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
+    return binary
+
+
+def gap_report(version: str, results: dict, gaps: set[str]) -> list[str]:
+    """What disagrees with the gaps file: new failures, gaps that work now, gaps the run never saw."""
+    problems = []
+    for command, result in results.items():
+        if result["status"] == "FAIL" and command not in gaps:
+            problems.append(f"{version} {command} FAILS and is not a listed gap: {result['reason']}")
+        elif result["status"] == "ok" and command in gaps:
+            problems.append(f"{version} {command} WORKS now: remove it from {conformance.GAPS_FILE.name}")
+    for command in sorted(gaps):
+        if results.get(command, {}).get("status") not in ("ok", "FAIL"):
+            problems.append(f"{version} {command} is a listed gap but was not run "
+                            f"({results.get(command, {}).get('reason', 'not a command of this version')})")
+    return problems
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("version", list(CLIENTS))
+def test_every_command_of_the_official_cli_works_or_is_a_listed_gap(
+        version, require, password, make_user, live_stack, cluster, tmp_path):
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    from accounts.models import User, UserRole
+    from vfolders import services
+    from vfolders.models import StorageHost
+
+    binary = client_binary(version, require)
+    admin = make_user("conformance-admin@example.com", role=UserRole.SUPERADMIN)
+    # the suite hashes with MD5 for speed, which the stack's own processes do not accept: `login` needs
+    # a hash they verify
+    hasher = PBKDF2PasswordHasher()
+    User.objects.filter(pk=admin.pk).update(password=hasher.encode(password, hasher.salt()))
+    host = services.ensure_default_storage_host()
+    root = live_stack.data_dir / "vfroot" / "volume1"
+    root.mkdir(parents=True, exist_ok=True)
+    StorageHost.objects.filter(pk=host.pk).update(path=str(root))
+    live_stack.start_local_agent(AGENT_ID, cluster[1])
+
+    report = tmp_path / "conformance.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--endpoint", live_stack.url, "--access-key", admin.main_keypair.access_key,
+         "--secret-key", admin.main_keypair.secret_key, "--email", admin.email, "--password", password,
+         "--versions", version, "--client", f"{version}={binary}", "--agent-id", AGENT_ID,
+         "--allow-fail", "--json", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    results = json.loads(report.read_text())[version]
+    assert "login" in results and "admin user add" in results and "vfolder create" in results, done.stdout
+
+    gaps = {command for (gap_version, command) in conformance.read_gaps() if gap_version == version}
+    problems = gap_report(version, results, gaps)
+    failing = "\n".join(f"{version} {command}  # {result['reason'][:120]}"
+                        for command, result in results.items() if result["status"] == "FAIL")
+    assert not problems, ("\n".join(problems) + f"\n\nthe whole run:\n{done.stdout}"
+                          f"\nthis version's lines for {conformance.GAPS_FILE.name} as of this run:\n{failing}")
+
+
+def test_the_readme_lists_exactly_the_known_gaps():
+    text = conformance.README.read_text()
+    section = conformance.readme_section(text)
+    assert section is not None, f"README.md lacks the {conformance.README_START} section"
+    assert section == conformance.gaps_markdown(conformance.read_gaps()), (
+        "README.md's known gaps differ from tests/e2e/cli_conformance_gaps.txt: run scripts/conformance --update-readme")
+
+
+def test_the_gaps_file_names_only_the_three_client_versions():
+    versions = {version for (version, _command) in conformance.read_gaps()}
+    assert versions <= set(CLIENTS), versions
