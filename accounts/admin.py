@@ -3,9 +3,14 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.shortcuts import redirect
+from django.urls import reverse
 
 from accounts import services
+from backendai.api import errors
 from accounts.models import (
     Domain,
     Keypair,
@@ -104,8 +109,44 @@ class UserChangeAdminForm(forms.ModelForm):
         return value
 
 
+class PurgeThroughServices:
+    """Deleting here is the services' purge (what GraphQL's ``purge_user``/``purge_group`` do):
+    the same refusals (a live session, a folder in use), and the other apps' rows of the
+    object go through their purge handlers instead of a blind cascade.  A refusal is shown
+    on the object's page and changes nothing.  Purges go one object at a time (no bulk delete)."""
+
+    def purge(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def _purge_or_refuse(self, request, obj) -> bool:
+        try:
+            with transaction.atomic():
+                self.purge(request, obj)
+        except errors.BackendAIError as exc:
+            self.message_user(request, f"{obj} was not deleted: {exc.msg or exc.error_title}", messages.ERROR)
+            return False
+        return True
+
+    def delete_view(self, request, object_id, extra_context=None):
+        if request.method == "POST" and request.POST.get("post"):
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None and self.has_delete_permission(request, obj):
+                meta = self.model._meta
+                if not self._purge_or_refuse(request, obj):
+                    return redirect(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk]))
+                self.message_user(request, f"{meta.verbose_name} \u201c{obj}\u201d was purged.", messages.SUCCESS)
+                return redirect(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request):
+        # the bulk "delete selected" would report success for refused ones: one at a time
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
 @admin.register(User)
-class UserAdmin(admin.ModelAdmin):
+class UserAdmin(PurgeThroughServices, admin.ModelAdmin):
     list_display = ["email", "username", "full_name", "role", "status", "domain", "resource_policy", "created_at"]
     list_filter = ["role", "status", "domain", "resource_policy"]
     search_fields = ["email", "username", "full_name"]
@@ -117,6 +158,9 @@ class UserAdmin(admin.ModelAdmin):
 
     def get_inlines(self, request, obj):
         return self.inlines if obj else []
+
+    def purge(self, request, obj) -> None:
+        services.admin_purge_user(request.user, obj.email)
 
     def get_form(self, request, obj=None, **kwargs):
         kwargs["form"] = UserChangeAdminForm if obj else UserCreationAdminForm
@@ -262,11 +306,14 @@ class DomainAdmin(admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(PurgeThroughServices, admin.ModelAdmin):
     list_display = ["name", "domain", "is_active", "type", "resource_policy", "created_at"]
     list_filter = ["is_active", "type", "domain", "resource_policy"]
     search_fields = ["name", "description", "domain__name"]
     inlines = [MembershipInline]
+
+    def purge(self, request, obj) -> None:
+        services.admin_purge_project(request.user, obj.pk)
 
 
 @admin.register(KeypairResourcePolicy)

@@ -3,10 +3,14 @@
 ``register_concurrency_counter(fn)``: ``fn(access_keys)`` returns ``{access_key: n}``, the
 number of sessions of each keypair that hold one of its concurrency slots (what GraphQL's
 ``KeyPair.concurrency_used`` answers).  The sessions app, which owns the session statuses,
-registers it in its ``AppConfig.ready()``; with none registered the count is unknown (null)."""
+registers it in its ``AppConfig.ready()``; with none registered the count is unknown (null).
+
+``register_purge_handler(fn)``: ``fn(purge)`` is what an app does when a user or project is
+purged (refuse while something live remains, else remove or hand over its rows)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 ConcurrencyCounter = Callable[[Iterable[str]], Mapping[str, int]]
 
@@ -36,3 +40,40 @@ def concurrency_used(access_keys: Iterable[str]) -> dict[str, int] | None:
             if key in total:
                 total[key] += int(count)
     return total
+
+
+# --- purging users and projects --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Purge:
+    """What is being purged (a ``User`` or a ``Project``), by whom, and how: ``keep_shared_folders``
+    hands a purged user's folders that others use over to ``actor`` instead of deleting them
+    (GraphQL ``PurgeUserInput.purge_shared_vfolders`` false, the default)."""
+
+    target: object
+    actor: object
+    keep_shared_folders: bool = True
+
+
+PurgeAction = Callable[[], None]
+PurgeHandler = Callable[[Purge], "PurgeAction | None"]
+
+_purge_handlers: list[PurgeHandler] = []
+
+
+def register_purge_handler(handler: PurgeHandler) -> PurgeHandler:
+    """Add what an app does when a user or project is purged.  ``handler(purge)`` checks: it
+    raises an API error when something of its app forbids the purge (a live session, a folder
+    in use), and otherwise returns the action that removes (or hands over) its rows of the
+    target, or None.  Every handler checks before any action runs, so a refused purge changes
+    nothing; the actions run in registration order inside the purge's transaction.  Apps
+    register theirs in ``AppConfig.ready()``."""
+    if handler not in _purge_handlers:
+        _purge_handlers.append(handler)
+    return handler
+
+
+def run_purge_handlers(purge: Purge) -> None:
+    actions = [action for action in (handler(purge) for handler in list(_purge_handlers)) if action]
+    for action in actions:
+        action()

@@ -9,9 +9,19 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
+
+def validate_image_patterns(value) -> None:
+    """``Domain.allowed_images``: a list of image names, each with at most one ``*``, at its end."""
+    if not isinstance(value, list) or len(value) > 500:
+        raise ValidationError("Give a list of at most 500 image names.")
+    for item in value:
+        if not isinstance(item, str) or not 0 < len(item.strip()) <= 512 or "*" in item.rstrip("*") \
+                or item.count("*") > 1 or any(ch.isspace() for ch in item.strip()):
+            raise ValidationError(f"{str(item)[:80]!r} is not an image name (a trailing * is the only wildcard).")
 
 class DefaultForUnspecified(models.TextChoices):
     LIMITED = "LIMITED", "Limited (0 for unlisted slots)"
@@ -105,7 +115,15 @@ class Domain(models.Model):
     modified_at = models.DateTimeField(auto_now=True)
     total_resource_slots = models.JSONField(default=dict, blank=True)
     allowed_vfolder_hosts = models.JSONField(default=dict, blank=True)
-    allowed_docker_registries = models.JSONField(default=list, blank=True)
+    allowed_docker_registries = models.JSONField(
+        default=list, blank=True,
+        help_text='Registries (host[:port], or "local" for agent-local images) whose images this domain\'s '
+                  "sessions may use. Empty: every registry.")
+    allowed_images = models.JSONField(
+        default=list, blank=True, validators=[validate_image_patterns],
+        help_text='Within the allowed registries, the only images this domain\'s sessions may use: canonical '
+                  'names ("[registry/]repository:tag"); an entry ending in * takes every name it starts with '
+                  '("cr.example.com/stable/*"). Empty: every image of the allowed registries.')
     integration_id = models.CharField(max_length=512, blank=True)
     dotfiles = models.JSONField(default=list, blank=True)
 

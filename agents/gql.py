@@ -13,7 +13,8 @@ arguments and shapes as the official clients (23.09, 24.09, 26.09) send them:
 * images: ``image`` (by reference and architecture, or id), ``images``,
   ``customized_images`` (everyone sees what their domain's allowed registries
   allow; superadmins everything); ``rescan_images`` (a background task: the
-  answer's ``task_id`` is followed on ``/events/background-task``),
+  answer's ``task_id`` is followed on ``/events/background-task``; with no registry
+  configured it finishes done with nothing to scan),
   ``alias_image``, ``dealias_image``, ``forget_image``, ``forget_image_by_id``
   (superadmins only);
 * container registries: ``container_registry``, ``container_registries`` and

@@ -457,24 +457,34 @@ def _validation_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
+def _insert(row, taken: str) -> None:
+    """Save a new row; a key taken meanwhile (the unique constraint) is a 400 saying ``taken``."""
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:
+        raise errors.InvalidAPIParameters(taken) from None
+
+
+def _existing(model, what: str, message: str, **lookup):
+    """The one row of ``model`` matching ``lookup``, or a 404 naming ``what``."""
+    row = model.objects.filter(**lookup).first()
+    if row is None:
+        raise errors.object_not_found(what, message)
+    return row
+
+
 def create_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
     _require_superadmin(actor, "create scaling groups")
     group = ScalingGroup(name=name)
     _apply_scaling_group_props(group, props)  # full_clean also refuses a name taken already
-    try:
-        with transaction.atomic():
-            group.save(force_insert=True)
-    except IntegrityError:
-        raise errors.InvalidAPIParameters(f"Scaling group {name!r} already exists") from None
+    _insert(group, f"Scaling group {name!r} already exists")
     log.info("%s created scaling group %s", actor, name)
     return group
 
 
 def _scaling_group(name: str) -> ScalingGroup:
-    group = ScalingGroup.objects.filter(pk=name).first()
-    if group is None:
-        raise errors.object_not_found("scaling group", f"No scaling group {name!r}")
-    return group
+    return _existing(ScalingGroup, "scaling group", f"No scaling group {name!r}", pk=name)
 
 
 def modify_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
@@ -560,12 +570,14 @@ def agent_detail(actor, agent_id: str) -> Agent | None:
     return visible_agents(actor, "see agents").filter(pk=agent_id).first()
 
 
-# --- images: the domain's allowed registries ----------------------------------------------------
+# --- images: the domain's allowed registries and images ----------------------------------------
 # ``Domain.allowed_docker_registries`` lists the registries (host[:port], as in image names) a
 # domain's sessions may use.  An empty list allows every image (the default: nothing is
 # restricted until a superadmin lists registries).  Agent-local images (no registry) count as
-# the registry ``local``, the name the image listings show for them.  Superadmins' listings
-# show every image; a session is checked against its own domain whoever creates it.
+# the registry ``local``, the name the image listings show for them.  ``Domain.allowed_images``
+# narrows that further to the listed canonical names (a trailing ``*`` takes every name it starts
+# with); empty, it adds nothing.  Superadmins' listings show every image; a session is checked
+# against its own domain whoever creates it.
 
 LOCAL_REGISTRY = "local"
 
@@ -573,40 +585,55 @@ LOCAL_REGISTRY = "local"
 def _domain(domain) -> Domain:
     if isinstance(domain, Domain):
         return domain
-    found = Domain.objects.filter(pk=domain).first()
-    if found is None:
-        raise errors.object_not_found("domain", f"No domain {domain!r}")
-    return found
+    return _existing(Domain, "domain", f"No domain {domain!r}", pk=domain)
 
 
-def _registry_condition(domain: Domain, prefix: str = "") -> Q | None:
-    allowed = [str(r) for r in (domain.allowed_docker_registries or [])]
-    if not allowed:
-        return None
-    condition = Q(**{f"{prefix}registry_name__in": [r for r in allowed if r != LOCAL_REGISTRY]})
-    if LOCAL_REGISTRY in allowed:
-        condition |= Q(**{f"{prefix}registry_name": ""})
+def _image_condition(domain: Domain, prefix: str = "") -> Q | None:
+    """What the domain allows, as a condition on images (None: everything)."""
+    condition = None
+    registries = [str(r) for r in (domain.allowed_docker_registries or [])]
+    if registries:
+        condition = Q(**{f"{prefix}registry_name__in": [r for r in registries if r != LOCAL_REGISTRY]})
+        if LOCAL_REGISTRY in registries:
+            condition |= Q(**{f"{prefix}registry_name": ""})
+    patterns = [str(p) for p in (domain.allowed_images or [])]
+    if patterns:
+        named = Q(pk__in=[])
+        for pattern in patterns:
+            named |= (Q(**{f"{prefix}name__startswith": pattern[:-1]}) if pattern.endswith("*")
+                      else Q(**{f"{prefix}name": pattern}))
+        condition = named if condition is None else condition & named
     return condition
 
 
 def allowed_images(query, domain, prefix: str = ""):
     """``query`` (of images, or of rows reaching an image through ``prefix``, e.g.
     ``image__`` for aliases) narrowed to what ``domain`` allows."""
-    condition = _registry_condition(_domain(domain), prefix)
+    condition = _image_condition(_domain(domain), prefix)
     return query if condition is None else query.filter(condition)
 
 
+def _name_allowed(name: str, patterns: list) -> bool:
+    return not patterns or any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in map(str, patterns))
+
+
 def image_allowed(image: Image, domain) -> bool:
-    allowed = _domain(domain).allowed_docker_registries or []
-    return not allowed or (image.registry_name or LOCAL_REGISTRY) in allowed
+    domain = _domain(domain)
+    registries = domain.allowed_docker_registries or []
+    return ((not registries or (image.registry_name or LOCAL_REGISTRY) in registries)
+            and _name_allowed(image.name, domain.allowed_images or []))
 
 
 def check_image_allowed(image: Image, domain) -> None:
     domain = _domain(domain)
-    if not image_allowed(image, domain):
+    registries = domain.allowed_docker_registries or []
+    if registries and (image.registry_name or LOCAL_REGISTRY) not in registries:
         raise errors.GenericForbidden(
             f"Domain {domain.pk!r} does not allow images from registry {image.registry_name or LOCAL_REGISTRY!r} "
-            f"({image.name}); allowed: {', '.join(domain.allowed_docker_registries)}")
+            f"({image.name}); allowed: {', '.join(registries)}")
+    if not _name_allowed(image.name, domain.allowed_images or []):
+        raise errors.GenericForbidden(f"Domain {domain.pk!r} does not allow the image {image.name}; allowed: "
+                                      f"{', '.join(domain.allowed_images[:10])}")
 
 
 def visible_images(actor):
@@ -690,23 +717,30 @@ def forget_image(actor, *, reference: str | None = None, architecture: str | Non
     return image
 
 
+NOTHING_TO_SCAN = "No container registry is configured: nothing to scan"
+
+
 def start_rescan(actor, registry: str | None = None, project: str | None = None) -> str:
-    """Queue a rescan of one registry (by name) or of all; the background task's id."""
+    """Queue a rescan of one registry (by name) or of all; the background task's id.  An unknown
+    registry is refused; with no registry configured at all the task still runs (as the real
+    manager's) and finishes done with ``NOTHING_TO_SCAN``."""
     _require_superadmin(actor, "rescan registries")
     registries = ContainerRegistry.objects.exclude(type=RegistryType.LOCAL)
     if registry:
         registries = registries.filter(registry_name=registry)
     names = list(registries.order_by("registry_name").values_list("registry_name", flat=True))
-    if not names:
-        raise errors.object_not_found("container registry", f"No registry {registry!r}" if registry
-                                      else "No container registry is configured")
+    if registry and not names:
+        raise errors.object_not_found("container registry", f"No registry {registry!r}")
     return bgtasks.start("rescan_images", "agents.services.rescan_images_task", names, project, owner=actor.pk)
 
 
 @bgtasks.background
 def rescan_images_task(progress: bgtasks.Progress, registry_names: list[str], project: str | None = None):
     """The rescan background task: each registry in turn, one progress step per repository.
-    It fails only when no registry could be read; unreadable images are listed in the outcome."""
+    It fails only when no registry could be read; unreadable images are listed in the outcome.
+    Given no registry (none was configured), it is done at once with nothing scanned."""
+    if not registry_names:
+        return NOTHING_TO_SCAN
     images, problems, failed, base = 0, [], [], 0
     registries = list(ContainerRegistry.objects.filter(registry_name__in=registry_names).order_by("registry_name"))
     for registry in registries:
@@ -737,6 +771,13 @@ def visible_registries(actor):
     return ContainerRegistry.objects.all()
 
 
+def known_registries(actor) -> dict[str, str]:
+    """``{hostname: url}`` of every configured registry, what ``GET /config/docker-registries``
+    (23.09 clients) and ``GET /resource/container-registries`` (24.09 and later) answer; no
+    credential ever leaves (superadmins only)."""
+    return dict(visible_registries(actor).order_by("registry_name").values_list("registry_name", "url"))
+
+
 def _apply_registry_props(registry: ContainerRegistry, props: dict) -> None:
     unknown = set(props) - set(REGISTRY_PROPS)
     if unknown:
@@ -761,20 +802,13 @@ def create_registry(actor, hostname: str, props: dict) -> ContainerRegistry:
     _require_superadmin(actor, "add container registries")
     registry = ContainerRegistry(registry_name=hostname)
     _apply_registry_props(registry, props)
-    try:
-        with transaction.atomic():
-            registry.save(force_insert=True)
-    except IntegrityError:
-        raise errors.InvalidAPIParameters(f"Registry {hostname!r} already exists") from None
+    _insert(registry, f"Registry {hostname!r} already exists")
     log.info("%s added container registry %s", actor, hostname)
     return registry
 
 
 def _registry(hostname: str) -> ContainerRegistry:
-    registry = ContainerRegistry.objects.filter(registry_name=hostname).first()
-    if registry is None:
-        raise errors.object_not_found("container registry", f"No registry {hostname!r}")
-    return registry
+    return _existing(ContainerRegistry, "container registry", f"No registry {hostname!r}", registry_name=hostname)
 
 
 def modify_registry(actor, hostname: str, props: dict) -> ContainerRegistry:

@@ -232,6 +232,15 @@ def reconcile(now=None, *, stalled_after: timedelta = STALLED_AFTER, unclaimed_a
     return {"stalled": stalled, "unclaimed": unclaimed, "purged": purged}
 
 
+def ended_unsuccessfully(func_path: str) -> list[list]:
+    """The ``args`` of the tasks of ``func_path`` that ended failed or cancelled (cancelled before
+    a worker took them too, or given up by ``reconcile``): what their owners' reconcilers undo
+    without waiting for their own timeouts."""
+    return [list(args) for args in BackgroundTask.objects.filter(
+        func_path=func_path, status__in=(BackgroundTaskStatus.FAILED, BackgroundTaskStatus.CANCELLED),
+    ).values_list("args", flat=True)]
+
+
 def purge_finished(older_than: timedelta = timedelta(days=7)) -> int:
     return BackgroundTask.objects.filter(status__in=FINISHED,
                                          finished_at__lt=timezone.now() - older_than).delete()[0]

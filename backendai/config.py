@@ -251,6 +251,7 @@ class Config:
     vfolder_public_url: str | None = None
     vfolder_token_lifetime: int = 3600
     vfolder_max_upload_size: int = 100 * 2**30
+    vfolder_clone_timeout: int = 6 * 3600
     api_max_body: int = 4 * 2**20
     callback_allowed_networks: list = field(default_factory=list)
     callback_max_attempts: int = 8
@@ -321,6 +322,7 @@ def load(env=None) -> Config:
         vfolder_public_url=_url(env, "VFOLDER_PUBLIC_URL"),
         vfolder_token_lifetime=_int(env, "VFOLDER_TOKEN_LIFETIME", 3600, minimum=30),
         vfolder_max_upload_size=_size(env, "VFOLDER_MAX_UPLOAD_SIZE", 100 * 2**30),
+        vfolder_clone_timeout=_int(env, "VFOLDER_CLONE_TIMEOUT", 6 * 3600, minimum=60),
         api_max_body=_size(env, "API_MAX_BODY", 4 * 2**20),
         callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
         callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),

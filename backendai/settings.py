@@ -256,6 +256,7 @@ VFOLDER_ROOT = CONFIG.vfolder_root or DATA_DIR / "vfroot"
 VFOLDER_PUBLIC_URL = CONFIG.vfolder_public_url
 VFOLDER_TOKEN_LIFETIME = CONFIG.vfolder_token_lifetime
 VFOLDER_MAX_UPLOAD_SIZE = CONFIG.vfolder_max_upload_size
+VFOLDER_CLONE_TIMEOUT = CONFIG.vfolder_clone_timeout
 APPPROXY_WORKER_HEARTBEAT_TIMEOUT = CONFIG.appproxy_worker_heartbeat_timeout
 APPPROXY_CIRCUIT_IDLE_TIMEOUT = CONFIG.appproxy_circuit_idle_timeout
 APPPROXY_SETUP_TOKEN_TTL = CONFIG.appproxy_setup_token_ttl

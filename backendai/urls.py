@@ -8,6 +8,7 @@ from backendai.api import graphql, unavailable, views
 from backendai.api.hints import HintRelayView
 from backendai.api.middleware import is_api_path
 from backendai.metrics import metrics_view
+from vfolders.api import views as vfolder_views
 
 urlpatterns = [
     path("", views.RootView.as_view(), name="api-root"),
@@ -16,6 +17,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("manager/announcement", views.AnnouncementView.as_view(), name="announcement"),
     path("config/resource-slots", views.ResourceSlotsView.as_view(), name="resource-slots"),
+    path("config/vfolder-types", vfolder_views.FolderTypesView.as_view(), name="vfolder-types"),
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
     # the split view serves Swagger UI's start-up script as a file of its own (the CSP allows no inline script)
     path("spec/docs", SpectacularSwaggerSplitView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
@@ -28,6 +30,7 @@ urlpatterns = [
     path("", include("sessions.api.urls")),
     path("", include("appproxy.api.urls")),
     path("", include("vfolders.api.urls")),
+    path("", include("backendai.exports.urls")),  # CSV reports the apps register (accounts, sessions)
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
     path("ui/", include(("vfolders.urls", "ui-vfolders"), namespace="ui-vfolders")),

@@ -10,7 +10,8 @@ class SessionsConfig(AppConfig):
     def ready(self):
         # imported here: an AppConfig module is imported before the models are ready
         from accounts import hooks as account_hooks
-        from sessions import folder_mounts, services, signals, tasks
+        from backendai.exports import registry as export_registry
+        from sessions import exports, folder_mounts, purging, services, signals, tasks
         from vfolders import hooks as vfolder_hooks
 
         signals.session_queued.connect(tasks.hint_scheduler, dispatch_uid="sessions.hint_scheduler.queued")
@@ -19,3 +20,7 @@ class SessionsConfig(AppConfig):
         vfolder_hooks.register_mount_lookup(folder_mounts.live_sessions_mounting)
         # GraphQL's KeyPair.concurrency_used (accounts asks through its hook)
         account_hooks.register_concurrency_counter(services.concurrency_by_keypair)
+        # purging a user or a project: refused while they have a live session, else their ended ones go
+        account_hooks.register_purge_handler(purging.purge_handler)
+        # the sessions and audit-logs (session status history) CSV reports (served by backendai.exports)
+        export_registry.register(*exports.REPORTS)

@@ -24,6 +24,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.api.authentication import authenticate_plain_request
+from accounts.api.websession import session_keypair
 from agents.models import AgentStatus
 from backendai.api.errors import BackendAIError
 from sessions import services
@@ -126,7 +127,8 @@ def _cookie_user(request: HttpRequest, headers: dict[str, str]):
 def authenticate_scope(scope):
     """``(user, keypair)`` for a signed request or a logged-in browser, else ``None``.
 
-    The keypair is the signing one, or the user's main keypair for the cookie.
+    The keypair is the signing one, or for the cookie the one a session-mode login chose
+    (``/server/login``), else the user's main keypair.
     """
     headers = _headers(scope)
     request = scope_request(scope)
@@ -142,7 +144,7 @@ def authenticate_scope(scope):
     user = _cookie_user(request, headers)
     if user is None:
         return None
-    return user, user.main_keypair
+    return user, session_keypair(request, user)
 
 
 # --- what the stream reaches ----------------------------------------------------------------------

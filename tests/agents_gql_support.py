@@ -4,7 +4,7 @@ the permission matrix runs in, and the documents the official client 23.9.10 sen
 where the client builds them from a template."""
 from __future__ import annotations
 
-from permission_matrix import World
+from permission_matrix import World, gql_data
 
 SG_FIELDS = ("name description is_active is_public created_at driver scheduler use_host_network wsproxy_addr "
              "wsproxy_api_token")
@@ -90,17 +90,7 @@ def create_input(**overrides) -> dict:
             "scheduler_opts": "{}", **overrides}
 
 
-def gql(query, variables=None):
-    """A matrix ``call``: the document posted as the role's signed client."""
-    return lambda api, world, role: api.post("/admin/gql", {"query": query, "variables": variables(world)
-                                                             if callable(variables) else (variables or {})})
-
-
-def data_of(response) -> dict:
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
+data_of = gql_data  # the data of an answer that must have succeeded
 
 
 def build_world(owner, member, outsider, foreign_admin, superadmin) -> World:

@@ -189,3 +189,15 @@ CLIENT_PS_DOCUMENT = """query($limit:Int!, $offset:Int!, $status: String, $acces
     total_count
   }
 }"""
+
+
+def csv_rows(response, encoding: str = "utf-8") -> list[list[str]]:
+    """A streamed CSV answer (``/export/<report>/csv``) as rows, the header first."""
+    import csv
+    import io
+
+    assert response.status_code == 200, response.content if not getattr(response, "streaming", False) else ""
+    assert response.streaming, "an export is streamed"
+    assert response["Content-Type"] == f"text/csv; charset={encoding}"
+    raw = b"".join(response.streaming_content)
+    return list(csv.reader(io.StringIO(raw.decode(encoding), newline="")))

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 ROLES = ("owner", "member", "outsider", "foreign_admin", "superadmin")
+#: Expectations shared by many cases: every role gets 200 / only the superadmin does.
+ALL_OK = {role: 200 for role in ROLES}
+SUPERADMIN_ONLY = {**{role: 403 for role in ROLES}, "superadmin": 200}
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Case:
 def body_of(response) -> str:
     if getattr(response, "streaming", False):
         content = b"".join(response.streaming_content)
+        response.streaming_content = [content]  # a stream is read once: the next check reads it again
     else:
         content = response.content
     text = content.decode("utf-8", "replace")
@@ -120,3 +124,23 @@ def params(cases: list[Case]):
     import pytest
 
     return [pytest.param(case, role, id=f"{case.name}-{role}") for case in cases for role in ROLES]
+
+
+# --- GraphQL requests, for the matrix and for plain tests -------------------------------------------
+
+def gql_post(api, query: str, variables: Optional[dict] = None):
+    """POST the document to ``/admin/gql`` as ``api`` (a signed client); the raw response."""
+    return api.post("/admin/gql", {"query": query, "variables": variables or {}})
+
+
+def gql_data(response) -> dict:
+    """The ``data`` of a GraphQL answer that must have succeeded (200, no ``errors``)."""
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def gql_case(query: str, variables=None) -> Callable:
+    """A matrix ``call`` posting the document; ``variables`` may be ``world -> dict``."""
+    return lambda api, world, role: gql_post(api, query, variables(world) if callable(variables) else variables)

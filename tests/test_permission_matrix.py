@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 
 from helpers import PASSWORD, seed_http_image_and_agent
 from permission_matrix import ROLES, Case, World, check, params
+from permission_matrix import gql_case as gql
 
 pytestmark = pytest.mark.django_db
 
@@ -94,11 +95,6 @@ def keypair_state(world):
     from accounts.models import Keypair
 
     return tuple(Keypair.objects.filter(pk=owner_key(world)).values_list("is_active", "secret_key").get())
-
-
-def gql(query, variables=None):
-    return lambda api, world, role: api.post("/admin/gql", {"query": query, "variables": variables(world)
-                                                             if callable(variables) else (variables or {})})
 
 
 def authorize(api, world, role):

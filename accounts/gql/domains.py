@@ -25,6 +25,8 @@ class Domain:
     total_resource_slots: Optional[str]
     allowed_vfolder_hosts: Optional[str]
     allowed_docker_registries: list[str]
+    # this manager's addition: within those registries, the only images allowed (empty: all)
+    allowed_images: list[str]
     integration_id: Optional[str]
 
 
@@ -34,6 +36,7 @@ def domain_of(domain) -> Domain:
                   total_resource_slots=json_or_none(domain.total_resource_slots or {}),
                   allowed_vfolder_hosts=json_or_none(domain.allowed_vfolder_hosts or {}),
                   allowed_docker_registries=[str(r) for r in domain.allowed_docker_registries or []],
+                  allowed_images=[str(r) for r in domain.allowed_images or []],
                   integration_id=domain.integration_id or None)
 
 
@@ -44,6 +47,7 @@ class DomainInput:
     total_resource_slots: Optional[str] = None
     allowed_vfolder_hosts: Optional[str] = None
     allowed_docker_registries: Optional[list[str]] = None
+    allowed_images: Optional[list[str]] = None
     integration_id: Optional[str] = None
 
 
@@ -55,6 +59,7 @@ class ModifyDomainInput:
     total_resource_slots: Optional[str] = None
     allowed_vfolder_hosts: Optional[str] = None
     allowed_docker_registries: Optional[list[str]] = None
+    allowed_images: Optional[list[str]] = None
     integration_id: Optional[str] = None
 
 

@@ -120,7 +120,10 @@ class ModifyUserInput:
 
 @strawberry.input
 class PurgeUserInput:
+    # false (the default): the user's folders that other users use are handed over to the caller
     purge_shared_vfolders: Optional[bool] = False
+    # 26.x: model-serving endpoints the user owns go to the caller (this manager serves none yet)
+    delegate_endpoint_ownership: Optional[bool] = False
 
 
 @strawberry.type
@@ -261,5 +264,6 @@ class Mutation:
     @strawberry.mutation
     def purge_user(self, info: Info, email: str, props: Optional[PurgeUserInput] = None) -> PurgeUser:
         user, _ = actor(info)
-        account_services.admin_purge_user(user, email)
+        account_services.admin_purge_user(user, email,
+                                          keep_shared_folders=not (props and props.purge_shared_vfolders))
         return PurgeUser(ok=True, msg="success")

@@ -17,7 +17,7 @@ from backendai.api import errors
 log = logging.getLogger("accounts.services")
 
 DOMAIN_FIELDS = ("description", "is_active", "total_resource_slots", "allowed_vfolder_hosts",
-                 "allowed_docker_registries", "integration_id")
+                 "allowed_docker_registries", "allowed_images", "integration_id")
 
 
 def domain_named(name) -> Domain:
@@ -40,6 +40,8 @@ def _apply(domain: Domain, props: dict) -> None:
     if "allowed_docker_registries" in props:
         domain.allowed_docker_registries = inputs.string_list(
             "allowed_docker_registries", props["allowed_docker_registries"] or [], max_length=255)
+    if "allowed_images" in props:
+        domain.allowed_images = inputs.image_patterns("allowed_images", props["allowed_images"] or [])
     if "integration_id" in props:
         domain.integration_id = inputs.text("integration_id", props["integration_id"] or "", 512)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from accounts.models import validate_image_patterns
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
@@ -100,6 +101,17 @@ def string_list(name: str, value: Any, max_items: int = MAX_LIST, max_length: in
             isinstance(v, str) and 0 < len(v.strip()) <= max_length for v in value):
         raise errors.InvalidAPIParameters(f"{name}: a list of at most {max_items} names is required")
     return [v.strip() for v in value]
+
+
+def image_patterns(name: str, value: Any) -> list[str]:
+    """``Domain.allowed_images``: image names, a trailing ``*`` the only wildcard."""
+    patterns = [v.strip() for v in value] if isinstance(value, (list, tuple)) and all(
+        isinstance(v, str) for v in value) else value
+    try:
+        validate_image_patterns(patterns)
+    except ValidationError as exc:
+        raise errors.InvalidAPIParameters(f"{name}: {' '.join(exc.messages)}") from None
+    return patterns
 
 
 def client_ips(value: Any) -> list[str]:

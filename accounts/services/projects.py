@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.models import Domain, Project, ProjectMembership, ProjectResourcePolicy, ProjectType, User
+from accounts import hooks
 from accounts.services import inputs
 from accounts.services.access import administered_project, require_admin, require_domain, visible_projects
 from accounts.services.defaults import ensure_defaults
@@ -159,9 +160,11 @@ def admin_delete_project(actor: User, project_id) -> Project:
 
 @transaction.atomic
 def admin_purge_project(actor: User, project_id) -> None:
-    """Remove a project and its memberships; refused while other apps still hold its data
-    (sessions, folders, ...)."""
+    """Remove a project with its memberships, and what other apps hold of it through their
+    purge handlers (``accounts.hooks``): refused while it has a live session; its ended
+    sessions and its folders (trashed ones too) go."""
     project = administered_project(actor, project_id, "purge groups")
+    hooks.run_purge_handlers(hooks.Purge(project, actor))
     remaining = blocking_references(project)
     if remaining:
         raise errors.InvalidAPIParameters(f"The group {project.name!r} still has {', '.join(remaining)}.")

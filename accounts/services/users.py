@@ -24,6 +24,7 @@ from accounts.models import (
     UserRole,
     UserStatus,
 )
+from accounts import hooks
 from accounts.services import inputs
 from accounts.services.access import administered_user, is_admin_like, require_admin, require_domain
 from accounts.services.defaults import DEFAULT_NAME, ensure_defaults
@@ -351,12 +352,16 @@ def admin_delete_user(actor: User, email) -> User:
 
 
 @transaction.atomic
-def admin_purge_user(actor: User, email) -> None:
-    """Remove a user with their keypairs and memberships.  Refused while other apps still
-    hold their data (sessions, folders, ...): those go first."""
+def admin_purge_user(actor: User, email, *, keep_shared_folders: bool = True) -> None:
+    """Remove a user with their keypairs and memberships, and what other apps hold of them
+    through their purge handlers (``accounts.hooks``): refused while the user has a live
+    session; their ended sessions and their folders go (the folders others use are handed
+    over to ``actor`` when ``keep_shared_folders``).  Anything left that would cascade is
+    named in the refusal."""
     user = administered_user(actor, inputs.text("email", email, 64), "purge")
     if user.pk == actor.pk:
         raise errors.InsufficientPrivilege("Nobody purges themselves.")
+    hooks.run_purge_handlers(hooks.Purge(user, actor, keep_shared_folders=keep_shared_folders))
     remaining = blocking_references(user)
     if remaining:
         raise errors.InvalidAPIParameters(f"{user.email} still has {', '.join(remaining)}; remove them first.")

@@ -164,9 +164,9 @@ def _big_int(value) -> int:
 
 
 #: Backend.AI's ``BigInt``: an integer of any size (bytes, counts), where GraphQL's ``Int`` stops
-#: at 2**31.  One definition for every app (two scalars of one name break the schema).
-BigInt = strawberry.scalar(NewType("BigInt", int), name="BigInt", serialize=int, parse_value=_big_int,
-                           description="An integer of any size (Int stops at 2**31).")
+#: at 2**31.  One definition for every app (two scalars of one name break the schema); the schema
+#: learns how to read and write it from ``SCALARS``.
+BigInt = NewType("BigInt", int)
 
 
 def _json_input(value):
@@ -181,8 +181,15 @@ def _json_input(value):
 
 #: Backend.AI's ``JSONString``: a JSON document sent as a string (``resource_slots: "{\"cpu\": \"2\"}"``).
 #: Inputs arrive decoded (services check their shape); one definition for every app, like ``BigInt``.
-JSONString = strawberry.scalar(NewType("JSONString", object), name="JSONString", serialize=json.dumps,
-                               parse_value=_json_input, description="A JSON document encoded as a string.")
+JSONString = NewType("JSONString", object)
+
+#: The custom scalars, for ``StrawberryConfig(scalar_map=...)`` of the schema.
+SCALARS = {
+    BigInt: strawberry.scalar(name="BigInt", serialize=int, parse_value=_big_int,
+                              description="An integer of any size (Int stops at 2**31)."),
+    JSONString: strawberry.scalar(name="JSONString", serialize=json.dumps, parse_value=_json_input,
+                                  description="A JSON document encoded as a string."),
+}
 
 
 def json_or_none(value) -> Optional[str]:

@@ -27,7 +27,7 @@ from strawberry.tools import merge_types
 from accounts import gql as accounts_gql
 from agents import gql as agents_gql
 from backendai.api import errors
-from backendai.api.gqlkit import CostLimits, public_error
+from backendai.api.gqlkit import SCALARS, CostLimits, public_error
 from sessions import gql as sessions_gql
 from vfolders import gql as vfolders_gql
 
@@ -38,7 +38,8 @@ Query = merge_types("Query", tuple(app.Query for app in _APPS))
 _MUTATIONS = tuple(app.Mutation for app in _APPS if getattr(app, "Mutation", None) is not None)
 Mutation = merge_types("Mutation", _MUTATIONS) if _MUTATIONS else None
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, config=StrawberryConfig(auto_camel_case=False),
+schema = strawberry.Schema(query=Query, mutation=Mutation,
+                           config=StrawberryConfig(auto_camel_case=False, scalar_map=SCALARS),
                            extensions=[CostLimits])
 
 

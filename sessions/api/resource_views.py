@@ -4,7 +4,8 @@ from rest_framework.views import APIView
 
 from accounts import services as account_services
 from agents import services as agent_services
-from sessions import services, validation
+from backendai.api import errors
+from sessions import services, usage, validation
 from sessions.models import ResourcePreset
 
 
@@ -33,3 +34,49 @@ class ScalingGroupsView(APIView):
         project = account_services.project_for_user(request.user, group) if group else None
         groups = agent_services.allowed_scaling_groups(request.user, project).order_by("name")
         return Response({"scaling_groups": [{"name": g.pk} for g in groups]})
+
+
+def _params(request, *names: str) -> dict:
+    """The named parameters from the JSON body (23.09 and 24.09 clients send a GET with one) or
+    the query string (26.09 clients; a repeated name is joined with commas)."""
+    body = request.data
+    if not body:
+        body = {}
+    if not isinstance(body, dict):
+        raise errors.InvalidAPIParameters("The body must be a JSON object")
+    found = {}
+    for name in names:
+        if name in body:
+            found[name] = body[name]
+        elif name in request.query_params:
+            found[name] = ",".join(request.query_params.getlist(name))
+    return found
+
+
+class UsageMonthView(APIView):
+    """``GET /resource/usage/month?month=YYYYMM&group_ids=a,b`` (admins)."""
+
+    def get(self, request):
+        params = _params(request, "month", "group_ids")
+        return Response(usage.usage_per_month(request.user, params.get("month"), params.get("group_ids")))
+
+
+class UsagePeriodView(APIView):
+    """``GET /resource/usage/period?start_date=YYYYMMDD&end_date=YYYYMMDD&group_id=a`` (admins);
+    ``project_id`` (26.09's name) and ``group_ids`` are taken too."""
+
+    def get(self, request):
+        params = _params(request, "start_date", "end_date", "group_id", "project_id", "group_ids")
+        named = [params[k] for k in ("group_id", "project_id", "group_ids") if params.get(k) is not None]
+        if len(named) > 1:
+            raise errors.InvalidAPIParameters("Give the group as one of group_id, project_id or group_ids")
+        return Response(usage.usage_per_period(request.user, params.get("start_date"), params.get("end_date"),
+                                               named[0] if named else None))
+
+
+class RecalculateUsageView(APIView):
+    """``POST /resource/recalculate-usage`` (superadmins): answers ``{}``."""
+
+    def post(self, request):
+        usage.recalculate_usage(request.user)
+        return Response({})

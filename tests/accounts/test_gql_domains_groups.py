@@ -11,12 +11,12 @@ import pytest
 
 from accounts.models import Domain, Project, ProjectMembership, User
 from helpers import slug
-from permission_matrix import ROLES, Case, World, check, params
+from permission_matrix import ALL_OK, SUPERADMIN_ONLY, Case, World, check, gql_case, params
+from permission_matrix import gql_data as data
+from permission_matrix import gql_post as gql
 
 pytestmark = pytest.mark.django_db
 
-ALL_OK = {role: 200 for role in ROLES}
-SUPERADMIN_ONLY = {"owner": 403, "member": 403, "outsider": 403, "foreign_admin": 403, "superadmin": 200}
 
 DOMAIN_FIELDS = ("name description is_active created_at total_resource_slots allowed_vfolder_hosts "
                  "allowed_docker_registries integration_id")
@@ -42,17 +42,6 @@ MODIFY_GROUP = ("mutation($gid: UUID!, $input: ModifyGroupInput!) {\n    modify_
                 "        ok msg\n    }\n}\n")
 DELETE_GROUP = "mutation($gid: UUID!) {\n    delete_group(gid: $gid) {\n        ok msg\n    }\n}\n"
 PURGE_GROUP = "mutation($gid: UUID!) {\n    purge_group(gid: $gid) {\n        ok msg\n    }\n}\n"
-
-
-def gql(api, query, variables=None):
-    return api.post("/admin/gql", {"query": query, "variables": variables or {}})
-
-
-def data(response) -> dict:
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 def group_input(domain="default", **overrides) -> dict:
@@ -83,10 +72,6 @@ def team_row(world):
 def domain_row(world):
     return tuple(Domain.objects.filter(pk="default").values_list("description", "is_active").get()) + (
         Domain.objects.count(),)
-
-
-def gql_case(query, variables=None):
-    return lambda api, world, role: gql(api, query, variables(world) if callable(variables) else variables)
 
 
 QUERIES = [
@@ -248,8 +233,10 @@ def test_the_admin_shows_a_modified_group(signed, client, world, superadmin):
     assert "renamed team" in page and 'value="team2"' in page
 
 
-def test_delete_group_deactivates_and_purge_group_refuses_a_group_with_a_folder(signed, world, superadmin, owner,
-                                                                               settings, tmp_path):
+def test_delete_group_deactivates_and_purge_group_refuses_a_group_with_a_live_session(signed, world, superadmin,
+                                                                                     owner, defaults, settings,
+                                                                                     tmp_path):
+    from sessions.models import Session
     from vfolders import services as folder_services
 
     api = signed(superadmin)
@@ -258,11 +245,15 @@ def test_delete_group_deactivates_and_purge_group_refuses_a_group_with_a_folder(
     settings.VFOLDER_ROOT = tmp_path / "vfroot"
     folder_services.ensure_default_storage_host()
     default = owner.projects.get(name="default")
-    folder_services.create_folder(superadmin, name="shared", group="default")
+    Session.objects.create(name="still-on", domain=defaults.domain, project=default, user=owner,
+                           image="bai-test/shell:1.0", status="PENDING")
     busy = gql(api, PURGE_GROUP, {"gid": str(default.pk)})
-    assert busy.status_code == 400 and "virtual folder" in busy.json()["msg"]
+    assert busy.status_code == 400 and "still-on" in busy.json()["msg"]
+    ProjectMembership.objects.get_or_create(project_id=team(world), user=superadmin)
+    folder = folder_services.create_folder(superadmin, name="team-files", group=team(world))
     assert data(gql(api, PURGE_GROUP, {"gid": team(world)}))["purge_group"]["ok"]
     assert not Project.objects.filter(pk=team(world)).exists() and Project.objects.filter(pk=default.pk).exists()
+    assert not folder.path.exists()
 
 
 def test_a_group_id_that_is_not_a_uuid_is_a_clean_error(signed, superadmin):

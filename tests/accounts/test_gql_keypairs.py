@@ -10,7 +10,9 @@ from accounts import hooks
 from accounts import services as account_services
 from accounts.models import Keypair, KeypairResourcePolicy
 from helpers import slug
-from permission_matrix import ROLES, Case, World, check, params
+from permission_matrix import ROLES, Case, World, check, gql_case, params
+from permission_matrix import gql_data as data
+from permission_matrix import gql_post as gql
 
 pytestmark = pytest.mark.django_db
 
@@ -34,17 +36,6 @@ MODIFY = ("mutation($access_key: String!, $input: ModifyKeyPairInput!) {  modify
 DELETE = "mutation($access_key: String!) {  delete_keypair(access_key: $access_key) {    ok msg  }}"
 
 
-def gql(api, query, variables=None):
-    return api.post("/admin/gql", {"query": query, "variables": variables or {}})
-
-
-def data(response) -> dict:
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
 @pytest.fixture
 def world(owner, member, outsider, foreign_admin, superadmin):
     second, _ = account_services.create_keypair(owner)
@@ -59,10 +50,6 @@ def second_key(world):
 def second_row(world):
     return tuple(Keypair.objects.filter(pk=second_key(world)).values_list(
         "is_active", "is_admin", "resource_policy_id", "rate_limit", "secret_key").get())
-
-
-def gql_case(query, variables=None):
-    return lambda api, world, role: gql(api, query, variables(world) if callable(variables) else variables)
 
 
 def page(**extra):

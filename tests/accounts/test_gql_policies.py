@@ -11,7 +11,9 @@ import pytest
 from accounts import services as account_services
 from accounts.models import KeypairResourcePolicy, ProjectResourcePolicy, UserResourcePolicy
 from helpers import slug
-from permission_matrix import ROLES, Case, World, check, params
+from permission_matrix import ROLES, Case, World, check, gql_case, params
+from permission_matrix import gql_data as data
+from permission_matrix import gql_post as gql
 
 pytestmark = pytest.mark.django_db
 
@@ -43,17 +45,6 @@ PROJECT_CREATE = ("mutation($name: String!, $input: CreateProjectResourcePolicyI
                   "name: $name, props: $input) { ok msg resource_policy { name max_quota_scope_size } } }")
 
 
-def gql(api, query, variables=None):
-    return api.post("/admin/gql", {"query": query, "variables": variables or {}})
-
-
-def data(response) -> dict:
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
 def add_input(**overrides) -> dict:
     """What ``admin keypair-resource-policy add NAME`` sends by default (23.9.10)."""
     return {"default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}", "max_session_lifetime": 0,
@@ -74,10 +65,6 @@ def gold_row(world):
     return tuple(KeypairResourcePolicy.objects.filter(pk="gold-policy").values_list(
         "max_concurrent_sessions", "idle_timeout", "total_resource_slots").get()) + (
         KeypairResourcePolicy.objects.count(),)
-
-
-def gql_case(query, variables=None):
-    return lambda api, world, role: gql(api, query, variables(world) if callable(variables) else variables)
 
 
 CASES = [

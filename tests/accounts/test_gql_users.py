@@ -9,7 +9,9 @@ import pytest
 from accounts import services as account_services
 from accounts.models import Keypair, Project, ProjectMembership, User, UserRole, UserStatus
 from helpers import slug
-from permission_matrix import ROLES, Case, World, assert_no_foreign_secret, check, params
+from permission_matrix import ROLES, Case, World, assert_no_foreign_secret, check, gql_case, params
+from permission_matrix import gql_data as data
+from permission_matrix import gql_post as gql
 
 pytestmark = pytest.mark.django_db
 
@@ -36,17 +38,6 @@ PURGE = ("mutation($email: String!, $input: PurgeUserInput!) {\n    purge_user(e
          "        ok msg\n    }\n}\n")
 
 
-def gql(api, query, variables=None):
-    return api.post("/admin/gql", {"query": query, "variables": variables or {}})
-
-
-def data(response) -> dict:
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
 def create_input(**overrides) -> dict:
     """What ``admin user add`` sends (func/user.py ``User.create``)."""
     return {"password": NEW_PASSWORD, "role": "user", "status": "active", "need_password_change": False,
@@ -67,10 +58,6 @@ def owner_email(world):
 def owner_row(world):
     return tuple(User.objects.filter(email="owner@example.com").values_list(
         "full_name", "role", "status", "username", "password", "domain_id").get())
-
-
-def gql_case(query, variables=None):
-    return lambda api, world, role: gql(api, query, variables(world) if callable(variables) else variables)
 
 
 QUERIES = [
@@ -274,20 +261,24 @@ def test_delete_user_deactivates_the_user_and_their_keypairs_so_their_signature_
     assert gql(signed(superadmin), DELETE, {"email": superadmin.email}).status_code == 403
 
 
-def test_purge_user_removes_a_user_without_data_and_refuses_one_with_a_folder(signed, superadmin, owner, member,
-                                                                              settings, tmp_path):
+def test_purge_user_removes_a_user_with_their_folder_and_refuses_one_with_a_live_session(
+        signed, superadmin, owner, member, defaults, settings, tmp_path):
+    from sessions.models import Session
     from vfolders import services as folder_services
 
     settings.VFOLDER_ROOT = tmp_path / "vfroot"
     folder_services.ensure_default_storage_host()
-    folder_services.create_folder(owner, name="keepme")
+    folder = folder_services.create_folder(member, name="goes-too")
+    Session.objects.create(name="busy", domain=defaults.domain, project=defaults.project, user=owner,
+                           image="bai-test/shell:1.0", status="RUNNING")
     api = signed(superadmin)
     refused = gql(api, PURGE, {"email": owner.email, "input": {"purge_shared_vfolders": False}})
-    assert refused.status_code == 400 and "virtual folder" in refused.json()["msg"].lower()
+    assert refused.status_code == 400 and "busy" in refused.json()["msg"]
     assert User.objects.filter(pk=owner.pk).exists()
     keys = list(member.keypairs.values_list("pk", flat=True))
     assert data(gql(api, PURGE, {"email": member.email, "input": {"purge_shared_vfolders": False}}))
     assert not User.objects.filter(pk=member.pk).exists() and not Keypair.objects.filter(pk__in=keys).exists()
+    assert not folder.path.exists()
     assert gql(api, PURGE, {"email": superadmin.email, "input": {}}).status_code == 403
 
 

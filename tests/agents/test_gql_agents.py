@@ -14,21 +14,14 @@ from agents_gql_support import (
     AGENT_SUMMARY,
     AGENT_SUMMARY_LIST,
     AGENTS,
-    build_world,
     data_of,
-    gql,
 )
-from permission_matrix import Case, check, params
+from permission_matrix import SUPERADMIN_ONLY, Case, check, params
+from permission_matrix import gql_case as gql
 
 pytestmark = pytest.mark.django_db
 
-SUPERADMIN_ONLY = {"owner": 403, "member": 403, "outsider": 403, "foreign_admin": 403, "superadmin": 200}
 ADDRESS = "10.9.8.7"
-
-
-@pytest.fixture
-def world(owner, member, outsider, foreign_admin, superadmin):
-    return build_world(owner, member, outsider, foreign_admin, superadmin)
 
 
 QUERIES = [

@@ -24,23 +24,14 @@ from agents_gql_support import (
     REGISTRY_PASSWORD,
     RESCAN,
     RESCAN_26,
-    build_world,
     data_of,
-    gql,
     images_state,
 )
 from helpers import slug
-from permission_matrix import ROLES, Case, check, params
+from permission_matrix import ALL_OK, ROLES, SUPERADMIN_ONLY, Case, check, params
+from permission_matrix import gql_case as gql
 
 pytestmark = pytest.mark.django_db
-
-ALL_OK = {role: 200 for role in ROLES}
-SUPERADMIN_ONLY = {"owner": 403, "member": 403, "outsider": 403, "foreign_admin": 403, "superadmin": 200}
-
-
-@pytest.fixture
-def world(owner, member, outsider, foreign_admin, superadmin):
-    return build_world(owner, member, outsider, foreign_admin, superadmin)
 
 
 def image_id(name):

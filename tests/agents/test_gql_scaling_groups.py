@@ -26,24 +26,15 @@ from agents_gql_support import (
     SG_LIST,
     SG_MODIFY,
     WSPROXY_TOKEN,
-    build_world,
     create_input,
     data_of,
-    gql,
     groups_state,
 )
 from helpers import slug
-from permission_matrix import ROLES, Case, check, params
+from permission_matrix import ALL_OK, SUPERADMIN_ONLY, Case, check, params
+from permission_matrix import gql_case as gql
 
 pytestmark = pytest.mark.django_db
-
-ALL_OK = {role: 200 for role in ROLES}
-SUPERADMIN_ONLY = {"owner": 403, "member": 403, "outsider": 403, "foreign_admin": 403, "superadmin": 200}
-
-
-@pytest.fixture
-def world(owner, member, outsider, foreign_admin, superadmin):
-    return build_world(owner, member, outsider, foreign_admin, superadmin)
 
 
 def project(world):

@@ -11,9 +11,8 @@ from django.utils import timezone
 from agents import services
 from agents.models import Agent, AgentStatus
 from backendai import config
-from sessions import agent_sync
+from sessions import agent_sync, tasks
 from sessions import services as session_services
-from sessions import tasks
 from sessions.models import Kernel, Session
 from sessions.scheduler import reconcile_stuck
 

@@ -30,8 +30,17 @@ import httpx
 import pytest
 
 from agents.registry import (
-    DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2, OCI_INDEX, OCI_MANIFEST, ImageInfo, ImageLabelError,
-    RegistryClient, RegistryError, normalize_architecture, parse_resource_limits, parse_service_ports,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST_V2,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    ImageInfo,
+    ImageLabelError,
+    RegistryClient,
+    RegistryError,
+    normalize_architecture,
+    parse_resource_limits,
+    parse_service_ports,
 )
 from helpers import require
 

@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from agents_gql_support import RESCAN, data_of
+from agents_gql_support import RESCAN, RESCAN_26, data_of
 from backendai import bgtasks
 from helpers import require
 
@@ -146,3 +146,31 @@ def test_an_unreachable_registry_fails_the_task_with_the_reason(superadmin, sign
     assert bgtasks.run(answer["task_id"]) == "failed"
     found = blocks_of(api.get(f"/events/background-task?task_id={answer['task_id']}"))
     assert found[-2][0] == "bgtask_failed" and f"Cannot scan 127.0.0.1:{port}" in found[-2][1]["message"]
+
+
+@pytest.mark.parametrize("document, variables", [(RESCAN, {"registry": None}),
+                                                 (RESCAN_26, {"registry": None, "project": None})])
+def test_with_no_registry_configured_the_rescan_finishes_with_nothing_to_scan(document, variables, superadmin,
+                                                                              signed):
+    from agents.models import Image
+
+    api = signed(superadmin)
+    response = api.post("/admin/gql", {"query": document, "variables": variables})
+    assert response.status_code == 200 and "errors" not in response.json(), response.content
+    answer = response.json()["data"]["rescan_images"]
+    assert answer["ok"] is True and answer["task_id"]
+    assert bgtasks.run(answer["task_id"]) == "done"
+    found = blocks_of(api.get(f"/events/background-task?task_id={answer['task_id']}"))
+    assert [name for name, _ in found][-2:] == ["bgtask_done", "server_close"]
+    assert found[-2][1] == {"task_id": answer["task_id"],
+                            "message": "No container registry is configured: nothing to scan"}
+    assert not Image.objects.exists()
+
+
+def test_with_no_registry_configured_the_rescan_is_still_the_superadmins_alone(domain_admin, owner, signed):
+    from backendai.models import BackgroundTask
+
+    for user in (domain_admin, owner):
+        answer = signed(user).post("/admin/gql", {"query": RESCAN, "variables": {"registry": None}})
+        assert answer.status_code == 403, answer.content
+    assert not BackgroundTask.objects.exists()

@@ -1,5 +1,6 @@
 """Configuration from the environment: defaults, and a bad value stops start-up naming the variable."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def test_production_values_are_read(tmp_path):
     "variable,value",
     [("DATABASE_URL", "mysql://x@y/z"), ("REDIS_URL", "http://localhost"), ("SECRET_KEY", "short"),
      ("DEBUG", "maybe"), ("DEFAULT_RATE_LIMIT", "lots"), ("DEFAULT_RATE_LIMIT", "0"), ("TRUSTED_PROXIES", "10.0.0.0/99"),
-     ("LOG_LEVEL", "LOUD")],
+     ("LOG_LEVEL", "LOUD"), ("VFOLDER_CLONE_TIMEOUT", "10"), ("VFOLDER_CLONE_TIMEOUT", "soon")],
 )
 def test_a_bad_value_names_the_variable(tmp_path, variable, value):
     with pytest.raises(config.ConfigError) as caught:
@@ -87,3 +88,9 @@ def test_every_redis_connection_reads_longer_than_the_channel_layers_blocking_re
         assert host["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT
         assert RedisChannelLayer.brpop_timeout == config.CHANNEL_LAYER_BLOCKING_RECEIVE
         assert settings.CACHES["default"]["OPTIONS"]["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT
+
+
+def test_the_readme_configuration_table_names_every_variable_the_loader_reads():
+    read = set(re.findall(r'\(env, "([A-Z][A-Z0-9_]+)"', (ROOT / "backendai" / "config.py").read_text()))
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1]
+    assert read and not sorted(name for name in read if f"`{name}`" not in table)

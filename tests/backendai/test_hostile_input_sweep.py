@@ -76,6 +76,7 @@ COMMON_FIELDS = [
     "token", "advertised_host", "api_endpoint", "port_range", "protocols", "frontend_mode", "wildcard_domain",
     "wildcard_port", "capacity", "circuits", "reports", "since", "session_id", "app", "limit", "offset",
     "page", "message", "enabled", "cloneable", "unmanaged_path", "parents", "exist_ok", "forced", "name_or_id",
+    "month", "start_date", "end_date", "group_ids", "project_id",
 ]
 
 WRONG_VALUES = {

@@ -207,6 +207,33 @@ def stack_client(client_bin, require, live_stack, tmp_path):
     return _official_client(client_bin, require, live_stack.url, tmp_path)
 
 
+# version -> (the variable scripts/test exports, the virtualenv under the checkout, the Python it needs)
+CLIENT_VERSIONS = {
+    "23.9.10": ("BACKENDAI_CLIENT_BIN", ".venv-client", "3.11"),
+    "24.9.14": ("BACKENDAI_CLIENT24_BIN", ".venv-client-24", "3.12"),
+    "26.9.6": ("BACKENDAI_CLIENT26_BIN", ".venv-client-26", "3.13"),
+}
+
+
+@pytest.fixture
+def versioned_client(require, live_server, tmp_path):
+    """``versioned_client("24.9.14")``: that official client against the live server, as
+    ``official_client``.  scripts/test exports an empty variable when the version's Python is
+    missing (skipped then); a missing client is skipped locally and fails under CI=true."""
+
+    def make(version: str):
+        variable, venv, python_version = CLIENT_VERSIONS[version]
+        configured = os.environ.get(variable)
+        if configured == "":
+            pytest.skip(f"no python{python_version} on this machine, so no official client {version}")
+        binary = Path(configured or Path(__file__).resolve().parents[2] / venv / "bin" / "backend.ai")
+        require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
+        (tmp_path / version).mkdir(exist_ok=True)
+        return _official_client(binary, require, live_server.url, tmp_path / version)
+
+    return make
+
+
 # Docker fixtures shared with tests/agents
 # (docker_client and test_images come from tests/docker_support.py via the root conftest)
 

@@ -14,7 +14,8 @@ from accounts.models import Domain
 from agents import services as agent_services
 from agents.models import Agent, Image, ScalingGroup
 from helpers import slug
-from permission_matrix import ROLES, Case, World, check, params
+from permission_matrix import ALL_OK, ROLES, SUPERADMIN_ONLY, Case, World, check, params
+from permission_matrix import gql_case as gql
 from sessions.models import ResourcePreset, Session
 
 pytestmark = pytest.mark.django_db
@@ -28,8 +29,6 @@ MODIFY_DOC = ("mutation($name: String, $props: ModifyResourcePresetInput!) { "
               "modify_resource_preset(name: $name, props: $props) { ok msg } }")
 DELETE_DOC = "mutation($name: String) { delete_resource_preset(name: $name) { ok msg } }"
 GIB = 2**30
-ALL_OK = {role: 200 for role in ROLES}
-SUPERADMIN_ONLY = {"owner": 403, "member": 403, "outsider": 403, "foreign_admin": 403, "superadmin": 200}
 
 
 def make_presets():
@@ -57,10 +56,6 @@ def world(owner, member, outsider, foreign_admin, superadmin):
     users = {"owner": owner, "member": member, "outsider": outsider, "foreign_admin": foreign_admin,
              "superadmin": superadmin}
     return World(users=users)
-
-
-def gql(query, variables=None):
-    return lambda api, world, role: api.post("/admin/gql", {"query": query, "variables": variables or {}})
 
 
 def slots(**amounts) -> str:

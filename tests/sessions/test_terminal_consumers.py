@@ -19,10 +19,11 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from agents import services as agent_services
-from agents.protocol import decode_data, encode_data
 from agents.models import Agent
+from agents.protocol import decode_data, encode_data
 from backendai import signing
 from backendai.routing import websocket_urlpatterns
+from helpers import PASSWORD
 from sessions import consumers
 from sessions import services as session_services
 from sessions.models import Session
@@ -198,6 +199,31 @@ def test_the_web_ui_cookie_opens_a_terminal_from_the_same_origin_only(owner, mem
 
     run(main)
 
+
+
+def test_session_mode_reaches_the_terminal_under_func_with_its_login_cookie(owner, node):
+    session = running_session(owner)
+    cli = Client()
+    login = cli.post("/server/login", {"username": owner.email, "password": PASSWORD},
+                     content_type="application/json", HTTP_X_BACKENDAI_VERSION="v8.20240315")
+    assert login.status_code == 200 and login.json()["authenticated"], login.content
+    cookie = f"sessionid={cli.cookies['sessionid'].value}".encode()
+    target = f"/func/stream/session/{session.pk}/pty"
+
+    async def main():
+        agent = agent_link(node)
+        await agent.connect(timeout=5)
+        ws = WebsocketCommunicator(APP, target, headers=[(b"host", b"testserver"), (b"cookie", cookie)])
+        assert (await ws.connect(timeout=5))[0]
+        await opened(agent, "pty")
+        await ws.disconnect()
+        for headers in ([(b"host", b"testserver")],
+                        [(b"host", b"testserver"), (b"origin", b"http://evil.example"), (b"cookie", cookie)]):
+            refused = WebsocketCommunicator(APP, target, headers=headers)
+            assert not (await refused.connect(timeout=5))[0]
+        await agent.disconnect()
+
+    run(main)
 
 
 async def link_and_client(node, user, path):

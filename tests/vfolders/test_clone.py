@@ -175,7 +175,7 @@ def test_a_clone_out_of_quota_midway_fails_and_leaves_no_partial_copy(signed, ow
     services.move_to_trash(owner, "copy")  # a failed target is deleted like any folder
 
 
-def test_a_cancelled_clone_ends_like_a_failed_one(owner, make_folder):
+def test_a_clone_cancelled_before_it_started_is_given_up_at_the_next_reconcile(owner, make_folder):
     from backendai import bgtasks
     from vfolders import services
 
@@ -183,10 +183,39 @@ def test_a_cancelled_clone_ends_like_a_failed_one(owner, make_folder):
     target, _, task_id = services.start_clone(owner, "src", target_name="copy")
     assert bgtasks.cancel(task_id)
     assert bgtasks.run(task_id) is None  # cancelled before it started: the worker does nothing
-    assert services.reconcile_clones(timeout=-1) == 2
+    assert services.reconcile_clones() == 2  # without waiting for VFOLDER_CLONE_TIMEOUT
     source.refresh_from_db()
     target.refresh_from_db()
     assert source.status == "ready" and target.status == "error"
+
+
+def test_a_clone_no_worker_took_is_given_up_once_the_task_reconciler_fails_it(owner, make_folder):
+    from backendai import bgtasks
+    from vfolders import services
+
+    source = cloneable(make_folder, owner)
+    target, _, _ = services.start_clone(owner, "src", target_name="copy")
+    assert services.reconcile_clones() == 0
+    assert bgtasks.reconcile(timezone.now() + timedelta(hours=1))["unclaimed"] == 1
+    assert services.reconcile_clones() == 2
+    source.refresh_from_db()
+    target.refresh_from_db()
+    assert source.status == "ready" and target.status == "error"
+
+
+def test_an_old_failed_clone_does_not_touch_a_new_clone_of_the_same_source(owner, make_folder):
+    from backendai import bgtasks
+    from vfolders import services
+
+    source = cloneable(make_folder, owner)
+    _, _, first = services.start_clone(owner, "src", target_name="copy1")
+    bgtasks.cancel(first)
+    assert services.reconcile_clones() == 2
+    target, _, _ = services.start_clone(owner, "src", target_name="copy2")
+    assert services.reconcile_clones() == 0
+    source.refresh_from_db()
+    target.refresh_from_db()
+    assert source.status == "cloning" and target.status == "cloning"
 
 
 def test_the_reconciler_gives_up_clones_whose_worker_died(owner, make_folder):

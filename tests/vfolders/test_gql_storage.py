@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from helpers import slug
-from permission_matrix import ROLES, Case, World, check, params
+from permission_matrix import ALL_OK, SUPERADMIN_ONLY, Case, World, check, params
+from permission_matrix import gql_case as gql
 
 pytestmark = pytest.mark.django_db
-
-ALL_OK = {role: 200 for role in ROLES}
-SUPERADMIN_ONLY = {"owner": 403, "member": 403, "outsider": 403, "foreign_admin": 403, "superadmin": 200}
 
 
 def paginated(root: str, variables: dict[str, str], fields: str) -> str:
@@ -51,11 +50,6 @@ UNSET_QUOTA_DOC = ("mutation($storage_host_name: String!, $quota_scope_id: Strin
 def page(**extra):
     return lambda world: {"limit": 20, "offset": 0, "filter": None, "order": None,
                           **{k: (v(world) if callable(v) else v) for k, v in extra.items()}}
-
-
-def gql(query, variables=None):
-    return lambda api, world, role: api.post("/admin/gql", {"query": query, "variables": variables(world)
-                                                             if callable(variables) else (variables or {})})
 
 
 @pytest.fixture

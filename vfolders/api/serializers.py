@@ -229,3 +229,35 @@ class UnshareSerializer(serializers.Serializer):
 
 class LeaveSerializer(serializers.Serializer):
     shared_user_uuid = TextField(required=False, allow_null=True, allow_blank=True, max_length=64)
+
+
+class SharedListSerializer(serializers.Serializer):
+    """``GET /folders/_/shared``: one folder's (the query string for 24.09+, the body for 23.09)."""
+
+    vfolder_id = TextField(required=False, allow_null=True, allow_blank=True, max_length=64)
+
+
+class SharedPermissionSerializer(serializers.Serializer):
+    """``POST /folders/_/shared``: ``perm`` null takes the permission back."""
+
+    vfolder = TextField(max_length=64)
+    user = TextField(max_length=64)
+    perm = serializers.ChoiceField(choices=PERMISSIONS, allow_null=True)
+
+
+class ChangeOwnershipSerializer(serializers.Serializer):
+    """``POST /folders/_/change-ownership`` (``vfid`` is taken for ``vfolder`` too)."""
+
+    vfolder = TextField(required=False, max_length=64)
+    vfid = TextField(required=False, max_length=64)
+    user_email = TextField(max_length=254)
+
+    def validate(self, attrs):
+        value = attrs.get("vfolder") or attrs.get("vfid")
+        if not value:
+            raise serializers.ValidationError({"vfolder": "This field is required."})
+        return {"vfolder": value, "user_email": attrs["user_email"]}
+
+
+class PerfMetricSerializer(serializers.Serializer):
+    folder_host = TextField(max_length=128)

@@ -12,14 +12,13 @@ not collect the whole body first).
 from __future__ import annotations
 
 import os
-import threading
 
-from asgiref.sync import sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header, http_date
 from django.views.decorators.csrf import csrf_exempt
 
 from backendai.api import errors
+from backendai.streaming import streamed
 from vfolders import names, services, storage
 
 TUS_VERSION = "1.0.0"
@@ -99,43 +98,16 @@ def upload(request):
     return _tus_headers(response)
 
 
-def _is_asgi(request) -> bool:
-    return hasattr(request, "scope")
-
-
 def _streamed(request, iterator):
-    """Non-empty chunks of ``iterator``; async (read in worker threads) under ASGI.
-
-    When the client goes away, Django cancels the response while a read may still
-    be running in its thread (``sync_to_async`` cannot interrupt it); closing the
-    generator then from another thread raised "generator already executing" and
-    left the file open.  A lock makes the close wait for that read to finish."""
-    chunks = (chunk for chunk in iterator if chunk)
-    if not _is_asgi(request):
-        return chunks
-    done = object()
-    lock = threading.Lock()
-
-    def read():
-        with lock:
-            return next(chunks, done)
-
-    def close():
-        with lock:
-            chunks.close()
+    """Non-empty chunks of ``iterator`` (a file's), streamed (``backendai.streaming``); the
+    iterator itself is closed with the response too."""
+    def chunks():
+        try:
+            yield from (chunk for chunk in iterator if chunk)
+        finally:
             getattr(iterator, "close", lambda: None)()
 
-    async def produce():
-        try:
-            while True:
-                chunk = await sync_to_async(read, thread_sensitive=False)()
-                if chunk is done:
-                    break
-                yield chunk
-        finally:
-            await sync_to_async(close, thread_sensitive=False)()
-
-    return produce()
+    return streamed(request, chunks())
 
 
 def _attach(response, filename: str):

@@ -79,7 +79,38 @@ class AllHostsView(APIView):
 class AllowedTypesView(APIView):
     @extend_schema(responses=OBJECT)
     def get(self, request):
-        return Response(["user", "group"])
+        return Response(list(services.FOLDER_TYPES))
+
+
+class FolderTypesView(APIView):
+    """``GET /config/vfolder-types``: the kinds of folder this server makes (any signed user)."""
+
+    @extend_schema(responses=OBJECT, operation_id="config_vfolder_types")
+    def get(self, request):
+        return Response(list(services.FOLDER_TYPES))
+
+
+class PerfMetricView(APIView):
+    """``GET /folders/_/perf-metric?folder_host=``: ``{"metric": {...}}`` of a storage host (superadmins)."""
+
+    @extend_schema(request=s.PerfMetricSerializer, responses=OBJECT)
+    def get(self, request):
+        if not request.user.is_superadmin:
+            raise errors.InsufficientPrivilege("Only superadmins see the performance of storage volumes")
+        p = params(request, s.PerfMetricSerializer)
+        return Response(services.performance_metric(request.user, p["folder_host"]))
+
+
+class ChangeOwnershipView(APIView):
+    """``POST /folders/_/change-ownership``: a user folder goes to another user (superadmins)."""
+
+    @extend_schema(request=s.ChangeOwnershipSerializer, responses=OBJECT)
+    def post(self, request):
+        if not request.user.is_superadmin:
+            raise errors.InsufficientPrivilege("Only superadmins change the owner of a folder")
+        p = params(request, s.ChangeOwnershipSerializer)
+        services.change_owner(request.user, p["vfolder"], p["user_email"])
+        return Response({})
 
 
 class FolderIdView(APIView):
@@ -92,24 +123,21 @@ class FolderIdView(APIView):
 
 
 class SharedView(APIView):
-    """``GET /folders/_/shared``: who else may use the folders the caller manages."""
+    """``GET /folders/_/shared``: the permissions of their own users have on the folders the
+    caller manages; ``POST``: an admin changes one (``perm`` null takes it back)."""
 
-    @extend_schema(responses=OBJECT)
+    @extend_schema(request=s.SharedListSerializer, responses=OBJECT)
     def get(self, request):
-        wanted = request.query_params.get("vfolder_id")
-        result = []
-        for access in services.list_folders(request.user, list_all=True, statuses=services.ALIVE_STATUSES):
-            folder = access.folder
-            if not access.can_manage or (wanted and wanted not in (folder.id.hex, str(folder.id))):
-                continue
-            for grant in services.folder_grants(folder):
-                result.append({
-                    "vfolder_id": str(folder.id), "vfolder_name": folder.name, "status": folder.status,
-                    "owner": str(folder.user_id or folder.project_id), "type": folder.ownership_type,
-                    "shared_to": {"uuid": str(grant.user_id), "email": grant.user.email},
-                    "perm": grant.permission,
-                })
-        return Response({"shared": result})
+        p = params(request, s.SharedListSerializer)
+        return Response({"shared": services.shared_permissions(request.user, p.get("vfolder_id") or None)})
+
+    @extend_schema(request=s.SharedPermissionSerializer, responses=OBJECT, operation_id="folders_shared_update")
+    def post(self, request):
+        if not (request.user.is_superadmin or request.user.is_domain_admin):
+            raise errors.InsufficientPrivilege("Only admins change the permissions users have on shared folders")
+        p = params(request, s.SharedPermissionSerializer)
+        services.set_shared_permission(request.user, p["vfolder"], p["user"], p["perm"])
+        return Response({"msg": "shared vfolder permission updated"})
 
 
 class FolderDetailView(APIView):

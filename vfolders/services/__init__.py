@@ -15,7 +15,8 @@ as ``vfolders.services.<name>``; each concern lives in its own module:
 * ``lifecycle`` create, rename, options, trash, restore, purge, the reconciler;
 * ``files``     listing and changing the files inside a folder;
 * ``transfers`` upload and download tokens, tus uploads, download targets;
-* ``sharing``   invitations, share, unshare, leave;
+* ``sharing``   invitations, share, unshare, leave, the permissions users have on shared folders;
+* ``ownership`` giving a user folder to another user;
 * ``mounts``    ``container_path`` and ``resolve_mounts`` for new sessions;
 * ``cloning``   ``vfolder clone``: the checks and the target (``start_clone``), the copy a
   background task runs (``run_clone``), the reconciler of clones whose worker died;
@@ -88,6 +89,7 @@ from vfolders.services.hosts import (
     require_host_permission,
 )
 from vfolders.services.inputs import (
+    FOLDER_TYPES,
     PERMISSIONS,
     RESERVED_VFOLDERS,
     ROUTE_NAMES,
@@ -109,6 +111,7 @@ from vfolders.services.lifecycle import (
 )
 from vfolders.services.listing import folder_by_id, folder_item, folder_page, vfolder_list
 from vfolders.services.mounts import WORK_DIR, container_path, resolve_mounts
+from vfolders.services.ownership import change_owner
 from vfolders.services.projects import creatable_projects
 from vfolders.services.quota import (
     measure_all_scopes,
@@ -130,7 +133,9 @@ from vfolders.services.sharing import (
     invitations_sent,
     invite,
     leave,
+    set_shared_permission,
     share,
+    shared_permissions,
     unshare,
     update_invitation,
 )
@@ -150,6 +155,8 @@ from vfolders.services.transfers import (
     upload_terminate,
 )
 from vfolders.services.volumes import (
+    measure_volume,
+    performance_metric,
     quota_scope,
     set_quota_scope,
     storage_volume,
@@ -176,7 +183,7 @@ __all__ = [
     "all_hosts_info", "allowed_hosts", "ensure_default_storage_host", "grant_host_permissions", "host_permissions",
     "hosts_info", "require_host_permission",
     # inputs
-    "PERMISSIONS", "RESERVED_VFOLDERS", "ROUTE_NAMES", "USAGE_MODES", "check_text", "name_errors",
+    "FOLDER_TYPES", "PERMISSIONS", "RESERVED_VFOLDERS", "ROUTE_NAMES", "USAGE_MODES", "check_text", "name_errors",
     "validate_folder_name", "verify_vfolder_name",
     # lifecycle
     "create_folder", "move_to_trash", "purge", "reconcile", "rename_folder", "restore_from_trash", "update_options",
@@ -184,6 +191,8 @@ __all__ = [
     "folder_by_id", "folder_item", "folder_page", "vfolder_list", "parse_filter", "parse_order",
     # mounts
     "WORK_DIR", "container_path", "resolve_mounts",
+    # ownership
+    "change_owner",
     # projects
     "creatable_projects",
     # quota
@@ -191,12 +200,13 @@ __all__ = [
     "scope_usage",
     # sharing
     "MAX_EMAILS", "accept_invitation", "delete_invitation", "folder_grants", "invitation_json",
-    "invitations_received", "invitations_sent", "invite", "leave", "share", "unshare", "update_invitation",
+    "invitations_received", "invitations_sent", "invite", "leave", "set_shared_permission", "share",
+    "shared_permissions", "unshare", "update_invitation",
     # status
     "IllegalFolderMove", "move_status",
     # transfers
     "TOKEN_SALT", "DownloadTarget", "UploadTarget", "download_target", "request_download", "request_upload",
     "upload_create", "upload_file_object", "upload_offset", "upload_patch", "upload_target", "upload_terminate",
     # volumes and quota scopes
-    "quota_scope", "set_quota_scope", "storage_volume", "storage_volume_list", "unset_quota_scope", "volume_info",
+    "measure_volume", "performance_metric", "quota_scope", "set_quota_scope", "storage_volume", "storage_volume_list", "unset_quota_scope", "volume_info",
 ]

@@ -49,7 +49,7 @@ TASK_PATH = "vfolders.services.cloning.clone_task"
 
 def clone_timeout() -> int:
     """Seconds a clone may stay CLONING before the reconciler gives it up."""
-    return int(getattr(settings, "VFOLDER_CLONE_TIMEOUT", 6 * 3600))
+    return int(settings.VFOLDER_CLONE_TIMEOUT)
 
 
 def _check_room(user: User, host, size: int) -> None:
@@ -187,10 +187,20 @@ def clone_task(progress: bgtasks.Progress, target_id: str, source_id: str) -> st
 
 
 def reconcile_clones(timeout: int | None = None) -> int:
-    """Give up clones whose worker died: targets CLONING for longer than ``timeout``
-    seconds go to ERROR (their partial copy removed), and their sources back to READY."""
+    """Give up clones that will not finish: those whose background task ended without copying
+    (cancelled before a worker took it, or failed as unclaimed or stalled by the task
+    reconciler) at once, and any still CLONING after ``timeout`` seconds (a worker that died
+    mid-copy).  Targets go to ERROR (their partial copy removed), sources back to READY."""
     cutoff = timezone.now() - timedelta(seconds=clone_timeout() if timeout is None else timeout)
-    stuck = list(folders().filter(status=VFolderStatus.CLONING, status_changed__lt=cutoff))
+    cloning = folders().filter(status=VFolderStatus.CLONING)
+    stuck = list(cloning.filter(status_changed__lt=cutoff))
+    # target -> source of the clones whose task ended unsuccessfully; while its target is CLONING a
+    # source is CLONING for that clone only (a source is cloned from READY), so both are given up
+    ended = {str(args[0]): str(args[1]) for args in bgtasks.ended_unsuccessfully(TASK_PATH) if len(args) >= 2}
+    if ended:
+        young = {str(folder.pk): folder for folder in cloning.filter(status_changed__gte=cutoff)}
+        stuck += [young[target] for target in ended if target in young]
+        stuck += [young[ended[target]] for target in ended if target in young and ended[target] in young]
     given_up = 0
     for folder in stuck:
         # a target was created CLONING (one history entry) and goes to ERROR; a source goes back to READY

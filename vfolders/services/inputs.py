@@ -7,13 +7,15 @@ from contextlib import contextmanager
 
 from backendai.api import errors
 from vfolders import names
-from vfolders.models import UsageMode, VFolderPermission
+from vfolders.models import OwnershipType, UsageMode, VFolderPermission
 
 RESERVED_VFOLDERS = names.RESERVED_VFOLDERS
 ROUTE_NAMES = names.ROUTE_NAMES
 verify_vfolder_name = names.verify_vfolder_name
 PERMISSIONS = [p.value for p in VFolderPermission]
 USAGE_MODES = [m.value for m in UsageMode]
+#: The kinds of folder this server creates (``/config/vfolder-types``, ``/folders/_/allowed-types``).
+FOLDER_TYPES = [t.value for t in OwnershipType]
 
 
 @contextmanager

@@ -155,6 +155,24 @@ def update_invitation(user: User, inv_id, permission) -> None:
     VFolderInvitation.objects.filter(pk=inv.pk).update(permission=permission, modified_at=timezone.now())
 
 
+def _grant(folder: VFolder, users, permission) -> None:
+    """Give each of ``users`` ``permission`` of their own on ``folder`` (a new one or a changed one)."""
+    with transaction.atomic():
+        for u in users:
+            VFolderGrant.objects.update_or_create(vfolder=folder, user=u, defaults={"permission": permission})
+
+
+def _revoke(folder: VFolder, users) -> set:
+    """Take back the permissions of their own that ``users`` have on ``folder``; the ids of those who had one."""
+    removed = set(VFolderGrant.objects.filter(vfolder=folder, user__in=users).values_list("user_id", flat=True))
+    VFolderGrant.objects.filter(vfolder=folder, user_id__in=removed).delete()
+    return removed
+
+
+def _project_members(folder: VFolder) -> set:
+    return set(ProjectMembership.objects.filter(project_id=folder.project_id).values_list("user_id", flat=True))
+
+
 def share(user: User, ref, permission, emails) -> list[str]:
     """Give project members a permission of their own on a project folder."""
     access = get_folder(user, ref, need="manage")
@@ -162,11 +180,9 @@ def share(user: User, ref, permission, emails) -> list[str]:
     if folder.ownership_type != OwnershipType.GROUP:
         raise errors.VFolderOperationFailed("Only project folders are shared; invite users to a user folder")
     choice(permission, PERMISSIONS, "permission")
-    members = set(ProjectMembership.objects.filter(project_id=folder.project_id).values_list("user_id", flat=True))
+    members = _project_members(folder)
     users = [u for u in _users_by_email(emails) if u.pk in members]
-    with transaction.atomic():
-        for u in users:
-            VFolderGrant.objects.update_or_create(vfolder=folder, user=u, defaults={"permission": permission})
+    _grant(folder, users, permission)
     return [u.email for u in users]
 
 
@@ -176,9 +192,69 @@ def unshare(user: User, ref, emails) -> list[str]:
     if folder.ownership_type != OwnershipType.GROUP:
         raise errors.VFolderOperationFailed("Only project folders are unshared; use leave for user folders")
     users = _users_by_email(emails)
-    removed = set(VFolderGrant.objects.filter(vfolder=folder, user__in=users).values_list("user_id", flat=True))
-    VFolderGrant.objects.filter(vfolder=folder, user_id__in=removed).delete()
+    removed = _revoke(folder, users)
     return [u.email for u in users if u.pk in removed]
+
+
+def shared_permissions(user: User, vfolder_id=None) -> list[dict]:
+    """``GET /folders/_/shared``: the permissions of their own that users have on the live
+    folders ``user`` manages (their own user folders; a domain admin's domain; everything for
+    a superadmin), optionally of one folder; the folders one does not manage are left out."""
+    query = VFolderGrant.objects.select_related("vfolder", "user").filter(vfolder__status__in=list(ALIVE_STATUSES))
+    if vfolder_id not in (None, ""):
+        parsed = parse_uuid(vfolder_id)
+        if parsed is None:
+            raise errors.InvalidAPIParameters("vfolder_id must be a folder id")
+        query = query.filter(vfolder_id=parsed)
+    if not user.is_superadmin:
+        managed = Q(vfolder__ownership_type=OwnershipType.USER, vfolder__user_id=user.pk)
+        if user.is_domain_admin:
+            managed |= Q(vfolder__domain_id=user.domain_id)
+        query = query.filter(managed)
+    result = []
+    for grant in query.order_by("vfolder__name", "vfolder_id", "user__email"):
+        folder = grant.vfolder
+        result.append({
+            "vfolder_id": str(folder.id), "vfolder_name": folder.name, "status": folder.status,
+            "owner": str(folder.user_id or folder.project_id),
+            "type": "project" if folder.ownership_type == OwnershipType.GROUP else "user",
+            "shared_to": {"uuid": str(grant.user_id), "email": grant.user.email},
+            "perm": grant.permission,
+        })
+    return result
+
+
+def set_shared_permission(user: User, vfolder, target, permission) -> None:
+    """``POST /folders/_/shared``: an admin changes (``permission`` one of ro, rw, wd) or takes
+    back (``permission`` None) the permission of their own that ``target`` (a user id) has on
+    the folder ``vfolder`` (an id).  On a project folder a member without one gets one (as
+    ``share`` gives); on a user folder only an invitee who accepted has one to change."""
+    folder_id, target_id = parse_uuid(vfolder), parse_uuid(target)
+    if folder_id is None:
+        raise errors.InvalidAPIParameters("vfolder must be a folder id")
+    if target_id is None:
+        raise errors.InvalidAPIParameters("user must be a user id")
+    if permission is not None:
+        choice(permission, PERMISSIONS, "perm")
+    if not (user.is_superadmin or user.is_domain_admin):
+        raise errors.InsufficientPrivilege("Only admins change the permissions users have on shared folders")
+    folder = get_folder(user, folder_id.hex, need="manage").folder
+    member = User.objects.filter(pk=target_id).first()
+    if member is None:
+        raise errors.object_not_found("user", f"No such user: {target}")
+    if permission is None:
+        if not _revoke(folder, [member]):
+            raise errors.object_not_found("permission", f"{member.email} has no permission of their own on the folder")
+        log.info("folder %s: %s took back the permission of %s", folder.pk, user.pk, member.pk)
+        return
+    if not VFolderGrant.objects.filter(vfolder=folder, user=member).exists():
+        if folder.ownership_type == OwnershipType.USER:
+            raise errors.object_not_found(
+                "permission", f"{member.email} does not share the folder; invite them to it first")
+        if member.pk not in _project_members(folder):
+            raise errors.VFolderOperationFailed(f"{member.email} is not a member of the folder's project")
+    _grant(folder, [member], permission)
+    log.info("folder %s: %s gave %s the permission %s", folder.pk, user.pk, member.pk, permission)
 
 
 def leave(user: User, ref, shared_user_uuid=None) -> None:

@@ -15,8 +15,11 @@ quota checks (uploads, clones) read before the resource policy's
 the host's default quota) applies again."""
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import uuid
+from pathlib import Path
 
 from django.db import transaction
 
@@ -81,6 +84,76 @@ def storage_volume_list(user: User, limit: int, offset: int, filter: str | None 
     query = apply_order(query, order, VOLUME_FIELDS, "name")
     total = query.count()
     return [volume_info(host) for host in query.order_by(*query.query.order_by, "name")[offset:offset + limit]], total
+
+
+# --- performance metric -------------------------------------------------------------------------
+
+#: How long ``performance_metric`` watches the volume's block device to turn its counters into rates.
+PERF_SAMPLE_SECONDS = 0.2
+SECTOR_BYTES = 512  # the unit of the sector counts in /sys/dev/block/*/stat, whatever the device's
+
+
+def _block_stat(path: Path, sysfs: Path) -> Path | None:
+    """The kernel's I/O counters of the block device holding ``path``, if it is one (not tmpfs, overlay, NFS)."""
+    dev = os.stat(path).st_dev
+    stat_file = sysfs / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}" / "stat"
+    return stat_file if stat_file.is_file() else None
+
+
+def _read_counters(stat_file: Path) -> tuple[int, ...]:
+    """(reads, sectors read, ms reading, writes, sectors written, ms writing) so far."""
+    fields = [int(f) for f in stat_file.read_text().split()]
+    return fields[0], fields[2], fields[3], fields[4], fields[6], fields[7]
+
+
+def io_rates(before: tuple[int, ...], after: tuple[int, ...], seconds: float) -> dict:
+    """Operations and bytes per second and the mean latency of an operation (microseconds)
+    between two readings of a device's counters ``seconds`` apart."""
+    reads, read_sectors, read_ms, writes, write_sectors, write_ms = (b - a for a, b in zip(before, after))
+    return {
+        "iops_read": reads / seconds,
+        "iops_write": writes / seconds,
+        "io_bytes_read": read_sectors * SECTOR_BYTES / seconds,
+        "io_bytes_write": write_sectors * SECTOR_BYTES / seconds,
+        "io_usec_read": 1000.0 * read_ms / reads if reads else 0.0,
+        "io_usec_write": 1000.0 * write_ms / writes if writes else 0.0,
+    }
+
+
+def measure_volume(root: Path, sample_seconds: float = PERF_SAMPLE_SECONDS, sysfs: Path = Path("/sys")) -> dict:
+    """What the volume's file system says now (``statvfs``: bytes and inodes) and, when it
+    sits on a block device, its I/O rates over ``sample_seconds`` (from the kernel's counters)."""
+    fs = os.statvfs(root)
+    metric = {
+        "capacity_bytes": fs.f_blocks * fs.f_frsize,
+        "used_bytes": (fs.f_blocks - fs.f_bfree) * fs.f_frsize,
+        "available_bytes": fs.f_bavail * fs.f_frsize,
+        "inodes_total": fs.f_files,
+        "inodes_used": fs.f_files - fs.f_ffree,
+    }
+    stat_file = _block_stat(root, sysfs)
+    if stat_file is not None:
+        start, before = time.monotonic(), _read_counters(stat_file)
+        time.sleep(sample_seconds)
+        after, seconds = _read_counters(stat_file), time.monotonic() - start
+        metric.update(io_rates(before, after, seconds))
+    return metric
+
+
+def performance_metric(user: User, folder_host) -> dict:
+    """``GET /folders/_/perf-metric``: ``{"metric": {...}}`` of a storage host (superadmins only)."""
+    _require_superadmin(user, "the performance of storage volumes")
+    check_text(folder_host, "folder_host", max_chars=128)
+    if not folder_host:
+        raise errors.InvalidAPIParameters("folder_host must name a storage host, e.g. local:volume1")
+    host = StorageHost.objects.filter(name=folder_host).first()
+    if host is None:
+        raise errors.object_not_found("storage volume", f"No such storage volume: {folder_host}")
+    try:
+        return {"metric": measure_volume(host.root)}
+    except (OSError, ValueError, IndexError) as exc:
+        raise errors.VFolderOperationFailed(
+            f"The volume {host.name} cannot be measured: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 # --- quota scopes -------------------------------------------------------------------------------

@@ -11,7 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from agents.daemon.discovery import (
-    GpuProbe, HostStats, cgroup_cpu_limit, cgroup_memory_limit, cpu_capacity, discover, memory_capacity,
+    GpuProbe,
+    HostStats,
+    cgroup_cpu_limit,
+    cgroup_memory_limit,
+    cpu_capacity,
+    discover,
+    memory_capacity,
 )
 
 ROOT = Path(__file__).resolve().parents[3]

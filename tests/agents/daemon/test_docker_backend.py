@@ -6,7 +6,6 @@ import socket
 import time
 import urllib.request
 import uuid
-
 from decimal import Decimal
 
 import pytest

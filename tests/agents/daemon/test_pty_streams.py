@@ -17,10 +17,9 @@ from websockets.sync.server import serve
 
 from agents.daemon.backends.base import BackendSettings
 from agents.daemon.backends.local import LocalBackend, _group_members
-from agents.protocol import KernelSpec
 from agents.daemon.link import ManagerLink
 from agents.daemon.streams import StreamMux
-from agents.protocol import decode_data, encode_data
+from agents.protocol import KernelSpec, decode_data, encode_data
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
 
