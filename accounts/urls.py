@@ -10,4 +10,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("keys/", views.keypairs, name="keypairs"),
     path("keys/action/", views.keypair_action, name="keypair-action"),
+    path("tasks/", views.background_tasks, name="tasks"),
+    path("tasks/rows/", views.background_task_rows, name="task-rows"),
+    path("tasks/<str:task_id>/", views.background_task_detail, name="task"),
+    path("tasks/<str:task_id>/status/", views.background_task_status, name="task-status"),
 ]

@@ -2,6 +2,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils.html import format_html
 
 from agents import services
@@ -149,14 +150,16 @@ class ContainerRegistryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rescan images from the registry")
     def rescan(self, request, queryset):
+        """One background task per registry; the message links to its progress page."""
         for registry in queryset:
             try:
-                result = services.rescan_registry(registry)
+                task_id = services.start_rescan(request.user, registry.registry_name)
             except BackendAIError as exc:
                 self.message_user(request, str(exc.msg), messages.ERROR)
             else:
-                self.message_user(request, f"{registry}: {result['images']} image(s) recorded, "
-                                           f"{len(result['errors'])} error(s).", messages.SUCCESS)
+                self.message_user(request, format_html(
+                    '{}: the rescan is queued; <a href="{}">follow its progress</a>.', registry,
+                    reverse("ui:task", kwargs={"task_id": task_id})), messages.SUCCESS)
 
 
 class AliasInline(admin.TabularInline):

@@ -46,6 +46,7 @@ from backendai.api.gqlkit import (
     iso_or_none,
     json_or_none,
     page,
+    typed_mutation,
 )
 
 AGENT_FIELDS = {"id": "id", "status": "status", "region": "region", "scaling_group": "scaling_group_id",
@@ -436,6 +437,16 @@ def _association(result_type, call: Callable):
     return result_type(ok=ok, msg=msg)
 
 
+def _association_mutation(result_type, change: Callable, argument: str, argument_type, keyword: str):
+    """The mutation ``(scaling_group: String!, <argument>: <argument_type>!) -> result_type``
+    that runs ``change(user, scaling_group, <keyword>=<argument>)``."""
+    def body(info: Info, scaling_group: str, **target):
+        user, _ = actor(info)
+        return _association(result_type, lambda: change(user, scaling_group, **{keyword: target[argument]}))
+
+    return typed_mutation(body, {"scaling_group": str, argument: argument_type}, result_type)
+
+
 # --- root fields ------------------------------------------------------------------------------
 
 @strawberry.type
@@ -570,41 +581,11 @@ class Mutation:
         return _simple(DeleteScalingGroup, lambda: services.delete_scaling_group(user, name))
 
     @strawberry.mutation
-    def associate_scaling_group_with_domain(self, info: Info, scaling_group: str,
-                                            domain: str) -> AssociateScalingGroupWithDomain:
-        user, _ = actor(info)
-        return _association(AssociateScalingGroupWithDomain,
-                            lambda: services.associate_scaling_group(user, scaling_group, domain=domain))
-
-    @strawberry.mutation
-    def disassociate_scaling_group_with_domain(self, info: Info, scaling_group: str,
-                                               domain: str) -> DisassociateScalingGroupWithDomain:
-        user, _ = actor(info)
-        return _association(DisassociateScalingGroupWithDomain,
-                            lambda: services.disassociate_scaling_group(user, scaling_group, domain=domain))
-
-    @strawberry.mutation
     def disassociate_all_scaling_groups_with_domain(self, info: Info,
                                                     domain: str) -> DisassociateAllScalingGroupsWithDomain:
         user, _ = actor(info)
         return _simple(DisassociateAllScalingGroupsWithDomain,
                        lambda: services.disassociate_all_scaling_groups(user, domain=domain))
-
-    @strawberry.mutation
-    def associate_scaling_group_with_user_group(self, info: Info, scaling_group: str,
-                                                user_group: uuid.UUID) -> AssociateScalingGroupWithUserGroup:
-        user, _ = actor(info)
-        return _association(AssociateScalingGroupWithUserGroup,
-                            lambda: services.associate_scaling_group(user, scaling_group, project=user_group))
-
-    # The clients declare ``$user_group: String!`` here (``UUID!`` for the association): a
-    # String argument takes both, checked as a project id by the service.
-    @strawberry.mutation
-    def disassociate_scaling_group_with_user_group(self, info: Info, scaling_group: str,
-                                                   user_group: str) -> DisassociateScalingGroupWithUserGroup:
-        user, _ = actor(info)
-        return _association(DisassociateScalingGroupWithUserGroup, lambda: services.disassociate_scaling_group(
-            user, scaling_group, project=user_group))
 
     @strawberry.mutation
     def disassociate_all_scaling_groups_with_group(self, info: Info,
@@ -613,19 +594,21 @@ class Mutation:
         return _simple(DisassociateAllScalingGroupsWithGroup,
                        lambda: services.disassociate_all_scaling_groups(user, project=user_group))
 
-    @strawberry.mutation
-    def associate_scaling_group_with_keypair(self, info: Info, scaling_group: str,
-                                             access_key: str) -> AssociateScalingGroupWithKeyPair:
-        user, _ = actor(info)
-        return _association(AssociateScalingGroupWithKeyPair,
-                            lambda: services.associate_scaling_group(user, scaling_group, access_key=access_key))
-
-    @strawberry.mutation
-    def disassociate_scaling_group_with_keypair(self, info: Info, scaling_group: str,
-                                                access_key: str) -> DisassociateScalingGroupWithKeyPair:
-        user, _ = actor(info)
-        return _association(DisassociateScalingGroupWithKeyPair,
-                            lambda: services.disassociate_scaling_group(user, scaling_group, access_key=access_key))
+    # (dis)associating a scaling group with one domain, project or keypair: the same call each
+    # time (see ``_association_mutation``); the clients declare ``$user_group: String!`` for the
+    # disassociation (``UUID!`` for the association): a String takes both, checked by the service
+    associate_scaling_group_with_domain = _association_mutation(
+        AssociateScalingGroupWithDomain, services.associate_scaling_group, "domain", str, "domain")
+    disassociate_scaling_group_with_domain = _association_mutation(
+        DisassociateScalingGroupWithDomain, services.disassociate_scaling_group, "domain", str, "domain")
+    associate_scaling_group_with_user_group = _association_mutation(
+        AssociateScalingGroupWithUserGroup, services.associate_scaling_group, "user_group", uuid.UUID, "project")
+    disassociate_scaling_group_with_user_group = _association_mutation(
+        DisassociateScalingGroupWithUserGroup, services.disassociate_scaling_group, "user_group", str, "project")
+    associate_scaling_group_with_keypair = _association_mutation(
+        AssociateScalingGroupWithKeyPair, services.associate_scaling_group, "access_key", str, "access_key")
+    disassociate_scaling_group_with_keypair = _association_mutation(
+        DisassociateScalingGroupWithKeyPair, services.disassociate_scaling_group, "access_key", str, "access_key")
 
     @strawberry.mutation
     def rescan_images(self, info: Info, registry: Optional[str] = None,

@@ -44,6 +44,13 @@ Starting one (from a service, inside or outside a transaction)::
   task listed some), then ``server_close`` ``{}``; a
   finished task replays its last report and outcome.
 
+* Metrics (Prometheus, recorded by whichever process ends a task, shared through
+  ``PROMETHEUS_MULTIPROC_DIR`` like the scheduler's): ``backendai_bgtask_finished_total{name,status}``
+  counts the tasks that ended (done, failed, cancelled, given up by ``reconcile``) and
+  ``backendai_bgtask_duration_seconds{name}`` observes started_at -> finished_at of those a
+  worker had started; ``/metrics`` adds the gauge ``backendai_bgtask_count{name,status}`` read
+  from the table at scrape time (``backendai.metrics``).
+
 A worker killed in the middle of a task leaves it RUNNING; the stream of such a
 task ends after ``MAX_STREAM_SECONDS`` without ``server_close`` (the client
 reconnects).  Rows are kept; ``purge_finished`` drops old finished ones.
@@ -62,6 +69,7 @@ from typing import Any, Callable
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from prometheus_client import Counter, Histogram
 
 from backendai.api import errors
 from backendai.celery import app as celery_app
@@ -76,6 +84,26 @@ FINAL_EVENT = {BackgroundTaskStatus.DONE: "bgtask_done", BackgroundTaskStatus.FA
 RETRY = "retry: 5\n"  # seconds: the official clients sleep this long before reconnecting
 SERVER_CLOSE = "event: server_close\ndata: {}\n" + RETRY + "\n"
 INTERNAL_ERROR = "Internal error while running the task (the worker's log has the details)."
+
+
+FINISHED_COUNT = Counter(
+    "backendai_bgtask_finished",
+    "Background tasks that ended, by name and final status",
+    ["name", "status"],
+)
+DURATION = Histogram(
+    "backendai_bgtask_duration_seconds",
+    "Time from a worker claiming a background task to its end, in seconds",
+    ["name"],
+    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600),
+)
+
+
+def _observe_finished(name: str, status: str, started_at=None, finished_at=None) -> None:
+    """Count a task that ended (once, by whoever's guarded UPDATE ended it) and its duration."""
+    FINISHED_COUNT.labels(name=name, status=status).inc()
+    if started_at is not None and finished_at is not None:
+        DURATION.labels(name=name).observe(max((finished_at - started_at).total_seconds(), 0.0))
 
 
 class TaskFailed(Exception):
@@ -121,8 +149,10 @@ def _dispatch(task_id: str) -> None:
         celery_app.send_task(RUN_TASK, args=[task_id])
     except Exception as exc:  # noqa: BLE001 - a broker that refuses: the task fails visibly instead of hanging
         log.warning("could not queue background task %s: %s", task_id, exc)
-        _finish(task_id, BackgroundTaskStatus.FAILED, "Could not queue the task (no broker).",
-                from_status=BackgroundTaskStatus.PENDING)
+        if _finish(task_id, BackgroundTaskStatus.FAILED, "Could not queue the task (no broker).",
+                   from_status=BackgroundTaskStatus.PENDING):
+            name = BackgroundTask.objects.filter(pk=task_id).values_list("name", flat=True).first()
+            _observe_finished(name or "", BackgroundTaskStatus.FAILED)
 
 
 def _resolve(func_path: str) -> Callable:
@@ -183,7 +213,8 @@ def run(task_id: str) -> str | None:
             message, problems = result.message, [str(e) for e in result.errors]
         else:
             message = "" if result is None else str(result)
-    _finish(task_id, status, message, from_status=BackgroundTaskStatus.RUNNING, problems=problems)
+    if _finish(task_id, status, message, from_status=BackgroundTaskStatus.RUNNING, problems=problems):
+        _observe_finished(task.name, status, task.started_at, timezone.now())
     log.info("background task %s (%s) %s: %s", task_id, task.name, status, message)
     return status
 
@@ -197,9 +228,14 @@ def _finish(task_id: str, status: str, message: str, from_status: str, problems:
 
 def cancel(task_id: str) -> bool:
     """Cancel a task that has not finished; False when it already had."""
-    return bool(BackgroundTask.objects.filter(pk=task_id).exclude(status__in=FINISHED).update(
-        status=BackgroundTaskStatus.CANCELLED, message="Cancelled.", finished_at=timezone.now(),
+    row = BackgroundTask.objects.filter(pk=task_id).values_list("name", "started_at").first()
+    now = timezone.now()
+    cancelled = bool(BackgroundTask.objects.filter(pk=task_id).exclude(status__in=FINISHED).update(
+        status=BackgroundTaskStatus.CANCELLED, message="Cancelled.", finished_at=now,
         revision=F("revision") + 1))
+    if cancelled and row is not None:
+        _observe_finished(row[0], BackgroundTaskStatus.CANCELLED, row[1], now)
+    return cancelled
 
 
 #: A RUNNING task that reported nothing for this long lost its worker (killed mid-task).
@@ -218,18 +254,28 @@ def reconcile(now=None, *, stalled_after: timedelta = STALLED_AFTER, unclaimed_a
     finished tasks older than ``keep_finished`` are deleted.  Each is one guarded UPDATE, so
     a task that reports or finishes meanwhile is left alone."""
     now = now or timezone.now()
-    stalled = BackgroundTask.objects.filter(status=BackgroundTaskStatus.RUNNING,
-                                            updated_at__lt=now - stalled_after).update(
-        status=BackgroundTaskStatus.FAILED, message=STALLED_MESSAGE, finished_at=now, updated_at=now,
-        revision=F("revision") + 1)
-    unclaimed = BackgroundTask.objects.filter(status=BackgroundTaskStatus.PENDING,
-                                              created_at__lt=now - unclaimed_after).update(
-        status=BackgroundTaskStatus.FAILED, message=UNCLAIMED_MESSAGE, finished_at=now, updated_at=now,
-        revision=F("revision") + 1)
+    stalled = _give_up(BackgroundTask.objects.filter(status=BackgroundTaskStatus.RUNNING,
+                                                     updated_at__lt=now - stalled_after), STALLED_MESSAGE, now)
+    unclaimed = _give_up(BackgroundTask.objects.filter(status=BackgroundTaskStatus.PENDING,
+                                                       created_at__lt=now - unclaimed_after), UNCLAIMED_MESSAGE, now)
     if stalled or unclaimed:
         log.warning("background tasks: %d stalled and %d unclaimed ended as failed", stalled, unclaimed)
     purged = BackgroundTask.objects.filter(status__in=FINISHED, finished_at__lt=now - keep_finished).delete()[0]
     return {"stalled": stalled, "unclaimed": unclaimed, "purged": purged}
+
+
+def _give_up(stuck, message: str, now) -> int:
+    """End the tasks of ``stuck`` (a guarded query) as failed; how many it ended.  The tasks are
+    read first for the metrics, then ended by one UPDATE that keeps the guard."""
+    found = list(stuck.values_list("pk", "name", "started_at"))
+    if not found:
+        return 0
+    ended = stuck.filter(pk__in=[pk for pk, _, _ in found]).update(
+        status=BackgroundTaskStatus.FAILED, message=message, finished_at=now, updated_at=now,
+        revision=F("revision") + 1)
+    for _, name, started_at in found[:ended]:  # a task that ended meanwhile counted itself
+        _observe_finished(name, BackgroundTaskStatus.FAILED, started_at, now)
+    return ended
 
 
 def ended_unsuccessfully(func_path: str) -> list[list]:

@@ -1,7 +1,8 @@
 """``/metrics`` for Prometheus: request metrics (django-prometheus), the
 scheduler's counters and histograms (recorded in whichever process ran a pass;
 shared through ``PROMETHEUS_MULTIPROC_DIR`` when set), and gauges read from the
-database at scrape time (sessions and agents by status)."""
+database at scrape time (sessions and agents by status, background tasks by name
+and status; ``backendai.bgtasks`` records the tasks' finished counter and durations)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 
 from agents.models import Agent
+from backendai.models import BackgroundTask
 from sessions.models import Session
 
 
@@ -27,6 +29,11 @@ class DatabaseCollector:
         for row in Agent.objects.values("status").annotate(n=Count("id")).order_by():
             agents.add_metric([row["status"]], row["n"])
         yield agents
+        tasks = GaugeMetricFamily("backendai_bgtask_count", "Background tasks by name and status",
+                                  labels=["name", "status"])
+        for row in BackgroundTask.objects.values("name", "status").annotate(n=Count("id")).order_by():
+            tasks.add_metric([row["name"], row["status"]], row["n"])
+        yield tasks
 
 
 def metrics_view(request):

@@ -9,13 +9,14 @@ JSON-encoded strings (Backend.AI's JSONString)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Optional
 
 import strawberry
 from strawberry.types import Info
 
 from accounts import services as account_services
-from backendai.api.gqlkit import BigInt, actor, iso_or_none, json_or_none
+from backendai.api.gqlkit import BigInt, actor, iso_or_none, json_or_none, typed_mutation
 
 
 @strawberry.type
@@ -235,59 +236,41 @@ class Query:
         return [project_policy_of(p) for p in account_services.visible_policies(user, account_services.PROJECT_POLICY)]
 
 
+def _policy_mutations(kind: str, shown: Callable, create: tuple, modify: tuple, delete: type, drop=()):
+    """``create_*``, ``modify_*`` and ``delete_*`` of one kind of resource policy: ``create`` and
+    ``modify`` are (input type, result type); ``shown`` makes the created policy's GraphQL type;
+    ``drop`` names input fields accepted and ignored (Backend.AI's deprecated ones)."""
+    (create_input, created), (modify_input, modified) = create, modify
+
+    def make(info: Info, name: str, props):
+        policy = account_services.admin_create_policy(actor(info)[0], kind, name, _given(props, drop))
+        return created(ok=True, msg="success", resource_policy=shown(policy))
+
+    def change(info: Info, name: str, props):
+        account_services.admin_modify_policy(actor(info)[0], kind, name, _given(props, drop))
+        return modified(ok=True, msg="success")
+
+    def remove(info: Info, name: str):
+        account_services.admin_delete_policy(actor(info)[0], kind, name)
+        return delete(ok=True, msg="success")
+
+    return (typed_mutation(make, {"name": str, "props": create_input}, created),
+            typed_mutation(change, {"name": str, "props": modify_input}, modified),
+            typed_mutation(remove, {"name": str}, delete))
+
+
 @strawberry.type
 class Mutation:
-    @strawberry.mutation
-    def create_keypair_resource_policy(self, info: Info, name: str,
-                                       props: CreateKeyPairResourcePolicyInput) -> CreateKeyPairResourcePolicy:
-        policy = account_services.admin_create_policy(actor(info)[0], account_services.KEYPAIR_POLICY, name,
-                                                      _given(props, _DEPRECATED))
-        return CreateKeyPairResourcePolicy(ok=True, msg="success", resource_policy=keypair_policy_of(policy))
-
-    @strawberry.mutation
-    def modify_keypair_resource_policy(self, info: Info, name: str,
-                                       props: ModifyKeyPairResourcePolicyInput) -> ModifyKeyPairResourcePolicy:
-        account_services.admin_modify_policy(actor(info)[0], account_services.KEYPAIR_POLICY, name,
-                                             _given(props, _DEPRECATED))
-        return ModifyKeyPairResourcePolicy(ok=True, msg="success")
-
-    @strawberry.mutation
-    def delete_keypair_resource_policy(self, info: Info, name: str) -> DeleteKeyPairResourcePolicy:
-        account_services.admin_delete_policy(actor(info)[0], account_services.KEYPAIR_POLICY, name)
-        return DeleteKeyPairResourcePolicy(ok=True, msg="success")
-
-    @strawberry.mutation
-    def create_user_resource_policy(self, info: Info, name: str,
-                                    props: CreateUserResourcePolicyInput) -> CreateUserResourcePolicy:
-        policy = account_services.admin_create_policy(actor(info)[0], account_services.USER_POLICY, name,
-                                                      _given(props))
-        return CreateUserResourcePolicy(ok=True, msg="success", resource_policy=user_policy_of(policy))
-
-    @strawberry.mutation
-    def modify_user_resource_policy(self, info: Info, name: str,
-                                    props: ModifyUserResourcePolicyInput) -> ModifyUserResourcePolicy:
-        account_services.admin_modify_policy(actor(info)[0], account_services.USER_POLICY, name, _given(props))
-        return ModifyUserResourcePolicy(ok=True, msg="success")
-
-    @strawberry.mutation
-    def delete_user_resource_policy(self, info: Info, name: str) -> DeleteUserResourcePolicy:
-        account_services.admin_delete_policy(actor(info)[0], account_services.USER_POLICY, name)
-        return DeleteUserResourcePolicy(ok=True, msg="success")
-
-    @strawberry.mutation
-    def create_project_resource_policy(self, info: Info, name: str,
-                                       props: CreateProjectResourcePolicyInput) -> CreateProjectResourcePolicy:
-        policy = account_services.admin_create_policy(actor(info)[0], account_services.PROJECT_POLICY, name,
-                                                      _given(props))
-        return CreateProjectResourcePolicy(ok=True, msg="success", resource_policy=project_policy_of(policy))
-
-    @strawberry.mutation
-    def modify_project_resource_policy(self, info: Info, name: str,
-                                       props: ModifyProjectResourcePolicyInput) -> ModifyProjectResourcePolicy:
-        account_services.admin_modify_policy(actor(info)[0], account_services.PROJECT_POLICY, name, _given(props))
-        return ModifyProjectResourcePolicy(ok=True, msg="success")
-
-    @strawberry.mutation
-    def delete_project_resource_policy(self, info: Info, name: str) -> DeleteProjectResourcePolicy:
-        account_services.admin_delete_policy(actor(info)[0], account_services.PROJECT_POLICY, name)
-        return DeleteProjectResourcePolicy(ok=True, msg="success")
+    create_keypair_resource_policy, modify_keypair_resource_policy, delete_keypair_resource_policy = \
+        _policy_mutations(account_services.KEYPAIR_POLICY, keypair_policy_of,
+                          (CreateKeyPairResourcePolicyInput, CreateKeyPairResourcePolicy),
+                          (ModifyKeyPairResourcePolicyInput, ModifyKeyPairResourcePolicy),
+                          DeleteKeyPairResourcePolicy, drop=_DEPRECATED)
+    create_user_resource_policy, modify_user_resource_policy, delete_user_resource_policy = \
+        _policy_mutations(account_services.USER_POLICY, user_policy_of,
+                          (CreateUserResourcePolicyInput, CreateUserResourcePolicy),
+                          (ModifyUserResourcePolicyInput, ModifyUserResourcePolicy), DeleteUserResourcePolicy)
+    create_project_resource_policy, modify_project_resource_policy, delete_project_resource_policy = \
+        _policy_mutations(account_services.PROJECT_POLICY, project_policy_of,
+                          (CreateProjectResourcePolicyInput, CreateProjectResourcePolicy),
+                          (ModifyProjectResourcePolicyInput, ModifyProjectResourcePolicy), DeleteProjectResourcePolicy)

@@ -14,6 +14,8 @@ its own module:
 * ``projects``   projects (groups) and their members;
 * ``domains``    domains, renames included;
 * ``policies``   keypair, user and project resource policies.
+* ``tasks``      whose background tasks a user sees (the web UI's task pages; imported as
+  ``accounts.services.tasks``).
 
 Secrets follow docs/security.md: a secret key is shown in clear only to its owner, once
 (``admin_create_keypair`` returns it only when the caller owns the new keypair)."""

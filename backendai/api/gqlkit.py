@@ -15,8 +15,10 @@ small filter/order language of the session and agent lists, paging, the caller
 (``actor``) and the masking of unexpected resolver errors (``public_error``)."""
 from __future__ import annotations
 
+import inspect
 import json
 import re
+from collections.abc import Callable
 from typing import NewType, Optional
 
 import strawberry
@@ -253,3 +255,21 @@ def public_error(error: GraphQLError) -> dict:
         return error.formatted
     return {"message": "Internal error while resolving this field.", "path": error.path,
             "locations": error.formatted.get("locations")}
+
+
+# --- families of mutations --------------------------------------------------------------------
+
+def typed_mutation(body: Callable, arguments: dict[str, object], returns: object):
+    """A mutation with the GraphQL ``arguments`` (name -> type, in order) answering ``returns``,
+    run as ``body(info, **arguments)``: for families of mutations that differ only in names and
+    types (the scaling group associations, the three kinds of resource policy).  Strawberry
+    reads a resolver's arguments from its signature, which is set here."""
+    def resolve(self, info: Info, **given):
+        return body(info, **given)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    resolve.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", kind), inspect.Parameter("info", kind, annotation=Info)]
+        + [inspect.Parameter(name, kind, annotation=annotation) for name, annotation in arguments.items()],
+        return_annotation=returns)
+    return strawberry.mutation(resolver=resolve)

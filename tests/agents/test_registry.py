@@ -755,13 +755,19 @@ def test_malformed_answers(fake_registry):
 @pytest.mark.django_db
 def test_a_superadmin_rescans_an_authenticated_registry_into_images(basic_registry, client, superadmin):
     from agents.models import ContainerRegistry, Image
+    from backendai import bgtasks
+    from backendai.models import BackgroundTask
 
     registry = ContainerRegistry.objects.create(registry_name=basic_registry.host, url=basic_registry.url,
                                                 username=USER, password=PASSWORD)
     client.force_login(superadmin)
     response = client.post("/admin/agents/containerregistry/", {"action": "rescan", "_selected_action": [registry.pk]},
                            follow=True)
-    assert "1 image(s) recorded" in response.content.decode()
+    task = BackgroundTask.objects.get(name="rescan_images")
+    assert f'href="/ui/tasks/{task.pk}/"' in response.content.decode()  # the message links to its progress
+    assert bgtasks.run(str(task.pk)) == "done"  # as the worker would
+    task.refresh_from_db()
+    assert task.message.startswith("1 image(s)")
     image = Image.objects.get(name=f"{basic_registry.host}/bai-test/http:1.0")
     assert not image.is_local and image.registry == registry and image.tag == "1.0"
     assert image.config_digest == basic_registry.digest

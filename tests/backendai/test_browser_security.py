@@ -59,7 +59,7 @@ def admin_client(client, superadmin):
 def test_web_ui_pages_carry_the_security_headers(client, owner):
     assert_hardened(client.get("/ui/login/"))
     client.force_login(owner)
-    for path in ("/ui/", "/ui/keys/", "/ui/sessions/", "/ui/folders/", "/ui/resource-groups/"):
+    for path in ("/ui/", "/ui/keys/", "/ui/sessions/", "/ui/folders/", "/ui/resource-groups/", "/ui/tasks/"):
         response = client.get(path)
         assert response.status_code == 200, path
         assert_hardened(response)

@@ -101,6 +101,7 @@ def test_every_page_loads_with_no_csp_violation(browser, live_server, scene, pas
 
         pages = {
             "API keys": "/ui/keys/",
+            "background tasks": "/ui/tasks/",
             "sessions": "/ui/sessions/",
             "new session": "/ui/sessions/new/",
             "folders": "/ui/folders/",
