@@ -44,10 +44,10 @@ Starting one (from a service, inside or outside a transaction)::
   task listed some), then ``server_close`` ``{}``; a
   finished task replays its last report and outcome.
 
-* Metrics (Prometheus, recorded by whichever process ends a task, shared through
-  ``PROMETHEUS_MULTIPROC_DIR`` like the scheduler's): ``backendai_bgtask_finished_total{name,status}``
-  counts the tasks that ended (done, failed, cancelled, given up by ``reconcile``) and
-  ``backendai_bgtask_duration_seconds{name}`` observes started_at -> finished_at of those a
+* Metrics with the reference's names (Prometheus, recorded by whichever process ends a
+  task, shared through ``PROMETHEUS_MULTIPROC_DIR`` like the scheduler's):
+  ``backendai_bgtask_done_count{name,status}`` (exported with ``_total``) counts the tasks that ended (done, failed, cancelled, given up by ``reconcile``) and
+  ``backendai_bgtask_processing_time_sec{name}`` observes started_at -> finished_at of those a
   worker had started; ``/metrics`` adds the gauge ``backendai_bgtask_count{name,status}`` read
   from the table at scrape time (``backendai.metrics``).
 
@@ -87,12 +87,12 @@ INTERNAL_ERROR = "Internal error while running the task (the worker's log has th
 
 
 FINISHED_COUNT = Counter(
-    "backendai_bgtask_finished",
+    "backendai_bgtask_done_count",
     "Background tasks that ended, by name and final status",
     ["name", "status"],
 )
 DURATION = Histogram(
-    "backendai_bgtask_duration_seconds",
+    "backendai_bgtask_processing_time_sec",
     "Time from a worker claiming a background task to its end, in seconds",
     ["name"],
     buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600),

@@ -11,7 +11,7 @@ Like ``/events/session``: the stream opens with a ``: ok`` comment, polls the
 row twice a second (giving its database connection back between polls), sends
 ``bgtask_updated`` whenever a report changed the row, then the outcome and
 ``server_close``.  A task already finished answers its last report and its
-outcome at once.  After ``MAX_STREAM_SECONDS`` an unfinished task's stream ends
+outcome at once (after ``FIRST_EVENT_DELAY``, for the clients' spinner).  After ``MAX_STREAM_SECONDS`` an unfinished task's stream ends
 without ``server_close``, so the client reconnects and goes on following it."""
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ from backendai.api import errors
 from backendai.db import release_connections
 
 POLL_SECONDS = 0.5
+#: Between the opening comment and the first event.  The official clients' progress viewer
+#: starts a spinner task as it opens the stream and crashes (awaiting that task, cancelled
+#: before it ever ran) when an event is already there at its first read: a task that finished
+#: at once, or a fast first report.  A moment of quiet lets the spinner start.
+FIRST_EVENT_DELAY = 0.25
 MAX_STREAM_SECONDS = 3600
 KEEPALIVE_SECONDS = 15
 OPENING = ": ok\n\n"
@@ -59,6 +64,7 @@ async def background_task_events(request):
 
     async def stream():
         yield OPENING
+        await asyncio.sleep(FIRST_EVENT_DELAY)
         started = last_sent = time.monotonic()
         sent_revision = 0  # revision 0: queued, nothing reported yet
         while time.monotonic() - started < MAX_STREAM_SECONDS:

@@ -270,36 +270,36 @@ def sample(metric: str, **labels) -> float:
 
 def test_a_finished_task_is_counted_timed_and_gauged_on_metrics(client, owner):
     labels = {"name": "metrics-count"}
-    before = (sample("backendai_bgtask_finished_total", status="done", **labels),
-              sample("backendai_bgtask_duration_seconds_count", **labels),
-              sample("backendai_bgtask_finished_total", status="failed", name="metrics-fail"))
+    before = (sample("backendai_bgtask_done_count_total", status="done", **labels),
+              sample("backendai_bgtask_processing_time_sec_count", **labels),
+              sample("backendai_bgtask_done_count_total", status="failed", name="metrics-fail"))
     done = bgtasks.start("metrics-count", "bgtask_samples.count_to", 2, owner=owner.pk)
     bgtasks.start("metrics-count", "bgtask_samples.count_to", 2, owner=owner.pk)  # left pending
     failed = bgtasks.start("metrics-fail", "bgtask_samples.fail_cleanly", owner=owner.pk)
     assert bgtasks.run(done) == "done" and bgtasks.run(failed) == "failed"
-    after = (sample("backendai_bgtask_finished_total", status="done", **labels),
-             sample("backendai_bgtask_duration_seconds_count", **labels),
-             sample("backendai_bgtask_finished_total", status="failed", name="metrics-fail"))
+    after = (sample("backendai_bgtask_done_count_total", status="done", **labels),
+             sample("backendai_bgtask_processing_time_sec_count", **labels),
+             sample("backendai_bgtask_done_count_total", status="failed", name="metrics-fail"))
     assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
     body = client.get("/metrics").content.decode()
     assert 'backendai_bgtask_count{name="metrics-count",status="done"} 1.0' in body
     assert 'backendai_bgtask_count{name="metrics-count",status="pending"} 1.0' in body
     assert 'backendai_bgtask_count{name="metrics-fail",status="failed"} 1.0' in body
-    assert 'backendai_bgtask_finished_total{name="metrics-count",status="done"}' in body
-    assert 'backendai_bgtask_duration_seconds_bucket{le="0.1",name="metrics-count"}' in body
+    assert 'backendai_bgtask_done_count_total{name="metrics-count",status="done"}' in body
+    assert 'backendai_bgtask_processing_time_sec_bucket{le="0.1",name="metrics-count"}' in body
 
 
 def test_cancelled_and_given_up_tasks_are_counted_once(owner):
     labels = {"name": "metrics-stuck"}
-    before = (sample("backendai_bgtask_finished_total", status="cancelled", **labels),
-              sample("backendai_bgtask_finished_total", status="failed", **labels))
+    before = (sample("backendai_bgtask_done_count_total", status="cancelled", **labels),
+              sample("backendai_bgtask_done_count_total", status="failed", **labels))
     cancelled = bgtasks.start("metrics-stuck", "bgtask_samples.count_to", 1, owner=owner.pk)
     assert bgtasks.cancel(cancelled) and not bgtasks.cancel(cancelled)  # the second one changes nothing
     bgtasks.start("metrics-stuck", "bgtask_samples.count_to", 1, owner=owner.pk)
     later = timezone.now() + timedelta(hours=1)
     assert bgtasks.reconcile(later)["unclaimed"] == 1 and bgtasks.reconcile(later)["unclaimed"] == 0
-    after = (sample("backendai_bgtask_finished_total", status="cancelled", **labels),
-             sample("backendai_bgtask_finished_total", status="failed", **labels))
+    after = (sample("backendai_bgtask_done_count_total", status="cancelled", **labels),
+             sample("backendai_bgtask_done_count_total", status="failed", **labels))
     assert [a - b for a, b in zip(after, before)] == [1, 1]
 
 

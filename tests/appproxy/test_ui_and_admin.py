@@ -110,3 +110,21 @@ def test_workers_can_be_drained_from_the_admin(admin_client, worker):
     assert not Worker.objects.get().schedulable
     admin_client.post("/admin/appproxy/worker/", {"action": "undrain", "_selected_action": [worker.pk]})
     assert Worker.objects.get().schedulable
+
+
+def test_purging_a_user_removes_the_circuits_they_own_in_other_users_sessions(signed, make_user, superadmin,
+                                                                             owner, session, worker):
+    from accounts.models import User, UserRole
+    from appproxy.models import CircuitTombstone
+
+    opener = make_user("opener@example.com", role=UserRole.SUPERADMIN)
+    services.start_service(owner, session, "web")
+    circuit = Circuit.objects.get()
+    Circuit.objects.filter(pk=circuit.pk).update(owner=opener)  # as a superadmin may set it in the admin
+    done = signed(superadmin).post("/admin/gql", {"query": (
+        "mutation($email: String!) { purge_user(email: $email, props: {purge_shared_vfolders: false}) { ok msg } }"),
+        "variables": {"email": opener.email}})
+    assert done.status_code == 200 and done.json()["data"]["purge_user"]["ok"], done.content
+    assert not User.objects.filter(pk=opener.pk).exists() and not Circuit.objects.exists()
+    assert CircuitTombstone.objects.filter(circuit_id=circuit.pk, reason="owner-purged").exists()
+    assert Session.objects.filter(pk=session.pk, status="RUNNING").exists()  # the owner's session stays
