@@ -110,6 +110,28 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def _groups_working_in(directory: Path) -> set[int]:
+    """The process groups of the live processes whose working directory is inside ``directory``:
+    a kernel's processes run in its home, so this finds them even when no state file names
+    them (a daemon killed between starting a kernel and recording its pid).  Never our own."""
+    root = str(directory)
+    groups = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue
+        if cwd != root and not cwd.startswith(root + os.sep):
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields and len(fields) > 2 and fields[0] not in ("Z", "X", "x"):
+            groups.add(int(fields[2]))
+    groups.discard(os.getpgrp())
+    return groups
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -325,7 +347,12 @@ class LocalBackend(Backend):
             if state is None:
                 continue
             if state.get("status") == ReportedStatus.PREPARING.value:
-                self.log.warning("kernel %s was interrupted while being created; discarding it", kernel_id)
+                # its process may have started before the pid was recorded: end whatever runs in it
+                strays = _groups_working_in(self._dir(kernel_id))
+                for pgid in strays:
+                    _killpg(pgid, signal.SIGKILL)
+                self.log.warning("kernel %s was interrupted while being created; discarding it%s", kernel_id,
+                                 f" (killed process groups {sorted(strays)})" if strays else "")
                 shutil.rmtree(self._dir(kernel_id), ignore_errors=True)
                 continue
             for port in state.get("service_ports", []):

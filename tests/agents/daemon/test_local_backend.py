@@ -266,3 +266,25 @@ def test_kernel_services_listen_only_on_the_configured_address_whatever_the_sess
         assert not _connects("127.0.0.1", port), "the session's BACKENDAI_HOST=0.0.0.0 must not widen the bind"
     finally:
         backend.stop(kernel.kernel_id, "test-cleanup")
+
+
+def test_a_kernel_started_just_before_the_daemon_died_is_ended_when_its_creation_is_discarded(backend_settings):
+    """kill -9 of the daemon between starting a kernel's process and recording its pid left the state
+    PREPARING with no pid: the next start discarded the kernel but its processes ran on, untracked."""
+    first = LocalBackend(backend_settings)
+    kernel = spec(None)
+    pid = int(first.create(kernel).container_id)
+    deadline = time.monotonic() + 30
+    while len(_group_members(pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    state_file = backend_settings.scratch_root / kernel.kernel_id / "kernel.json"
+    state = json.loads(state_file.read_text())
+    state.update(status="PREPARING", pid=None, start_time=None, service_ports=[])  # as the crash left it
+    state_file.write_text(json.dumps(state))
+
+    second = LocalBackend(backend_settings)  # the daemon restarted
+    assert kernel.kernel_id not in {s.kernel_id for s in second.adopt()}
+    deadline = time.monotonic() + 10
+    while _group_members(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _group_members(pid) == [] and not (backend_settings.scratch_root / kernel.kernel_id).exists()
