@@ -10,7 +10,6 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from accounts import services
-from backendai.api import errors
 from accounts.models import (
     Domain,
     Keypair,
@@ -22,6 +21,7 @@ from accounts.models import (
     UserResourcePolicy,
     UserStatus,
 )
+from backendai.api import errors
 
 admin.site.site_header = "Backend.AI Control Panel administration"
 admin.site.site_title = "Control Panel admin"
@@ -113,10 +113,8 @@ class PurgeThroughServices:
     """Deleting here is the services' purge (what GraphQL's ``purge_user``/``purge_group`` do):
     the same refusals (a live session, a folder in use), and the other apps' rows of the
     object go through their purge handlers instead of a blind cascade.  A refusal is shown
-    on the object's page and changes nothing.  Purges go one object at a time (no bulk delete)."""
-
-    def purge(self, request, obj) -> None:
-        raise NotImplementedError
+    on the object's page and changes nothing.  Purges go one object at a time (no bulk delete).
+    A model admin using it defines ``purge(request, obj)``, the service call."""
 
     def _purge_or_refuse(self, request, obj) -> bool:
         try:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import STRICT
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "conformance"
 AGENT_ID = "conformance-agent"
@@ -44,14 +46,14 @@ def _load_script():
 conformance = _load_script()
 
 
-def client_binary(version: str, require) -> Path:
-    """The client's ``backend.ai``.  scripts/test exports an empty variable when the Python this
-    version needs is not on the machine (then there is nothing to run); otherwise a missing
-    client is skipped locally and fails under CI=true."""
+def client_binary(version: str, require) -> Path | None:
+    """The client's ``backend.ai``, or None (locally) when scripts/test found no Python for this
+    version (it exports an empty variable then).  Under CI=true a missing Python or client fails."""
     variable, venv, python_version = CLIENTS[version]
     configured = os.environ.get(variable)
-    if configured == "":
-        pytest.skip(f"no python{python_version} on this machine, so no official client {version}")
+    if configured == "" and not STRICT:
+        return None
+    require(configured != "", f"python{python_version} for the official client {version} (scripts/test installs it)")
     binary = Path(configured or ROOT / venv / "bin" / "backend.ai")
     require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
     return binary
@@ -74,13 +76,8 @@ def gap_report(version: str, results: dict, gaps: set[str]) -> list[str]:
 
 def installed_binaries(require) -> dict[str, Path]:
     """Every client version this machine runs (see ``client_binary``), by version."""
-    found = {}
-    for version in CLIENTS:
-        try:
-            found[version] = client_binary(version, require)
-        except pytest.skip.Exception:
-            continue
-    return found
+    binaries = {version: client_binary(version, require) for version in CLIENTS}
+    return {version: binary for version, binary in binaries.items() if binary is not None}
 
 
 @pytest.mark.e2e
