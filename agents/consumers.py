@@ -11,7 +11,7 @@ the agent and from then on relays, in both directions:
   so the client sends everything else straight here);
 * agent binary frames (``agents.protocol.encode_data``) -> ``stream.data``;
 * ``link.data`` -> a binary frame to the agent, ``link.control`` (resize, ack,
-  close) -> a text frame.
+  eof, close) -> a text frame.
 
 When the link drops, every stream it carried gets ``stream.error`` (marked
 ``lost``: the terminal tells its user the connection to the node was lost).
@@ -36,7 +36,7 @@ from backendai import hints
 log = logging.getLogger(__name__)
 
 #: Control frames a client consumer may have forwarded to the agent.
-_CONTROL = (LinkMessage.STREAM_RESIZE, LinkMessage.STREAM_ACK, LinkMessage.STREAM_CLOSE)
+_CONTROL = (LinkMessage.STREAM_RESIZE, LinkMessage.STREAM_ACK, LinkMessage.STREAM_EOF, LinkMessage.STREAM_CLOSE)
 
 
 class AgentLinkConsumer(AsyncWebsocketConsumer):

@@ -28,7 +28,8 @@ from typing import Any, Mapping
 __all__ = [
     "ACK_EVERY", "ANSWER_KEYS", "CHUNK", "DEFAULT_WINDOW", "KERNEL_SPEC_FIELDS", "LOG_LIMIT", "MAX_STREAMS",
     "REASON_LIMIT", "STREAM_KINDS", "KernelSpec", "KernelState", "LinkMessage", "Mount", "RegistryAuth",
-    "ReportedStatus", "ServicePort", "SpecError", "ack_threshold", "decode_data", "desired_kernel", "encode_data",
+    "ReportedStatus", "SSHD_PORT", "SSHD_SERVICE", "ServicePort", "SpecError", "SshKeypair", "ack_threshold",
+    "decode_data", "desired_kernel", "encode_data",
     "exit_reason", "format_count", "normalize_architecture", "tail_text", "utcnow_iso", "valid_stream_id",
 ]
 
@@ -137,6 +138,43 @@ class Mount:
         return self.mode == "ro"
 
 
+#: The SSH server of an image listens on this container port (Backend.AI's reserved sshd port).
+SSHD_PORT = 2200
+#: The service port name of that server (``backend.ai app <s> sshd``, ``session ssh``).
+SSHD_SERVICE = "sshd"
+_SSH_KEY_LIMIT = 16 * 1024
+
+
+@dataclass(frozen=True)
+class SshKeypair:
+    """The session's SSH keypair (OpenSSH text): the agent writes the private key into the
+    kernel's work directory as ``id_container`` and the public one into ``.ssh/authorized_keys``.
+    Its ``repr`` leaves the private key out (specs may be logged)."""
+
+    public_key: str
+    private_key: str = field(repr=False)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SshKeypair | None:
+        """``{"public_key", "private_key"}`` or ``None``; raises :class:`SpecError` for anything else."""
+        if data is None:
+            return None
+        if not isinstance(data, Mapping):
+            raise SpecError("ssh_keypair is not an object")
+        public, private = data.get("public_key"), data.get("private_key")
+        for name, value in (("public_key", public), ("private_key", private)):
+            if not isinstance(value, str) or not value.strip() or len(value) > _SSH_KEY_LIMIT:
+                raise SpecError(f"ssh_keypair.{name} must be a non-empty string of at most {_SSH_KEY_LIMIT} characters")
+        if "\n" in public.strip() or not public.startswith(("ssh-", "ecdsa-")):
+            raise SpecError("ssh_keypair.public_key is not one OpenSSH public key line")
+        if "PRIVATE KEY-----" not in private:
+            raise SpecError("ssh_keypair.private_key is not a PEM/OpenSSH private key")
+        return cls(public_key=public.strip() + "\n", private_key=private.strip() + "\n")
+
+    def to_wire(self) -> dict[str, str]:
+        return {"public_key": self.public_key, "private_key": self.private_key}
+
+
 @dataclass(frozen=True)
 class RegistryAuth:
     url: str | None
@@ -166,6 +204,14 @@ class KernelSpec:
     startup_command: str | None = None
     bootstrap_script: str | None = None
     batch_timeout: float | None = None
+    #: Only while the kernel is being created (the manager leaves it out once the kernel runs).
+    ssh_keypair: SshKeypair | None = field(default=None, repr=False)
+
+    @property
+    def sshd(self) -> bool:
+        """Whether the image carries an SSH server to start on :data:`SSHD_PORT` (the manager
+        gave the kernel the ``sshd`` service port on it)."""
+        return any(p.name == SSHD_SERVICE and SSHD_PORT in p.container_ports for p in self.service_ports)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> KernelSpec:
@@ -220,6 +266,7 @@ class KernelSpec:
             startup_command=data.get("startup_command") or None,
             bootstrap_script=data.get("bootstrap_script") or None,
             batch_timeout=timeout,
+            ssh_keypair=SshKeypair.from_wire(data.get("ssh_keypair")),
         )
 
     # -- convenient views on the slots --------------------------------------------------
@@ -354,13 +401,17 @@ class LinkMessage(str, Enum):
     STREAM_ACK = "stream.ack"
     STREAM_CLOSE = "stream.close"
     STREAM_ERROR = "stream.error"
+    STREAM_EOF = "stream.eof"  # manager -> agent: no more data on this stream (the endpoint may answer, then close)
 
     def __str__(self) -> str:
         return self.value
 
 
-#: What a ``stream.open`` may ask for: a terminal in the kernel or a TCP relay to one of its ports.
-STREAM_KINDS = ("pty", "tcp")
+#: What a ``stream.open`` may ask for: a terminal in the kernel, a TCP relay to one of its ports, and the
+#: request/response kinds of work inside a session (``docs/agent-protocol.md``): ``execute`` (a run of
+#: the in-kernel code runner), ``files`` (a directory listing), ``download`` (a tar of paths), ``upload``
+#: (one file's bytes, then ``stream.eof``) and ``commit`` (a snapshot of the kernel into an image).
+STREAM_KINDS = ("pty", "tcp", "execute", "files", "download", "upload", "commit")
 #: The most bytes in one data frame.
 CHUNK = 32 * 1024
 #: Data frames a side may have in flight per stream when ``stream.open`` names no ``window``.

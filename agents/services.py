@@ -216,6 +216,53 @@ def image_fields_from_labels(labels: dict) -> dict:
     }
 
 
+def _local_image_fields(info: dict) -> dict:
+    """The catalogue fields of an image an agent reports (``{name, digest, size, labels}``)."""
+    registry_name, repository, tag = split_image_name(info["name"])
+    fields = image_fields_from_labels(info.get("labels") or {})
+    fields.update(config_digest=info.get("digest", "")[:100], size_bytes=int(info.get("size") or 0),
+                  registry_name=registry_name, repository=repository, tag=tag)
+    return fields
+
+
+def record_committed_image(agent: Agent, info: dict) -> Image:
+    """An image a kernel was just committed to on ``agent`` (``sessions.commit``), recorded with the
+    fields the agent's next sync reports for it (so that sync changes nothing) and held by ``agent``."""
+    arch = info.get("architecture") or agent.architecture
+    fields = _local_image_fields(info)
+    with transaction.atomic():
+        image, created = Image.objects.update_or_create(
+            name=info["name"], architecture=arch, defaults=fields,
+            create_defaults={**fields, "is_local": not fields["registry_name"]})
+        image.agents.add(agent)
+    log.info("image %s (%s) %s from a commit on agent %s", image.name, arch, "recorded" if created else "updated",
+             agent.pk)
+    return image
+
+
+def check_customized_image_owner(image: Image, user) -> None:
+    """A committed image (label ``ai.backend.customized-image.owner``) holds its owner's files: only
+    its owner, or a superadmin, starts sessions from it; anyone else is answered as for an unknown image."""
+    owner = (image.labels or {}).get(CUSTOMIZED_OWNER_LABEL)
+    if owner and owner != f"user:{user.pk}" and not user.is_superadmin:
+        raise errors.object_not_found("environment image", f"Unknown image {image.name!r}")
+
+
+def committed_image_agents(image: Image, group: ScalingGroup) -> list[str]:
+    """Where a session from a committed image (agent-local, label ``ai.backend.customized-image.owner``)
+    must run: the agents of ``group`` that hold it, which the scheduler then picks among (a session's
+    designated agents); ``[]`` for any other image (the scheduler chooses freely).  Refused when no
+    agent of the group holds it: no other agent could pull it."""
+    if image.registry_name or CUSTOMIZED_OWNER_LABEL not in (image.labels or {}):
+        return []
+    holders = sorted(image.agents.filter(scaling_group=group).values_list("pk", flat=True))
+    if not holders:
+        raise errors.InvalidAPIParameters(
+            f"The image {image.name} is a committed image held only by agents outside the scaling group "
+            f"{group.pk!r}: choose the scaling group of the agent that committed it")
+    return holders
+
+
 def record_local_images(agent: Agent, images: list[dict]) -> None:
     """Upsert the images an agent holds and remember which agents hold them."""
     fingerprint = hashlib.sha256(json.dumps(images, sort_keys=True).encode()).hexdigest()
@@ -228,10 +275,8 @@ def record_local_images(agent: Agent, images: list[dict]) -> None:
         if not info.get("name"):
             continue
         arch = info.get("architecture") or agent.architecture
-        registry_name, repository, tag = split_image_name(info["name"])
-        fields = image_fields_from_labels(info.get("labels") or {})
-        fields.update(config_digest=info.get("digest", "")[:100], size_bytes=int(info.get("size") or 0),
-                      registry_name=registry_name, repository=repository, tag=tag)
+        fields = _local_image_fields(info)
+        registry_name = fields["registry_name"]
         image = existing.get((info["name"], arch))
         if image is None:
             image = Image.objects.create(name=info["name"], architecture=arch, is_local=not registry_name, **fields)

@@ -253,6 +253,8 @@ class Config:
     vfolder_max_upload_size: int = 100 * 2**30
     vfolder_clone_timeout: int = 6 * 3600
     api_max_body: int = 4 * 2**20
+    session_upload_max_size: int = 2**30
+    session_upload_max_files: int = 100
     callback_allowed_networks: list = field(default_factory=list)
     callback_max_attempts: int = 8
     callback_backoff_base: int = 10
@@ -324,6 +326,9 @@ def load(env=None) -> Config:
         vfolder_max_upload_size=_size(env, "VFOLDER_MAX_UPLOAD_SIZE", 100 * 2**30),
         vfolder_clone_timeout=_int(env, "VFOLDER_CLONE_TIMEOUT", 6 * 3600, minimum=60),
         api_max_body=_size(env, "API_MAX_BODY", 4 * 2**20),
+        # files uploaded into a running session's work directory, per request (docs/api.md)
+        session_upload_max_size=_size(env, "SESSION_UPLOAD_MAX_SIZE", 2**30),
+        session_upload_max_files=_int(env, "SESSION_UPLOAD_MAX_FILES", 100, minimum=1, maximum=10_000),
         callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
         callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
         callback_backoff_base=_int(env, "CALLBACK_BACKOFF_BASE", 10, minimum=1),

@@ -268,6 +268,8 @@ SESSION_TERMINATING_TIMEOUT = CONFIG.session_terminating_timeout
 # --- security hardening (docs/security.md) ---------------------------------------------------
 # Largest API request body (JSON); file uploads take their own streamed path.
 API_MAX_BODY = CONFIG.api_max_body
+SESSION_UPLOAD_MAX_SIZE = CONFIG.session_upload_max_size
+SESSION_UPLOAD_MAX_FILES = CONFIG.session_upload_max_files
 DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.api_max_body
 API_MAX_JSON_DEPTH = 32
 # Callback (webhook) targets: empty means any address but loopback and link-local.

@@ -19,7 +19,7 @@ from django.utils import timezone
 from agents import protocol
 from agents import services as agent_services
 from agents.models import Agent, AgentToken, ContainerRegistry
-from sessions import idle, occupancy, signals
+from sessions import idle, occupancy, signals, ssh
 from sessions import services as session_services
 from sessions.lifecycle import (
     AGENT_DESIRED_KERNEL,
@@ -139,7 +139,7 @@ def apply_kernel_reports(agent: Agent, reports: list[dict], now=None) -> list[di
 
 def desired_state(agent: Agent, extra_stop: list[dict] | None = None) -> dict:
     kernels = list(
-        Kernel.objects.select_related("session").filter(agent=agent)
+        Kernel.objects.select_related("session", "session__access_key").filter(agent=agent)
         .filter(status__in=[*AGENT_DESIRED_KERNEL, KernelStatus.TERMINATING])
     )
     registries = {r.registry_name: r for r in ContainerRegistry.objects.filter(
@@ -194,6 +194,7 @@ def kernel_spec(kernel: Kernel, registry: ContainerRegistry | None) -> dict:
         startup_command=kernel.startup_command or None,
         bootstrap_script=kernel.bootstrap_script or None,
         batch_timeout=session.batch_timeout,
+        ssh_keypair=ssh.kernel_ssh_keypair(kernel),
     )
 
 

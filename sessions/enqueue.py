@@ -18,7 +18,7 @@ from agents.models import ScalingGroup
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, format_binary_size, humanize_binary_size, parse_binary_size
-from sessions import signals, validation
+from sessions import signals, ssh, validation
 from sessions.lifecycle import DEAD_SESSION, KernelStatus, SessionStatus
 from sessions.models import ClusterMode, Kernel, Session, SessionDependency, SessionType
 from vfolders import services as vfolder_services
@@ -221,6 +221,9 @@ def service_ports_for(image, preopen_ports: list) -> list[dict]:
         if port in used:
             raise errors.InvalidAPIParameters(f"Port {port} is already a service port of the image")
         ports.append({"name": f"port{port}", "protocol": "preopen", "container_ports": [port]})
+    sshd = ssh.sshd_service_port(image, ports)  # an image with an SSH server: sshd on 2200 (sessions/ssh.py)
+    if sshd is not None:
+        ports.append(sshd)
     return ports
 
 
@@ -263,6 +266,7 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
     project = choose_project(owner, req.group, req.domain)
     group = choose_scaling_group(owner, project, req.scaling_group, req.session_type)
     image = agent_services.resolve_image(req.image, req.architecture, domain=project.domain)  # its allowed registries
+    agent_services.check_customized_image_owner(image, owner)  # a committed image: its owner's only
     slot_types = manager_services.known_slot_types()
     per_kernel, resource_opts = compute_request(image, req.resources, req.resource_opts, slot_types)
     total = per_kernel.scale(req.cluster_size)
@@ -277,8 +281,11 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
         if len(req.agent_list) != expected:
             raise errors.InvalidAPIParameters(f"agent_list needs exactly {expected} agent id(s)")
         agent_ids = [str(a) for a in req.agent_list]
+    else:
+        agent_ids = agent_services.committed_image_agents(image, group)  # a committed image: where it is
     mounts = mounts_for(owner, project, req)
     ports = service_ports_for(image, req.preopen_ports)
+    ssh.ensure_owner_key(keypair)  # the session's SSH keypair (written into the kernel as id_container)
 
     session = Session.objects.create(
         name=name, creation_id=secrets.token_hex(16), session_type=req.session_type, priority=req.priority,

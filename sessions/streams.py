@@ -26,6 +26,7 @@ from django.utils import timezone
 from accounts.api.authentication import authenticate_plain_request
 from accounts.api.websession import session_keypair
 from agents.models import AgentStatus
+from backendai.api import errors
 from backendai.api.errors import BackendAIError
 from sessions import services
 from sessions.lifecycle import RUNNING_SESSION, KernelStatus
@@ -195,3 +196,18 @@ def resolve_target(user, keypair, name: str, kind: str, params: dict[str, str]) 
 def touch_session(session_id: str) -> None:
     """Record user activity now (see ``sessions.services.touch_session``)."""
     services.touch_session(session_id, timezone.now())
+
+
+def http_target(user, keypair, name: str, owner_access_key: str | None = None) -> StreamTarget:
+    """:func:`resolve_target` for HTTP views: the main kernel of a running session, or an API error.
+
+    No such session for the caller -> 404; not running -> 403 (as restarting one);
+    its agent not reachable -> 503."""
+    try:
+        return resolve_target(user, keypair, name, "", {"owner_access_key": owner_access_key or ""})
+    except NotAllowed:
+        raise errors.object_not_found("session", f"No session {name!r}") from None
+    except StreamRefused as exc:
+        if exc.code == CLOSE_AGENT:
+            raise errors.ServiceUnavailable(exc.message) from None
+        raise errors.GenericForbidden(exc.message) from None

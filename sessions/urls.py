@@ -2,6 +2,9 @@
 from django.urls import path
 
 from sessions import views
+from sessions import commit_ui
+from sessions import execute_ui
+from sessions import files_ui
 
 urlpatterns = [
     path("sessions/", views.session_list, name="list"),
@@ -12,4 +15,9 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/logs/", views.session_logs, name="logs"),
     path("sessions/<uuid:session_id>/destroy/", views.session_destroy, name="destroy"),
     path("sessions/<uuid:session_id>/restart/", views.session_restart, name="restart"),
+    path("sessions/<uuid:session_id>/commit/", commit_ui.session_commit, name="commit"),
+    path("sessions/<uuid:session_id>/execute/", execute_ui.session_execute, name="execute"),
+    path("sessions/<uuid:session_id>/files/", files_ui.session_files, name="files"),
+    path("sessions/<uuid:session_id>/files/download/", files_ui.session_file_download, name="file-download"),
+    path("sessions/<uuid:session_id>/files/upload/", files_ui.session_file_upload, name="file-upload"),
 ]

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-TRANSFER_PREFIXES = ("/storage/",)
+from backendai.api.middleware import is_transfer_path
+
+TRANSFER_PREFIXES = ("/storage/",)  # and the session file transfers: backendai.api.middleware.is_transfer_path
 
 
 class _Gate:
@@ -50,7 +52,7 @@ def _twisted_request(send):
 
 def flow_controlled(app):
     async def application(scope, receive, send):
-        if scope.get("type") != "http" or not scope.get("path", "").startswith(TRANSFER_PREFIXES):
+        if scope.get("type") != "http" or not is_transfer_path(scope.get("path", "")):
             return await app(scope, receive, send)
         request = _twisted_request(send)
         if request is None:

@@ -43,6 +43,9 @@ from .discovery import GpuProbe, HostStats, Resources
 from agents.protocol import KernelSpec, KernelState, ReportedStatus, SpecError, normalize_architecture, tail_text
 from .link import ManagerLink
 from .streams import StreamMux
+from . import commit as _commit_kind  # noqa: F401,E402 - registers the "commit" stream kind
+from . import files as _files_kinds  # noqa: F401,E402 - registers "files", "download", "upload"
+from . import execution as _execute_kind  # noqa: F401,E402 - registers the "execute" stream kind
 
 __all__ = ["Agent", "AppliedRestarts", "FinishedKernels"]
 

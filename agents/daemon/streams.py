@@ -3,7 +3,7 @@
 Frames (``docs/agent-protocol.md``, "Streams over the link"):
 
 * text frames are JSON control messages: ``stream.open``, ``stream.opened``,
-  ``stream.resize``, ``stream.ack``, ``stream.close``, ``stream.error``;
+  ``stream.resize``, ``stream.ack``, ``stream.eof``, ``stream.close``, ``stream.error``;
 * binary frames carry data: one byte ``n``, the stream id (``n`` ASCII
   bytes), then the payload.
 
@@ -14,6 +14,15 @@ link, the manager's channel layer, the writer queues here) stays bounded.
 
 The frame format and the window constants are part of the protocol
 (``agents.protocol``), shared with the manager.
+
+Kinds: ``pty`` and ``tcp`` are built in; the kinds of work inside a session
+(execute, files, download, upload, commit) register an opener with
+:func:`register_kind`: a function of ``(backend, kernel_id, open frame)``
+returning a :class:`StreamEndpoint` (raising :class:`KernelError` to refuse,
+which the manager sees as ``stream.error``).  ``stream.eof`` from the manager
+reaches the endpoint as :meth:`StreamEndpoint.write_eof` after every data
+frame before it, so request/response kinds read their request, then answer on
+the same stream and end it (``stream.close`` with the endpoint's exit code).
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ from agents.protocol import (
     CHUNK,
     DEFAULT_WINDOW,
     MAX_STREAMS,
+    STREAM_KINDS,
     ack_threshold,
     decode_data,
     LinkMessage,
@@ -37,9 +47,22 @@ from agents.protocol import (
 
 from .backends.base import Backend, KernelError, StreamEndpoint
 
-__all__ = ["StreamMux"]
+__all__ = ["Opener", "StreamMux", "register_kind"]
 
 log = logging.getLogger(__name__)
+
+#: Opens a stream of a registered kind: ``(backend, kernel_id, the stream.open frame) -> endpoint``.
+Opener = Callable[[Backend, str, dict[str, Any]], StreamEndpoint]
+_OPENERS: dict[str, Opener] = {}
+#: Put in a stream's inbox for ``stream.eof``: the writer calls ``write_eof`` in order with the data.
+_EOF = object()
+
+
+def register_kind(kind: str, opener: Opener) -> None:
+    """Serve ``stream.open`` frames of ``kind`` with ``opener`` (one of ``agents.protocol.STREAM_KINDS``)."""
+    if kind not in STREAM_KINDS or kind in ("pty", "tcp"):
+        raise ValueError(f"{kind!r} is not a registrable stream kind")
+    _OPENERS[kind] = opener
 
 
 def _int(value: Any, default: int, low: int, high: int) -> int:
@@ -58,7 +81,7 @@ class _Stream:
         self.cond = threading.Condition()
         self.in_flight = 0  # data frames sent and not acknowledged yet
         self.closed = False  # no more frames go out (closed by the manager, or the link is gone)
-        self.inbox: queue.Queue[bytes | None] = queue.Queue()
+        self.inbox: queue.Queue[Any] = queue.Queue()  # bytes, _EOF, or None (the end)
         self.size: tuple[int, int] | None = None
         self.opened_size: tuple[int, int] | None = None
 
@@ -128,6 +151,9 @@ class StreamMux:
                     endpoint.resize(*size)
                 except Exception as exc:  # noqa: BLE001 - a failed resize never ends a terminal
                     log.debug("stream %s: resize failed: %s", stream_id, exc)
+        elif kind == LinkMessage.STREAM_EOF:
+            if not stream.closed:
+                stream.inbox.put(_EOF)
         elif kind == LinkMessage.STREAM_CLOSE:
             self._forget(stream)
             self._end(stream)
@@ -183,7 +209,7 @@ class StreamMux:
         kind = message.get("kind")
         kernel_id = message.get("kernel_id")
         error = None
-        if kind not in ("pty", "tcp"):
+        if kind not in ("pty", "tcp") and kind not in _OPENERS:
             error = f"unknown stream kind {kind!r}"
         elif not isinstance(kernel_id, str) or not kernel_id:
             error = "no kernel_id"
@@ -211,6 +237,8 @@ class StreamMux:
         if stream.kind == "pty":
             stream.opened_size = rows, cols = stream.size or (24, 80)
             return self.backend.open_pty(kernel_id, rows, cols, stream.id)
+        if stream.kind != "tcp":
+            return _OPENERS[stream.kind](self.backend, kernel_id, message)
         return self.backend.open_tcp(kernel_id, _int(message.get("port"), 0, 0, 65535), timeout=self.open_timeout)
 
     def _run(self, stream: _Stream, kernel_id: str, message: dict[str, Any]) -> None:
@@ -268,8 +296,8 @@ class StreamMux:
         code = endpoint.exit_code()
         self._forget(stream)
         stream.inbox.put(None)
-        self._emit({"type": LinkMessage.STREAM_CLOSE, "stream": stream.id, "exit_code": code,
-                    "reason": "exited" if stream.kind == "pty" else "connection closed by the kernel"})
+        reason = {"pty": "exited", "tcp": "connection closed by the kernel"}.get(stream.kind, "done")
+        self._emit({"type": LinkMessage.STREAM_CLOSE, "stream": stream.id, "exit_code": code, "reason": reason})
         self._close_endpoint(stream.id, endpoint)
 
     def _write_loop(self, stream: _Stream, endpoint: StreamEndpoint) -> None:
@@ -280,6 +308,9 @@ class StreamMux:
             if data is None:
                 return
             try:
+                if data is _EOF:
+                    endpoint.write_eof()
+                    continue
                 endpoint.write(data)
             except OSError as exc:
                 log.debug("stream %s: write failed: %s", stream.id, exc)

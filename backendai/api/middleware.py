@@ -19,6 +19,8 @@
 """
 from __future__ import annotations
 
+import re
+
 from urllib.parse import unquote
 
 from django.conf import settings
@@ -35,6 +37,16 @@ NEWER_ACCEPTED_VERSIONS = ("v9.20250722",)
 ACCEPTED_API_VERSIONS = frozenset(signing.API_VERSIONS + NEWER_ACCEPTED_VERSIONS)
 #: streamed file transfers (tus uploads, ranged downloads) have their own size rules
 TRANSFER_PREFIXES = ("/storage/",)
+#: Session file transfers (``sessions.api.files_views``): streamed, with their own size limit
+#: (``SESSION_UPLOAD_MAX_SIZE``), also under the session-mode ``/func/`` prefix; and the web UI's
+#: file download (``sessions.files_ui``).
+SESSION_TRANSFER = re.compile(r"^(?:(?:/func)?/session/[^/]+/(?:upload|download|download_single)"
+                              r"|/ui/sessions/[0-9a-f-]{32,36}/files/download/)$")
+
+
+def is_transfer_path(path: str) -> bool:
+    """A streamed transfer: its body is not an API body (no ``API_MAX_BODY``), its response may be large."""
+    return path.startswith(TRANSFER_PREFIXES) or SESSION_TRANSFER.match(path) is not None
 
 
 def is_api_path(path: str) -> bool:
@@ -79,7 +91,7 @@ class BackendAIAPIMiddleware:
             field = next((key for key, values in request.GET.lists()
                           if "\x00" in key or any("\x00" in value for value in values)), "query")
             return errors.InvalidAPIParameters(f"{field}: NUL characters are not allowed").as_response()
-        if request.path.startswith(TRANSFER_PREFIXES):
+        if is_transfer_path(request.path):
             return None
         length = request.META.get("CONTENT_LENGTH") or "0"
         try:

@@ -5,6 +5,8 @@
 #   ensure_busybox_static    # /bin/busybox is Debian's statically linked busybox
 #   ensure_registry_binary   # Debian's docker-registry (the Distribution registry v2) is installed
 #   ensure_htpasswd          # apache2-utils' htpasswd (bcrypt htpasswd files for the registry)
+#   ensure_ssh_server_files  # Debian's dropbear-bin + its libraries + sftp-server, unpacked under
+#                            # var/cache/ssh-server/root (for the bai-test/ssh image); sets SSH_SERVER_ROOT
 #
 # Every function is idempotent and prints nothing when there is nothing to do;
 # each returns non-zero with a message on stderr when it cannot do its job.
@@ -135,4 +137,35 @@ ensure_htpasswd() {
   command -v htpasswd >/dev/null 2>&1 && return 0
   echo "error: htpasswd is not installed (apt-get install apache2-utils)" >&2
   return 1
+}
+
+# The packages unpacked for the test image's SSH server: dropbear and the two libraries Debian
+# links it against that a host rarely has, plus OpenSSH's sftp-server (scp since OpenSSH 9 speaks SFTP).
+_SSH_SERVER_DEBS="dropbear-bin libtomcrypt1 libtommath1 openssh-sftp-server"
+
+ensure_ssh_server_files() {
+  local cache="$_DOCKER_SH_ROOT/var/cache/ssh-server"
+  SSH_SERVER_ROOT="$cache/root"
+  export SSH_SERVER_ROOT
+  [ -x "$SSH_SERVER_ROOT/usr/sbin/dropbear" ] && [ -x "$SSH_SERVER_ROOT/usr/lib/openssh/sftp-server" ] && return 0
+  command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 \
+    || { echo "error: apt-get and dpkg-deb are needed to fetch dropbear-bin for the ssh test image" >&2; return 1; }
+  mkdir -p "$cache/debs" && rm -f "$cache"/debs/*.deb || return 1
+  echo "==> downloading Debian's $_SSH_SERVER_DEBS (for bai-test/ssh)" >&2
+  # `apt-get download` fetches into the current directory, as any user (no install)
+  if ! (cd "$cache/debs" && apt-get download $_SSH_SERVER_DEBS >/dev/null 2>&1); then
+    if _docker_can_apt && [ -z "${_DOCKER_SH_APT_UPDATED:-}" ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+      _DOCKER_SH_APT_UPDATED=1
+    fi
+    (cd "$cache/debs" && apt-get download $_SSH_SERVER_DEBS >/dev/null 2>&1) \
+      || { echo "error: apt-get download $_SSH_SERVER_DEBS failed" >&2; return 1; }
+  fi
+  rm -rf "$SSH_SERVER_ROOT.tmp" && mkdir -p "$SSH_SERVER_ROOT.tmp" || return 1
+  local deb
+  for deb in "$cache"/debs/*.deb; do
+    dpkg-deb -x "$deb" "$SSH_SERVER_ROOT.tmp" || { echo "error: cannot unpack $deb" >&2; return 1; }
+  done
+  rm -rf "$SSH_SERVER_ROOT" && mv "$SSH_SERVER_ROOT.tmp" "$SSH_SERVER_ROOT"
+  [ -x "$SSH_SERVER_ROOT/usr/sbin/dropbear" ] || { echo "error: dropbear-bin has no /usr/sbin/dropbear" >&2; return 1; }
 }

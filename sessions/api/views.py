@@ -12,6 +12,7 @@ from backendai.api import errors, unavailable
 from backendai.db import release_connections
 from sessions import enqueue as enqueue_service
 from sessions import services
+from sessions.api import execute_views
 from sessions.api.serializers import parse_create_request
 from sessions.lifecycle import SessionStatus
 
@@ -90,6 +91,9 @@ class SessionDetailView(APIView):
         session = services.get_session(request.user, request.auth, name, _owner(request))
         services.restart(session)
         return Response(status=204)
+
+    def post(self, request, name):
+        return execute_views.execute(request, name, _owner(request))
 
 
 class SessionLogsView(APIView):

@@ -10,7 +10,7 @@ from backendai.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.parametrize("path", ["/stream/session/mine/execute", "/nowhere", "/stream/" + "é" * 300,
+@pytest.mark.parametrize("path", ["/stream/session/mine/nothing-here", "/nowhere", "/stream/" + "é" * 300,
                                   "/agent-api/v1/linkx"])
 def test_an_unknown_websocket_path_is_closed_with_4404_and_a_reason(path):
     async def main():

@@ -219,13 +219,12 @@ CLIENT_VERSIONS = {
 def versioned_client(require, live_server, tmp_path):
     """``versioned_client("24.9.14")``: that official client against the live server, as
     ``official_client``.  scripts/test exports an empty variable when the version's Python is
-    missing (skipped then); a missing client is skipped locally and fails under CI=true."""
+    missing; either missing is left out locally and fails under CI=true (``require``)."""
 
     def make(version: str):
         variable, venv, python_version = CLIENT_VERSIONS[version]
         configured = os.environ.get(variable)
-        if configured == "":
-            pytest.skip(f"no python{python_version} on this machine, so no official client {version}")
+        require(configured != "", f"python{python_version} for the official client {version}")
         binary = Path(configured or Path(__file__).resolve().parents[2] / venv / "bin" / "backend.ai")
         require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
         (tmp_path / version).mkdir(exist_ok=True)
@@ -463,7 +462,8 @@ def cluster(live_stack):
     return group, agent_services.issue_token("e2e", scaling_group=group)[1]
 
 
-DOCKER_NODE = "e2e-docker-node"
+# one per test process: concurrent runs on one Docker engine must not see (and stop) each other's containers
+DOCKER_NODE = f"e2e-docker-node-{_os.getpid()}"
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_a_batch_session_writes_into_a_mounted_folder_and_the_owner_downloads_it
     done = run_batch(live_stack, owner.main_keypair, "writer",
                      "/bin/sh -c 'echo written-by-a-session > /home/work/results/out.txt "
                      "&& test -d /home/work/.local'", ["results"])
-    assert done.result == "success", (done.status_info, done.status_data, live_stack.log("e2e-docker-node"))
+    assert done.result == "success", (done.status_info, done.status_data, live_stack.log(docker_node))
     assert [m["container_path"] for m in done.vfolder_mounts] == ["/home/work/results", "/home/work/.local"]
     assert (folder.path / "out.txt").read_text() == "written-by-a-session\n"
 

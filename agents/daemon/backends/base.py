@@ -15,7 +15,7 @@ from ..discovery import GpuDevice
 from agents.protocol import REASON_LIMIT, KernelSpec, KernelState
 from ..ports import PortPool
 
-__all__ = ["Backend", "BackendSettings", "EmitFn", "KernelError", "StreamEndpoint", "TcpEndpoint", "choose_gpus",
+__all__ = ["Backend", "BackendSettings", "ChunksEndpoint", "EmitFn", "ExecProcess", "KernelError", "StreamEndpoint", "TcpEndpoint", "choose_gpus",
            "local_address"]
 
 #: Called with each state a kernel moves through while it is being created.
@@ -103,6 +103,9 @@ class StreamEndpoint(ABC):
     def resize(self, rows: int, cols: int) -> None:
         """Change the terminal size (nothing for TCP)."""
 
+    def write_eof(self) -> None:
+        """The manager sent everything (``stream.eof``): a request/response endpoint answers now."""
+
     @abstractmethod
     def close(self) -> None:
         """End the stream (idempotent)."""
@@ -134,6 +137,12 @@ class TcpEndpoint(StreamEndpoint):
             raise OSError("the connection is closed")
         self.sock.sendall(data)
 
+    def write_eof(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def close(self) -> None:
         if self._closed.is_set():
             return
@@ -143,6 +152,97 @@ class TcpEndpoint(StreamEndpoint):
         except OSError:
             pass
         self.sock.close()
+
+
+class ChunksEndpoint(StreamEndpoint):
+    """A stream that only answers: ``chunks`` is produced lazily (in the reading thread) and sent in order.
+
+    ``chunks`` is a callable returning an iterator of bytes; it starts on the
+    first :meth:`read`, so an opener returns at once and slow work (a listing, a
+    tar of a large directory) never holds up ``stream.opened``.  Data the
+    manager sends is refused.  :meth:`close` stops between two chunks and
+    closes the iterator (its ``finally`` clauses run).  ``exit_code`` is 0 once
+    every chunk went, 1 when producing them raised (the error text is the last chunk,
+    when ``error_chunk`` turns it into bytes).
+    """
+
+    def __init__(self, chunks: Callable[[], Iterable[bytes]],
+                 error_chunk: Callable[[BaseException], bytes] | None = None):
+        super().__init__()
+        self._make = chunks
+        self._iter: Any = None
+        self._pending = b""
+        self._error_chunk = error_chunk
+        self._code: int | None = None
+        self._lock = threading.Lock()
+
+    def read(self, size: int) -> bytes:
+        with self._lock:
+            while not self._pending:
+                if self._closed.is_set() or self._code is not None:
+                    return b""
+                try:
+                    if self._iter is None:
+                        self._iter = iter(self._make())
+                    self._pending = next(self._iter)
+                except StopIteration:
+                    self._code = 0
+                    return b""
+                except Exception as exc:  # noqa: BLE001 - reported to the manager
+                    self._code = 1
+                    if self._error_chunk is None:
+                        raise
+                    self._pending = self._error_chunk(exc)
+            data, self._pending = self._pending[:size], self._pending[size:]
+            return data
+
+    def write(self, data: bytes) -> None:
+        raise OSError("this stream takes no data")
+
+    def exit_code(self) -> int | None:
+        return self._code
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        closer = getattr(self._iter, "close", None)
+        if closer is not None and self._lock.acquire(timeout=5):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+            finally:
+                self._lock.release()
+
+
+class ExecProcess:
+    """A process started in a running kernel by :meth:`Backend.exec_process`: pipes, no terminal.
+
+    ``stdin`` (binary, writable) and ``stdout`` (binary, readable, ``readline``)
+    are its standard input and output; its standard error goes to the agent's
+    log.  :meth:`kill` ends it (idempotent); :meth:`wait` returns its exit code
+    (``None`` while it runs after ``timeout`` seconds).
+    """
+
+    def __init__(self, stdin: Any, stdout: Any, kill: Callable[[], None], wait: Callable[[float | None], int | None],
+                 pid: int | None = None):
+        self.stdin = stdin
+        self.stdout = stdout
+        self._kill = kill
+        self._wait = wait
+        self.pid = pid
+
+    def kill(self) -> None:
+        for close in (self.stdin.close,):
+            try:
+                close()
+            except OSError:
+                pass
+        self._kill()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._wait(timeout)
 
 
 def choose_gpus(devices: Sequence[GpuDevice], used: Iterable[str], count: int) -> list[GpuDevice]:
@@ -238,6 +338,17 @@ class Backend(ABC):
             raise KernelError("connection-failed", f"cannot connect to {host}:{port} (container port "
                                                    f"{container_port}): {exc}") from exc
         return TcpEndpoint(sock)
+
+    # -- processes in a kernel (the code runner) ------------------------------------------------------
+    def runtime(self, kernel_id: str) -> tuple[str, str] | None:
+        """``(runtime type, runtime path)`` of a running kernel's image (its ``ai.backend.runtime-type``
+        and ``ai.backend.runtime-path`` labels), ``None`` when it declares none; raises :class:`KernelError`."""
+        return None
+
+    def exec_process(self, kernel_id: str, argv: list[str], env: dict[str, str]) -> ExecProcess:
+        """Start ``argv`` in a running kernel (its working directory and environment, plus ``env``),
+        with pipes for stdin and stdout; raises :class:`KernelError`."""
+        raise KernelError("not-supported", f"the {self.name} backend cannot run processes in a kernel")
 
     def has_kernel(self, kernel_id: str) -> bool:
         return any(k.kernel_id == kernel_id for k in self.list_kernels())

@@ -8,19 +8,28 @@ only kernels still being pulled/prepared live in memory.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import shutil
 import socket
+import tarfile
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from agents.protocol import (
-    LOG_LIMIT, KernelSpec, KernelState, ReportedStatus, ServicePort, exit_reason, normalize_architecture, tail_text,
+    LOG_LIMIT, SSHD_PORT, SSHD_SERVICE, KernelSpec, KernelState, ReportedStatus, ServicePort, exit_reason,
+    normalize_architecture, tail_text,
 )
 from ..ports import PortsExhausted
-from .base import Backend, BackendSettings, EmitFn, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address
+from . import sshkeys
+from .base import (
+    Backend, BackendSettings, EmitFn, ExecProcess, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address,
+)
 
 try:  # the daemon can run the local backend without the Docker SDK
     import docker
@@ -39,6 +48,8 @@ LABEL_PORTS = "ai.backend.kernel-ports"
 LABEL_SESSION_TYPE = "ai.backend.session-type"
 LABEL_BATCH_TIMEOUT = "ai.backend.batch-timeout"
 LABEL_GPUS = "ai.backend.cuda-devices"
+LABEL_RUNTIME_TYPE = "ai.backend.runtime-type"
+LABEL_RUNTIME_PATH = "ai.backend.runtime-path"
 OWNER = "bai-agent"
 WORKDIR = "/home/work"
 _LIVE = ("running", "paused", "restarting")
@@ -129,6 +140,55 @@ class DockerPty(StreamEndpoint):
                 closer()
             except OSError:
                 pass
+
+
+class _SocketWriter:
+    """The stdin of a ``docker exec``: writes go to the attached socket; ``close`` half-closes it."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def write(self, data: bytes) -> int:
+        self.sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _demultiplex(sock: socket.socket, stdout_fd: int, log: Any, kernel_id: str) -> None:
+    """Split Docker's attach stream (frames of 8-byte header: stream, 0, 0, 0, size big-endian) until it ends."""
+    buffer = b""
+    try:
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            while len(buffer) >= 8:
+                kind, size = buffer[0], int.from_bytes(buffer[4:8], "big")
+                if len(buffer) < 8 + size:
+                    break
+                payload, buffer = buffer[8:8 + size], buffer[8 + size:]
+                if kind == 1:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(stdout_fd, view):]
+                elif payload:
+                    log.info("kernel %s: exec stderr: %s", kernel_id, payload.decode("utf-8", "replace").rstrip())
+    except OSError:
+        pass  # the reader went away
+    finally:
+        os.close(stdout_fd)
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -386,9 +446,16 @@ class DockerBackend(Backend):
                                          [next(it) for _ in p.container_ports]) for p in spec.service_ports]
             container = None
             try:
-                container = self.client.containers.create(**self._container_args(spec, service_ports, gpus))
+                args = self._container_args(spec, service_ports, gpus)
+                ssh_mounts = self._ssh_mounts(spec)  # the session's SSH key files (sshkeys.py)
+                if ssh_mounts:
+                    args["mounts"] = [*(args.get("mounts") or []), *ssh_mounts]
+                container = self.client.containers.create(**args)
+                self._install_ssh_keys(container, spec, mounted=bool(ssh_mounts))
                 container.start()
                 container.reload()
+                if spec.sshd:
+                    self._start_sshd(container, spec.kernel_id)
                 return container
             except docker.errors.APIError as exc:
                 self.ports.release(ports)
@@ -398,6 +465,7 @@ class DockerBackend(Backend):
                         return existing[0]
                 if container is not None:
                     self._remove(container)
+                self._remove_ssh_dir(spec.kernel_id)
                 if self._use_init and "docker-init" in str(exc) and attempt < attempts - 1:
                     self.log.warning("the engine has no docker-init; kernels run without an init process")
                     self._use_init = False
@@ -410,6 +478,83 @@ class DockerBackend(Backend):
                 raise KernelError("failed-to-start", str(exc.explanation or exc)) from exc
         raise KernelError("failed-to-start", "no usable host ports")  # pragma: no cover
 
+    # -- SSH (sshkeys.py) ------------------------------------------------------------------------
+    def _ssh_dir(self, kernel_id: str) -> Path:
+        return (Path(self.settings.scratch_root) / "ssh" / kernel_id).resolve()
+
+    def _ssh_mounts(self, spec: KernelSpec) -> list[Any]:
+        """Bind mounts of the session's key files, written on this host under the scratch root, so that
+        a commit of the container never holds the private key (``docker commit`` leaves mounts out).
+        Only when this daemon runs as root (it must give the files to the image's ``work`` user);
+        otherwise :meth:`_install_ssh_keys` copies them into the container."""
+        if spec.ssh_keypair is None or os.geteuid() != 0:
+            return []
+        root = self._ssh_dir(spec.kernel_id)
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            sshkeys.write_key_files(root, spec.ssh_keypair)
+        except OSError as exc:
+            self.log.warning("kernel %s: cannot write the SSH key files under %s (%s); copying them into the "
+                             "container instead", spec.kernel_id, root, exc)
+            return []
+        return [docker.types.Mount(target=f"{WORKDIR}/{sshkeys.SSH_DIR}", source=str(root / sshkeys.SSH_DIR),
+                                   type="bind"),
+                docker.types.Mount(target=f"{WORKDIR}/{sshkeys.KEY_FILE}", source=str(root / sshkeys.KEY_FILE),
+                                   type="bind")]
+
+    def _work_ids(self, container: Any, kernel_id: str) -> tuple[int, int]:
+        """The ``work`` user's ids in the container's image (root when it has none)."""
+        try:
+            stream, _ = container.get_archive("/etc/passwd")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.next()
+                handle = tar.extractfile(member) if member is not None else None
+                passwd = handle.read().decode("utf-8", "replace") if handle is not None else ""
+            return sshkeys.work_ids(passwd) or (0, 0)
+        except (docker.errors.APIError, tarfile.TarError) as exc:
+            self.log.info("kernel %s: no /etc/passwd in the image (%s); SSH key files owned by root", kernel_id, exc)
+            return 0, 0
+
+    def _install_ssh_keys(self, container: Any, spec: KernelSpec, mounted: bool) -> None:
+        """Give the key files to the image's ``work`` user: the mounted ones on this host, else a copy
+        into the created container's /home/work.  A failure is logged, not fatal: the kernel runs,
+        without SSH."""
+        if spec.ssh_keypair is None:
+            return
+        uid, gid = self._work_ids(container, spec.kernel_id)
+        if mounted:
+            try:
+                sshkeys.chown_key_files(self._ssh_dir(spec.kernel_id), uid, gid)
+            except OSError as exc:
+                self.log.warning("kernel %s: cannot give the SSH key files to %d:%d: %s", spec.kernel_id, uid, gid,
+                                 exc)
+                return
+        else:
+            try:
+                container.put_archive("/", sshkeys.key_tar(spec.ssh_keypair, WORKDIR, uid, gid))
+            except docker.errors.APIError as exc:
+                self.log.warning("kernel %s: could not write the SSH key files: %s", spec.kernel_id, exc)
+                return
+        self.log.info("kernel %s: SSH key files %s (%s/%s, owner %d:%d)", spec.kernel_id,
+                      "mounted" if mounted else "copied in", WORKDIR, sshkeys.KEY_FILE, uid, gid)
+
+    def _remove_ssh_dir(self, kernel_id: str) -> None:
+        shutil.rmtree(self._ssh_dir(kernel_id), ignore_errors=True)
+
+    def _start_sshd(self, container: Any, kernel_id: str) -> None:
+        """Start the image's SSH server on :data:`SSHD_PORT` (it daemonizes); a failure is logged."""
+        try:
+            result = container.exec_run(["/bin/sh", "-c", sshkeys.SSHD_SCRIPT, "bai-sshd", str(SSHD_PORT)],
+                                        stdout=True, stderr=True, user="root")
+        except docker.errors.APIError as exc:
+            self.log.warning("kernel %s: could not start sshd: %s", kernel_id, exc)
+            return
+        output = (result.output or b"").decode("utf-8", "replace").strip()
+        if result.exit_code:
+            self.log.warning("kernel %s: sshd did not start (exit %s): %s", kernel_id, result.exit_code, output)
+        else:
+            self.log.info("kernel %s: sshd started on container port %d", kernel_id, SSHD_PORT)
+
     def _remove(self, container: Any) -> None:
         try:
             container.remove(force=True, v=True)
@@ -421,6 +566,7 @@ class DockerBackend(Backend):
     def stop(self, kernel_id: str, reason: str) -> KernelState | None:
         containers = self._containers(kernel_id)
         if not containers:
+            self._remove_ssh_dir(kernel_id)  # its container went away on its own
             return None
         final = None
         for container in containers:
@@ -446,6 +592,7 @@ class DockerBackend(Backend):
                 state.status, state.reason = ReportedStatus.TERMINATED, reason
             final = state
             self._remove(container)
+            self._remove_ssh_dir(kernel_id)
             for port in state.service_ports:
                 self.ports.release(port.host_ports)
             with self._lock:
@@ -472,6 +619,8 @@ class DockerBackend(Backend):
             container.reload()
         except docker.errors.APIError as exc:
             raise KernelError("restart-failed", str(exc.explanation or exc)) from exc
+        if any(p.name == SSHD_SERVICE and SSHD_PORT in p.container_ports for p in _ports_of(container.labels or {})):
+            self._start_sshd(container, kernel_id)  # the restart ended it
         return self._state(container)
 
     def _running_container(self, kernel_id: str) -> Any:
@@ -496,6 +645,59 @@ class DockerBackend(Backend):
             self.log.debug("kernel %s: first resize failed: %s", kernel_id, exc)
         self.log.info("kernel %s: terminal %s opened (exec %s)", kernel_id, tag, created["Id"][:12])
         return pty
+
+    def runtime(self, kernel_id: str) -> tuple[str, str] | None:
+        """From the image's labels (a container carries its image's labels)."""
+        labels = self._running_container(kernel_id).labels or {}
+        kind, path = labels.get(LABEL_RUNTIME_TYPE, ""), labels.get(LABEL_RUNTIME_PATH, "")
+        return (kind, path) if kind and path else None
+
+    def exec_process(self, kernel_id: str, argv: list[str], env: dict[str, str]) -> ExecProcess:
+        """A ``docker exec`` without a TTY: its multiplexed output is split, stdout into a pipe, stderr into the log."""
+        container = self._running_container(kernel_id)
+        api = self.client.api
+        try:
+            created = api.exec_create(container.id, argv, stdin=True, stdout=True, stderr=True, tty=False,
+                                      environment=env, workdir=WORKDIR)
+            sock = api.exec_start(created["Id"], tty=False, socket=True)
+        except docker.errors.APIError as exc:
+            raise KernelError("exec-failed", str(exc.explanation or exc)) from exc
+        raw: socket.socket = getattr(sock, "_sock", sock)
+        try:
+            raw.settimeout(None)
+        except OSError:
+            pass
+        read_end, write_end = os.pipe()
+        exec_id = created["Id"]
+        threading.Thread(target=_demultiplex, args=(raw, write_end, self.log, kernel_id), daemon=True,
+                         name=f"exec-{exec_id[:8]}").start()
+
+        def kill() -> None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            for closer in (raw.close, sock.close):
+                try:
+                    closer()
+                except OSError:
+                    pass
+
+        def wait(timeout: float | None) -> int | None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    info = api.exec_inspect(exec_id)
+                except docker.errors.APIError:
+                    return None
+                if not info.get("Running"):
+                    return info.get("ExitCode")
+                if deadline is not None and time.monotonic() > deadline:
+                    return None
+                time.sleep(0.1)
+
+        self.log.info("kernel %s: process %s started (exec %s)", kernel_id, argv[0], exec_id[:12])
+        return ExecProcess(_SocketWriter(raw), os.fdopen(read_end, "rb"), kill, wait)
 
     def service_address(self, kernel_id: str, container_port: int) -> tuple[str, int]:
         container = self._running_container(kernel_id)

@@ -26,6 +26,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -34,7 +35,10 @@ from typing import Any
 
 from agents.protocol import KernelSpec, KernelState, ReportedStatus, ServicePort, exit_reason, tail_text
 from ..ports import PortsExhausted
-from .base import Backend, BackendSettings, EmitFn, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address
+from . import sshkeys
+from .base import (
+    Backend, BackendSettings, EmitFn, ExecProcess, KernelError, StreamEndpoint, _ignore, choose_gpus, local_address,
+)
 
 __all__ = ["LocalBackend", "LocalPty", "process_start_time"]
 
@@ -46,13 +50,14 @@ IDLE_COMMAND = "while :; do sleep 3600; done"
 
 # What a local agent can run: process templates that stand in for container
 # images.  The default command runs when a session gives no startup command.
-_LOCAL_LABELS = {"ai.backend.kernelspec": "1", "ai.backend.base-distro": "host", "ai.backend.runtime-type": "app",
+# Code runs in every local kernel with the agent's own Python (``runtime``), hence runtime-type python.
+_LOCAL_LABELS = {"ai.backend.kernelspec": "1", "ai.backend.base-distro": "host", "ai.backend.runtime-type": "python",
                  "ai.backend.role": "COMPUTE", "ai.backend.resource.min.cpu": "0.1",
                  "ai.backend.resource.min.mem": "64m"}
 LOCAL_IMAGES: dict[str, dict[str, Any]] = {
     "local/shell:1.0": {
         "command": IDLE_COMMAND,
-        "labels": {**_LOCAL_LABELS, "ai.backend.runtime-path": "/bin/sh"},
+        "labels": {**_LOCAL_LABELS, "ai.backend.runtime-path": "python3"},
     },
     "local/python-http:1.0": {
         "command": 'exec python3 -m http.server "$PORT" --bind "${BACKENDAI_HOST:-127.0.0.1}"',
@@ -263,6 +268,7 @@ class LocalBackend(Backend):
         self._stopping: set[str] = set()
         self._restarting: set[str] = set()
         self._cpu_prev: dict[str, tuple[int, float]] = {}
+        self._execs: dict[str, list[subprocess.Popen[bytes]]] = {}  # processes started by exec_process
         self._lock = threading.RLock()
 
     # -- state files ----------------------------------------------------------------------------
@@ -408,6 +414,7 @@ class LocalBackend(Backend):
                 "status": ReportedStatus.PREPARING.value, "pid": None, "start_time": None, "service_ports": [],
                 "exit_code": None, "reason": None, "batch_timeout": spec.batch_timeout, "created_at": time.time(),
                 "cuda_devices": [],
+                "mounts": [m.host_path for m in spec.mounts],  # where file access may follow a mount's symlink
             }
             self._save(state)
             emit(self._to_state(state))
@@ -422,6 +429,8 @@ class LocalBackend(Backend):
                 home = kdir / "home" / "work"
                 home.mkdir(parents=True, exist_ok=True)
                 self._link_mounts(spec, home)
+                if spec.ssh_keypair is not None:  # id_container + .ssh/authorized_keys (sshkeys.py)
+                    sshkeys.write_key_files(home, spec.ssh_keypair)
                 env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
                 env.update(spec.environment())
                 env["HOME"] = str(home)
@@ -484,6 +493,7 @@ class LocalBackend(Backend):
             self._restarting.add(kernel_id)
         try:
             self.log.info("restarting kernel %s", kernel_id)
+            self._kill_execs(kernel_id)
             if state.get("status") == ReportedStatus.RUNNING.value:
                 self._terminate(kernel_id, int(state["pid"]), self.settings.stop_timeout)
             with self._lock:
@@ -558,6 +568,7 @@ class LocalBackend(Backend):
         if state.get("status") == ReportedStatus.PREPARING.value:  # never started
             state.update(status=ReportedStatus.TERMINATED.value, reason=reason)
         final = self._to_state(state)
+        self._kill_execs(kernel_id)  # the code runner (its own session) dies with the kernel
         if state.get("pid"):  # stray children that left the wrapper behind
             _killpg(int(state["pid"]), signal.SIGKILL)
         with self._lock:
@@ -590,6 +601,47 @@ class LocalBackend(Backend):
             raise KernelError("pty-failed", str(exc)) from exc
         self.log.info("kernel %s: terminal %s opened (pid %d)", kernel_id, tag, pty.proc.pid)
         return pty
+
+    def runtime(self, kernel_id: str) -> tuple[str, str] | None:
+        """Every local kernel runs code with the agent's own Python (``BAI_AGENT_RUNTIME_PYTHON`` overrides it)."""
+        self._running_state(kernel_id)
+        return "python", os.environ.get("BAI_AGENT_RUNTIME_PYTHON") or sys.executable
+
+    def exec_process(self, kernel_id: str, argv: list[str], env: dict[str, str]) -> ExecProcess:
+        self._running_state(kernel_id)
+        kdir = self._dir(kernel_id)
+        try:
+            full_env = dict(json.loads((kdir / LAUNCH_FILE).read_text()).get("env") or {})
+        except (OSError, ValueError) as exc:
+            raise KernelError("exec-failed", f"no launch record: {exc}") from exc
+        full_env.update(env)
+        try:  # its own session: the kernel's stop kills it with its group (see stop)
+            proc = subprocess.Popen(argv, cwd=kdir / "home" / "work", env=full_env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=None, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise KernelError("exec-failed", str(exc)) from exc
+        with self._lock:
+            self._execs.setdefault(kernel_id, []).append(proc)
+
+        def wait(timeout: float | None) -> int | None:
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+            return 128 - code if code < 0 else code
+
+        self.log.info("kernel %s: process %s started (pid %d)", kernel_id, argv[0], proc.pid)
+        return ExecProcess(proc.stdin, proc.stdout, lambda: _killpg(proc.pid, signal.SIGKILL), wait, pid=proc.pid)
+
+    def _kill_execs(self, kernel_id: str) -> None:
+        with self._lock:
+            procs = self._execs.pop(kernel_id, [])
+        for proc in procs:
+            _killpg(proc.pid, signal.SIGKILL)
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
 
     def service_address(self, kernel_id: str, container_port: int) -> tuple[str, int]:
         state = self._running_state(kernel_id)
