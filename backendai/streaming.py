@@ -18,6 +18,15 @@ from collections.abc import Iterator
 from asgiref.sync import sync_to_async
 
 
+class TransferBroken(Exception):
+    """Raised by a response body that broke off midway (its source failed, e.g. the agent went).
+
+    The body must not end as if it were whole: a download without a ``Content-Length``
+    (``download_single``) would then look complete to the client.  Under daphne
+    ``vfolders.asgi.flow_controlled`` drops the connection instead (the client sees an
+    incomplete body); a WSGI server drops it for any exception raised by a body."""
+
+
 def is_asgi(request) -> bool:
     return hasattr(request, "scope")
 

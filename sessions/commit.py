@@ -113,6 +113,13 @@ def _main_kernel(session: Session) -> Kernel | None:
             or session.kernels.select_related("agent").first())
 
 
+def main_kernel_backend(session: Session) -> str | None:
+    """The backend of the agent running ``session``'s main kernel (None before it is placed): only
+    ``docker`` can be committed; the session page says so instead of offering a commit that is refused."""
+    kernel = _main_kernel(session)
+    return kernel.agent.backend if kernel is not None and kernel.agent is not None else None
+
+
 def start_commit(actor, actor_keypair, name: str, owner_access_key: str | None = None,
                  image_name: Any = None) -> tuple[str, str]:
     """Check and start a commit of the session ``name``; ``(task id, new image name)``."""

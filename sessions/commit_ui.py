@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from backendai.api.errors import BackendAIError
@@ -22,7 +23,9 @@ def session_commit(request, session_id):
     try:
         task_id, image = commit.start_commit(request.user, request.user.main_keypair, str(session.pk))
     except BackendAIError as exc:
-        messages.error(request, f"Could not commit {session.name}: {exc.msg or exc.error_title}")
-        return redirect("ui-sessions:detail", session_id=session.pk)
+        # shown in the commit card, beside its button (templates/sessions/_card_messages.html)
+        messages.error(request, f"Could not commit {session.name}: {exc.msg or exc.error_title}",
+                       extra_tags="in-card commit")
+        return redirect(reverse("ui-sessions:detail", kwargs={"session_id": session.pk}) + "#commit")
     messages.success(request, f"Committing {session.name} to {image}.")
     return redirect("ui:task", task_id=task_id)

@@ -149,6 +149,8 @@ _REASONS: dict[str, type[errors.BackendAIError]] = {
     "not-waiting-input": errors.InvalidAPIParameters,
     "invalid-request": errors.InvalidAPIParameters,
     "kernel-not-running": errors.GenericForbidden,
+    "too-many-runs": errors.RateLimitExceeded,  # the agent's bounds (agents/daemon/execution.py)
+    "too-many-runners": errors.ServiceUnavailable,
 }
 
 

@@ -30,6 +30,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from backendai.api import errors
+from backendai.streaming import TransferBroken
 from sessions.kernel_io import KernelIO, KernelIOError
 from sessions.streams import StreamTarget
 
@@ -271,8 +272,9 @@ class Download:
                     self.target.kernel_id, ", ".join(self.paths), exc.message)
 
     def body(self, prefix: bytes = b"", suffix: bytes = b"") -> AsyncIterator[bytes] | Iterator[bytes]:
-        """The answer's chunks between ``prefix`` and ``suffix``; a break midway ends the body early
-        (the client sees a truncated body)."""
+        """The answer's chunks between ``prefix`` and ``suffix``; a break midway raises
+        :class:`~backendai.streaming.TransferBroken`, so the connection is dropped and the client
+        sees an incomplete body (never a shorter one that ends like a whole one)."""
         if self.loop.asgi:
             return self._async_body(prefix, suffix)
         return self._sync_body(prefix, suffix)
@@ -284,30 +286,30 @@ class Download:
             while (chunk := await self.io.read(timeout=READ_TIMEOUT)) is not None:
                 yield chunk
             if self.io.exit_code not in (0, None):
-                self._failed(KernelIOError(f"exit code {self.io.exit_code}"))
-                return
+                raise KernelIOError(f"the agent's download ended with exit code {self.io.exit_code}")
             if suffix:
                 yield suffix
         except KernelIOError as exc:
             self._failed(exc)
+            raise TransferBroken(exc.message) from None  # the client must see an incomplete body, not a whole one
         finally:
             await self.io.close()
 
     def _sync_body(self, prefix: bytes, suffix: bytes) -> Iterator[bytes]:
+        """:meth:`_async_body`, one chunk at a time on the process's background loop (WSGI)."""
+        chunks = self._async_body(prefix, suffix)
+
+        async def step() -> bytes | None:
+            try:
+                return await chunks.__anext__()
+            except StopAsyncIteration:
+                return None
+
         try:
-            if prefix:
-                yield prefix
-            while (chunk := self.loop.run(self.io.read, READ_TIMEOUT)) is not None:
+            while (chunk := self.loop.run(step)) is not None:
                 yield chunk
-            if self.io.exit_code not in (0, None):
-                self._failed(KernelIOError(f"exit code {self.io.exit_code}"))
-                return
-            if suffix:
-                yield suffix
-        except KernelIOError as exc:
-            self._failed(exc)
         finally:
-            self.loop.run(self.io.close)
+            self.loop.run(chunks.aclose)
 
 
 def open_download(target: StreamTarget, paths: list[str], *, single: bool, asgi: bool) -> Download:

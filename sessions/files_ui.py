@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from datetime import datetime, timezone
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
@@ -35,6 +37,17 @@ def _target(request, session):
     return http_target(request.user, request.user.main_keypair, str(session.pk))
 
 
+#: where the upload's outcome is shown: in the file card, beside the field (templates/sessions/_card_messages.html)
+IN_CARD = "in-card files"
+
+
+def _why(exc: BackendAIError) -> str:
+    """The refusal for a person: without the agent's reason code (``is-a-directory: /home/work/x is a
+    directory`` reads ``/home/work/x is a directory``), ending with a full stop."""
+    text = re.sub(r"^[a-z]+(?:-[a-z]+)+: ", "", exc.msg or exc.error_title or "refused")
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
 def _crumbs(path: str) -> list[dict]:
     crumbs, parts = [{"name": "work", "path": "."}], []
     for part in [] if path == "." else path.split("/"):
@@ -55,7 +68,7 @@ def session_files(request, session_id):
         context.update(path=path, crumbs=_crumbs(path), parent=parent)
         listing = files_service.list_files(_target(request, session), path, is_asgi(request))
     except BackendAIError as exc:
-        context["error"] = exc.msg or exc.error_title
+        context["error"] = _why(exc)
     else:
         entries = json.loads(listing["files"])
         for entry in entries:
@@ -80,7 +93,8 @@ def session_file_download(request, session_id):
         download = files_service.open_download(_target(request, session), [path], single=True,
                                                asgi=is_asgi(request))
     except BackendAIError as exc:
-        messages.error(request, f"Could not download: {exc.msg or exc.error_title}")
+        messages.error(request, f"Could not download {posixpath.basename(request.GET.get('path') or '')}: {_why(exc)}",
+                       extra_tags=IN_CARD)
         return redirect(reverse("ui-sessions:detail", kwargs={"session_id": session.pk}) + "#files")
     response = StreamingHttpResponse(download.body(), content_type="application/octet-stream")
     response["Content-Disposition"] = _attachment(posixpath.basename(path))
@@ -100,13 +114,14 @@ def session_file_upload(request, session_id):
     session = _session(request, session_id)
     back = reverse("ui-sessions:detail", kwargs={"session_id": session.pk}) + "#files"
     if declared < 0 or declared > limit + MULTIPART_OVERHEAD:
-        messages.error(request, f"The upload is larger than the limit of {limit} bytes.")
+        messages.error(request, f"Could not upload: the upload is larger than the limit of {filesizeformat(limit)}.",
+                       extra_tags=IN_CARD)
         return redirect(back)
     request.upload_handlers = [_SpoolToDisk(request, limit)]
     try:
         return _upload(request, session, back)
     except BackendAIError as exc:  # over the limit while the CSRF check read the form
-        messages.error(request, exc.msg or exc.error_title)
+        messages.error(request, f"Could not upload: {_why(exc)}", extra_tags=IN_CARD)
         return redirect(back)
 
 
@@ -122,9 +137,9 @@ def _upload(request, session, back):
         files_service.check_uploads(uploads)
         files_service.upload_files(_target(request, session), uploads, is_asgi(request))
     except BackendAIError as exc:
-        messages.error(request, f"Could not upload: {exc.msg or exc.error_title}")
+        messages.error(request, f"Could not upload: {_why(exc)}", extra_tags=IN_CARD)
     else:
-        messages.success(request, f"Uploaded {', '.join(u.path for u in uploads)}.")
+        messages.success(request, f"Uploaded {', '.join(u.path for u in uploads)}.", extra_tags=IN_CARD)
     finally:
         for f in attached:
             f.close()

@@ -11,9 +11,12 @@ caller's side of one stream over the agent link (``agents.consumers``):
 * :meth:`write` keeps at most ``WINDOW`` data chunks unacknowledged, :meth:`eof`
   says the request is complete (``stream.eof``), :meth:`read` hands out the
   agent's chunks in order and acknowledges them, :meth:`close` ends it early;
-* it pulls from its channel only while a call waits (no background task), so
-  it works in whichever event loop runs the call (``async_to_sync`` from a
-  synchronous view, or an async generator streaming a response body);
+* it pulls from its channel only while a call waits, so it works in whichever
+  event loop runs the call (``async_to_sync`` from a synchronous view, or an
+  async generator streaming a response body).  A wait that times out never
+  cancels the channel layer's ``receive`` (channels_redis drops what it had
+  buffered for the channel when a receive is cancelled): the receive stays
+  pending, shielded, and the next wait picks it up; :meth:`close` drops it;
 * every wait is bounded: the open by ``OPEN_TIMEOUT``, a silent link by the
   heartbeat (``link.ping`` every ``HEARTBEAT_EVERY`` seconds, lost after
   ``HEARTBEAT_MISSES`` unanswered), a read by its ``timeout``.
@@ -83,6 +86,7 @@ class KernelIO:
         self._unacked = 0
         self._consumed = 0
         self._heard = time.monotonic()
+        self._receiving: asyncio.Future | None = None  # the channel receive a timed-out wait left pending
 
     def __repr__(self) -> str:
         return f"<KernelIO {self.kind} {self.stream_id[:8]} kernel={self.target.kernel_id}>"
@@ -102,6 +106,7 @@ class KernelIO:
                 return self  # opened and already over (a tiny answer): its data is queued
             left = deadline - time.monotonic()
             if left <= 0:
+                self._drop_receive()
                 await self._close_by_group()
                 raise KernelIOError(f"agent {self.target.agent_id} did not open the stream in {timeout:.0f}s",
                                     timeout=True)
@@ -160,7 +165,9 @@ class KernelIO:
         return b"".join(parts)
 
     async def close(self) -> None:
-        """End the stream early (nothing happens if the agent ended it already)."""
+        """End the stream early (nothing happens if the agent ended it already).  Always call it: it also
+        drops the channel receive a timed-out wait left pending."""
+        self._drop_receive()
         if self.ended or self._error is not None:
             return
         self._error = KernelIOError("closed")
@@ -202,14 +209,30 @@ class KernelIO:
                     raise self._error
                 await asyncio.sleep(0.05)
 
+    def _drop_receive(self) -> None:
+        receiving, self._receiving = self._receiving, None
+        if receiving is not None and not receiving.done():
+            receiving.cancel()
+
     async def _pump(self, wait: float) -> None:
         """Take one message from this stream's channel (waiting at most ``wait`` seconds)."""
         every = getattr(settings, "STREAM_HEARTBEAT_EVERY", HEARTBEAT_EVERY)
+        receiving = self._receiving
+        if receiving is None or receiving.get_loop() is not asyncio.get_running_loop():
+            # (a receive left in another loop, one async_to_sync already closed, ended with it)
+            receiving = self._receiving = asyncio.ensure_future(self.layer.receive(self.channel))
         try:
-            message = await asyncio.wait_for(self.layer.receive(self.channel), timeout=max(0.01, min(wait, every)))
+            message = await asyncio.wait_for(asyncio.shield(receiving), timeout=max(0.01, min(wait, every)))
         except asyncio.TimeoutError:
             await self._heartbeat(every)
+            if self._error is not None:
+                self._drop_receive()
             return
+        except BaseException:
+            if receiving.done():  # the layer failed (not this wait cancelled): the next wait starts afresh
+                self._receiving = None
+            raise
+        self._receiving = None
         self._handle(message)
 
     async def _heartbeat(self, every: float) -> None:

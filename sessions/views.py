@@ -214,7 +214,8 @@ def _detail_context(request, session: Session) -> dict:
     for port in (main.service_ports if main else []) or []:
         # never the raw host:port (it would skip the app proxy's permit): only whether it is published
         ports.append({"name": port.get("name"), "protocol": port.get("protocol"),
-                      "container_ports": port.get("container_ports") or [], "published": bool(port.get("host_ports"))})
+                      "container_ports": port.get("container_ports") or [],
+                      "published": bool(port.get("host_ports")) and session.status in RUNNING_SESSION})
     idle = []
     if session.status in RUNNING_SESSION:
         for name, check in services.idle_checks(session, now).items():
@@ -246,6 +247,8 @@ def _detail_context(request, session: Session) -> dict:
         "status_note": "" if waiting else status_note(session),
         "error_data": error_data,
         "is_dead": session.status in DEAD_SESSION, "can_restart": session.status in RUNNING_SESSION,
+        # the cards that work inside the main kernel (run code, files, commit) need its agent reachable
+        "can_work": session.status in RUNNING_SESSION and not lost,
         "can_destroy": session.status not in DEAD_SESSION, "can_force": is_admin, "is_batch":
         session.session_type == SessionType.BATCH, "is_owner": session.user_id == user.pk,
         "lifetime": _human_seconds((end - session.created_at).total_seconds()),

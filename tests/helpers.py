@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json as _json
 import os
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pytest
@@ -201,3 +202,21 @@ def csv_rows(response, encoding: str = "utf-8") -> list[list[str]]:
     assert response["Content-Type"] == f"text/csv; charset={encoding}"
     raw = b"".join(response.streaming_content)
     return list(csv.reader(io.StringIO(raw.decode(encoding), newline="")))
+
+
+@contextmanager
+def logged_in_page(browser, base_url: str, user, password: str, timeout: int = 20_000, **context_options):
+    """A Playwright page in a new browser context, logged in as ``user`` through the login form
+    (``page.context`` is the context); the context closes on exit."""
+    context = browser.new_context(base_url=base_url, **context_options)
+    context.set_default_timeout(timeout)
+    page = context.new_page()
+    try:
+        page.goto("/ui/login/")
+        page.fill("input[name=username]", getattr(user, "email", user))
+        page.fill("input[name=password]", password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_load_state("domcontentloaded")
+        yield page
+    finally:
+        context.close()

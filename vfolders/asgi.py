@@ -9,6 +9,10 @@ producer on the request (Twisted's public producer API), which Twisted pauses
 when the socket buffer is full and resumes when it drains; ``send`` waits
 while paused.  Memory then stays at a few chunks whatever the file size.
 
+A body that breaks off midway (:class:`backendai.streaming.TransferBroken`, e.g. the agent of a
+session download went) drops the connection instead of ending the response, so the client sees
+an incomplete body rather than a shorter one that looks whole.
+
 Under servers whose ``send`` already waits (uvicorn, hypercorn) or when the
 request is not a Twisted one, it passes everything through unchanged.
 
@@ -17,9 +21,13 @@ request is not a Twisted one, it passes everything through unchanged.
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import partial
 
 from backendai.api.middleware import is_transfer_path
+from backendai.streaming import TransferBroken
+
+log = logging.getLogger(__name__)
 
 TRANSFER_PREFIXES = ("/storage/",)  # and the session file transfers: backendai.api.middleware.is_transfer_path
 
@@ -86,6 +94,17 @@ def flow_controlled(app):
 
         try:
             return await app(scope, receive, paced_send)
+        except TransferBroken as exc:
+            # the body broke off midway: drop the connection, so the client sees an incomplete body
+            # (ending it here would send the last chunk and make a shorter file look whole)
+            transport = getattr(request.channel, "transport", None) if request.channel is not None else None
+            if transport is None:
+                return None  # the client is gone already
+            log.info("%s %s: dropping the connection, the body broke off: %s", scope.get("method"),
+                     scope.get("path"), exc)
+            abort = getattr(transport, "abortConnection", None) or transport.loseConnection
+            abort()
+            return None
         finally:
             release()
 

@@ -181,6 +181,8 @@ class Agent:
         for state in self.backend.adopt():
             with self._lock:
                 self._reported[state.kernel_id] = state.status.value
+            if state.status is ReportedStatus.RUNNING:  # before any new upload: every one left is a leftover
+                _files_kinds.sweep_uploads(self.backend, state.kernel_id)
         for name, target in (("sync", self._sync_loop), ("watch", self._watch_loop), ("events", self._event_loop)):
             thread = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
             thread.start()

@@ -161,6 +161,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("gpu_devices", _parse_device_list, None, "only these GPUs (comma-separated indices or UUIDs)", "LIST"),
     Option("local_allow_root", parse_bool, False, "let the local backend (no isolation) run kernels as root",
            "BOOL", const="true"),
+    Option("runtime_python", _parse_path, None,
+           "the Python local kernels run code with (`backend.ai run`; default: the agent's own)", "PATH"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
 )
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -190,6 +192,7 @@ class AgentConfig:
     mem_limit: int | None = None
     gpu_devices: tuple[str, ...] | None = None
     local_allow_root: bool = False
+    runtime_python: Path | None = None
     log_level: str = "INFO"
     config_file: Path | None = None
 

@@ -44,6 +44,12 @@ FLUSH_BOUNDS = (0.05, 30.0)
 LINGER = 0.1
 #: Output kept per run until it is asked for; beyond it, output is dropped (with a note).
 RUN_BUFFER = 8 * 1024 * 1024
+#: Output kept for all the runs of one runner together (runs nobody continues must not add up).
+RUNNER_BUFFER = 32 * 1024 * 1024
+#: Runs one runner keeps (running, or finished and not yet answered); a new one beyond is refused.
+MAX_RUNS = 64
+#: Code runners one agent keeps at once (one per kernel that executed code); a new one beyond is refused.
+MAX_RUNNERS = 64
 #: Most output text in one answer; the rest waits for the next ``continue``.
 ANSWER_LIMIT = 1024 * 1024
 #: Finished runs nobody asked about are forgotten after this many seconds.
@@ -74,6 +80,7 @@ class KernelRunner:
         self.runs: dict[str, Run] = {}
         self.completions: dict[int, list[str]] = {}
         self._next_id = 0
+        self.buffered = 0  # output waiting in all the runs together (bounded by RUNNER_BUFFER)
         self.alive = True
         self.ready = False
         self.proc: ExecProcess = backend.exec_process(
@@ -140,13 +147,14 @@ class KernelRunner:
             return
         if kind == "out":
             text = str(event.get("text") or "")
-            if run.buffered + len(text) > RUN_BUFFER:
+            if run.buffered + len(text) > RUN_BUFFER or self.buffered + len(text) > RUNNER_BUFFER:
                 if not run.dropped:
                     run.dropped = True
                     run.items.append(("out", "stderr", f"\n[output dropped: more than {RUN_BUFFER} bytes "
                                                        "were waiting to be read]\n"))
                 return
             run.buffered += len(text)
+            self.buffered += len(text)
             run.items.append(("out", "stderr" if event.get("stream") == "stderr" else "stdout", text))
         elif kind == "waiting-input":
             run.waiting = True
@@ -178,6 +186,7 @@ class KernelRunner:
             if mode in ("query", "batch"):
                 if run is not None and not run.done:
                     return run  # the same run asked again: its output so far
+                self._make_room(run_id)
                 run = self.runs[run_id] = Run(run_id)
                 if mode == "query":
                     self._send(op="run", run=run_id, mode="query", code=code)
@@ -209,6 +218,7 @@ class KernelRunner:
                     kind, a, b = run.items.popleft()
                     if kind == "out":
                         run.buffered -= len(b)
+                        self.buffered -= len(b)
                         size += len(b)
                         if console and console[-1][0] == a:
                             console[-1][1] += b
@@ -227,7 +237,7 @@ class KernelRunner:
                 wait = deadline - now if first_output is None else LINGER - (now - first_output)
                 self.cond.wait(max(0.01, min(wait, 0.5)))
             if run is not None and status == "finished" and not run.items:
-                self.runs.pop(run.id, None)
+                self._drop(run.id)
         return {"status": status, "runId": run_id, "exitCode": exit_code, "console": console,
                 "options": options, "files": []}
 
@@ -240,10 +250,38 @@ class KernelRunner:
         return {"status": "finished", "runId": run_id, "exitCode": 0, "console": [], "options": {},
                 "files": [], "completions": items}
 
+    def _drop(self, run_id: str) -> None:
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            self.buffered -= run.buffered
+
     def _forget_stale(self) -> None:
         now = time.monotonic()
         for run_id in [r.id for r in self.runs.values() if r.done and now - r.touched > RUN_TTL]:
-            del self.runs[run_id]
+            self._drop(run_id)
+
+    def _make_room(self, run_id: str) -> None:
+        """Before a new run: forget the oldest finished runs beyond :data:`MAX_RUNS`; refuse if all still run."""
+        if run_id in self.runs:
+            self._drop(run_id)  # a finished run asked again under its id starts afresh
+        if len(self.runs) < MAX_RUNS:
+            return
+        for run in sorted((r for r in self.runs.values() if r.done), key=lambda r: r.touched):
+            self._drop(run.id)
+            if len(self.runs) < MAX_RUNS:
+                return
+        log.warning("kernel %s: refused run %s: %d runs are still running", self.kernel_id, run_id, len(self.runs))
+        raise KernelError("too-many-runs", f"{len(self.runs)} runs are still running in this session "
+                                           f"(at most {MAX_RUNS}); continue or interrupt them first")
+
+    def running(self) -> bool:
+        """Whether the runner's process still runs (a kernel restart kills it before its reader notices)."""
+        if not self.alive:
+            return False
+        try:
+            return self.proc.wait(0) is None
+        except Exception:  # noqa: BLE001 - a backend's wait that fails counts as ended
+            return False
 
     def close(self) -> None:
         self.alive = False
@@ -270,18 +308,33 @@ def runner_for(backend: Backend, kernel_id: str) -> KernelRunner:
     key = (id(backend), kernel_id)
     with _RUNNERS_LOCK:
         runner = _RUNNERS.get(key)
-        if runner is not None and runner.alive:
-            return runner
+    if runner is not None and runner.running():
+        return runner
+    with _RUNNERS_LOCK:
         starting = _STARTING.setdefault(key, threading.Lock())
     with starting:  # one start per kernel at a time
         with _RUNNERS_LOCK:
             runner = _RUNNERS.get(key)
-            if runner is not None and runner.alive:
-                return runner
+        if runner is not None and runner.running():
+            return runner
+        with _RUNNERS_LOCK:
+            if runner is not None:
+                _RUNNERS.pop(key, None)
+                runner.close()
+            # ended runners (of stopped kernels) are forgotten: their runs ended with them
+            for gone in [k for k, r in _RUNNERS.items() if not r.alive]:
+                _RUNNERS.pop(gone)
+            if len(_RUNNERS) >= MAX_RUNNERS:
+                _STARTING.pop(key, None)
+                log.warning("kernel %s: refused a code runner: %d runners run on this agent", kernel_id, len(_RUNNERS))
+                raise KernelError("too-many-runners", f"{len(_RUNNERS)} code runners run on this agent "
+                                                      f"(at most {MAX_RUNNERS}); try again later")
         runtime = backend.runtime(kernel_id)
         if runtime is None or runtime[0] != "python":
             raise KernelError("unsupported", "this session's image declares no code runtime "
                                              "(ai.backend.runtime-type python): execute is unsupported")
+        if runner is not None:
+            log.info("kernel %s: its code runner ended (kernel restarted or stopped); starting a new one", kernel_id)
         runner = KernelRunner(backend, kernel_id, runtime[1])
         with _RUNNERS_LOCK:
             _RUNNERS[key] = runner
@@ -323,17 +376,30 @@ def _request(frame: dict[str, Any]) -> tuple[str, str, str, dict[str, Any], floa
 def execute(backend: Backend, kernel_id: str, frame: dict[str, Any]) -> dict[str, Any]:
     """One request, answered (the whole of it, in this thread): for tests and the opener."""
     mode, run_id, code, options, flush = _request(frame)
-    runner = runner_for(backend, kernel_id)
-    handle = runner.start(mode, run_id, code, options)
+    runner, handle = _start(backend, kernel_id, mode, run_id, code, options)
     return runner.answer(mode, handle, run_id, flush)
+
+
+def _start(backend: Backend, kernel_id: str, mode: str, run_id: str, code: str,
+           options: dict[str, Any]) -> tuple[KernelRunner, Any]:
+    """Send a request to the kernel's runner; a runner that ended under it (the kernel restarted) is
+    replaced once, lazily, so the request goes to a fresh runner instead of failing."""
+    runner = runner_for(backend, kernel_id)
+    try:
+        return runner, runner.start(mode, run_id, code, options)
+    except KernelError as exc:
+        if exc.reason != "runner-gone" or mode not in ("query", "batch", "complete"):
+            raise
+    runner.close()
+    runner = runner_for(backend, kernel_id)
+    return runner, runner.start(mode, run_id, code, options)
 
 
 def open_execute(backend: Backend, kernel_id: str, frame: dict[str, Any]) -> ChunksEndpoint:
     """The ``execute`` stream: the request is checked and sent at open (a refusal is ``stream.error``);
     the answer is produced in the stream's reading thread."""
     mode, run_id, code, options, flush = _request(frame)
-    runner = runner_for(backend, kernel_id)
-    handle = runner.start(mode, run_id, code, options)
+    runner, handle = _start(backend, kernel_id, mode, run_id, code, options)
     log.debug("kernel %s: execute %s run %s", kernel_id, mode, run_id)
 
     def chunks():

@@ -305,14 +305,78 @@ class _Answer(StreamEndpoint):
         return self._code
 
 
-class LocalUpload(_Answer):
-    """Bytes into ``.<name>.bai-upload-<random>`` beside the target, renamed into place at the end."""
+class _Upload(_Answer):
+    """One file's bytes (exactly ``size`` of them), then ``stream.eof``: put in place, answer ``{path, size}``.
 
-    def __init__(self, files: LocalFiles, parts: tuple[str, ...], size: int):
+    The bytes go to a temporary name (:meth:`_append`), which :meth:`_complete`
+    moves onto the target; whatever goes wrong, :meth:`_discard` removes the
+    temporary file and the directories made for it, and the answer says why."""
+
+    def __init__(self, files: Any, parts: tuple[str, ...], size: int):
         super().__init__()
         self.files = files
         self.size = size
         self.target_name = _abspath(parts)
+        self._lock = threading.Lock()
+
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` after what came before; raises ``OSError`` with the reason."""
+        raise OSError("not writable")
+
+    def _complete(self) -> str | None:
+        """Every byte came: move the file into place; the reason it failed, or None."""
+        return "not writable"
+
+    def _discard(self) -> None:
+        """Remove the temporary file and the directories made for it."""
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._done.is_set() or self.closed:
+                raise OSError("the upload is over")
+            self.received += len(data)
+            if self.received > self.size:
+                self._discard()
+                self._fail("too-large", f"more than the announced {self.size} bytes for {self.target_name}")
+                raise OSError("too many bytes")
+            try:
+                self._append(data)
+            except OSError as exc:
+                self._discard()
+                self._fail("not-writable", f"{self.target_name}: {exc.strerror or exc}")
+                raise
+
+    def write_eof(self) -> None:
+        with self._lock:
+            if self._done.is_set() or self.closed:
+                return
+            if self.received != self.size:
+                self._discard()
+                self._fail("incomplete", f"{self.received} of {self.size} bytes arrived for {self.target_name}")
+                return
+            error = self._complete()
+            if error is not None:
+                self._discard()
+                self._fail("not-writable", f"{self.target_name}: {error}")
+                return
+            log.info("kernel %s: uploaded %s (%d bytes)", self.files.kernel_id, self.target_name, self.size)
+            self._finish({"path": self.target_name, "size": self.size}, 0)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._lock:
+            if not self._done.is_set():
+                self._discard()
+                self._fail("cancelled", "the upload was cancelled")
+
+
+class LocalUpload(_Upload):
+    """Bytes into ``.<name>.bai-upload-<random>`` beside the target, renamed into place at the end."""
+
+    def __init__(self, files: LocalFiles, parts: tuple[str, ...], size: int):
+        super().__init__(files, parts, size)
         self.created: list[Path] = []
         parent = self._parent(parts[:-1])
         target = parent / parts[-1]
@@ -327,7 +391,6 @@ class LocalUpload(_Answer):
             raise KernelError("not-writable", f"{self.target_name}: {exc.strerror}") from None
         self.tmp = Path(tmp)
         self.fh = os.fdopen(fd, "wb")
-        self._lock = threading.Lock()
 
     def _parent(self, parts: tuple[str, ...]) -> Path:
         """The directory the file goes into, made one checked component at a time."""
@@ -371,50 +434,18 @@ class LocalUpload(_Answer):
             pass
         self._undo_dirs()
 
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            if self._done.is_set() or self.closed:
-                raise OSError("the upload is over")
-            self.received += len(data)
-            if self.received > self.size:
-                self._discard()
-                self._fail("too-large", f"more than the announced {self.size} bytes for {self.target_name}")
-                raise OSError("too many bytes")
-            try:
-                self.fh.write(data)
-            except OSError as exc:
-                self._discard()
-                self._fail("not-writable", f"{self.target_name}: {exc.strerror}")
-                raise
+    def _append(self, data: bytes) -> None:
+        self.fh.write(data)
 
-    def write_eof(self) -> None:
-        with self._lock:
-            if self._done.is_set() or self.closed:
-                return
-            if self.received != self.size:
-                self._discard()
-                self._fail("incomplete", f"{self.received} of {self.size} bytes arrived for {self.target_name}")
-                return
-            try:
-                self.fh.flush()
-                os.fchmod(self.fh.fileno(), 0o644)
-                self.fh.close()
-                os.replace(self.tmp, self.target)
-            except OSError as exc:
-                self._discard()
-                self._fail("not-writable", f"{self.target_name}: {exc.strerror}")
-                return
-            log.info("kernel %s: uploaded %s (%d bytes)", self.files.kernel_id, self.target_name, self.size)
-            self._finish({"path": self.target_name, "size": self.size}, 0)
-
-    def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        with self._lock:
-            if not self._done.is_set():
-                self._discard()
-                self._fail("cancelled", "the upload was cancelled")
+    def _complete(self) -> str | None:
+        try:
+            self.fh.flush()
+            os.fchmod(self.fh.fileno(), 0o644)
+            self.fh.close()
+            os.replace(self.tmp, self.target)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
 
 
 def _mkstemp(parent: Path, name: str) -> tuple[int, str]:
@@ -578,14 +609,11 @@ class _IterReader(io.RawIOBase):
 _ABORT = object()
 
 
-class DockerUpload(_Answer):
+class DockerUpload(_Upload):
     """Bytes into the container through ``put_archive`` (a tar of one file, streamed), then an ``mv`` into place."""
 
     def __init__(self, files: DockerFiles, parts: tuple[str, ...], size: int):
-        super().__init__()
-        self.files = files
-        self.size = size
-        self.target_name = _abspath(parts)
+        super().__init__(files, parts, size)
         self.parent = _abspath(parts[:-1])
         self.tmp_name = f".{parts[-1][:100]}{TEMP_MARK}{secrets.token_hex(6)}"
         self.owner = files.owner()
@@ -606,7 +634,6 @@ class DockerUpload(_Answer):
             self._undo_dirs()
             raise KernelError("is-a-directory", f"{self.target_name} is a directory")
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=8)
-        self._lock = threading.Lock()
         self._put_error: str | None = None
         self._thread = threading.Thread(target=self._put, daemon=True, name=f"upload-{files.kernel_id[:8]}")
         self._thread.start()
@@ -655,52 +682,81 @@ class DockerUpload(_Answer):
             except queue.Full:
                 continue
 
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            if self._done.is_set() or self.closed:
-                raise OSError("the upload is over")
-            self.received += len(data)
-            if self.received > self.size:
-                self._discard()
-                self._fail("too-large", f"more than the announced {self.size} bytes for {self.target_name}")
-                raise OSError("too many bytes")
-            if not self._thread.is_alive():
-                self._discard()
-                self._fail("not-writable", f"{self.target_name}: {self._put_error or 'the engine stopped reading'}")
-                raise OSError("the engine stopped reading")
-            self.queue_put(data)
+    def _append(self, data: bytes) -> None:
+        if not self._thread.is_alive():
+            raise OSError(self._put_error or "the engine stopped reading")
+        self.queue_put(data)
 
-    def write_eof(self) -> None:
-        with self._lock:
-            if self._done.is_set() or self.closed:
-                return
-            if self.received != self.size:
-                self._discard()
-                self._fail("incomplete", f"{self.received} of {self.size} bytes arrived for {self.target_name}")
-                return
-            self.queue_put(None)
-            self._thread.join()
-            if self._put_error is not None:
-                self._discard()
-                self._fail("not-writable", f"{self.target_name}: {self._put_error}")
-                return
-            code, _ = self.files._exec(["/bin/sh", "-c", 'mv -f -- "$1" "$2"', "sh",
-                                        posixpath.join(self.parent, self.tmp_name), self.target_name])
-            if code != 0:
-                self._discard()
-                self._fail("not-writable", f"{self.target_name}: mv failed (exit {code})")
-                return
-            log.info("kernel %s: uploaded %s (%d bytes)", self.files.kernel_id, self.target_name, self.size)
-            self._finish({"path": self.target_name, "size": self.size}, 0)
+    def _complete(self) -> str | None:
+        self.queue_put(None)
+        self._thread.join()
+        if self._put_error is not None:
+            return self._put_error
+        code, _ = self.files._exec(["/bin/sh", "-c", 'mv -f -- "$1" "$2"', "sh",
+                                    posixpath.join(self.parent, self.tmp_name), self.target_name])
+        return f"mv failed (exit {code})" if code != 0 else None
 
-    def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        with self._lock:
-            if not self._done.is_set():
-                self._discard()
-                self._fail("cancelled", "the upload was cancelled")
+
+# --- leftovers of uploads cut short -------------------------------------------------------------
+
+#: Most entries of a work directory looked at when sweeping (a huge tree must not stall the start).
+SWEEP_LIMIT = 200_000
+
+
+def sweep_uploads(backend: Backend, kernel_id: str) -> int:
+    """Remove the temporary files of uploads that were in progress when the daemon died (``kill -9``
+    leaves ``.<name>.bai-upload-<random>`` behind, and nobody else will finish or discard it).
+
+    Called for each kernel the restarted daemon re-adopts, before any new upload can start, so every
+    such file is a leftover.  Only the kernel's own work directory is swept: mounted folders (the
+    local backend's symlinks, the container's bind mounts) may be shared with sessions on other
+    agents whose uploads are still running.  Returns how many were removed (-1 when it could not look)."""
+    try:
+        if backend.name == "local":
+            removed = _sweep_local(LocalFiles(backend, kernel_id).work)
+        elif backend.name == "docker":
+            removed = _sweep_docker(backend, kernel_id)
+        else:
+            return 0
+    except (KernelError, OSError) as exc:
+        log.warning("kernel %s: could not sweep leftover uploads: %s", kernel_id, exc)
+        return -1
+    if removed:
+        log.warning("kernel %s: removed %d leftover upload file(s) of uploads cut short", kernel_id, removed)
+    return removed
+
+
+def _sweep_local(work: Path) -> int:
+    removed = seen = 0
+    for top, dirs, names in os.walk(work, followlinks=False):  # mounts are symlinks: not followed
+        for name in names:
+            seen += 1
+            if TEMP_MARK in name:
+                path = Path(top) / name
+                if not path.is_symlink():
+                    try:
+                        path.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        seen += len(dirs)
+        if seen > SWEEP_LIMIT:
+            break
+    return removed
+
+
+def _sweep_docker(backend: Any, kernel_id: str) -> int:
+    files = DockerFiles(backend, kernel_id)
+    mounts = [m.get("Destination") for m in (files.container.attrs.get("Mounts") or [])]
+    prune: list[str] = []
+    for dest in mounts:
+        if isinstance(dest, str) and dest.startswith(WORKDIR + "/"):
+            prune += ["-path", dest, "-prune", "-o"]
+    code, output = files._exec(["find", WORKDIR, "-xdev", *prune, "-type", "f", "-name", f"*{TEMP_MARK}*",
+                                "-print", "-exec", "rm", "-f", "--", "{}", "+"], user="root")  # busybox has no -delete
+    if code != 0:
+        raise KernelError("exec-failed", f"find exited with {code}")
+    return len([line for line in output.splitlines() if line.strip()])
 
 
 # --- the openers -------------------------------------------------------------------------------

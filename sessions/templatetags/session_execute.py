@@ -16,5 +16,7 @@ def has_runtime(session) -> bool:
 
 
 @register.inclusion_tag("sessions/_execute.html")
-def execute_console(session, can_run):
-    return {"session": session, "can_run": bool(can_run), "shown": has_runtime(session)}
+def execute_console(session, can_run, agent_lost=False):
+    """``can_run``: the session runs and its agent is reachable; ``agent_lost`` says why not."""
+    return {"session": session, "can_run": bool(can_run), "agent_lost": bool(agent_lost),
+            "shown": has_runtime(session)}

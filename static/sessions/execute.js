@@ -63,19 +63,29 @@
     try {
       await loop(body);
     } catch (error) {
-      show([["stderr", `${error.message}\n`]]);
-      state.textContent = "Failed.";
+      // the refusal (not running, agent lost, unsupported runtime) beside the button, not as the code's output
+      state.textContent = `Could not run: ${error.message}`;
+      state.classList.add("error");
+      state.setAttribute("role", "alert");
+      output.hidden = !output.textContent;
     } finally {
       run.disabled = !inputForm.hidden;
     }
   }
 
+  function running() {
+    state.classList.remove("error");
+    state.setAttribute("role", "status");
+    state.textContent = "Running…";
+  }
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (run.disabled) return;
     output.hidden = false;
     output.textContent = "";
     inputForm.hidden = true;
-    state.textContent = "Running…";
+    running();
     start({mode: "query", runId: null, code: code.value});
   });
   inputForm.addEventListener("submit", (event) => {
@@ -84,7 +94,14 @@
     input.value = "";
     inputForm.hidden = true;
     show([["stdout", `${input.type === "password" ? "" : line}\n`]]);
-    state.textContent = "Running…";
+    running();
     start({mode: "input", runId: runId, code: line});
+  });
+  // Ctrl+Enter (Cmd+Enter) in the code runs it, as in notebooks
+  code.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
   });
 })();

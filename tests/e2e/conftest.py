@@ -129,9 +129,24 @@ def signed_get(live_server, server_host):
 
 # --- the official client ----------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def client_bin():
-    return Path(os.environ.get("BACKENDAI_CLIENT_BIN") or DEFAULT_CLIENT_BIN)
+@pytest.fixture
+def client_bin(request, require):
+    """The official client's ``backend.ai``: 23.9.10, or the version a test is parametrized with
+    indirectly (``@pytest.mark.parametrize("client_bin", list(CLIENT_VERSIONS), indirect=True)``)."""
+    version = getattr(request, "param", None)
+    if version is None:
+        return Path(os.environ.get("BACKENDAI_CLIENT_BIN") or DEFAULT_CLIENT_BIN)
+    return client_binary(version, require)
+
+
+def client_binary(version: str, require) -> Path:
+    """The ``backend.ai`` of the official client ``version`` (a key of ``CLIENT_VERSIONS``)."""
+    variable, venv, python_version = CLIENT_VERSIONS[version]
+    configured = os.environ.get(variable)
+    require(configured != "", f"python{python_version} for the official client {version}")
+    binary = Path(configured or Path(__file__).resolve().parents[2] / venv / "bin" / "backend.ai")
+    require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
+    return binary
 
 
 def _official_client(client_bin, require, endpoint, tmp_path):
@@ -222,11 +237,7 @@ def versioned_client(require, live_server, tmp_path):
     missing; either missing is left out locally and fails under CI=true (``require``)."""
 
     def make(version: str):
-        variable, venv, python_version = CLIENT_VERSIONS[version]
-        configured = os.environ.get(variable)
-        require(configured != "", f"python{python_version} for the official client {version}")
-        binary = Path(configured or Path(__file__).resolve().parents[2] / venv / "bin" / "backend.ai")
-        require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
+        binary = client_binary(version, require)
         (tmp_path / version).mkdir(exist_ok=True)
         return _official_client(binary, require, live_server.url, tmp_path / version)
 

@@ -1,7 +1,9 @@
 """The official CLI, all of it, through ``scripts/conformance``: with each client version
 (23.9.10 always; 24.9.14 and 26.9.6 where scripts/test found Python 3.12 / 3.13 and
-installed them), every admin and vfolder command and login/ps/logout in session mode
-runs against a live stack.  What works today must keep working, and what fails must be
+installed them), every admin and vfolder command, every session command a local agent
+serves (a session created, ``run -c`` in it, files uploaded, listed and downloaded,
+its logs, restart, rename and destroy) and login/ps/logout in session mode runs
+against a live stack.  What works today must keep working, and what fails must be
 a gap named in ``tests/e2e/cli_conformance_gaps.txt``; a listed gap that works now
 fails the test too, so that list (and the README's copy of it) stays true."""
 from __future__ import annotations
@@ -106,18 +108,22 @@ def test_every_command_of_the_official_cli_works_or_is_a_listed_gap(
     live_stack.start_local_agent(AGENT_ID, cluster[1])
 
     report = tmp_path / "conformance.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--endpoint", live_stack.url, "--access-key", admin.main_keypair.access_key,
-         "--secret-key", admin.main_keypair.secret_key, "--email", admin.email, "--password", password,
-         "--versions", ",".join(binaries), *(f"--client={v}={b}" for v, b in binaries.items()),
-         "--jobs", str(len(binaries)), "--agent-id", AGENT_ID, "--allow-fail", "--json", str(report)],
-        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "--endpoint", live_stack.url, "--access-key", admin.main_keypair.access_key,
+             "--secret-key", admin.main_keypair.secret_key, "--email", admin.email, "--password", password,
+             "--versions", ",".join(binaries), *(f"--client={v}={b}" for v, b in binaries.items()),
+             "--jobs", str(len(binaries)), "--agent-id", AGENT_ID, "--allow-fail", "--json", str(report)],
+            cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
+    finally:
+        live_stack.kill_local_kernels()  # a session the run could not destroy leaves no process behind
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     everything = json.loads(report.read_text())
     problems, failing = [], []
     for version in binaries:
         results = everything[version]
         assert "login" in results and "admin user add" in results and "vfolder create" in results, done.stdout
+        assert "session create" in results and "run" in results and "session download" in results, done.stdout
         gaps = {command for (gap_version, command) in conformance.read_gaps() if gap_version == version}
         problems += gap_report(version, results, gaps)
         failing += [f"{version} {command}  # {result['reason'][:120]}"

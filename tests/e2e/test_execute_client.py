@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from helpers import logged_in_page
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -151,15 +152,7 @@ def test_the_session_pages_run_code_card_streams_output_and_takes_input(live_sta
     owner.save(update_fields=["password"])
     run_cli(stack_client, owner.main_keypair, "-t", "execweb1", "-c", "greeting = 'hi'", "local/shell:1.0")
     session = Session.objects.get(name="execweb1")
-    context = browser.new_context(base_url=live_stack.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    try:
-        page.goto("/ui/login/")
-        page.fill("input[name=username]", owner.email)
-        page.fill("input[name=password]", password)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_load_state("domcontentloaded")
+    with logged_in_page(browser, live_stack.url, owner, password, viewport={"width": 1280, "height": 900}) as page:
         page.goto(f"/ui/sessions/{session.pk}/")
         page.fill("#execute-code", "import time\nprint(greeting, flush=True)\ntime.sleep(1)\n"
                                    "name = input('name? ')\nprint('hello', name)\n1/0")
@@ -172,5 +165,13 @@ def test_the_session_pages_run_code_card_streams_output_and_takes_input(live_sta
         output = page.locator("#execute-output").inner_text()
         assert "hi\nname? ada\nhello ada\n" in output and "ZeroDivisionError" in output
         assert "ZeroDivisionError" in page.locator("#execute-output .stderr").last.inner_text()
-    finally:
-        context.close()
+
+
+@pytest.mark.parametrize("client_bin", ["24.9.14", "26.9.6"], indirect=True)
+def test_the_newer_clients_run_code_with_its_output_and_exit_code(live_stack, local_agent, owner, stack_client,
+                                                                  client_bin):
+    name = "execnew" + client_bin.parent.parent.name.rsplit("-", 1)[-1]  # per client: .venv-client-24 -> 24
+    out, err = run_cli(stack_client, owner.main_keypair, "-t", name, "-c", "print(6 * 7)", "local/shell:1.0")
+    assert "42\n" in out and "Execution finished. (exit code = 0)" in err
+    out, err = run_cli(stack_client, owner.main_keypair, "-t", name, "-c", "raise SystemExit(3)", "local/shell:1.0")
+    assert "Execution finished. (exit code = 3)" in err

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import logged_in_page
 from sessions.models import Session
 
+from .conftest import CLIENT_VERSIONS
 from .test_terminal_e2e import running_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -121,25 +123,9 @@ def test_the_official_client_moves_a_50_mib_file_in_and_out_of_a_docker_session_
     assert "400" in escaped.stdout + escaped.stderr
 
 
-ROOT = Path(__file__).resolve().parents[2]
-#: The three official clients (as tests/e2e/conftest.py's CLIENT_VERSIONS): 24.09 and 26.09 download with
-#: ``POST ?files=`` instead of a GET with a JSON body, and 26.09 extracts with ``tarfile.data_filter``.
-CLIENTS = {"23.9.10": ("BACKENDAI_CLIENT_BIN", ".venv-client"),
-           "24.9.14": ("BACKENDAI_CLIENT24_BIN", ".venv-client-24"),
-           "26.9.6": ("BACKENDAI_CLIENT26_BIN", ".venv-client-26")}
-
-
-@pytest.fixture
-def client_bin(request, require):
-    """The official client of the version the test is parametrized with (default 23.9.10)."""
-    variable, venv = CLIENTS[getattr(request, "param", "23.9.10")]
-    configured = os.environ.get(variable)
-    binary = Path(configured) if configured else ROOT / venv / "bin" / "backend.ai"
-    require(binary.is_file(), f"the official client at {binary} (scripts/test installs it)")
-    return binary
-
-
-@pytest.mark.parametrize("client_bin", list(CLIENTS), indirect=True)
+#: 24.09 and 26.09 download with ``POST ?files=`` instead of a GET with a JSON body, and 26.09 extracts
+#: with ``tarfile.data_filter``.
+@pytest.mark.parametrize("client_bin", list(CLIENT_VERSIONS), indirect=True)
 def test_the_official_client_moves_files_in_and_out_of_a_local_session(live_stack, cluster, owner, stack_client,
                                                                         tmp_path, client_bin):
     live_stack.start_local_agent("e2e-files-local", cluster[1])
@@ -165,15 +151,7 @@ def test_the_session_page_lists_uploads_and_downloads_files_in_the_browser(live_
     owner.save(update_fields=["password"])
     session = running_session(live_stack, owner, "files-browser")
     source = make_file(tmp_path / "from-browser.bin", 3 * MiB + 5)
-    context = browser.new_context(base_url=live_stack.url, accept_downloads=True)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    try:
-        page.goto("/ui/login/")
-        page.fill("input[name=username]", owner.email)
-        page.fill("input[name=password]", password)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_load_state("domcontentloaded")
+    with logged_in_page(browser, live_stack.url, owner, password, accept_downloads=True) as page:
         page.goto(f"/ui/sessions/{session.pk}/")
         page.wait_for_selector('#files-listing tr[data-file="www"]')  # the image's own (empty) directory
         page.click('#files-listing tr[data-file="www"] a')
@@ -194,5 +172,3 @@ def test_the_session_page_lists_uploads_and_downloads_files_in_the_browser(live_
         saved = tmp_path / "saved.bin"
         waiting.value.save_as(saved)
         assert sha256(saved) == sha256(source)
-    finally:
-        context.close()

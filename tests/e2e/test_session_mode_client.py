@@ -12,28 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import CLIENT_VERSIONS, client_binary
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 90
-# version -> (the variable scripts/test exports, the virtualenv under the checkout, the Python it needs)
-CLIENTS = {
-    "23.9.10": ("BACKENDAI_CLIENT_BIN", ".venv-client", "3.11"),
-    "24.9.14": ("BACKENDAI_CLIENT24_BIN", ".venv-client-24", "3.12"),
-    "26.9.6": ("BACKENDAI_CLIENT26_BIN", ".venv-client-26", "3.13"),
-}
-
-
-def client_binary(version: str, require) -> Path:
-    """scripts/test exports an empty variable when this version's Python is not on the machine
-    (nothing to run then); otherwise a missing client is skipped locally and fails under CI=true."""
-    variable, venv, python_version = CLIENTS[version]
-    configured = os.environ.get(variable)
-    if configured == "":
-        pytest.skip(f"no python{python_version} on this machine, so no official client {version}")
-    binary = Path(configured or ROOT / venv / "bin" / "backend.ai")
-    require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
-    return binary
 
 
 class SessionModeClient:
@@ -80,7 +63,7 @@ def queued_session(make_user, password):
     return user
 
 
-@pytest.mark.parametrize("version", list(CLIENTS))
+@pytest.mark.parametrize("version", list(CLIENT_VERSIONS))
 def test_login_ps_and_logout_work_in_session_mode(version, require, live_server, queued_session, password,
                                                   make_user, tmp_path):
     from accounts.models import Keypair
@@ -108,7 +91,7 @@ def test_login_ps_and_logout_work_in_session_mode(version, require, live_server,
     assert after.returncode != 0 or "cookie-sess" not in after.stdout, shown(after)
 
 
-@pytest.mark.parametrize("version", list(CLIENTS))
+@pytest.mark.parametrize("version", list(CLIENT_VERSIONS))
 def test_a_wrong_password_is_reported_and_saves_no_cookie(version, require, live_server, queued_session, tmp_path):
     cli = SessionModeClient(client_binary(version, require), live_server.url, tmp_path)
     login = cli.run("login", stdin=f"{queued_session.email}\nnot-the-password\n")

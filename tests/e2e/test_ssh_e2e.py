@@ -9,7 +9,6 @@ by the agent, the official client 23.9.10 and the system's ``ssh``/``scp``.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,11 +17,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from backendai.signing import signed_headers
 from sessions.models import Session
+
+from .test_tcpproxy_e2e import free_port, running_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,25 +35,8 @@ def ssh_binaries(require):
             "the system ssh and scp (apt-get install openssh-client; scripts/test installs it)")
 
 
-def api(live_stack, keypair, method, target, body=None):
-    headers = signed_headers(keypair.access_key, keypair.secret_key, method, target, live_stack.host,
-                             content_type="application/json" if body is not None else "text/plain")
-    return httpx.request(method, live_stack.url + target, headers=headers,
-                         content=json.dumps(body) if body is not None else None, timeout=90)
-
-
 def ssh_session(live_stack, user, name) -> Session:
-    created = api(live_stack, user.main_keypair, "POST", "/session",
-                  {"image": "bai-test/ssh:1.0", "name": name, "config": {"resources": {"cpu": "0.25", "mem": "128m"}}})
-    assert created.status_code in (200, 201), created.text
-    return live_stack.wait_for(lambda: Session.objects.filter(name=name, status="RUNNING").first(), timeout=90,
-                               what=f"session {name} RUNNING")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return running_session(live_stack, user, name, image="bai-test/ssh:1.0")
 
 
 def client_env(client_bin, live_stack, keypair, home) -> dict:

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from backendai.signing import signed_headers
-from helpers import terminal_read_until, terminal_stdin
+from helpers import logged_in_page, terminal_read_until, terminal_stdin
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -139,15 +139,7 @@ def test_the_session_page_opens_a_terminal_in_the_browser(live_stack, docker_nod
     owner.set_password(password)
     owner.save(update_fields=["password"])
     session = running_session(live_stack, owner, "term-browser", image="bai-test/http:1.0")
-    context = browser.new_context(base_url=live_stack.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    try:
-        page.goto("/ui/login/")
-        page.fill("input[name=username]", owner.email)
-        page.fill("input[name=password]", password)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_load_state("domcontentloaded")
+    with logged_in_page(browser, live_stack.url, owner, password, viewport={"width": 1280, "height": 900}) as page:
         page.goto(f"/ui/sessions/{session.pk}/")
         # one launch button per HTTP app (to the app proxy, in a new tab); the CLI command for TCP apps
         form = page.locator('tr[data-app="web"] form.app-open-form')
@@ -179,8 +171,6 @@ def test_the_session_page_opens_a_terminal_in_the_browser(live_stack, docker_nod
         page.keyboard.type("exit\n")
         page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('exited')")
         assert re.search(r"code 0", page.locator("#terminal-state").inner_text())
-    finally:
-        context.close()
 
 
 def test_a_terminal_on_another_daphne_reaches_the_agent_through_redis(live_stack, docker_node, owner, require,
@@ -248,22 +238,12 @@ def test_an_app_button_opens_the_app_through_the_proxy_in_a_new_tab(live_stack, 
 
     live_stack.wait_for(proxy_up, what="the proxy worker")
     session = running_session(live_stack, owner, "apps-browser", image="bai-test/http:1.0")
-    context = browser.new_context(base_url=live_stack.url)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    try:
-        page.goto("/ui/login/")
-        page.fill("input[name=username]", owner.email)
-        page.fill("input[name=password]", password)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_load_state("domcontentloaded")
+    with logged_in_page(browser, live_stack.url, owner, password) as page:
         page.goto(f"/ui/sessions/{session.pk}/")
-        with context.expect_page() as opened:
+        with page.context.expect_page() as opened:
             page.click('[data-app-open="web"]')
         tab = opened.value
         tab.wait_for_load_state("domcontentloaded")
         assert "bai-test http app" in tab.content(), tab.url
         assert urlsplit(tab.url).port in range(base, base + 10), tab.url  # served by the worker, port mode
         assert page.url.endswith(f"/ui/sessions/{session.pk}/")  # the session page stays where it was
-    finally:
-        context.close()

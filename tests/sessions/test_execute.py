@@ -154,6 +154,8 @@ def test_a_session_that_is_not_running_is_403_and_an_unknown_one_404(owner, node
     (KernelIOError("unknown-run: no run 'r9' in this session"), 400, "invalid-api-params"),
     (KernelIOError("connection to the node lost", lost=True), 503, "service-unavailable"),
     (KernelIOError("agent node-1 did not open the stream in 15s", timeout=True), 503, "service-unavailable"),
+    (KernelIOError("too-many-runs: 64 runs are still running in this session"), 429, "rate-limit-exceeded"),
+    (KernelIOError("too-many-runners: 64 code runners run on this agent"), 503, "service-unavailable"),
 ])
 def test_an_agent_refusal_is_a_clear_problem_and_counts_nothing(owner, node, signed, fake_agent, agent_error,
                                                                status, slug):

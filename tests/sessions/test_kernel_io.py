@@ -209,3 +209,55 @@ def test_http_target_hides_other_users_sessions_as_not_found(owner, outsider, no
     with pytest.raises(APIException) as info:
         http_target(outsider, outsider.main_keypair, session.name)
     assert info.value.status_code == 404
+
+
+class ForgetfulLayer:
+    """A channel layer that, like channels_redis, drops what it buffered for a channel whose receive is
+    cancelled; and records what the stream sends."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.sent: list = []
+        self.receives = 0
+
+    async def new_channel(self):
+        return "specific.test!one"
+
+    async def group_send(self, group, message):
+        self.sent.append(message)
+
+    async def send(self, channel, message):
+        self.sent.append(message)
+
+    async def receive(self, channel):
+        self.receives += 1
+        try:
+            return await self.queue.get()
+        except asyncio.CancelledError:
+            while not self.queue.empty():  # channels_redis: del self.receive_buffer[channel]
+                self.queue.get_nowait()
+            raise
+
+
+def test_a_read_that_times_out_never_cancels_the_layers_receive_so_no_message_is_lost():
+    from sessions.streams import StreamTarget
+
+    async def body():
+        layer = ForgetfulLayer()
+        io = KernelIO(StreamTarget("s", "name", "k", "a"), "download", {}, layer=layer)
+        opening = asyncio.ensure_future(io.open(timeout=5))
+        await asyncio.sleep(0)
+        stream = layer.sent[0]["frame"]["stream"]
+        layer.queue.put_nowait({"type": "stream.opened", "stream": stream, "link": "link!x"})
+        await opening
+        for _ in range(3):
+            with pytest.raises(KernelIOError):
+                await io.read(timeout=0.05)
+        layer.queue.put_nowait({"type": "stream.data", "stream": stream, "data": b"first"})
+        layer.queue.put_nowait({"type": "stream.data", "stream": stream, "data": b"second"})
+        assert await io.read(timeout=1) == b"first"
+        assert await io.read(timeout=1) == b"second"
+        assert layer.receives == 3  # the open, then one receive outliving the three timed-out reads, then one more
+        await io.close()
+
+    asyncio.run(body())

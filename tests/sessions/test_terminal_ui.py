@@ -64,10 +64,21 @@ def test_a_session_not_running_yet_has_a_disabled_terminal_and_no_app_buttons(cl
 
 
 @pytest.mark.django_db
-def test_a_finished_session_has_no_terminal(client, owner, agent):
+def test_a_finished_session_has_no_terminal_and_its_apps_read_closed(client, owner, agent):
     session = session_in(owner, agent, "TERMINATED")
     html = page(client, owner, session)
     assert 'id="terminal"' not in html and "data-app-open" not in html
+    assert "ready (through the app proxy)" not in html and "closed (the session has ended)" in html
+
+
+@pytest.mark.django_db
+def test_a_running_session_whose_agent_is_lost_offers_no_terminal_or_app_buttons(client, owner, agent):
+    session = session_in(owner, agent, "RUNNING")
+    Agent.objects.filter(pk=agent.pk).update(status="LOST")
+    html = page(client, owner, session)
+    assert 'id="terminal-open" disabled' in html and "once the session's agent can be reached again" in html
+    assert "data-app-open" not in html and "backend.ai app" not in html
+    assert "unreachable while the agent is lost" in html and "ready (through the app proxy)" not in html
 
 
 # --- daphne flow control ----------------------------------------------------------------------

@@ -46,12 +46,14 @@ class BackendSettings:
     port_range: tuple[int, int] = (30000, 31000)
     stop_timeout: float = 10.0
     gpus: Sequence[GpuDevice] = field(default_factory=list)
+    runtime_python: str | None = None  # the local backend's code runtime (None: the agent's own Python)
 
     @classmethod
     def from_config(cls, config: Any, gpus: Sequence[GpuDevice] = ()) -> BackendSettings:
         return cls(agent_id=config.agent_id, scratch_root=Path(config.scratch_root), host_address=config.host_address,
                    kernel_host=config.kernel_host, port_range=tuple(config.port_range),
-                   stop_timeout=config.stop_timeout, gpus=list(gpus))
+                   stop_timeout=config.stop_timeout, gpus=list(gpus),
+                   runtime_python=str(config.runtime_python) if getattr(config, "runtime_python", None) else None)
 
 
 def local_address(host: str | None) -> str:

@@ -603,9 +603,9 @@ class LocalBackend(Backend):
         return pty
 
     def runtime(self, kernel_id: str) -> tuple[str, str] | None:
-        """Every local kernel runs code with the agent's own Python (``BAI_AGENT_RUNTIME_PYTHON`` overrides it)."""
+        """Every local kernel runs code with the agent's own Python, or the configured ``runtime_python``."""
         self._running_state(kernel_id)
-        return "python", os.environ.get("BAI_AGENT_RUNTIME_PYTHON") or sys.executable
+        return "python", self.settings.runtime_python or sys.executable
 
     def exec_process(self, kernel_id: str, argv: list[str], env: dict[str, str]) -> ExecProcess:
         self._running_state(kernel_id)

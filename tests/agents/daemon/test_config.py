@@ -166,3 +166,13 @@ def test_a_root_daemon_with_the_local_backend_exits_2_naming_the_option():
                             text=True, timeout=30)
     assert result.returncode == 2
     assert "--local-allow-root" in result.stderr and "root" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_local_runtime_python_comes_from_the_flag_or_variable_and_reaches_the_backend(tmp_path):
+    from agents.daemon.backends.base import BackendSettings
+
+    config, _ = load_config(["--scratch-root", str(tmp_path)], {"BAI_AGENT_RUNTIME_PYTHON": "/opt/py/bin/python3"})
+    assert config.runtime_python == Path("/opt/py/bin/python3")
+    assert BackendSettings.from_config(config).runtime_python == "/opt/py/bin/python3"
+    default, _ = load_config(["--scratch-root", str(tmp_path)], {})
+    assert default.runtime_python is None and BackendSettings.from_config(default).runtime_python is None
