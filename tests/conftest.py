@@ -7,11 +7,19 @@ requests exactly as the official Backend.AI client does.
 from __future__ import annotations
 
 import shutil
+import signal
 
 import pytest
 
 
 from helpers import PASSWORD, STRICT, SignedClient, require  # noqa: F401
+
+# A run started in the background by a non-interactive shell (``nohup .ci/run &``) inherits SIGINT ignored,
+# and so would every process the tests start (an ignored signal survives exec): the official client ends
+# its ``backend.ai app`` tunnel with SIGINT (``session ssh``/``scp``), which then never exits.  Processes
+# started from here get the default disposition again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis: a fixed seed under CI (a run is reproducible and never fails by luck); random locally,
 # where the example database under .hypothesis/ replays what an earlier run found.
