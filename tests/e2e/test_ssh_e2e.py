@@ -15,12 +15,12 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from sessions.models import Session
 
+from .conftest import client_binary
 from .test_tcpproxy_e2e import free_port, running_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -157,20 +157,10 @@ def test_the_official_clients_session_ssh_and_scp_work_end_to_end(live_stack, do
     assert not list((home / ".ssh").glob("id_*")), "the client removes the key it downloaded"
 
 
-# version -> (the variable scripts/test exports, the virtualenv under the checkout), as tests/e2e/conftest.py
-NEWER_CLIENTS = {"24.9.14": ("BACKENDAI_CLIENT24_BIN", ".venv-client-24"),
-                 "26.9.6": ("BACKENDAI_CLIENT26_BIN", ".venv-client-26")}
-
-
 @pytest.mark.parametrize("version", ["24.9.14", "26.9.6"])
 def test_the_newer_official_clients_session_ssh_runs_a_command(live_stack, docker_node, owner, require, ssh_binaries,
                                                                client_dirs, version):
-    variable, venv = NEWER_CLIENTS[version]
-    configured = os.environ.get(variable)
-    if configured == "":  # scripts/test found no Python for it (as the versioned_client fixture)
-        pytest.skip(f"no Python for the official client {version} on this machine")
-    binary = Path(configured or Path(__file__).resolve().parents[2] / venv / "bin" / "backend.ai")
-    require(binary.is_file(), f"the official client {version} at {binary} (scripts/test installs it)")
+    binary = client_binary(version, require)
     ssh_session(live_stack, owner, "ssh-newer")
     cwd, home = client_dirs
     said = run_cli([str(binary), "session", "ssh", "ssh-newer", "-p", str(free_port()), "echo", "hi"], cwd,
