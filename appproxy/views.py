@@ -9,7 +9,7 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from appproxy import services
+from appproxy import gateway
 from backendai.api.errors import BackendAIError
 from sessions import services as session_services
 
@@ -22,7 +22,7 @@ def open_app(request, session_id, app):
     except BackendAIError:
         raise Http404("No such session") from None
     try:
-        result = services.start_service(request.user, session, app)
+        result = gateway.coordinator().start_service(request.user, session, app)
     except BackendAIError as exc:
         messages.error(request, f"Could not open {app}: {exc.msg or exc.error_title}")
         return redirect("ui-sessions:detail", session_id=session.pk)

@@ -8,7 +8,7 @@ Wrappers in front of Django and Channels:
   trusted proxy) or ``X-Real-IP``, and ``scope["scheme"]`` follows
   ``X-Forwarded-Proto``.  From any other peer the headers change nothing.
   Daphne runs WITHOUT ``--proxy-headers`` (which believes any peer).
-* ``BodyLimit`` (http, API paths except streamed transfers: ``/storage/`` and the
+* ``BodyLimit`` (http, API paths except streamed transfers: the
   session file transfers, ``backendai.api.middleware.is_transfer_path``): a body larger
   than ``settings.API_MAX_BODY`` is answered 413 problem+json before Django
   reads it, whether it declared its ``Content-Length`` or grew chunk by chunk.

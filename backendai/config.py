@@ -211,6 +211,43 @@ def _secret_key(env, data_dir: Path) -> str:
     return key
 
 
+STORAGE_PROXY_SECRET_FILE = "storage-proxy-secret"
+APPPROXY_COORDINATOR_SECRET_FILE = "appproxy-coordinator-secret"
+
+
+def _shared_secret(env, data_dir: Path, name: str, filename: str) -> str:
+    """A secret two processes share: the variable ``name``, else generated once into
+    ``<data dir>/<filename>`` (mode 600), which a process started on the same data directory reads too."""
+    raw = _get(env, name)
+    if raw is not None:
+        if len(raw) < 16:
+            raise ConfigError(name, "must be at least 16 characters long")
+        return raw
+    path = data_dir / filename
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+def storage_proxy_secret(env, data_dir: Path) -> str:
+    """The secret the manager and the embedded storage proxy share (the stack hands the file to the
+    proxy with ``--secret-file``)."""
+    return _shared_secret(env, data_dir, "STORAGE_PROXY_SECRET", STORAGE_PROXY_SECRET_FILE)
+
+
+def _appproxy_coordinator_secret(env, data_dir: Path) -> str:
+    """The secret the manager calls the app proxy coordinator's REST API with."""
+    return _shared_secret(env, data_dir, "APPPROXY_COORDINATOR_SECRET", APPPROXY_COORDINATOR_SECRET_FILE)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path
@@ -247,11 +284,18 @@ class Config:
     appproxy_circuit_idle_timeout: int = 3600
     appproxy_setup_token_ttl: int = 120
     appproxy_permit_ttl: int = 604800
+    appproxy_coordinator_url: str | None = None
+    appproxy_coordinator_secret: str = ""
+    appproxy_coordinator_timeout: float = 10.0
     vfolder_root: Path | None = None
-    vfolder_public_url: str | None = None
     vfolder_token_lifetime: int = 3600
     vfolder_max_upload_size: int = 100 * 2**30
     vfolder_clone_timeout: int = 6 * 3600
+    storage_proxy_manager_url: str = "http://127.0.0.1:6022"
+    storage_proxy_client_url: str = "http://127.0.0.1:6021"
+    storage_proxy_secret: str = ""
+    storage_proxy_timeout: float = 10.0
+    storage_proxy_lost_timeout: int = 30
     api_max_body: int = 4 * 2**20
     session_upload_max_size: int = 2**30
     session_upload_max_files: int = 100
@@ -320,11 +364,21 @@ def load(env=None) -> Config:
         appproxy_circuit_idle_timeout=_int(env, "APPPROXY_CIRCUIT_IDLE_TIMEOUT", 3600, minimum=0),
         appproxy_setup_token_ttl=_int(env, "APPPROXY_SETUP_TOKEN_TTL", 120, minimum=5),
         appproxy_permit_ttl=_int(env, "APPPROXY_PERMIT_TTL", 604800, minimum=60),
+        # the app proxy coordinator running on its own (python -m appproxy.coordinator); empty: in-process
+        appproxy_coordinator_url=_url(env, "APPPROXY_COORDINATOR_URL"),
+        appproxy_coordinator_secret=_appproxy_coordinator_secret(env, data_dir),
+        appproxy_coordinator_timeout=_float(env, "APPPROXY_COORDINATOR_TIMEOUT", 10.0, minimum=0.5),
         vfolder_root=_path(env, "VFOLDER_ROOT"),
-        vfolder_public_url=_url(env, "VFOLDER_PUBLIC_URL"),
         vfolder_token_lifetime=_int(env, "VFOLDER_TOKEN_LIFETIME", 3600, minimum=30),
         vfolder_max_upload_size=_size(env, "VFOLDER_MAX_UPLOAD_SIZE", 100 * 2**30),
         vfolder_clone_timeout=_int(env, "VFOLDER_CLONE_TIMEOUT", 6 * 3600, minimum=60),
+        # the embedded storage proxy "local" (docs/vfolders.md): its manager API, the client API URL
+        # clients upload to and download from, and the secret both sides share
+        storage_proxy_manager_url=_url(env, "STORAGE_PROXY_MANAGER_URL") or "http://127.0.0.1:6022",
+        storage_proxy_client_url=_url(env, "STORAGE_PROXY_CLIENT_URL") or "http://127.0.0.1:6021",
+        storage_proxy_secret=storage_proxy_secret(env, data_dir),
+        storage_proxy_timeout=float(_int(env, "STORAGE_PROXY_TIMEOUT", 10, minimum=1, maximum=600)),
+        storage_proxy_lost_timeout=_int(env, "STORAGE_PROXY_LOST_TIMEOUT", 30, minimum=5),
         api_max_body=_size(env, "API_MAX_BODY", 4 * 2**20),
         # files uploaded into a running session's work directory, per request (docs/api.md)
         session_upload_max_size=_size(env, "SESSION_UPLOAD_MAX_SIZE", 2**30),

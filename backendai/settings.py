@@ -250,17 +250,27 @@ CELERY_BEAT_SCHEDULE = {
     "appproxy.sweep": {"task": "appproxy.tasks.sweep_circuits", "schedule": 15.0},
     "vfolders.reconcile": {"task": "vfolders.tasks.reconcile", "schedule": 300.0},
     "vfolders.measure_quota_scopes": {"task": "vfolders.tasks.measure_quota_scopes", "schedule": 3600.0},
+    "vfolders.check_storage_proxies": {"task": "vfolders.tasks.check_storage_proxies", "schedule": 10.0},
     "backendai.reconcile_background_tasks": {"task": "backendai.tasks.reconcile_background_tasks", "schedule": 60.0},
 }
 VFOLDER_ROOT = CONFIG.vfolder_root or DATA_DIR / "vfroot"
-VFOLDER_PUBLIC_URL = CONFIG.vfolder_public_url
 VFOLDER_TOKEN_LIFETIME = CONFIG.vfolder_token_lifetime
 VFOLDER_MAX_UPLOAD_SIZE = CONFIG.vfolder_max_upload_size
 VFOLDER_CLONE_TIMEOUT = CONFIG.vfolder_clone_timeout
+# The embedded storage proxy "local" (vfolders.services.proxies.ensure_default_proxy; docs/vfolders.md)
+STORAGE_PROXY_MANAGER_URL = CONFIG.storage_proxy_manager_url
+STORAGE_PROXY_CLIENT_URL = CONFIG.storage_proxy_client_url
+STORAGE_PROXY_SECRET = CONFIG.storage_proxy_secret
+STORAGE_PROXY_TIMEOUT = CONFIG.storage_proxy_timeout
+STORAGE_PROXY_LOST_TIMEOUT = CONFIG.storage_proxy_lost_timeout
 APPPROXY_WORKER_HEARTBEAT_TIMEOUT = CONFIG.appproxy_worker_heartbeat_timeout
 APPPROXY_CIRCUIT_IDLE_TIMEOUT = CONFIG.appproxy_circuit_idle_timeout
 APPPROXY_SETUP_TOKEN_TTL = CONFIG.appproxy_setup_token_ttl
 APPPROXY_PERMIT_TTL = CONFIG.appproxy_permit_ttl
+# The coordinator as its own process (docs/appproxy.md, "The coordinator on its own"): empty URL: in-process
+APPPROXY_COORDINATOR_URL = CONFIG.appproxy_coordinator_url
+APPPROXY_COORDINATOR_SECRET = CONFIG.appproxy_coordinator_secret
+APPPROXY_COORDINATOR_TIMEOUT = CONFIG.appproxy_coordinator_timeout
 SESSION_SCHEDULED_TIMEOUT = CONFIG.session_scheduled_timeout
 SESSION_PREPARING_TIMEOUT = CONFIG.session_preparing_timeout
 SESSION_TERMINATING_TIMEOUT = CONFIG.session_terminating_timeout
@@ -343,5 +353,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {"django.db.backends": {"level": "INFO"},
                 # login failures and lockouts (with the client address) always reach the log
-                "axes": {"level": "WARNING"}},
+                "axes": {"level": "WARNING"},
+                # one line per storage proxy call (the health check every 10 s) is noise; failures are
+                # logged by vfolders.services.proxy
+                "httpx": {"level": "WARNING"}},
 }

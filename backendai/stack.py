@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import queue
+import shlex
 import signal
 import socket
 import subprocess
@@ -72,6 +73,17 @@ def derived_ports(port: int) -> DerivedPorts:
     return DerivedPorts(f"{agent[0]}-{agent[1]}", f"{proxy[0]}-{proxy[1]}", proxy[1] + 1)
 
 
+#: The embedded storage proxy's two ports (manager API, client API) per web port, in a region of their
+#: own above Linux's ephemeral range: web port ``p`` gets ``STORAGE_REGION[0] + 2 * block`` and the next.
+STORAGE_REGION = (61000, 61000 + 2 * BLOCKS - 1)
+
+
+def storage_ports(port: int) -> tuple[int, int]:
+    """The embedded storage proxy's (manager API port, client API port) for a stack at web ``port``."""
+    base = STORAGE_REGION[0] + 2 * ((port - DEFAULT_PORT) % BLOCKS)
+    return base, base + 1
+
+
 def parse_range(text: str) -> tuple[int, int]:
     """``"LOW-HIGH"`` -> (low, high), both in 1024-65535 (no privileged ports)."""
     from backendai.daemon_options import parse_port_range
@@ -88,6 +100,9 @@ def resolve_ports(args) -> None:
     args.agent_ports = args.agent_ports or derived.agent_ports
     args.proxy_ports = args.proxy_ports or derived.proxy_ports
     args.proxy_api_port = args.proxy_api_port or derived.proxy_api_port
+    manager, client = storage_ports(args.port)
+    args.storage_manager_port = getattr(args, "storage_manager_port", 0) or manager
+    args.storage_client_port = getattr(args, "storage_client_port", 0) or client
 
 
 class PortClaim(NamedTuple):
@@ -105,6 +120,12 @@ def port_claims(args, with_proxy: bool = True) -> list[PortClaim]:
         claims += [PortClaim(range(args.proxy_api_port, args.proxy_api_port + 1), "--proxy-api-port",
                              "the app proxy's setup port"),
                    PortClaim(range(proxy[0], proxy[1] + 1), "--proxy-ports", "the app proxy's app ports")]
+    manager, client = storage_port(args, 0), storage_port(args, 1)
+    claims += [PortClaim(range(manager, manager + 1), "--storage-manager-port", "the storage proxy's manager API"),
+               PortClaim(range(client, client + 1), "--storage-client-port", "the storage proxy's client API")]
+    if getattr(args, "coordinator_port", 0):
+        claims.append(PortClaim(range(args.coordinator_port, args.coordinator_port + 1), "--coordinator-port",
+                                "the app proxy coordinator"))
     return claims
 
 
@@ -186,7 +207,9 @@ def processes(args, euid: int | None = None) -> dict[str, list[str]]:
     url = f"http://127.0.0.1:{args.port}"
     data = Path(args.data_dir)
     derived = derived_ports(args.port)
-    return {
+    coordinator_port = getattr(args, "coordinator_port", 0)
+    coordinator = f"http://127.0.0.1:{coordinator_port}" if coordinator_port else url
+    commands = {
         # terminals and streams stay open as long as they are used (daphne closes websockets after
         # a day by default); the access log goes to a file, the console keeps what matters
         "web": [py, "-m", "daphne", "-b", args.host, "-p", str(args.port), "--websocket_timeout", "-1",
@@ -200,18 +223,49 @@ def processes(args, euid: int | None = None) -> dict[str, list[str]]:
                   "--scaling-group", "default", "--backend", args.agent_backend,
                   "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports or derived.agent_ports,
                   *(["--local-allow-root"] if local_as_root(args, euid) else [])],
+        # the storage proxy: folder files live under <VFOLDER_ROOT>/volume1; clients upload and download
+        # at its client API, the manager reaches its manager API (docs/vfolders.md)
+        "storage": [py, "-m", "storageproxy", "--volume", f"volume1={storage_root(args) / 'volume1'}",
+                    "--manager-host", "127.0.0.1", "--manager-port", str(storage_port(args, 0)),
+                    "--client-host", args.host, "--client-port", str(storage_port(args, 1)),
+                    "--client-url", storage_urls(args)[1]],
         # the app proxy worker: one port per opened app from --proxy-ports, setup links on --proxy-api-port
-        "proxy": [py, "-m", "appproxy.worker", "--coordinator-url", url, "--name", "local-proxy", "--mode", "port",
-                  "--bind-host", args.host, "--advertised-host", "127.0.0.1" if args.host in ("0.0.0.0", "::")
+        "proxy": [py, "-m", "appproxy.worker", "--coordinator-url", coordinator, "--name", "local-proxy",
+                  "--mode", "port", "--bind-host", args.host, "--advertised-host", "127.0.0.1" if args.host in ("0.0.0.0", "::")
                   else args.host, "--port-range", args.proxy_ports or derived.proxy_ports,
                   "--api-port", str(args.proxy_api_port or derived.proxy_api_port),
                   "--heartbeat-interval", "5", "--sync-interval", "10"],
     }
+    if coordinator_port:  # --coordinator-port: the app proxy coordinator as its own process (docs/appproxy.md)
+        commands["coordinator"] = [py, "-m", "appproxy.coordinator", "--host", "127.0.0.1", "--port",
+                                   str(coordinator_port)]
+    return commands
 
 
-START_ORDER = ("web", "worker", "beat", "agent", "proxy")
-# the proxy and the agent first, so they can say goodbye to the web server; the web server last
-STOP_ORDER = (("proxy",), ("agent",), ("beat", "worker"), ("web",))
+def storage_root(args) -> Path:
+    """Where the embedded storage proxy keeps its volumes: ``VFOLDER_ROOT``, else ``<data dir>/vfroot``."""
+    root = os.environ.get("VFOLDER_ROOT")
+    return Path(root).expanduser() if root else Path(args.data_dir) / "vfroot"
+
+
+def storage_port(args, which: int) -> int:
+    """The storage proxy's manager API port (``which`` 0) or client API port (1): the option, else derived."""
+    option = getattr(args, ("storage_manager_port", "storage_client_port")[which], 0)
+    return option or storage_ports(args.port)[which]
+
+
+def storage_urls(args) -> tuple[str, str]:
+    """The embedded storage proxy's (manager API URL, client API URL) as the manager and clients reach them."""
+    manager_port, client_port = storage_port(args, 0), storage_port(args, 1)
+    client_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    return (os.environ.get("STORAGE_PROXY_MANAGER_URL") or f"http://127.0.0.1:{manager_port}",
+            os.environ.get("STORAGE_PROXY_CLIENT_URL") or f"http://{client_host}:{client_port}")
+
+
+START_ORDER = ("storage", "web", "coordinator", "worker", "beat", "agent", "proxy")
+# the proxy and the agent first, so they can say goodbye to the web server; the web server, then the
+# storage proxy last (the web server's folder requests finish first)
+STOP_ORDER = (("proxy",), ("agent",), ("beat", "worker"), ("web", "coordinator"), ("storage",))
 
 
 def local_as_root(args, euid: int) -> bool:
@@ -499,6 +553,13 @@ def forget_metrics(metrics_dir: Path) -> Callable[[int], None]:
 
 # --- the command ------------------------------------------------------------------------------
 
+def storage_secret(data: Path) -> str:
+    """``STORAGE_PROXY_SECRET``, else the one the manager generated into the data dir (``backendai.config``)."""
+    from backendai.config import storage_proxy_secret
+
+    return storage_proxy_secret(os.environ, data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m backendai.stack")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="web server port (default 8091)")
@@ -512,7 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="LOW-HIGH, the ports the app proxy gives opened apps (default: derived from --port)")
     parser.add_argument("--proxy-api-port", type=int, default=0,
                         help="the app proxy's setup port (default: derived from --port)")
+    parser.add_argument("--coordinator-port", type=int, default=0,
+                        help="run the app proxy coordinator as its own process on this port (default: inside the "
+                             "web server)")
+    parser.add_argument("--storage-manager-port", type=int, default=0,
+                        help="the storage proxy's manager API port (default: derived from --port)")
+    parser.add_argument("--storage-client-port", type=int, default=0,
+                        help="the storage proxy's client API port, where clients upload and download "
+                             "(default: derived from --port)")
     parser.add_argument("--check-ports", action="store_true", help="only check that the ports are free, then exit")
+    parser.add_argument("--storage-env", action="store_true",
+                        help="print the STORAGE_PROXY_*_URL settings of this stack as shell exports, then exit")
     supervision = parser.add_argument_group("supervision")
     supervision.add_argument("--restart-limit", type=int, default=5,
                              help="stop the stack when one process fails this many times ... (default 5)")
@@ -534,6 +605,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 1024 <= args.port <= 65535:
         parser.error(f"--port {args.port}: use 1024-65535")
+    if args.coordinator_port and not 1024 <= args.coordinator_port <= 65535:
+        parser.error(f"--coordinator-port {args.coordinator_port}: use 1024-65535")
     resolve_ports(args)
     try:
         for option in ("agent_ports", "proxy_ports"):
@@ -541,6 +614,11 @@ def main(argv=None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     data = Path(args.data_dir)
+    manager_url, client_url = storage_urls(args)
+    if args.storage_env:
+        print(f"export STORAGE_PROXY_MANAGER_URL={shlex.quote(manager_url)} "
+              f"STORAGE_PROXY_CLIENT_URL={shlex.quote(client_url)}")
+        return 0
     proxy_token = data / "proxy-token"
     with_proxy = proxy_token.exists() or args.check_ports
     problems = busy_ports(args, with_proxy)
@@ -561,6 +639,10 @@ def main(argv=None) -> int:
     web_url = f"http://127.0.0.1:{args.port}"
     env = dict(os.environ, BACKEND_DATA_DIR=str(data), PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     env.setdefault("INTERNAL_WEB_URL", web_url)  # the worker's hints reach the web process (backendai.hints)
+    env["STORAGE_PROXY_MANAGER_URL"], env["STORAGE_PROXY_CLIENT_URL"] = manager_url, client_url
+    storage_root(args).joinpath("volume1").mkdir(parents=True, exist_ok=True)
+    if args.coordinator_port:  # the manager's processes reach the separate coordinator over HTTP
+        env["APPPROXY_COORDINATOR_URL"] = f"http://127.0.0.1:{args.coordinator_port}"
     commands = processes(args)
     web_up = threading.Event()
 
@@ -571,9 +653,13 @@ def main(argv=None) -> int:
 
     children = []
     for name in START_ORDER:
+        if name not in commands:  # the coordinator runs on its own only with --coordinator-port
+            continue
         child_env = dict(env)
         if name == "agent":  # the token travels in the environment, never on a command line
             child_env["BAI_AGENT_TOKEN"] = (data / "agent-token").read_text().strip()
+        if name == "storage":  # the secret the manager shares with it, in the environment, never on a command line
+            child_env["BAI_STORAGE_SECRET"] = storage_secret(data)
         if name == "proxy":
             if not proxy_token.exists():
                 console.say(f"no {proxy_token} (populate --proxy-token writes it): running without the app proxy")
@@ -592,7 +678,8 @@ def main(argv=None) -> int:
     if banner:
         console.line("stack", banner[len("[stack ] "):])
     console.say(f"web {web_url}, agent ports {args.agent_ports}, app ports {args.proxy_ports}, "
-                f"app proxy setup port {args.proxy_api_port}; access log {data / 'logs' / 'access.log'}")
+                f"app proxy setup port {args.proxy_api_port}, storage proxy {manager_url} (clients: {client_url}); "
+                f"access log {data / 'logs' / 'access.log'}")
     BeatWatch(supervisor, f"{web_url}/readyz", interval=args.health_interval, grace=args.beat_grace).start()
     status = supervisor.run()
     if supervisor.gave_up:

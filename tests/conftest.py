@@ -127,3 +127,50 @@ def signed(client):
 
 # Docker engine, test images, free ports (tests/docker_support.py)
 from docker_support import docker_client, free_port, make_container, test_images  # noqa: E402,F401
+
+
+# --- the storage proxy (docs/vfolders.md): ONE real ``python -m storageproxy`` per pytest process --------------
+#: The volumes the tests use (``local:<volume>`` hosts), all under one directory of the run.
+TEST_VOLUMES = ("volume1", "volume2", "volume3")
+TEST_STORAGE_SECRET = "test-storage-proxy-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def storage_proxy(tmp_path_factory):
+    """The storage proxy of the run, on free ports, its volumes under ``handle.root`` (``<root>/<volume>``);
+    started the first time a test needs the database."""
+    from storageproxy_support import start_storage_proxy
+
+    root = tmp_path_factory.mktemp("storage") / "vfroot"
+    volumes = {name: root / name for name in TEST_VOLUMES}
+    for path in volumes.values():
+        path.mkdir(parents=True)
+    handle = start_storage_proxy(volumes, TEST_STORAGE_SECRET, extra_args=("--token-lifetime", "3600"))
+    handle.root = root
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(autouse=True)
+def _storage_proxy_settings(request):
+    """Tests that use the database reach the run's storage proxy as the embedded proxy ``local``."""
+    uses_db = request.node.get_closest_marker("django_db") is not None or bool(
+        {"db", "transactional_db", "live_server", "django_db_setup"} & set(request.fixturenames))
+    if not uses_db:
+        yield None
+        return
+    handle = request.getfixturevalue("storage_proxy")
+    settings = request.getfixturevalue("settings")
+    settings.STORAGE_PROXY_MANAGER_URL = handle.manager_url
+    settings.STORAGE_PROXY_CLIENT_URL = handle.client_url
+    settings.STORAGE_PROXY_SECRET = TEST_STORAGE_SECRET
+    settings.VFOLDER_ROOT = handle.root
+    if handle.process is None or handle.process.poll() is not None:  # a test stopped it: back for the next
+        handle.start()
+    for volume in TEST_VOLUMES:  # every test starts with empty volumes, as with a volume of its own
+        for child in (handle.root / volume).iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    yield handle

@@ -36,6 +36,27 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def find_free_block(size: int, host: str = "127.0.0.1", low: int = 45000, high: int = 59000) -> int:
+    """The first port of ``size`` consecutive unused TCP ports on ``host`` (checked, then released)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(low, high - size)
+        socks = []
+        try:
+            for port in range(base, base + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no block of {size} free ports on {host}")
+
+
 @pytest.fixture
 def free_port():
     """``free_port()`` -> an unused 127.0.0.1 TCP port (a new one on each call)."""

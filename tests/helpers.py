@@ -220,3 +220,16 @@ def logged_in_page(browser, base_url: str, user, password: str, timeout: int = 2
         yield page
     finally:
         context.close()
+
+
+def database_url_of_tests() -> str:
+    """The URL of the database the tests run on, for processes the tests start (same database)."""
+    from django.db import connection
+
+    info = connection.settings_dict
+    if connection.vendor == "postgresql":
+        user = info.get("USER") or "postgres"
+        password = f":{info['PASSWORD']}" if info.get("PASSWORD") else ""
+        host, port = info.get("HOST") or "127.0.0.1", info.get("PORT") or 5432
+        return f"postgres://{user}{password}@{host}:{port}/{info['NAME']}"
+    return f"sqlite:///{info['NAME']}"

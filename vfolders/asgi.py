@@ -1,10 +1,11 @@
 """Back-pressure for streamed transfers under daphne.
 
 Daphne hands each ``http.response.body`` message straight to Twisted's send
-buffer and returns at once, so a download read from the disk faster than the
-client takes it piles up in the manager's memory (a 256 MiB file raised the
-peak RSS by ~350 MiB in ``bench/vfolders``).  ``flow_controlled(app)`` wraps an
-ASGI application: for ``/storage/`` responses it registers a Twisted push
+buffer and returns at once, so a download produced faster than the client takes
+it piles up in the manager's memory.  Folder files no longer pass the manager
+(the storage proxy serves them); what still streams through daphne is the session
+file transfers (``backendai.api.middleware.is_transfer_path``).
+``flow_controlled(app)`` wraps an ASGI application: for those responses it registers a Twisted push
 producer on the request (Twisted's public producer API), which Twisted pauses
 when the socket buffer is full and resumes when it drains; ``send`` waits
 while paused.  Memory then stays at a few chunks whatever the file size.
@@ -28,8 +29,6 @@ from backendai.api.middleware import is_transfer_path
 from backendai.streaming import TransferBroken
 
 log = logging.getLogger(__name__)
-
-TRANSFER_PREFIXES = ("/storage/",)  # and the session file transfers: backendai.api.middleware.is_transfer_path
 
 
 class _Gate:

@@ -1,12 +1,12 @@
 """Forms of the folder web UI.  They only shape input; ``vfolders.services`` decides."""
 from django import forms
 
-from vfolders import names
+from storageproxy import names
 from vfolders.models import UsageMode, VFolderPermission
 
 
 def folder_name_validator(value):
-    """``vfolders.names.check_folder_name`` as a form validator (message beside the field)."""
+    """``storageproxy.names.check_folder_name`` as a form validator (message beside the field)."""
     try:
         names.check_folder_name(value)
     except names.InvalidName as exc:

@@ -1,18 +1,54 @@
-"""Storage hosts, virtual folders, per-user permissions, invitations and quota
-scope usage (reference §1.9 and §9).  State changes go through
-``vfolders.services``; disk work through ``vfolders.storage``."""
+"""Storage proxies, storage hosts, virtual folders, per-user permissions, invitations and
+quota scope usage (reference §1.9 and §9).  State changes go through ``vfolders.services``;
+every file operation goes to the storage proxy of the folder's host
+(``vfolders.services.proxy``): the manager never touches folder files itself."""
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 
 class StorageBackend(models.TextChoices):
-    VFS = "vfs", "vfs (a directory tree the manager reaches)"
+    VFS = "vfs", "vfs (a directory tree on the storage proxy's host)"
+    LOOPQUOTA = "loopquota", "loopquota (vfs with per-scope limits enforced by the proxy)"
+
+
+class ProxyStatus(models.TextChoices):
+    UNKNOWN = "", "Not checked yet"
+    ALIVE = "alive", "Alive"
+    LOST = "lost", "Lost"
+
+
+class StorageProxy(models.Model):
+    """A storage proxy daemon (``python -m storageproxy``): the manager reaches its manager API
+    with the shared ``secret``; clients upload to and download from its client API directly.
+    ``vfolders.tasks.check_storage_proxies`` records its health."""
+
+    name = models.CharField(max_length=64, primary_key=True,
+                            help_text="The <proxy> part of its storage hosts' names (<proxy>:<volume>)")
+    manager_url = models.URLField(max_length=512, help_text="Its manager API, e.g. http://127.0.0.1:6022")
+    client_url = models.URLField(
+        max_length=512, help_text="Its client API as clients and browsers reach it, e.g. http://127.0.0.1:6021")
+    secret = models.CharField(max_length=256, help_text="The secret shared with the proxy (never shown back)")
+    ssl_verify = models.BooleanField(default=True, help_text="Verify the manager API's TLS certificate")
+    status = models.CharField(max_length=8, choices=ProxyStatus.choices, default=ProxyStatus.UNKNOWN, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="When it last answered")
+    last_checked = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    volumes = models.JSONField(default=list, blank=True, help_text="What it reported at GET /volumes")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "storage proxy"
+        verbose_name_plural = "storage proxies"
+
+    def __str__(self):
+        return self.name
 
 
 class UsageMode(models.TextChoices):
@@ -103,17 +139,19 @@ def folder_can_move(current: str, new: str) -> bool:
 
 
 class StorageHost(models.Model):
-    """A volume: ``<proxy>:<volume>`` in Backend.AI's naming (``local:volume1``)."""
+    """A volume of a storage proxy: ``<proxy>:<volume>`` in Backend.AI's naming
+    (``local:volume1``); the proxy is the ``StorageProxy`` named by the prefix."""
 
     name = models.CharField(max_length=128, primary_key=True,
                             help_text="<proxy>:<volume>, e.g. local:volume1")
     backend = models.CharField(max_length=16, choices=StorageBackend.choices, default=StorageBackend.VFS)
     path = models.CharField(
         max_length=1024, blank=True,
-        help_text="Where the manager reaches the volume. Empty: <VFOLDER_ROOT>/<volume name>.")
+        help_text="The volume's directory on the proxy's host, as the proxy reports it (kept from its "
+                  "GET /volumes answer; the manager never opens it).")
     mount_path = models.CharField(
         max_length=1024, blank=True,
-        help_text="Where agents see the same directory tree. Empty: the manager's path (agents on this machine).")
+        help_text="Where agents see the same directory tree. Empty: the proxy's path (agents on the proxy's host).")
     capabilities = models.JSONField(default=list, blank=True, help_text='e.g. ["vfolder", "quota"]')
     default_quota = models.BigIntegerField(
         default=-1, help_text="Bytes per quota scope when the resource policy sets none; negative is unlimited.")
@@ -128,20 +166,18 @@ class StorageHost(models.Model):
         return self.name
 
     @property
+    def proxy_name(self) -> str:
+        return self.name.partition(":")[0]
+
+    @property
     def volume_name(self) -> str:
         return self.name.split(":", 1)[-1]
 
     @property
     def root(self) -> Path:
-        """The volume's directory as the manager reaches it."""
-        if self.path:
-            return Path(self.path)
-        base = getattr(settings, "VFOLDER_ROOT", None) or (Path(settings.DATA_DIR) / "vfroot")
-        return Path(base) / self.volume_name
-
-    @property
-    def agent_root(self) -> Path:
-        return Path(self.mount_path) if self.mount_path else self.root
+        """The volume's directory on the proxy's host as the proxy reported it (for mounts on
+        agents that share it and for display; never opened by the manager)."""
+        return Path(self.path)
 
 
 class VFolder(models.Model):
@@ -192,6 +228,11 @@ class VFolder(models.Model):
         return self.ownership_type == OwnershipType.GROUP
 
     @property
+    def vfid(self) -> str:
+        """The folder's id on its storage proxy: ``<quota scope id>/<folder uuid hex>``."""
+        return f"{self.quota_scope_id}/{self.id.hex}"
+
+    @property
     def relative_path(self) -> str:
         """The folder's directory under its host: ``<scope>/<hex[0:2]>/<hex[2:4]>/<hex[4:]>``."""
         kind, _, ident = self.quota_scope_id.partition(":")
@@ -200,11 +241,9 @@ class VFolder(models.Model):
 
     @property
     def path(self) -> Path:
+        """The folder's directory on its proxy's host (the volume path the proxy reported); the
+        manager never opens it (agents see it at ``vfolders.services.mounts.agent_path``)."""
         return self.host.root / self.relative_path
-
-    @property
-    def agent_path(self) -> Path:
-        return self.host.agent_root / self.relative_path
 
     @property
     def owner_label(self) -> str:

@@ -18,7 +18,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from backendai.api.errors import BackendAIError
-from vfolders import services, storage
+from storageproxy import paths
+from vfolders import services
 from vfolders.forms import CreateFolderForm, InviteForm
 from vfolders.models import OwnershipType
 
@@ -95,7 +96,7 @@ def browse(request, folder_id):
             return redirect(_browse_url(folder_id))
         return redirect("ui-vfolders:folders")
     folder = access.folder
-    parts = storage.clean_relpath(listing["path"])
+    parts = paths.clean_relpath(listing["path"])
     crumbs = [{"name": folder.name, "url": _browse_url(folder.pk)}]
     for i in range(len(parts)):
         crumbs.append({"name": parts[i], "url": _browse_url(folder.pk, "/".join(parts[: i + 1]))})
@@ -105,12 +106,16 @@ def browse(request, folder_id):
         entries.append({**item, "path": rel, "modified_at": datetime.fromisoformat(item["modified"]),
                         "url": _browse_url(folder.pk, rel) if item["type"] == "directory" else None})
     context = {
-        "access": access, "folder": folder, "path": storage.display_path(parts), "crumbs": crumbs,
+        "access": access, "folder": folder, "path": paths.display_path(parts), "crumbs": crumbs,
         "entries": entries, "invite_form": InviteForm(auto_id="invite-%s"),
         "grants": services.folder_grants(folder) if access.can_manage else [],
         "upload_chunk": 4 * 2**20,
     }
-    return render(request, "vfolders/browse.html", context)
+    response = render(request, "vfolders/browse.html", context)
+    origin = services.client_origin(folder.host)
+    if origin:  # the upload script sends the bytes to the storage proxy's client API directly
+        response._csp_update = {"connect-src": [origin]}
+    return response
 
 
 def _run(request, folder_id, action, success: str | None = None):
@@ -174,7 +179,6 @@ def request_upload(request, folder_id):
     size = data.get("size")
     try:
         result = services.request_upload(request.user, folder_id.hex, data.get("path"), size,
-                                         base_url=services.public_base_url(request),
                                          keypair=request.user.main_keypair)
     except BackendAIError as exc:
         return JsonResponse({"msg": _error_text(exc), "type": exc.error_type}, status=exc.status_code)
@@ -188,15 +192,12 @@ def download(request, folder_id):
     archive_format = request.GET.get("format") or None
     try:
         result = services.request_download(request.user, folder_id.hex, request.GET.get("path") or ".",
-                                           base_url=services.public_base_url(request),
                                            keypair=request.user.main_keypair, archive_format=archive_format)
     except BackendAIError as exc:
         messages.error(request, _error_text(exc))
         return redirect(_browse_url(folder_id))
     separator = "&" if "?" in result["url"] else "?"
-    query = {"token": result["token"]}
-    if archive_format:
-        query["format"] = archive_format
+    query = {"token": result["token"]}  # the archive format travels in the token
     return HttpResponseRedirect(result["url"] + separator + urlencode(query))
 
 

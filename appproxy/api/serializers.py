@@ -66,3 +66,33 @@ class StartServiceSerializer(serializers.Serializer):
     allowed_client_ips = serializers.JSONField(required=False, allow_null=True, default=None,
                                                help_text="List of IPs/CIDRs (or a comma string).")
     redirect = serializers.CharField(required=False, default="/", max_length=1024, trim_whitespace=False)
+
+
+# --- the coordinator's own REST API (python -m appproxy.coordinator) --------------------------------
+
+class WorkerRegisterByNameSerializer(RegisterSerializer):
+    """``POST /workers/register``: today's register payload plus the worker's name."""
+
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", max_length=64,
+                                  error_messages={"invalid": "1-64 letters, digits, '.', '_' or '-'"})
+
+
+class RouteCreateSerializer(serializers.Serializer):
+    """``POST /routes``: a session's app, opened for ``user_id`` (default: the session's owner)."""
+
+    session_id = serializers.UUIDField()
+    app = serializers.CharField(max_length=64)
+    user_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False, allow_null=True, default=None)
+    envs = JSONObjectField(required=False, allow_null=True, default=None)
+    arguments = JSONObjectField(required=False, allow_null=True, default=None)
+    open_to_public = serializers.BooleanField(required=False, allow_null=True, default=None)
+    allowed_client_ips = serializers.JSONField(required=False, allow_null=True, default=None,
+                                               help_text="List of IPs/CIDRs (or a comma string).")
+    redirect = serializers.CharField(required=False, default="/", max_length=1024, trim_whitespace=False)
+
+
+class RouteFilterSerializer(serializers.Serializer):
+    session_id = serializers.UUIDField(required=False)
+    worker_id = serializers.UUIDField(required=False)
+    reason = serializers.CharField(max_length=64, required=False, default="session-ended")

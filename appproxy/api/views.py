@@ -6,7 +6,7 @@
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from appproxy import services
+from appproxy import gateway, services
 from appproxy.api.authentication import WorkerTokenAuthentication, IsWorker
 from appproxy.api.serializers import (HeartbeatSerializer, RedeemSetupSerializer, RegisterSerializer,
                                       StartServiceSerializer)
@@ -71,7 +71,7 @@ class StartServiceView(APIView):
         owner = request.query_params.get("owner_access_key") or (
             request.data.get("owner_access_key") if isinstance(request.data, dict) else None)
         session = session_services.get_session(request.user, request.auth, name, owner)
-        result = services.start_service(
+        result = gateway.coordinator().start_service(
             request.user, session, data["app"], port=data.get("port"), envs=data.get("envs"),
             arguments=data.get("arguments"), open_to_public=data.get("open_to_public"),
             allowed_client_ips=data.get("allowed_client_ips"), redirect=data.get("redirect") or "/")

@@ -12,6 +12,7 @@
 * ``setup_links`` — one-time setup links (issued here, redeemed once by a worker);
 * ``launch`` — opening an app for a user (``start_service``) and the web UI's form targets;
 * ``sweeps`` — the periodic convergence pass;
+* ``routes`` — the coordinator's own REST API (workers by id, routes for the manager);
 * ``timeouts`` and ``exceptions`` — the clocks and the problems answered.
 
 Every state change of workers and circuits goes through this package; REST and
@@ -31,6 +32,9 @@ from appproxy.services.exceptions import (AppNotReady, SessionNotRunning, SetupT
 from appproxy.services.launch import SERVICE_READY, form_targets, start_service
 from appproxy.services.placement import allocate_port, pick_worker
 from appproxy.services.revisions import recompute_occupancy
+from appproxy.services.routes import (delete_route, delete_session_routes, get_route, get_worker_by_id,
+                                     heartbeat_worker, list_routes, list_workers, open_route, register_worker,
+                                     route_json, show_worker, stale_workers, worker_health)
 from appproxy.services.serialise import circuit_json, frontend_url, worker_json
 from appproxy.services.setup_links import issue_setup, redeem_setup_token
 from appproxy.services.sweeps import (collect_idle_circuits, prune_setup_tokens, prune_tombstones, retarget_circuits,
@@ -46,7 +50,9 @@ from appproxy.services.workers import (AUTHORITY_RE, circuit_table, heartbeat, m
 __all__ = [
     "AUTHORITY_RE", "EDITABLE", "LIVE_SESSION", "MAX_ACCESS_REPORTS", "PROTOCOL_MAP", "SERVICE_READY", "TOKEN_PREFIX",
     "AppNotReady", "CircuitTombstone", "SessionNotRunning", "SetupTokenInvalid", "SetupTokenUsed",
-    "WorkerNotAvailable", "allocate_port", "check_token_allows", "circuit_json", "circuit_table",
+    "WorkerNotAvailable", "allocate_port", "delete_route", "delete_session_routes", "get_route", "get_worker_by_id",
+    "heartbeat_worker", "list_routes", "list_workers", "open_route", "register_worker", "route_json", "show_worker",
+    "stale_workers", "worker_health", "check_token_allows", "circuit_json", "circuit_table",
     "collect_idle_circuits", "create_circuit", "form_targets", "frontend_url", "hash_token", "heartbeat",
     "heartbeat_timeout", "hint_worker", "idle_timeout", "issue_setup", "issue_token", "kernel_host", "main_kernel",
     "mark_lost_workers", "normalize_ips", "permit_ttl", "pick_worker", "prune_setup_tokens", "prune_tombstones",

@@ -1,4 +1,9 @@
-"""HTTP client for the coordinator's worker API (``/appproxy-api/v1/workers/<name>...``)."""
+"""HTTP client for the coordinator's worker API (``/appproxy-api/v1/workers/<name>...``).
+
+Registration goes to ``POST /workers/register`` (the coordinator's REST API, served by
+``python -m appproxy.coordinator``), and to ``PUT /appproxy-api/v1/workers/<name>`` where that
+path is unknown (404/405: a manager running the coordinator in-process); both are idempotent
+and answer the same keys."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +15,7 @@ from . import __version__
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/appproxy-api/v1/workers"
+REGISTER_PATH = "/workers/register"
 
 
 class CoordinatorError(Exception):
@@ -35,6 +41,7 @@ class CoordinatorRejected(CoordinatorError):
 class CoordinatorClient:
     def __init__(self, base_url: str, token: str, name: str, timeout: float = 10.0):
         self.name = name
+        self._register_by_post: bool | None = None  # None: not tried yet
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"appproxy-worker/{__version__}",
@@ -44,7 +51,9 @@ class CoordinatorClient:
         await self._client.aclose()
 
     async def _call(self, method: str, path: str, **kwargs) -> Any:
-        url = f"{API_PREFIX}/{self.name}{path}"
+        return await self._request(method, f"{API_PREFIX}/{self.name}{path}", **kwargs)
+
+    async def _request(self, method: str, url: str, **kwargs) -> Any:
         try:
             response = await self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
@@ -69,7 +78,22 @@ class CoordinatorClient:
             raise CoordinatorRejected(f"{method} {url}: the answer is not JSON") from None
 
     async def register(self, payload: dict) -> dict:
-        return await self._call("PUT", "", json={**payload, "version": __version__})
+        body = {**payload, "version": __version__}
+        if self._register_by_post is not False:
+            try:
+                answer = await self._request("POST", REGISTER_PATH, json={**body, "name": self.name})
+            except CoordinatorError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                log.info("worker %s: %s is not served here: registering with PUT %s/%s", self.name, REGISTER_PATH,
+                         API_PREFIX, self.name)
+                self._register_by_post = False
+            else:
+                if not self._register_by_post:
+                    log.info("worker %s: registered through POST %s", self.name, REGISTER_PATH)
+                self._register_by_post = True
+                return answer
+        return await self._call("PUT", "", json=body)
 
     async def heartbeat(self, circuits: dict[str, float], failed_ports: list[int]) -> dict:
         return await self._call("POST", "/heartbeat", json={"circuits": circuits, "failed_ports": failed_ports})

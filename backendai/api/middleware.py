@@ -35,8 +35,6 @@ OVERRIDABLE_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS
 #: Accepted in requests but not announced: the v9 differences are not all served yet.
 NEWER_ACCEPTED_VERSIONS = ("v9.20250722",)
 ACCEPTED_API_VERSIONS = frozenset(signing.API_VERSIONS + NEWER_ACCEPTED_VERSIONS)
-#: streamed file transfers (tus uploads, ranged downloads) have their own size rules
-TRANSFER_PREFIXES = ("/storage/",)
 #: Session file transfers (``sessions.api.files_views``): streamed, with their own size limit
 #: (``SESSION_UPLOAD_MAX_SIZE``), also under the session-mode ``/func/`` prefix; and the web UI's
 #: file download (``sessions.files_ui``).
@@ -45,8 +43,9 @@ SESSION_TRANSFER = re.compile(r"^(?:(?:/func)?/session/[^/]+/(?:upload|download|
 
 
 def is_transfer_path(path: str) -> bool:
-    """A streamed transfer: its body is not an API body (no ``API_MAX_BODY``), its response may be large."""
-    return path.startswith(TRANSFER_PREFIXES) or SESSION_TRANSFER.match(path) is not None
+    """A streamed transfer: its body is not an API body (no ``API_MAX_BODY``), its response may be large.
+    (Folder files never pass the manager: clients send and fetch them at the storage proxy.)"""
+    return SESSION_TRANSFER.match(path) is not None
 
 
 def is_api_path(path: str) -> bool:

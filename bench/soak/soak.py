@@ -433,13 +433,13 @@ def transfer(api: Api, folder: str, path: str, size: int, limits: Limits) -> Non
         target = ticket["url"] + ("&" if "?" in ticket["url"] else "?") + "token=" + ticket["token"]
         upload = http.patch(target, content=payload, headers={
             "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-        api.recorder.http("PATCH", "/storage/upload", upload.status_code, upload.content)
+        api.recorder.http("PATCH", "storage-proxy /upload", upload.status_code, upload.content)
         if upload.status_code != 204:
             raise OpError(f"upload {upload.status_code}", upload.text[:300], problem=upload.status_code != 503)
         ticket = api.json("POST", f"/folders/{folder}/request-download", {"path": path})
         target = ticket["url"] + ("&" if "?" in ticket["url"] else "?") + "token=" + ticket["token"]
         download = http.get(target)
-        api.recorder.http("GET", "/storage/download", download.status_code,
+        api.recorder.http("GET", "storage-proxy /download", download.status_code,
                           download.content if download.status_code >= 500 else b"")
         if download.status_code != 200:
             raise OpError(f"download {download.status_code}", download.text[:300],

@@ -12,7 +12,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["backendai", "accounts", "agents", "vfolders", "sessions", "appproxy"]
+PACKAGES = ["backendai", "accounts", "agents", "vfolders", "sessions", "appproxy", "storageproxy"]
 LINT = Path(sys.executable).with_name("lint-imports")
 
 
@@ -57,6 +57,12 @@ def test_an_unchanged_copy_keeps_the_contracts(copy_of_the_project):
     pytest.param("agents/daemon/agent.py", "\nimport django.conf  # noqa\n",
                  "agents.daemon is not allowed to import django", "agents.daemon.agent -> django",
                  id="django in the agent daemon"),
+    pytest.param("storageproxy/fs.py", "\nimport backendai.signing  # noqa\n",
+                 "storageproxy is not allowed to import backendai", "storageproxy.fs -> backendai.signing",
+                 id="the storage proxy importing a manager package"),
+    pytest.param("vfolders/models.py", "\nfrom storageproxy import fs as _fs  # noqa\n",
+                 "vfolders is not allowed to import storageproxy.fs", "vfolders.models -> storageproxy.fs",
+                 id="the manager importing the storage proxy's disk code"),
 ])
 def test_it_refuses_a_wrong_import(copy_of_the_project, path, line, refusal, chain):
     append(copy_of_the_project / path, line)

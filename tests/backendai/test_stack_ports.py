@@ -156,4 +156,29 @@ def test_the_second_stacks_options_move_every_port(tmp_path):
     assert commands["proxy"][commands["proxy"].index("--port-range") + 1] == "40010-40019"
     assert commands["proxy"][commands["proxy"].index("--api-port") + 1] == "40020"
     assert [c.option for c in stack.port_claims(args)] == ["--port", "--agent-ports", "--proxy-api-port",
-                                                           "--proxy-ports"]
+                                                           "--proxy-ports", "--storage-manager-port",
+                                                           "--storage-client-port"]
+
+
+def test_the_storage_proxys_ports_are_derived_checked_and_named_with_their_options(tmp_path):
+    port = free_stack_port(tmp_path)
+    manager, client = stack.storage_ports(port)
+    assert (manager, client) == (stack.STORAGE_REGION[0] + 2 * ((port - 8091) % stack.BLOCKS), manager + 1)
+    assert stack.storage_ports(8091) == (61000, 61001) and stack.storage_ports(8092) == (61002, 61003)
+    assert all(stack.STORAGE_REGION[0] <= p <= stack.STORAGE_REGION[1] <= 65535
+               for p in (*stack.storage_ports(8091 + stack.BLOCKS - 1), *stack.storage_ports(1024)))
+    with listening(client):
+        done = run_stack(["--port", str(port), "--check-ports"], tmp_path)
+    assert done.returncode == 1
+    assert f"port {client} (the storage proxy's client API) is already in use" in done.stderr
+    assert "--storage-client-port (or another --port)" in done.stderr
+    args = args_for(tmp_path, port)
+    command = stack.processes(args, euid=1000)["storage"]
+    assert command[:3] == [sys.executable, "-m", "storageproxy"]
+    assert command[command.index("--manager-port") + 1] == str(manager)
+    assert command[command.index("--client-port") + 1] == str(client)
+    assert command[command.index("--volume") + 1] == f"volume1={tmp_path / 'vfroot' / 'volume1'}"
+    assert "--secret" not in command  # the secret travels in the environment
+    exported = run_stack(["--port", str(port), "--storage-env"], tmp_path)
+    assert exported.stdout.strip() == (f"export STORAGE_PROXY_MANAGER_URL=http://127.0.0.1:{manager} "
+                                       f"STORAGE_PROXY_CLIENT_URL=http://127.0.0.1:{client}")

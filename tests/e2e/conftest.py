@@ -267,16 +267,9 @@ def _free_port() -> int:
 
 
 def _test_database_url() -> str:
-    from django.db import connection
+    from helpers import database_url_of_tests
 
-    settings_dict = connection.settings_dict
-    if connection.vendor == "postgresql":
-        user = settings_dict.get("USER") or "postgres"
-        password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
-        host = settings_dict.get("HOST") or "127.0.0.1"
-        port = settings_dict.get("PORT") or 5432
-        return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
-    return f"sqlite:///{settings_dict['NAME']}"
+    return database_url_of_tests()
 
 
 class LiveStack:
@@ -430,6 +423,10 @@ def live_stack(transactional_db, tmp_path, live_stack_env):
         env.pop("REDIS_URL", None)
     # hints from the worker reach the web process with in-memory channel layers (backendai.hints)
     env["INTERNAL_WEB_URL"] = f"http://127.0.0.1:{port}"
+    # the run's storage proxy (tests/conftest.py) is the embedded proxy "local" of these processes too
+    env.update(STORAGE_PROXY_MANAGER_URL=settings.STORAGE_PROXY_MANAGER_URL,
+               STORAGE_PROXY_CLIENT_URL=settings.STORAGE_PROXY_CLIENT_URL,
+               STORAGE_PROXY_SECRET=settings.STORAGE_PROXY_SECRET)
     env.update(live_stack_env)
     env = {k: v for k, v in env.items() if v is not None}  # None in live_stack_env: unset that variable
     stack = LiveStack(data_dir, env, port)

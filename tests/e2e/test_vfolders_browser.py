@@ -30,8 +30,11 @@ def create_folder(page, name):
     expect(page.locator("#breadcrumbs")).to_contain_text(name)
 
 
-def test_create_upload_see_and_download_a_file(make_user, login, page, tmp_path):
+def test_create_upload_see_and_download_a_file(make_user, login, page, tmp_path, storage_proxy):
     from vfolders.models import VFolder
+
+    sent = []  # every request carrying file bytes: to the storage proxy, none to the manager
+    page.on("request", lambda request: sent.append(request.url) if request.method in ("PATCH", "PUT") else None)
 
     user = make_user("browser-folders@example.com")
     login(user)
@@ -46,6 +49,7 @@ def test_create_upload_see_and_download_a_file(make_user, login, page, tmp_path)
     row = page.locator('#file-table tr[data-name="photo.bin"]')
     expect(row).to_be_visible(timeout=30_000)
     assert (folder.path / "photo.bin").read_bytes() == payload
+    assert sent and all(url.startswith(storage_proxy.client_url + "/upload?token=") for url in sent)
 
     page.goto("/ui/folders/")
     expect(page.locator('#my-folders tr[data-folder="holiday"]')).to_be_visible()
@@ -57,7 +61,7 @@ def test_create_upload_see_and_download_a_file(make_user, login, page, tmp_path)
     assert saved.read_bytes() == payload
 
 
-def test_an_upload_survives_a_dropped_connection(make_user, login, page, tmp_path):
+def test_an_upload_survives_a_dropped_connection(make_user, login, page, tmp_path, storage_proxy):
     from vfolders.models import VFolder
 
     user = make_user("browser-resume@example.com")
@@ -81,7 +85,7 @@ def test_an_upload_survives_a_dropped_connection(make_user, login, page, tmp_pat
                 return
         route.continue_()
 
-    page.route("**/storage/upload?**", flaky)
+    page.route(storage_proxy.client_url + "/upload?**", flaky)
     page.set_input_files("#upload-files", str(source))
     page.click("#upload-button")
     expect(page.locator("#upload-progress")).to_contain_text("Connection lost", timeout=15_000)

@@ -19,15 +19,10 @@ BATCH = {"image": "bai-test/batch:1.0", "type": "batch", "enqueueOnly": True,
 
 @pytest.fixture
 def storage(live_stack):
-    """The default host at an explicit path, so the test and the server agree on it."""
+    """The default host on the run's storage proxy: agents mount the volume path it reports."""
     from vfolders import services
-    from vfolders.models import StorageHost
 
-    host = services.ensure_default_storage_host()
-    root = live_stack.data_dir / "vfroot" / "volume1"
-    root.mkdir(parents=True, exist_ok=True)
-    StorageHost.objects.filter(pk=host.pk).update(path=str(root))
-    return root
+    return services.ensure_default_storage_host().root
 
 
 
@@ -50,7 +45,7 @@ def run_batch(live_stack, keypair, name, command, mounts, **config):
 
 
 def test_a_batch_session_writes_into_a_mounted_folder_and_the_owner_downloads_it(
-        live_stack, storage, docker_node, owner, member):
+        live_stack, storage, docker_node, owner, member, settings):
     from vfolders import services
 
     folder = services.create_folder(owner, name="results")
@@ -65,7 +60,7 @@ def test_a_batch_session_writes_into_a_mounted_folder_and_the_owner_downloads_it
     ticket = api(live_stack, owner.main_keypair, "POST", "/folders/results/request-download", {"path": "out.txt"})
     assert ticket.status_code == 200, ticket.text
     url = ticket.json()["url"]
-    assert url.startswith(live_stack.url)
+    assert url == settings.STORAGE_PROXY_CLIENT_URL + "/download"  # the bytes come from the storage proxy
     downloaded = httpx.get(url, params={"token": ticket.json()["token"]}, timeout=30)
     assert downloaded.status_code == 200 and downloaded.headers["Content-Length"] == "21"
     assert downloaded.content == b"written-by-a-session\n"

@@ -1,7 +1,8 @@
 """The session page's "Run code" card and its console view (``sessions.execute_ui``): shown for
 images with a Python runtime only, POSTed with the login cookie and the CSRF token, the same
-checks as ``POST /session/{s}``; the agent is faked at ``sessions.execution.execute`` (the real
-chain is in ``test_execute.py`` and ``tests/e2e/test_execute_client.py``)."""
+checks as ``POST /session/{s}``; the code runs in the agent's real runner in a local kernel, reached
+through ``InProcessKernelIO`` (``kernel_io_support``, as in ``test_execute.py``; the link end to
+end: ``tests/e2e/test_execute_client.py``)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ from django.urls import reverse
 from agents.models import Image
 from sessions.models import Session
 
-from .test_execute import _in_memory_layer, fake_agent  # noqa: F401 - fixtures
+from .kernel_io_support import backend, kernel_io  # noqa: F401 - fixtures
+from .test_execute import _in_memory_layer, live  # noqa: F401 - fixtures
 from .test_terminal_consumers import node, running_session  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,11 +57,12 @@ def test_the_card_shows_only_for_an_image_with_a_python_runtime(owner, node):
     assert 'id="execute"' in html and console(session) in html and "sessions/execute.js" in html
 
 
-def test_the_console_runs_code_with_the_cookie_and_csrf_token(owner, node, fake_agent):
-    session = running_session(owner, "uiexec2")
+def test_the_console_runs_code_with_the_cookie_and_csrf_token(owner, node, live):  # noqa: F811
+    session = live(owner, "uiexec2")
     client = browser(owner)
     token = csrf_of(client, session)
-    body = json.dumps({"mode": "query", "runId": None, "code": "print(1)"})
+    body = json.dumps({"mode": "query", "runId": None,
+                       "code": 'import os\nprint("ran in", os.environ["BACKENDAI_KERNEL_ID"])'})
     response = client.post(console(session), body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
     assert response.status_code == 200, response.content
     result = response.json()["result"]
@@ -67,7 +70,8 @@ def test_the_console_runs_code_with_the_cookie_and_csrf_token(owner, node, fake_
     assert Session.objects.get(pk=session.pk).num_queries == 1
 
 
-def test_the_console_refuses_no_csrf_token_a_bad_mode_and_someone_elses_session(owner, outsider, node, fake_agent):
+def test_the_console_refuses_no_csrf_token_a_bad_mode_and_someone_elses_session(owner, outsider, node,  # noqa: F811
+                                                                                  kernel_io):  # noqa: F811
     session = running_session(owner, "uiexec3")
     body = json.dumps({"mode": "query", "runId": "r1", "code": "print(1)"})
     assert browser(owner).post(console(session), body, content_type="application/json").status_code == 403
@@ -80,4 +84,4 @@ def test_the_console_refuses_no_csrf_token_a_bad_mode_and_someone_elses_session(
     stranger_token = csrf_of(stranger, session)
     foreign = stranger.post(console(session), body, content_type="application/json", HTTP_X_CSRFTOKEN=stranger_token)
     assert foreign.status_code == 404
-    assert fake_agent.calls == [] and Session.objects.get(pk=session.pk).num_queries == 0
+    assert kernel_io == [] and Session.objects.get(pk=session.pk).num_queries == 0  # no stream was opened

@@ -1,8 +1,8 @@
 """Files in a running session through the API: ``upload``, ``download``, ``download_single``, ``files``.
 
-The agent's side runs in process: ``sessions.files`` talks to a stand-in for
-``KernelIO`` that calls the real openers of ``agents.daemon.files`` on a real
-local-backend kernel (its work directory under ``tmp_path``) whose id is the
+The agent's side runs in process: ``sessions.files`` talks to ``InProcessKernelIO``
+(``kernel_io_support``), which calls the real openers of ``agents.daemon.files`` on a
+real local-backend kernel (its work directory under ``tmp_path``) whose id is the
 session's main kernel id.  The link itself is covered by ``test_kernel_io`` and
 end to end by ``tests/e2e/test_session_files_e2e.py``.
 """
@@ -20,105 +20,24 @@ from urllib.parse import quote
 import pytest
 
 from agents.daemon import files as agent_files
-from agents.daemon.backends.base import BackendSettings, KernelError
-from agents.daemon.backends.local import LocalBackend
-from agents.protocol import CHUNK, KernelSpec
+from agents.protocol import CHUNK
 from helpers import slug
 from permission_matrix import Case, World, check, params
-from sessions import files as files_service
 from sessions.kernel_io import KernelIOError
 from sessions.models import Session
 
+from .kernel_io_support import InProcessKernelIO, backend, kernel_io, start_local_kernel  # noqa: F401 - fixtures
 from .test_terminal_consumers import node, running_session  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
-OPENERS = {"files": agent_files.open_files, "download": agent_files.open_download, "upload": agent_files.open_upload}
 OWNER_ONLY = {"owner": 200, "member": 404, "outsider": 404, "foreign_admin": 404, "superadmin": 200}
-
-
-class InProcessKernelIO:
-    """``KernelIO``'s calls over the agent's real openers, without a link."""
-
-    def __init__(self, backend, target, kind, fields):
-        self.backend, self.target, self.kind = backend, target, kind
-        self.frame = {"type": "stream.open", "kind": kind, "kernel_id": target.kernel_id, **fields}
-        self.endpoint = None
-        self.ended = False
-        self.exit_code = None
-
-    async def open(self, timeout=None):
-        try:
-            self.endpoint = OPENERS[self.kind](self.backend, self.target.kernel_id, json.loads(json.dumps(self.frame)))
-        except KernelError as exc:
-            raise KernelIOError(str(exc)) from None
-        return self
-
-    async def write(self, data):
-        try:
-            self.endpoint.write(data)
-        except OSError:
-            self.ended = True
-            raise KernelIOError(f"the {self.kind} stream ended before it took all the data") from None
-
-    async def eof(self):
-        self.endpoint.write_eof()
-
-    async def read(self, timeout=None):
-        data = self.endpoint.read(CHUNK)
-        if not data:
-            self.ended, self.exit_code = True, self.endpoint.exit_code()
-            return None
-        return data
-
-    async def read_all(self, limit, timeout=None):
-        parts = []
-        while (chunk := await self.read(timeout)) is not None:
-            parts.append(chunk)
-        return b"".join(parts)
-
-    async def close(self):
-        if self.endpoint is not None and not self.ended:
-            self.endpoint.close()
-
-
-@pytest.fixture
-def backend(tmp_path):
-    backend = LocalBackend(BackendSettings(agent_id="node-1", scratch_root=tmp_path / "scratch",
-                                           port_range=(31400, 31420), stop_timeout=2))
-    yield backend
-    for state in backend.list_kernels():
-        backend.stop(state.kernel_id, "test-cleanup")
-
-
-@pytest.fixture
-def kernel_io(backend, monkeypatch):
-    opened = []
-
-    def make(target, kind, fields):
-        io_ = InProcessKernelIO(backend, target, kind, fields)
-        opened.append(io_)
-        return io_
-
-    monkeypatch.setattr(files_service, "_io", make)
-    return opened
-
-
-def start_kernel(backend, session) -> object:
-    """A local kernel for the session's main kernel; returns its work directory."""
-    kernel = session.kernels.get()
-    spec = KernelSpec.from_wire({"kernel_id": str(kernel.pk), "session_id": str(session.pk),
-                                 "image": "local/shell:1.0", "session_type": "interactive",
-                                 "cluster_hostname": "main1", "slots": {"cpu": "1", "mem": str(2**28)},
-                                 "startup_command": None})
-    backend.create(spec)
-    return backend._dir(str(kernel.pk)) / "home" / "work"
 
 
 @pytest.fixture
 def session(owner, node, backend, kernel_io):  # noqa: F811
     session = running_session(owner, name="files")
-    session.work = start_kernel(backend, session)
+    session.work = start_local_kernel(backend, session)
     return session
 
 
@@ -333,7 +252,7 @@ def test_missing_paths_are_404_and_a_directory_is_not_a_single_file(owner, sessi
     assert upload(api, session.name, [("dir", b"x")]).status_code == 400
 
 
-def test_a_session_that_is_not_running_or_unknown_is_refused(owner, session, signed, kernel_io):
+def test_a_session_that_is_not_running_or_unknown_is_refused(owner, session, signed, kernel_io):  # noqa: F811
     api = signed(owner)
     Session.objects.filter(pk=session.pk).update(status="TERMINATED")
     session.kernels.update(status="TERMINATED")

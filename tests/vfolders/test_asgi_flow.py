@@ -49,7 +49,7 @@ def test_a_full_socket_buffer_pauses_the_stream_until_it_drains():
 
     async def main():
         app = flow_controlled(streaming_app)
-        task = asyncio.ensure_future(app({"type": "http", "path": "/storage/download"}, None,
+        task = asyncio.ensure_future(app({"type": "http", "path": "/session/sess1/download"}, None,
                                          partial(daphne_handle_reply, request)))
         for _ in range(20):
             await asyncio.sleep(0)
@@ -70,7 +70,7 @@ def test_other_paths_and_other_servers_pass_through_untouched():
 
     async def main():
         app = flow_controlled(streaming_app)
-        await app({"type": "http", "path": "/storage/download"}, None, plain_send)  # e.g. uvicorn
+        await app({"type": "http", "path": "/session/sess1/download"}, None, plain_send)  # e.g. uvicorn
         request = FakeTwistedRequest()
 
         async def handle(protocol, message):

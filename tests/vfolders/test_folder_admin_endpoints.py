@@ -122,7 +122,7 @@ def test_it_measures_the_volume_of_a_host(signed, superadmin, host):
 
 
 def test_it_reads_the_io_counters_of_the_block_device_holding_the_volume(tmp_path):
-    from vfolders import services
+    from storageproxy import metrics  # the proxy measures its volumes
 
     root = tmp_path / "volume"
     root.mkdir()
@@ -130,13 +130,13 @@ def test_it_reads_the_io_counters_of_the_block_device_holding_the_volume(tmp_pat
     stat_dir = tmp_path / "sys" / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
     stat_dir.mkdir(parents=True)
     (stat_dir / "stat").write_text("  100 0 800 50 40 0 160 20 0 0 0 0 0 0 0 0 0\n")
-    metric = services.measure_volume(root, sample_seconds=0.01, sysfs=tmp_path / "sys")
+    metric = metrics.measure_volume(root, sample_seconds=0.01, sysfs=tmp_path / "sys")
     assert metric["iops_read"] == 0 and metric["io_bytes_write"] == 0 and metric["io_usec_read"] == 0.0
-    assert "iops_read" not in services.measure_volume(root, sample_seconds=0.01, sysfs=tmp_path / "nosys")
+    assert "iops_read" not in metrics.measure_volume(root, sample_seconds=0.01, sysfs=tmp_path / "nosys")
 
 
 def test_it_turns_two_readings_of_the_counters_into_rates():
-    from vfolders.services.volumes import io_rates
+    from storageproxy.metrics import io_rates
 
     # (reads, sectors read, ms reading, writes, sectors written, ms writing)
     rates = io_rates((10, 100, 5, 4, 40, 8), (30, 500, 25, 4, 40, 8), 2.0)

@@ -30,7 +30,7 @@ def folder_rows():
 
 @pytest.mark.parametrize("name", BAD_FOLDER_NAMES)
 def test_the_folder_name_rules_refuse_hostile_names(name):
-    from vfolders import names
+    from storageproxy import names
 
     with pytest.raises(names.InvalidName, match="^new_name: "):
         names.check_folder_name(name, "new_name")
@@ -38,14 +38,14 @@ def test_the_folder_name_rules_refuse_hostile_names(name):
 
 @pytest.mark.parametrize("name", ["data", ".local", "my-data_2", "데이터", "a.b", "x" * 64, "console", "nulls"])
 def test_the_folder_name_rules_accept_ordinary_names(name):
-    from vfolders import names
+    from storageproxy import names
 
     assert names.check_folder_name(name) == name
 
 
 @pytest.mark.parametrize("name", BAD_NEW_FILE_NAMES + ["a/b", "."])
 def test_new_file_names_must_be_one_safe_component(name):
-    from vfolders import names
+    from storageproxy import names
 
     with pytest.raises(names.InvalidName):
         names.check_component(name, new=True)
@@ -53,7 +53,7 @@ def test_new_file_names_must_be_one_safe_component(name):
 
 @pytest.mark.parametrize("name", ["C:evil", "a:stream", "CON", "aux.txt", "trail."])
 def test_existing_names_that_are_only_unsafe_on_windows_can_still_be_referred_to(name):
-    from vfolders import names
+    from storageproxy import names
 
     assert names.split_path(f"sub/{name}") == ("sub", name)
     with pytest.raises(names.InvalidName):
@@ -62,7 +62,7 @@ def test_existing_names_that_are_only_unsafe_on_windows_can_still_be_referred_to
 
 @pytest.mark.parametrize("raw", ["a/b\n", "a /b", "a/ b", "a\u2029b", "a/\x85", "x" * 4097, ("a" * 200 + "/") * 21])
 def test_paths_follow_the_name_rules_in_every_component_and_in_length(raw):
-    from vfolders import names
+    from storageproxy import names
 
     with pytest.raises(names.InvalidName):
         names.split_path(raw)

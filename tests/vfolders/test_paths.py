@@ -121,7 +121,7 @@ def test_a_directory_swapped_for_a_link_after_the_token_is_refused_at_completion
     assert [p for p in (vfroot / "volume1" / ".staging").rglob("*.part")] == []
 
 
-def test_a_download_token_cannot_follow_a_link_planted_later(owner, world, transfers, client):
+def test_a_download_token_cannot_follow_a_link_planted_later(owner, world, transfers):
     folder, outside, other = world
     (folder.path / "swap").mkdir()
     (folder.path / "swap" / "secret.txt").write_bytes(b"harmless")
@@ -130,7 +130,7 @@ def test_a_download_token_cannot_follow_a_link_planted_later(owner, world, trans
     (folder.path / "swap" / "secret.txt").unlink()
     (folder.path / "swap").rmdir()
     os.symlink(outside, folder.path / "swap")
-    resp = client.get(target)
+    resp = t.client.get(target)
     assert resp.status_code == 400 and b"secret" not in resp.content
 
 
@@ -139,14 +139,14 @@ def test_a_download_token_cannot_follow_a_link_planted_later(owner, world, trans
     ("ünïcødé/파일", ("ünïcødé", "파일")),
 ])
 def test_the_lexical_rules_normalise_harmless_spellings(raw, expected):
-    from vfolders.storage import clean_relpath
+    from storageproxy.paths import clean_relpath
 
     assert clean_relpath(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ESCAPES + [None, 5, "x" * 256, "a/" * 2100])
 def test_the_lexical_rules_refuse_everything_else(raw):
-    from vfolders.storage import UnsafePath, clean_relpath
+    from storageproxy.paths import UnsafePath, clean_relpath
 
     with pytest.raises(UnsafePath):
         clean_relpath(raw)

@@ -56,21 +56,20 @@ def test_delete_from_trash_bin_is_purge_by_delete(signed, owner, make_folder):
     assert not folder.path.exists()
 
 
-def test_purge_that_fails_keeps_the_folder_in_the_trash_and_reconcile_finishes_it(owner, make_folder, monkeypatch):
-    from vfolders import services, storage
+def test_purge_that_fails_keeps_the_folder_in_the_trash_and_reconcile_finishes_it(owner, make_folder,
+                                                                                  storage_proxy):
+    from vfolders import services
     from vfolders.models import VFolder
 
     folder = make_folder(owner, "stuck")
     services.move_to_trash(owner, "stuck")
-
-    def broken(path):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(storage, "remove_tree", broken)
-    with pytest.raises(Exception):
-        services.purge(owner, folder.id)
-    assert VFolder.objects.get(pk=folder.pk).status == "delete-error"
-    monkeypatch.undo()
+    storage_proxy.kill()  # the storage proxy cannot remove the files
+    try:
+        with pytest.raises(Exception):
+            services.purge(owner, folder.id)
+    finally:
+        storage_proxy.start()
+    assert VFolder.objects.get(pk=folder.pk).status == "delete-error" and folder.path.is_dir()
     services.purge(owner, folder.id)  # delete-error may be purged again
     assert VFolder.objects.get(pk=folder.pk).status == "delete-complete"
 
@@ -82,22 +81,24 @@ def test_purge_that_fails_keeps_the_folder_in_the_trash_and_reconcile_finishes_i
     assert VFolder.objects.get(pk=other.pk).status == "delete-complete" and not other.path.exists()
 
 
-def test_reconcile_sweeps_abandoned_staged_uploads(owner, make_folder, transfers, vfroot, settings):
+def test_the_storage_proxy_sweeps_abandoned_staged_uploads(owner, make_folder, transfers, vfroot, repoint_proxy):
     import os
     import time
 
-    from vfolders import services
-
     make_folder(owner, "up")
+    repoint_proxy("--token-lifetime", "60", "--sweep-interval", "0.3")
     t = transfers(owner)
     target = t.request_upload("up", "f.bin", 10)
     assert t.patch(target, 0, b"12345").status_code == 204
     parts = list((vfroot / "volume1" / ".staging").rglob("*.part"))
     assert len(parts) == 1
-    assert services.reconcile()["staged_files_swept"] == 0
-    old = time.time() - 3 * services.token_lifetime()
+    time.sleep(1)
+    assert parts[0].exists()  # younger than two token lifetimes: kept
+    old = time.time() - 3 * 60
     os.utime(parts[0], (old, old))
-    assert services.reconcile()["staged_files_swept"] == 1
+    deadline = time.monotonic() + 10
+    while parts[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not parts[0].exists()
 
 

@@ -2,6 +2,7 @@
 form that works on its own."""
 import re
 
+import httpx
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -48,7 +49,7 @@ def test_a_duplicate_or_reserved_name_is_shown_beside_the_field(web, owner, make
     assert resp.status_code == 400 and b"reserved" in resp.content
 
 
-def test_browsing_uploading_downloading_and_organising_files(web, owner, make_folder):
+def test_browsing_uploading_downloading_and_organising_files(web, owner, make_folder, storage_proxy):
     folder = make_folder(owner, "docs")
     base = f"/ui/folders/{folder.id}/"
     resp = web.post(base + "upload/", {"path": ".", "files": [SimpleUploadedFile("a.txt", b"alpha"),
@@ -66,10 +67,10 @@ def test_browsing_uploading_downloading_and_organising_files(web, owner, make_fo
     assert b"docs" in crumbs and b"sub" in crumbs
     assert b'data-name="c.txt"' in page.content
 
-    link = web.get(base + "download/?path=sub/c.txt")
-    assert link.status_code == 302 and link["Location"].startswith("http://testserver/storage/download?token=")
-    file = web.get(link["Location"])
-    assert file.status_code == 200 and b"".join(file.streaming_content) == b"gamma"
+    link = web.get(base + "download/?path=sub/c.txt")  # the browser fetches the file from the storage proxy
+    assert link.status_code == 302 and link["Location"].startswith(storage_proxy.client_url + "/download?token=")
+    file = httpx.get(link["Location"], timeout=10)
+    assert file.status_code == 200 and file.content == b"gamma"
 
     assert web.post(base + "rename-file/", {"path": "sub", "target": "sub/c.txt", "new_name": "d.txt"}
                     ).status_code == 302
@@ -92,18 +93,22 @@ def test_escaping_paths_in_forms_are_reported_and_change_nothing(web, owner, mak
     assert list(folder.path.iterdir()) == []
 
 
-def test_the_upload_script_gets_a_token_from_the_page(web, owner, make_folder):
+def test_the_upload_script_gets_a_token_from_the_page(web, owner, make_folder, storage_proxy):
     folder = make_folder(owner, "docs")
     resp = web.post(f"/ui/folders/{folder.id}/request-upload/", {"path": "x.bin", "size": 3},
                     content_type="application/json")
     assert resp.status_code == 200
     body = resp.json()
-    assert body["url"] == "http://testserver/storage/upload" and body["token"] and body["expires_in"] > 0
+    assert body["url"] == storage_proxy.client_url + "/upload" and body["token"] and body["expires_in"] > 0
     bad = web.post(f"/ui/folders/{folder.id}/request-upload/", {"path": "../x", "size": 3},
                    content_type="application/json")
     assert bad.status_code == 400 and "'..'" in bad.json()["msg"]
     page = web.get(f"/ui/folders/{folder.id}/")
     assert b"vfolders/upload.js" in page.content and b'id="upload-form"' in page.content
+    # the script sends the bytes to the proxy's client API: the page's policy lets it connect there
+    policy = page["Content-Security-Policy"]
+    connect = next(d for d in policy.split(";") if d.strip().startswith("connect-src"))
+    assert storage_proxy.client_url in connect.split() and "'self'" in connect
 
 
 def test_the_trash_restores_and_purges(web, owner, make_folder):

@@ -1,12 +1,12 @@
 """Request shapes of the folder API.  Paths and names are taken verbatim (no
-trimming, no NUL stripping): ``vfolders.names`` decides and explains.  Every
+trimming, no NUL stripping): ``storageproxy.names`` decides and explains.  Every
 field has a type: a wrong one is 400 ``invalid-api-params`` naming the field."""
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backendai import slots
-from vfolders import names
+from storageproxy import names
 from vfolders.models import UsageMode, VFolderPermission
 
 PERMISSIONS = [p.value for p in VFolderPermission]
@@ -14,7 +14,7 @@ PERMISSIONS = [p.value for p in VFolderPermission]
 
 class TextField(serializers.CharField):
     """A string, never a number or a list coerced into one, without control
-    characters (``vfolders.names.bad_character``), kept verbatim."""
+    characters (``storageproxy.names.bad_character``), kept verbatim."""
 
     default_error_messages = {"invalid": "Must be a string."}
 

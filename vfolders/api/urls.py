@@ -4,7 +4,7 @@ folder name (those words are refused as folder names too).  Legacy underscore
 aliases stay out of the OpenAPI schema."""
 from django.urls import path
 
-from vfolders.api import transfer, views
+from vfolders.api import views
 
 F = "folders/<str:name>"
 
@@ -48,6 +48,4 @@ urlpatterns = [
     path(F + "/share", views.ShareView.as_view(), name="vfolder-share"),
     path(F + "/unshare", views.UnshareView.as_view(), name="vfolder-unshare"),
     path(F + "/leave", views.LeaveView.as_view(), name="vfolder-leave"),
-    path("storage/upload", transfer.upload, name="vfolder-storage-upload"),
-    path("storage/download", transfer.download, name="vfolder-storage-download"),
 ]

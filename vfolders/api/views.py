@@ -11,7 +11,6 @@ from backendai.api import errors
 from vfolders import services
 from vfolders.api import serializers as s
 
-
 OBJECT = OpenApiTypes.OBJECT
 
 
@@ -25,10 +24,6 @@ def params(request, serializer_class) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-def base_url(request) -> str:
-    return services.public_base_url(request)
 
 
 class FolderCollectionView(APIView):
@@ -205,17 +200,15 @@ class RequestUploadView(APIView):
     @extend_schema(request=s.RequestUploadSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.RequestUploadSerializer)
-        return Response(services.request_upload(request.user, name, p["path"], p["size"],
-                                                base_url=base_url(request), keypair=request.auth))
+        return Response(services.request_upload(request.user, name, p["path"], p["size"], keypair=request.auth))
 
 
 class RequestDownloadView(APIView):
     @extend_schema(request=s.RequestDownloadSerializer, responses=OBJECT)
     def post(self, request, name):
         p = params(request, s.RequestDownloadSerializer)
-        return Response(services.request_download(request.user, name, p["path"], base_url=base_url(request),
-                                                  archive=p["archive"], keypair=request.auth,
-                                                  archive_format=p.get("format")))
+        return Response(services.request_download(request.user, name, p["path"], archive=p["archive"],
+                                                  keypair=request.auth, archive_format=p.get("format")))
 
 
 class RenameFileView(APIView):

@@ -8,13 +8,15 @@ as ``vfolders.services.<name>``; each concern lives in its own module:
 * ``access``    who sees which folder with what permission (``Access``, ``get_folder``,
   ``list_folders``, ``folder_json``);
 * ``projects``  the project a request names, the projects one may create folders for;
+* ``proxy``     the storage proxies: the manager API client (errors mapped back), their health;
 * ``hosts``     storage hosts and host permissions;
 * ``quota``     quota scopes: limits, bytes on disk, measured usage;
 * ``status``    the one door for a folder's status (``move_status``, checked against
   ``vfolders.models.FOLDER_TRANSITIONS``);
 * ``lifecycle`` create, rename, options, trash, restore, purge, the reconciler;
 * ``files``     listing and changing the files inside a folder;
-* ``transfers`` upload and download tokens, tus uploads, download targets;
+* ``transfers`` upload and download tokens from the storage proxy (clients send and fetch the
+  bytes at the proxy's client API);
 * ``sharing``   invitations, share, unshare, leave, the permissions users have on shared folders;
 * ``ownership`` giving a user folder to another user;
 * ``mounts``    ``container_path`` and ``resolve_mounts`` for new sessions;
@@ -61,19 +63,13 @@ from vfolders.services.cloning import clone_json, reconcile_clones, run_clone, s
 from vfolders.services.config import (
     DEFAULT_HOST_NAME,
     default_host_name,
-    dir_mode,
-    file_mode,
-    max_chunk_size,
     max_upload_size,
-    public_base_url,
     token_lifetime,
-    vfolder_root,
 )
 from vfolders.services.files import (
     check_new_name,
     delete_files,
-    disk_errors,
-    folder_root,
+    display_path,
     list_files,
     make_dirs,
     move_file,
@@ -82,6 +78,7 @@ from vfolders.services.files import (
 from vfolders.services.hosts import (
     all_hosts_info,
     allowed_hosts,
+    ensure_default_proxy,
     ensure_default_storage_host,
     grant_host_permissions,
     host_permissions,
@@ -110,14 +107,15 @@ from vfolders.services.lifecycle import (
     update_options,
 )
 from vfolders.services.listing import folder_by_id, folder_item, folder_page, vfolder_list
-from vfolders.services.mounts import WORK_DIR, container_path, resolve_mounts
+from vfolders.services.mounts import WORK_DIR, agent_path, container_path, resolve_mounts
 from vfolders.services.ownership import change_owner
 from vfolders.services.projects import creatable_projects
+from vfolders.services.proxy import check_all_proxies, check_proxy, client_origin, volume_root
 from vfolders.services.quota import (
     measure_all_scopes,
     measure_scope,
+    push_limit,
     scope_bytes,
-    scope_dirname,
     scope_limit,
     scope_limit_for,
     scope_usage,
@@ -140,22 +138,8 @@ from vfolders.services.sharing import (
     update_invitation,
 )
 from vfolders.services.status import IllegalFolderMove, move_status
-from vfolders.services.transfers import (
-    TOKEN_SALT,
-    DownloadTarget,
-    UploadTarget,
-    download_target,
-    request_download,
-    request_upload,
-    upload_create,
-    upload_file_object,
-    upload_offset,
-    upload_patch,
-    upload_target,
-    upload_terminate,
-)
+from vfolders.services.transfers import request_download, request_upload, token_expires_in, upload_file_object
 from vfolders.services.volumes import (
-    measure_volume,
     performance_metric,
     quota_scope,
     set_quota_scope,
@@ -174,13 +158,12 @@ __all__ = [
     # cloning
     "clone_json", "reconcile_clones", "run_clone", "start_clone",
     # config
-    "DEFAULT_HOST_NAME", "default_host_name", "dir_mode", "file_mode", "max_chunk_size", "max_upload_size",
-    "public_base_url", "token_lifetime", "vfolder_root",
+    "DEFAULT_HOST_NAME", "default_host_name", "max_upload_size", "token_lifetime",
     # files
-    "check_new_name", "delete_files", "disk_errors", "folder_root", "list_files", "make_dirs", "move_file",
+    "check_new_name", "delete_files", "display_path", "list_files", "make_dirs", "move_file",
     "rename_file",
     # hosts
-    "all_hosts_info", "allowed_hosts", "ensure_default_storage_host", "grant_host_permissions", "host_permissions",
+    "all_hosts_info", "allowed_hosts", "ensure_default_proxy", "ensure_default_storage_host", "grant_host_permissions", "host_permissions",
     "hosts_info", "require_host_permission",
     # inputs
     "FOLDER_TYPES", "PERMISSIONS", "RESERVED_VFOLDERS", "ROUTE_NAMES", "USAGE_MODES", "check_text", "name_errors",
@@ -190,13 +173,15 @@ __all__ = [
     # listing and its filter language
     "folder_by_id", "folder_item", "folder_page", "vfolder_list", "parse_filter", "parse_order",
     # mounts
-    "WORK_DIR", "container_path", "resolve_mounts",
+    "WORK_DIR", "agent_path", "container_path", "resolve_mounts",
+    # storage proxies
+    "check_all_proxies", "check_proxy", "client_origin", "volume_root",
     # ownership
     "change_owner",
     # projects
     "creatable_projects",
     # quota
-    "measure_all_scopes", "measure_scope", "scope_bytes", "scope_dirname", "scope_limit", "scope_limit_for",
+    "measure_all_scopes", "measure_scope", "push_limit", "scope_bytes", "scope_limit", "scope_limit_for",
     "scope_usage",
     # sharing
     "MAX_EMAILS", "accept_invitation", "delete_invitation", "folder_grants", "invitation_json",
@@ -205,8 +190,7 @@ __all__ = [
     # status
     "IllegalFolderMove", "move_status",
     # transfers
-    "TOKEN_SALT", "DownloadTarget", "UploadTarget", "download_target", "request_download", "request_upload",
-    "upload_create", "upload_file_object", "upload_offset", "upload_patch", "upload_target", "upload_terminate",
+    "request_download", "request_upload", "token_expires_in", "upload_file_object",
     # volumes and quota scopes
-    "measure_volume", "performance_metric", "quota_scope", "set_quota_scope", "storage_volume", "storage_volume_list", "unset_quota_scope", "volume_info",
+    "performance_metric", "quota_scope", "set_quota_scope", "storage_volume", "storage_volume_list", "unset_quota_scope", "volume_info",
 ]

@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from accounts.models import ProjectMembership, User
 from backendai.api import errors
-from vfolders import names, storage
+from storageproxy import names
 from vfolders.models import (
     ALIVE_STATUSES,
     LISTED_STATUSES,
@@ -20,6 +20,7 @@ from vfolders.models import (
     VFolderGrant,
     VFolderPermission,
 )
+from vfolders.services import proxy
 from vfolders.services.inputs import check_text, parse_uuid
 
 log = logging.getLogger(__name__)
@@ -166,14 +167,11 @@ def require(access: Access, need: str) -> None:
 
 
 def require_usable(folder: VFolder) -> None:
-    """Files of a folder are used only when it is ready (or mounted) and its directory exists."""
+    """Files of a folder are used only when it is ready (or mounted); its storage proxy answers
+    whether its directory exists with each operation."""
     if folder.status not in USABLE_STATUSES:
         raise errors.VFolderOperationFailed(
             f"The folder {folder.name!r} is {folder.status}; files can be used only when it is ready")
-    if not folder.path.is_dir():
-        log.error("the directory of folder %s is missing at %s", folder.pk, folder.path)
-        raise errors.VFolderOperationFailed(
-            f"The directory of the folder {folder.name!r} is missing on the storage host {folder.host_id}")
 
 
 def folder_json(access: Access) -> dict:
@@ -232,7 +230,8 @@ def folder_info(user: User, ref) -> dict:
     """``GET /folders/{x}``: the listing fields plus the file count and bytes used."""
     access = get_folder(user, ref, statuses=LISTED_STATUSES)
     body = folder_json(access)
-    used, files = storage.usage(access.folder.path)
+    answer = proxy.folder_call(access.folder, "GET", "/folder/usage")
+    used, files = int(answer.get("used_bytes") or 0), int(answer.get("file_count") or 0)
     body.update({"numFiles": files, "used_bytes": used, "cur_size": used})
     return body
 

@@ -9,11 +9,12 @@ name), and the source's bytes must fit the caller's quota scope on the target
 host.  Then, in one transaction, the source moves to CLONING (so nothing writes
 to it or clones it again meanwhile) and the target is created in CLONING.
 
-``run_clone`` (what the background task runs) copies the files with
-``vfolders.treecopy`` into a staging directory and publishes them with one
-rename, then moves both folders back to READY.  On any failure the partial copy
-is removed, the target moves to ERROR (its owner deletes it) and the source to
-READY; the error is raised again for the task to report.  ``reconcile_clones``
+``run_clone`` (what the background task runs) asks the storage proxy to copy the
+files (``POST /folder/clone``: the proxy copies into a staging directory, enforces the
+target scope's limit and publishes the copy with one rename, leaving nothing behind on
+a failure), then moves both folders back to READY.  On any failure the target moves to
+ERROR (its owner deletes it) and the source to READY; the error is raised again for the
+task to report.  ``reconcile_clones``
 does the same for clones whose worker died (CLONING longer than
 ``VFOLDER_CLONE_TIMEOUT`` seconds).  Every status change goes through
 ``vfolders.services.status.move_status``."""
@@ -30,13 +31,13 @@ from django.utils import timezone
 from accounts.models import User
 from backendai import bgtasks
 from backendai.api import errors
-from vfolders import storage, treecopy
 from vfolders.models import UsageMode, VFolder, VFolderPermission, VFolderStatus
+from vfolders.services import proxy
 from vfolders.services.access import folders, get_folder, require_usable
 from vfolders.services.hosts import pick_host
 from vfolders.services.inputs import PERMISSIONS, USAGE_MODES, choice, validate_folder_name
 from vfolders.services.lifecycle import create_folder
-from vfolders.services.quota import measure_scope, scope_bytes, scope_limit_for
+from vfolders.services.quota import measure_scope, push_limit, scope_bytes, scope_limit_for
 from vfolders.services.status import move_status
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _check_room(user: User, host, size: int) -> None:
     limit = scope_limit_for(qsid, host)
     if limit < 0:
         return
-    used = scope_bytes(host.root, qsid)
+    used = scope_bytes(host, qsid)
     if used + size > limit:
         raise errors.QuotaExceeded(
             f"The copy needs {size} bytes; the quota scope {qsid} holds {used} of {limit} bytes on {host.name}",
@@ -83,7 +84,7 @@ def start_clone(user: User, ref, *, target_name, target_host=None, usage_mode=Us
     choice(usage_mode, USAGE_MODES, "usage_mode")
     choice(permission, PERMISSIONS, "permission")
     host = pick_host(target_host, user, keypair)
-    size, _ = storage.usage(source.path)
+    size = _used_bytes(source)
     _check_room(user, host, size)
     target = None
     try:
@@ -97,7 +98,11 @@ def start_clone(user: User, ref, *, target_name, target_host=None, usage_mode=Us
             task_id = bgtasks.start(TASK_NAME, TASK_PATH, str(target.pk), str(source.pk), owner=user.pk)
     except BaseException:
         if target is not None:  # its row is rolled back; its (empty) directory must go too
-            storage.remove_tree(target.path)
+            try:
+                proxy.folder_call(target, "POST", "/folder/delete")
+            except errors.BackendAIError as exc:
+                log.error("cannot remove the directory of the clone %s that was not made: %s", target.pk,
+                          exc.msg or exc.error_title)
         raise
     log.info("clone of folder %s (%s) into %s (%s) on %s started by %s (task %s)", source.pk, source.name,
              target.pk, target.name, host.name, user.pk, task_id)
@@ -122,12 +127,16 @@ def clone_json(target: VFolder, task_id) -> dict:
     }
 
 
-def _fail(target: VFolder, source: VFolder, staging) -> None:
-    """Undo a clone that will not finish: no partial copy, target ERROR, source READY."""
+def _used_bytes(folder: VFolder) -> int:
+    answer = proxy.folder_call(folder, "GET", "/folder/usage")
     try:
-        treecopy.discard(staging)
-    except OSError as exc:
-        log.error("cannot remove the partial copy %s of folder %s: %s", staging, target.pk, exc)
+        return int(answer.get("used_bytes") or 0)
+    except (TypeError, ValueError):
+        raise proxy.unavailable(folder.host.proxy_name, "it reported a usage that is not a number") from None
+
+
+def _fail(target: VFolder, source: VFolder) -> None:
+    """Undo a clone that will not finish (the proxy left no partial copy): target ERROR, source READY."""
     with transaction.atomic():
         move_status(target, VFolderStatus.ERROR, expected=[VFolderStatus.CLONING])
         move_status(source, VFolderStatus.READY, expected=[VFolderStatus.CLONING])
@@ -141,36 +150,31 @@ def run_clone(target_id, source_id, progress: Progress | None = None) -> dict:
     if target.status != VFolderStatus.CLONING:
         log.info("clone into folder %s: it is %s, nothing to do", target.pk, target.status)
         return {"bytes": 0, "files": 0}
-    staging = treecopy.staging_path(target.path)
-    limit = scope_limit_for(target.quota_scope_id, target.host)
-    room = None if limit < 0 else max(0, limit - scope_bytes(target.host.root, target.quota_scope_id))
     try:
-        total, _ = storage.usage(source.path)
+        total = _used_bytes(source)
         if progress is not None:
             progress(0, 0, total)
-
-        def report(copied: int, files: int) -> None:
-            if progress is not None:
-                progress(copied, files, total)
-        treecopy.discard(staging)  # a copy a dead worker left behind
-        copied, files = treecopy.copy_tree(source.path, staging, max_bytes=room, progress=report)
-        treecopy.publish(staging, target.path)
-    except storage.TooMuchData as exc:
-        _fail(target, source, staging)
-        raise errors.QuotaExceeded(str(exc)) from None
-    except OSError as exc:
-        log.error("clone of folder %s into %s failed: %s", source.pk, target.pk, exc)
-        _fail(target, source, staging)
-        raise errors.VFolderOperationFailed(f"Copying the files failed: {exc.strerror or exc}") from None
+        push_limit(target.host, target.quota_scope_id, create=True)  # the proxy enforces it while copying
+        answer = proxy.call(proxy.get_proxy(target.host.proxy_name), "POST", "/folder/clone",
+                            {"src_volume": source.host.volume_name, "src_vfid": source.vfid,
+                             "dst_volume": target.host.volume_name, "dst_vfid": target.vfid}, long=True)
+        copied = int(answer.get("bytes") or answer.get("used_bytes") or total)
+        files = int(answer.get("files") or answer.get("file_count") or 0)
+        if progress is not None:
+            progress(copied, files, total)
+    except errors.BackendAIError as exc:
+        log.error("clone of folder %s into %s failed: %s", source.pk, target.pk, exc.msg or exc.error_title)
+        _fail(target, source)
+        raise
     except BaseException:
-        _fail(target, source, staging)
+        _fail(target, source)
         raise
     with transaction.atomic():
         move_status(target, VFolderStatus.READY, expected=[VFolderStatus.CLONING])
         move_status(source, VFolderStatus.READY, expected=[VFolderStatus.CLONING])
     try:
         measure_scope(target.host, target.quota_scope_id)
-    except OSError:
+    except errors.BackendAIError:
         pass
     log.info("cloned folder %s into %s: %d bytes, %d files", source.pk, target.pk, copied, files)
     return {"bytes": copied, "files": files}
@@ -190,7 +194,8 @@ def reconcile_clones(timeout: int | None = None) -> int:
     """Give up clones that will not finish: those whose background task ended without copying
     (cancelled before a worker took it, or failed as unclaimed or stalled by the task
     reconciler) at once, and any still CLONING after ``timeout`` seconds (a worker that died
-    mid-copy).  Targets go to ERROR (their partial copy removed), sources back to READY."""
+    mid-copy).  Targets go to ERROR, sources back to READY (a partial copy is the proxy's to
+    sweep: it publishes a copy only whole)."""
     cutoff = timezone.now() - timedelta(seconds=clone_timeout() if timeout is None else timeout)
     cloning = folders().filter(status=VFolderStatus.CLONING)
     stuck = list(cloning.filter(status_changed__lt=cutoff))
@@ -205,11 +210,6 @@ def reconcile_clones(timeout: int | None = None) -> int:
     for folder in stuck:
         # a target was created CLONING (one history entry) and goes to ERROR; a source goes back to READY
         is_target = len(folder.status_history or []) <= 1
-        if is_target:
-            try:
-                treecopy.discard(treecopy.staging_path(folder.path))
-            except OSError as exc:
-                log.error("cannot remove the partial copy of folder %s: %s", folder.pk, exc)
         if move_status(folder, VFolderStatus.ERROR if is_target else VFolderStatus.READY,
                        expected=[VFolderStatus.CLONING]):
             given_up += 1

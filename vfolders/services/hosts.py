@@ -3,15 +3,16 @@ of domains, projects and keypair policies, and which host a new folder goes to."
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import defaultdict
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts import services as accounts_services
 from accounts.models import Domain, KeypairResourcePolicy, Project, User
 from backendai.api import errors
-from vfolders.models import ALL_HOST_PERMISSIONS, HostPermission, StorageHost
+from vfolders.models import ALL_HOST_PERMISSIONS, HostPermission, StorageHost, StorageProxy
+from vfolders.services import proxy as proxies
 from vfolders.services.config import DEFAULT_HOST_NAME, default_host_name
 from vfolders.services.inputs import check_text
 from vfolders.services.projects import project_for
@@ -29,23 +30,48 @@ def _merge_permissions(current: dict, host: str, permissions) -> tuple[dict, boo
     return merged, True
 
 
-@transaction.atomic
+def ensure_default_proxy() -> StorageProxy:
+    """The embedded storage proxy ``local`` as the settings describe it (``STORAGE_PROXY_*``):
+    created, or brought in line with them (idempotent)."""
+    wanted = {"manager_url": settings.STORAGE_PROXY_MANAGER_URL, "client_url": settings.STORAGE_PROXY_CLIENT_URL,
+              "secret": settings.STORAGE_PROXY_SECRET}
+    proxy, created = StorageProxy.objects.get_or_create(name=proxies.DEFAULT_PROXY_NAME, defaults=wanted)
+    changed = {k: v for k, v in wanted.items() if getattr(proxy, k) != v}
+    if changed:
+        StorageProxy.objects.filter(pk=proxy.pk).update(**changed)
+        for key, value in changed.items():
+            setattr(proxy, key, value)
+    if created:
+        log.info("created storage proxy %s at %s", proxy.name, proxy.manager_url)
+    return proxy
+
+
 def ensure_default_storage_host() -> StorageHost:
-    """``local:volume1`` under VFOLDER_ROOT with every host permission for the
-    ``default`` domain and the ``default`` keypair policy (idempotent)."""
+    """``local:volume1`` on the embedded storage proxy ``local`` with every host permission for
+    the ``default`` domain and the ``default`` keypair policy (idempotent); the proxy's health and
+    the volume's path are asked for at once when it answers."""
+    host = _ensure_default_host()
+    proxy = StorageProxy.objects.get(name=host.proxy_name)
+    proxies.check_proxy(proxy)
+    host.refresh_from_db()
+    return host
+
+
+@transaction.atomic
+def _ensure_default_host() -> StorageHost:
     defaults = accounts_services.ensure_defaults()
+    ensure_default_proxy()
     host, created = StorageHost.objects.get_or_create(
         name=DEFAULT_HOST_NAME,
         defaults={"backend": "vfs", "capabilities": ["vfolder", "quota"],
-                  "description": "Local volume under VFOLDER_ROOT"},
+                  "description": "The volume volume1 of the embedded storage proxy"},
     )
-    host.root.mkdir(parents=True, exist_ok=True)
     for obj in (defaults.domain, defaults.keypair_policy):
         merged, changed = _merge_permissions(obj.allowed_vfolder_hosts, host.name, ALL_HOST_PERMISSIONS)
         if changed:
             type(obj).objects.filter(pk=obj.pk).update(allowed_vfolder_hosts=merged)
     if created:
-        log.info("created storage host %s at %s", host.name, host.root)
+        log.info("created storage host %s", host.name)
     return host
 
 
@@ -123,15 +149,31 @@ def hosts_info(user: User, keypair=None, group=None) -> dict:
     preferred = default_host_name()
     default = preferred if preferred in names else (names[0] if names else None)
     volume_info = {}
+    reports = _volume_reports({h.proxy_name for h in hosts})
     for host in hosts:
+        fs = (reports.get(host.proxy_name, {}).get(host.volume_name) or {}).get("fs") or {}
         try:
-            disk = shutil.disk_usage(host.root)
-            percentage = round(100.0 * disk.used / disk.total, 2) if disk.total else 0.0
-        except OSError:
-            percentage = None
+            total, used = int(fs["capacity_bytes"]), int(fs["used_bytes"])
+            percentage = round(100.0 * used / total, 2) if total else 0.0
+        except (KeyError, TypeError, ValueError):
+            percentage = None  # the proxy is down or does not know the volume
         volume_info[host.name] = {"backend": host.backend, "capabilities": list(host.capabilities or []),
                                   "usage": {"percentage": percentage}, "sftp_scaling_groups": []}
     return {"default": default, "allowed": names, "volume_info": volume_info}
+
+
+def _volume_reports(proxy_names) -> dict[str, dict[str, dict]]:
+    """``{proxy: {volume: report}}`` from one ``GET /volumes`` per proxy (none for a proxy that
+    does not answer)."""
+    reports = {}
+    for proxy in StorageProxy.objects.filter(name__in=sorted(proxy_names)):
+        try:
+            answer = proxies.call(proxy, "GET", "/volumes")
+        except errors.BackendAIError:
+            continue
+        volumes = proxies._volume_entries(answer)
+        reports[proxy.name] = {v["name"]: v for v in volumes}
+    return reports
 
 
 def all_hosts_info() -> dict:

@@ -1,12 +1,12 @@
 """What requests name, checked as the API reports it: folder names and free text
-(the rules of ``vfolders.names``), ids and choices."""
+(the rules of ``storageproxy.names``), ids and choices."""
 from __future__ import annotations
 
 import uuid
 from contextlib import contextmanager
 
 from backendai.api import errors
-from vfolders import names
+from storageproxy import names
 from vfolders.models import OwnershipType, UsageMode, VFolderPermission
 
 RESERVED_VFOLDERS = names.RESERVED_VFOLDERS
@@ -28,7 +28,7 @@ def name_errors():
 
 
 def validate_folder_name(name, what: str = "name") -> str:
-    """The folder name rules of ``vfolders.names`` (create, rename, clone alike)."""
+    """The folder name rules of ``storageproxy.names`` (create, rename, clone alike)."""
     with name_errors():
         return names.check_folder_name(name, what)
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Project, ProjectType, User
 from backendai.api import errors
-from vfolders import hooks, storage
+from vfolders import hooks
 from vfolders.models import (
     ALIVE_STATUSES,
     TRASH_STATUSES,
@@ -20,7 +20,6 @@ from vfolders.models import (
     InvitationState,
     OwnershipType,
     QuotaScope,
-    StorageHost,
     UsageMode,
     VFolder,
     VFolderGrant,
@@ -28,12 +27,12 @@ from vfolders.models import (
     VFolderPermission,
     VFolderStatus,
 )
+from vfolders.services import proxy
 from vfolders.services.access import Access, folders, get_folder, is_admin, personal_q
-from vfolders.services.config import dir_mode, token_lifetime
 from vfolders.services.hosts import pick_host, require_host_permission
 from vfolders.services.inputs import PERMISSIONS, USAGE_MODES, choice, parse_uuid, validate_folder_name
 from vfolders.services.projects import project_for
-from vfolders.services.quota import measure_scope
+from vfolders.services.quota import measure_scope, push_limit
 from vfolders.services.status import initial_status, move_status
 
 log = logging.getLogger(__name__)
@@ -95,12 +94,11 @@ def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = 
                 folder.save(force_insert=True)
         except IntegrityError:
             raise errors.VFolderAlreadyExists(f"A folder named {name!r} already exists") from None
-        QuotaScope.objects.get_or_create(host=host_obj, quota_scope_id=qsid)
-        try:
-            storage.create_directory(folder.path, dir_mode())
-        except OSError as exc:
-            log.error("cannot create the directory of folder %s at %s: %s", folder.pk, folder.path, exc)
-            raise errors.VFolderCreationFailed(f"The storage host could not create the folder: {exc.strerror}") from None
+        _, first_use = QuotaScope.objects.get_or_create(host=host_obj, quota_scope_id=qsid)
+        if first_use:  # the proxy enforces the limit decided here (vfolders.services.quota)
+            push_limit(host_obj, qsid, create=True)
+        # last: a refusal of the proxy rolls the row back, and nothing is left on the proxy
+        proxy.folder_call(folder, "POST", "/folder/create")
     log.info("created folder %s (%s) on %s for %s", folder.pk, name, host_obj.name, qsid)
     return folder
 
@@ -197,9 +195,9 @@ def remove_files(folder: VFolder) -> None:
     """The files of a folder being deleted, then its row becomes DELETE_COMPLETE (or
     DELETE_ERROR when the files stay)."""
     try:
-        storage.remove_tree(folder.path)
-    except OSError as exc:
-        log.error("cannot remove folder %s at %s: %s", folder.pk, folder.path, exc)
+        proxy.folder_call(folder, "POST", "/folder/delete", long=True)
+    except errors.BackendAIError as exc:
+        log.error("cannot remove folder %s on %s: %s", folder.pk, folder.host_id, exc.msg or exc.error_title)
         move_status(folder, VFolderStatus.DELETE_ERROR, expected=[VFolderStatus.DELETE_ONGOING])
         return
     with transaction.atomic():
@@ -210,17 +208,15 @@ def remove_files(folder: VFolder) -> None:
     log.info("purged folder %s (%s)", folder.pk, folder.name)
     try:
         measure_scope(folder.host, folder.quota_scope_id)
-    except OSError:
+    except errors.BackendAIError:
         pass
 
 
 def reconcile(stuck_after_seconds: int = 600) -> dict:
-    """Finish deletions a crash interrupted and sweep abandoned staged uploads."""
+    """Finish deletions a crash interrupted (abandoned staged uploads are the storage proxies'
+    own sweep)."""
     cutoff = timezone.now() - timedelta(seconds=stuck_after_seconds)
     stuck = list(folders().filter(status=VFolderStatus.DELETE_ONGOING, status_changed__lt=cutoff))
     for folder in stuck:
         remove_files(folder)
-    swept = 0
-    for host in StorageHost.objects.filter(is_active=True):
-        swept += storage.sweep_staging(host.root, 2 * token_lifetime())
-    return {"deletions_retried": len(stuck), "staged_files_swept": swept}
+    return {"deletions_retried": len(stuck)}

@@ -2,17 +2,16 @@
 the folders a new session mounts (``resolve_mounts``, reference §9)."""
 from __future__ import annotations
 
-import os
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from django.utils import timezone
 
 from accounts.models import Project, User
 from backendai.api import errors
-from vfolders import storage
 from vfolders.models import USABLE_STATUSES, HostPermission, OwnershipType, VFolder, VFolderPermission
+from vfolders.services import proxy
 from vfolders.services.access import Access, get_folder, list_folders, require_usable
-from vfolders.services.files import clean_path, disk_errors, folder_root
+from vfolders.services.files import clean_path, display_path, relpath
 from vfolders.services.hosts import host_permissions
 from vfolders.services.inputs import PERMISSIONS, RESERVED_VFOLDERS, verify_vfolder_name
 
@@ -43,6 +42,14 @@ def container_path(raw, name: str) -> str:
             if path == reserved or path.is_relative_to(reserved):
                 raise errors.InvalidAPIParameters(f"The mount destination {raw!r} is a reserved system path")
     return str(path)
+
+
+def agent_path(folder: VFolder) -> Path:
+    """Where agents see the folder's directory: under the host's ``mount_path`` when set, else
+    under the volume path its proxy reported (kept on the host: no call per mount)."""
+    host = folder.host
+    root = Path(host.mount_path) if host.mount_path else proxy.volume_root(host)
+    return root / folder.relative_path
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
@@ -112,12 +119,12 @@ class _MountPlan:
                 if not explicit:
                     return
                 raise errors.InvalidAPIParameters(f"The mount destination {target} overlaps another mount")
-        host_path = folder.agent_path.joinpath(*sub_parts) if sub_parts else folder.agent_path
+        host_path = agent_path(folder).joinpath(*sub_parts)
         self.sources.append(source)
         self.destinations.append(target_parts)
         self.mounted_ids.add(folder.pk)
         self.result.append({"vfolder_id": str(folder.pk), "name": folder.name, "host": folder.host_id,
-                            "subpath": storage.display_path(sub_parts), "host_path": str(host_path),
+                            "subpath": display_path(sub_parts), "host_path": str(host_path),
                             "container_path": target, "mode": mode, "permission": access.permission,
                             "usage_mode": folder.usage_mode})
 
@@ -134,9 +141,8 @@ def _add_requested(plan: _MountPlan, user: User, perms: dict | None, requested: 
             raise errors.VFolderPermissionError(
                 f"Mounting folders of the storage host {folder.host_id} is not allowed for you "
                 "(needs the 'mount-in-session' host permission)")
-        if sub_parts:
-            with disk_errors("checking the mount subpath"):
-                os.close(folder_root(folder).open_dir(sub_parts))
+        if sub_parts:  # the proxy checks it is a directory inside the folder
+            proxy.folder_call(folder, "GET", "/folder/mount", {"subpath": relpath(sub_parts)})
         options = mount_options.get(raw) or mount_options.get(ref) or {}
         if not isinstance(options, dict):
             raise errors.InvalidAPIParameters(f"mount_options for {raw!r} must be an object")
@@ -155,8 +161,8 @@ def _add_dot_folders(plan: _MountPlan, user: User, perms: dict | None) -> None:
         sub_parts = ()
         if folder.ownership_type == OwnershipType.GROUP and folder.name == ".local":
             sub_parts = (user.pk.hex,)  # a project's .local is per user
-            with disk_errors("preparing the per-user .local"):
-                folder_root(folder).mkdir(sub_parts, parents=False, exist_ok=True)
+            proxy.folder_call(folder, "POST", "/folder/file/mkdir",
+                              {"relpath": relpath(sub_parts), "parents": False, "exist_ok": True})
         plan.add(access, folder.name, sub_parts, None, None, False)
 
 

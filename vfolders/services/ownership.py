@@ -7,15 +7,14 @@ name must be free among the new owner's folders (400 ``vfolder-already-exists``)
 the folder is ready and no live session mounts it.
 
 The folder's directory lives under its quota scope (``user-<hex>/...``), so it moves
-to the new owner's scope on the same host: the row (owner, domain, quota scope) and
-the directory change together, while the folder is PERFORMING so that nothing mounts,
-clones or trashes it meanwhile.  The new owner's own permission on it (an accepted
+to the new owner's scope on the same volume (the storage proxy's ``POST /folder/move``):
+the row (owner, domain, quota scope) and the directory change together, while the
+folder is PERFORMING so that nothing mounts, clones or trashes it meanwhile.  The new owner's own permission on it (an accepted
 invitation) is dropped, as are the pending invitations the old owner sent for it;
 the permissions of other invitees stay."""
 from __future__ import annotations
 
 import logging
-import os
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -32,6 +31,7 @@ from vfolders.models import (
     VFolderInvitation,
     VFolderStatus,
 )
+from vfolders.services import proxy
 from vfolders.services.access import folders
 from vfolders.services.hosts import host_permissions
 from vfolders.services.inputs import check_text, parse_uuid
@@ -108,7 +108,7 @@ def give_folder(folder: VFolder, owner: User) -> None:
 
 def _move(folder: VFolder, owner: User) -> None:
     """Change the row and move the directory, both or neither."""
-    old_user, old_domain, old_scope, old_path = folder.user, folder.domain_id, folder.quota_scope_id, folder.path
+    old_user, old_domain, old_scope, old_vfid = folder.user, folder.domain_id, folder.quota_scope_id, folder.vfid
     new_scope = f"user:{owner.pk}"
     moved_to = None
     try:
@@ -123,11 +123,11 @@ def _move(folder: VFolder, owner: User) -> None:
                 state=InvitationState.CANCELED, modified_at=timezone.now())
             QuotaScope.objects.get_or_create(host_id=folder.host_id, quota_scope_id=new_scope)
             folder.user, folder.domain_id, folder.quota_scope_id = owner, owner.domain_id, new_scope
-            _move_directory(old_path, folder.path)
-            moved_to = folder.path
+            _move_directory(folder, old_vfid, folder.vfid)
+            moved_to = folder.vfid
     except BaseException as exc:
         if moved_to is not None:  # the commit failed after the directory moved: put it back
-            os.rename(moved_to, old_path)
+            _move_directory(folder, moved_to, old_vfid)
         folder.user, folder.domain_id, folder.quota_scope_id = old_user, old_domain, old_scope
         if isinstance(exc, IntegrityError):  # the name was taken meanwhile (the unique constraint)
             raise errors.VFolderAlreadyExists(
@@ -137,22 +137,11 @@ def _move(folder: VFolder, owner: User) -> None:
     for scope in (old_scope, new_scope):
         try:
             measure_scope(folder.host, scope)
-        except OSError:
+        except errors.BackendAIError:
             pass
 
 
-def _move_directory(old, new) -> None:
-    if not old.is_dir():
-        log.error("the directory of folder at %s is missing", old)
-        raise errors.VFolderOperationFailed("The folder's directory is missing on its storage host")
-    try:
-        new.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(old, new)  # same host, same file system: atomic; the target must not exist
-    except OSError as exc:
-        log.error("cannot move the folder directory %s to %s: %s", old, new, exc)
-        raise errors.VFolderOperationFailed(f"The storage host could not move the folder: {exc.strerror}") from None
-    for parent in (old.parent, old.parent.parent):  # prune the empty <xx>/<yy> levels left behind
-        try:
-            os.rmdir(parent)
-        except OSError:
-            break
+def _move_directory(folder: VFolder, old_vfid: str, new_vfid: str) -> None:
+    """The folder's directory to another quota scope on its volume (the proxy refuses, 400
+    ``vfolder-operation-failed``, when it is missing or the target exists)."""
+    proxy.host_call(folder.host, "POST", "/folder/move", {"src_vfid": old_vfid, "dst_vfid": new_vfid})

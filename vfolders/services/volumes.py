@@ -15,11 +15,7 @@ quota checks (uploads, clones) read before the resource policy's
 the host's default quota) applies again."""
 from __future__ import annotations
 
-import os
-import shutil
-import time
 import uuid
-from pathlib import Path
 
 from django.db import transaction
 
@@ -27,8 +23,9 @@ from accounts.models import Project, ProjectMembership, User
 from backendai.api import errors
 from backendai.api.gqlkit import apply_filter, apply_order
 from vfolders.models import QuotaScope, StorageHost
+from vfolders.services import proxy
 from vfolders.services.inputs import check_text
-from vfolders.services.quota import scope_limit_for, scope_usage
+from vfolders.services.quota import push_limit, scope_limit_for, scope_usage
 
 VOLUME_FIELDS = {"id": "name", "name": "name", "backend": "backend"}
 #: What a vfs volume reports as its performance metric: not measured.
@@ -42,27 +39,32 @@ def _require_superadmin(user: User, what: str) -> None:
 
 
 def volume_info(host: StorageHost) -> dict:
-    """One storage host as a ``StorageVolume``."""
-    proxy, _, volume = host.name.partition(":")
-    healthy = host.root.is_dir()
+    """One storage host as a ``StorageVolume``, from what its proxy reports (``GET /volumes``);
+    a proxy that does not answer shows the volume ``unavailable`` with the reason."""
+    proxy_name, _, volume = host.name.partition(":")
+    report, problem = None, None
     try:
-        disk = shutil.disk_usage(host.root)
-        usage = {"capacity_bytes": disk.total, "used_bytes": disk.used}
-    except OSError:
-        usage = {}
+        report = proxy.volume_report(host)
+    except errors.BackendAIError as exc:
+        problem = exc.msg or exc.error_title
+    if report is None and problem is None:
+        problem = f"The storage proxy {proxy_name!r} does not serve the volume {volume!r}"
+    fs = (report or {}).get("fs") or {}
+    usage = {"capacity_bytes": fs["capacity_bytes"], "used_bytes": fs["used_bytes"]} \
+        if isinstance(fs, dict) and "capacity_bytes" in fs and "used_bytes" in fs else {}
+    capabilities = host.capabilities or (report or {}).get("capabilities") or []
     return {
         "id": host.name,
-        "backend": host.backend,
+        "backend": (report or {}).get("backend") or host.backend,
         "fsprefix": ".",
-        "path": str(host.root),
-        "capabilities": [str(c) for c in (host.capabilities or [])],
-        "hardware_metadata": {"status": "healthy" if healthy else "unavailable",
-                              "status_info": None if healthy else "The volume's directory is missing",
-                              "metadata": {}},
+        "path": (report or {}).get("path") or host.path,
+        "capabilities": [str(c) for c in capabilities],
+        "hardware_metadata": {"status": "healthy" if report is not None else "unavailable",
+                              "status_info": problem, "metadata": {}},
         "performance_metric": dict(UNMEASURED),
         "usage": usage,
-        "proxy": proxy if volume else "",
-        "name": volume or proxy,
+        "proxy": proxy_name if volume else "",
+        "name": volume or proxy_name,
     }
 
 
@@ -88,58 +90,6 @@ def storage_volume_list(user: User, limit: int, offset: int, filter: str | None 
 
 # --- performance metric -------------------------------------------------------------------------
 
-#: How long ``performance_metric`` watches the volume's block device to turn its counters into rates.
-PERF_SAMPLE_SECONDS = 0.2
-SECTOR_BYTES = 512  # the unit of the sector counts in /sys/dev/block/*/stat, whatever the device's
-
-
-def _block_stat(path: Path, sysfs: Path) -> Path | None:
-    """The kernel's I/O counters of the block device holding ``path``, if it is one (not tmpfs, overlay, NFS)."""
-    dev = os.stat(path).st_dev
-    stat_file = sysfs / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}" / "stat"
-    return stat_file if stat_file.is_file() else None
-
-
-def _read_counters(stat_file: Path) -> tuple[int, ...]:
-    """(reads, sectors read, ms reading, writes, sectors written, ms writing) so far."""
-    fields = [int(f) for f in stat_file.read_text().split()]
-    return fields[0], fields[2], fields[3], fields[4], fields[6], fields[7]
-
-
-def io_rates(before: tuple[int, ...], after: tuple[int, ...], seconds: float) -> dict:
-    """Operations and bytes per second and the mean latency of an operation (microseconds)
-    between two readings of a device's counters ``seconds`` apart."""
-    reads, read_sectors, read_ms, writes, write_sectors, write_ms = (b - a for a, b in zip(before, after))
-    return {
-        "iops_read": reads / seconds,
-        "iops_write": writes / seconds,
-        "io_bytes_read": read_sectors * SECTOR_BYTES / seconds,
-        "io_bytes_write": write_sectors * SECTOR_BYTES / seconds,
-        "io_usec_read": 1000.0 * read_ms / reads if reads else 0.0,
-        "io_usec_write": 1000.0 * write_ms / writes if writes else 0.0,
-    }
-
-
-def measure_volume(root: Path, sample_seconds: float = PERF_SAMPLE_SECONDS, sysfs: Path = Path("/sys")) -> dict:
-    """What the volume's file system says now (``statvfs``: bytes and inodes) and, when it
-    sits on a block device, its I/O rates over ``sample_seconds`` (from the kernel's counters)."""
-    fs = os.statvfs(root)
-    metric = {
-        "capacity_bytes": fs.f_blocks * fs.f_frsize,
-        "used_bytes": (fs.f_blocks - fs.f_bfree) * fs.f_frsize,
-        "available_bytes": fs.f_bavail * fs.f_frsize,
-        "inodes_total": fs.f_files,
-        "inodes_used": fs.f_files - fs.f_ffree,
-    }
-    stat_file = _block_stat(root, sysfs)
-    if stat_file is not None:
-        start, before = time.monotonic(), _read_counters(stat_file)
-        time.sleep(sample_seconds)
-        after, seconds = _read_counters(stat_file), time.monotonic() - start
-        metric.update(io_rates(before, after, seconds))
-    return metric
-
-
 def performance_metric(user: User, folder_host) -> dict:
     """``GET /folders/_/perf-metric``: ``{"metric": {...}}`` of a storage host (superadmins only)."""
     _require_superadmin(user, "the performance of storage volumes")
@@ -149,11 +99,11 @@ def performance_metric(user: User, folder_host) -> dict:
     host = StorageHost.objects.filter(name=folder_host).first()
     if host is None:
         raise errors.object_not_found("storage volume", f"No such storage volume: {folder_host}")
-    try:
-        return {"metric": measure_volume(host.root)}
-    except (OSError, ValueError, IndexError) as exc:
-        raise errors.VFolderOperationFailed(
-            f"The volume {host.name} cannot be measured: {getattr(exc, 'strerror', None) or exc}") from None
+    answer = proxy.host_call(host, "GET", "/volume/performance-metric")
+    metric = answer.get("metric")
+    if not isinstance(metric, dict):
+        raise proxy.unavailable(host.proxy_name, "it gave no performance metric")
+    return {"metric": metric}
 
 
 # --- quota scopes -------------------------------------------------------------------------------
@@ -229,6 +179,7 @@ def set_quota_scope(user: User, storage_host_name, quota_scope_id, hard_limit_by
         with transaction.atomic():
             scope, _ = QuotaScope.objects.select_for_update().get_or_create(host=host, quota_scope_id=qsid)
             QuotaScope.objects.filter(pk=scope.pk).update(limit_bytes=hard_limit_bytes)
+            push_limit(host, qsid, create=True)  # the proxy refuses: nothing changed here either
     return _scope_json(host, qsid)
 
 
@@ -238,5 +189,7 @@ def unset_quota_scope(user: User, storage_host_name, quota_scope_id) -> dict:
     host = _host(storage_host_name)
     _require_scope_admin(user, kind, ident)
     qsid = f"{kind}:{ident}"
-    QuotaScope.objects.filter(host=host, quota_scope_id=qsid).update(limit_bytes=None)
+    with transaction.atomic():
+        QuotaScope.objects.filter(host=host, quota_scope_id=qsid).update(limit_bytes=None)
+        push_limit(host, qsid, create=True)  # the policy's limit (or the host's default) again
     return _scope_json(host, qsid)

@@ -4,7 +4,7 @@ staged (resumable) uploads, streamed downloads and archives.
 Imports nothing from Django, so the rules can be read (and tested) on their own.
 
 Path safety.  Every user-supplied path is first cleaned lexically
-(:func:`clean_relpath`, the rules of ``vfolders.names``: no control
+(:func:`clean_relpath`, the rules of ``storageproxy.names``: no control
 characters, no backslashes, not absolute, no ``..``, no padded or over-long
 names; Windows-safe names for what gets created), then walked from the folder root one component at a time
 with ``openat(O_NOFOLLOW)``.  A component that is a symbolic link is followed
@@ -32,11 +32,22 @@ import stat
 import tarfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
-from vfolders import names
+from storageproxy import names
+from storageproxy.paths import (  # re-exported: the disk code's callers catch these from here
+    NoSuchPath,
+    OffsetMismatch,
+    PathConflict,
+    StorageError,
+    TooMuchData,
+    UnsafePath,
+    UploadBusy,
+    display_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,71 +57,6 @@ IO_CHUNK = 1024 * 1024
 STAGING_DIRNAME = ".staging"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
-
-# --- errors -----------------------------------------------------------------------------------
-
-class StorageError(Exception):
-    """Base of what this module raises; the message is meant for the user."""
-
-
-class UnsafePath(StorageError):
-    """The path is malformed or leaves the folder."""
-
-
-class NoSuchPath(StorageError):
-    """Nothing exists at the path (or a parent directory is missing)."""
-
-
-class PathConflict(StorageError):
-    """The operation does not fit what is on disk (exists, not a directory, not empty...)."""
-
-
-class OffsetMismatch(StorageError):
-    def __init__(self, current: int):
-        self.current = current
-        super().__init__(f"Upload-Offset does not match the stored offset {current}")
-
-
-class UploadBusy(StorageError):
-    """Another request is writing the same upload right now."""
-
-
-class TooMuchData(StorageError):
-    """A chunk would go past what the upload may write (declared size or quota)."""
-
-    def __init__(self, message: str, reason: str):
-        self.reason = reason  # "size" or "quota"
-        super().__init__(message)
-
-
-# --- lexical checks ---------------------------------------------------------------------------
-
-def clean_relpath(raw, *, allow_root: bool = True, what: str = "path", new: bool = False) -> tuple[str, ...]:
-    """The components of a user path relative to a folder root, or ``UnsafePath``.
-
-    ``""`` and ``"."`` mean the root (when ``allow_root``); ``a//b`` and ``./a``
-    are normalised; absolute paths, ``..``, backslashes, control characters,
-    names with leading or trailing whitespace and over-long names are refused
-    outright rather than "fixed" (the rules are ``vfolders.names``).  ``new``:
-    the path names something to create, so it must also be safe on Windows."""
-    if isinstance(raw, Path):
-        raw = str(raw)
-    try:
-        return names.split_path(raw, what, allow_root=allow_root, new=new)
-    except names.InvalidName as exc:
-        raise UnsafePath(str(exc)) from None
-
-
-def clean_name(raw, what: str = "name") -> str:
-    """A single new path component (a new file name)."""
-    try:
-        return names.check_component(raw, what, new=True)
-    except names.InvalidName as exc:
-        raise UnsafePath(str(exc)) from None
-
-
-def display_path(parts: tuple[str, ...]) -> str:
-    return "/".join(parts) if parts else "."
 
 
 # --- descriptors ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Copying a folder's tree for ``vfolder clone``, streamed and atomic.  Imports
-nothing from Django (like ``vfolders.storage``).
+nothing from Django (like ``storageproxy.fs``).
 
 :func:`copy_tree` walks the source with directory descriptors and never follows a
 symbolic link: directories and regular files are copied (modes and times kept,
@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from vfolders.storage import IO_CHUNK, TooMuchData
+from storageproxy.fs import IO_CHUNK, TooMuchData
 
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

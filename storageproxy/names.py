@@ -1,9 +1,9 @@
 """The naming rules of virtual folders, their files and paths: one module that
-the API (``vfolders.services``), the web forms (``vfolders.forms``) and the
-disk layer (``vfolders.storage``) all use, so create and rename, API and web
-refuse the same things with the same messages.
+the manager (API and web forms) and the storage proxy's disk layer
+(``storageproxy.paths``, ``storageproxy.fs``) all use, so create and rename,
+API and web refuse the same things with the same messages.
 
-Imports nothing from Django (``vfolders.storage`` and the archive writer use it).
+Imports nothing from Django and does no I/O.
 
 Everywhere (folder names, file names, every path a request names):
 
