@@ -233,3 +233,15 @@ def database_url_of_tests() -> str:
         host, port = info.get("HOST") or "127.0.0.1", info.get("PORT") or 5432
         return f"postgres://{user}{password}@{host}:{port}/{info['NAME']}"
     return f"sqlite:///{info['NAME']}"
+
+
+def answers_200(url: str):
+    """A predicate for wait loops: ``url`` answers 200 now (any connection error is a no)."""
+    import httpx
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+    return check

@@ -27,7 +27,7 @@ from appproxy import services as proxy_services
 from appproxy.models import Circuit, CircuitTombstone, Worker, WorkerStatus
 from docker_support import find_free_block as free_block
 from docker_support import find_free_port as free_port
-from helpers import database_url_of_tests
+from helpers import answers_200, database_url_of_tests
 from sessions import services as session_services
 from sessions import signals as session_signals
 from sessions.models import Session
@@ -146,15 +146,6 @@ def running_session(owner, target_port: int, name: str) -> Session:
     return Session.objects.get(pk=session.pk)
 
 
-def up(url: str):
-    def check():
-        try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-    return check
-
-
 def through_setup(setup: dict) -> tuple[str, dict]:
     """Visit the one-time setup link like a browser: the app's URL and the permit cookie."""
     answer = httpx.get(setup["url"], follow_redirects=False, timeout=10)
@@ -180,7 +171,7 @@ def test_a_worker_registers_at_a_separate_coordinator_and_a_restart_loses_nothin
     coordinator_url = f"http://127.0.0.1:{port}"
     logs = [processes.log("coordinator"), processes.log("proxy")]
     processes.start("coordinator", [sys.executable, "-m", "appproxy.coordinator", "--port", str(port)])
-    wait_for(up(coordinator_url + "/health"), "the coordinator", logs=logs)
+    wait_for(answers_200(coordinator_url + "/health"), "the coordinator", logs=logs)
 
     token = proxy_services.issue_token("e2e coordinator proxy", authority=NAME)[1]
     base = free_block(11)
@@ -190,7 +181,7 @@ def test_a_worker_registers_at_a_separate_coordinator_and_a_restart_loses_nothin
                               "--port-range", f"{base}-{base + 9}", "--api-port", str(base + 10),
                               "--heartbeat-interval", "1", "--sync-interval", "2", "--log-level", "DEBUG"],
                     {"BAI_PROXY_TOKEN": token})
-    wait_for(up(api + "/health"), "the worker registered at the coordinator", logs=logs)
+    wait_for(answers_200(api + "/health"), "the worker registered at the coordinator", logs=logs)
     worker = Worker.objects.get(authority=NAME)
     assert worker.api_endpoint == api and worker.status == WorkerStatus.ALIVE
     assert "registered through POST /workers/register" in processes.log("proxy").read_text()
@@ -248,7 +239,7 @@ def test_a_worker_registers_at_a_separate_coordinator_and_a_restart_loses_nothin
 
     killed_at = timezone.now()
     processes.restart("coordinator")
-    wait_for(up(coordinator_url + "/health"), "the restarted coordinator", logs=logs)
+    wait_for(answers_200(coordinator_url + "/health"), "the restarted coordinator", logs=logs)
     assert sorted(Circuit.objects.values_list("pk", "port", "revision")) == rows
     listed = httpx.get(f"{coordinator_url}/routes?session_id={session.pk}", headers={"X-BackendAI-Token": SECRET},
                        timeout=10).json()["routes"]

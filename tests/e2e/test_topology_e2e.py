@@ -17,6 +17,7 @@ import pytest
 
 from docker_support import find_free_block as free_block
 from docker_support import find_free_port as free_port
+from helpers import answers_200
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,15 +37,6 @@ def live_stack_env(storage_proxy, coordinator_port) -> dict:
     return {"APPPROXY_COORDINATOR_URL": f"http://127.0.0.1:{coordinator_port}", "APPPROXY_COORDINATOR_SECRET": SECRET,
             "STORAGE_PROXY_MANAGER_URL": storage_proxy.manager_url,
             "STORAGE_PROXY_CLIENT_URL": storage_proxy.client_url, "STORAGE_PROXY_SECRET": storage_proxy.secret}
-
-
-def answers(url: str):
-    def check():
-        try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-    return check
 
 
 class Api:
@@ -75,7 +67,7 @@ def test_every_process_runs_on_a_port_of_its_own_and_together_they_serve_files_s
     coordinator_url = f"http://127.0.0.1:{coordinator_port}"
     stack.start("coordinator", [sys.executable, "-m", "appproxy.coordinator", "--port", str(coordinator_port)],
                 {"APPPROXY_COORDINATOR_URL": ""})
-    stack.wait_for(answers(coordinator_url + "/health"), what="the coordinator")
+    stack.wait_for(answers_200(coordinator_url + "/health"), what="the coordinator")
 
     token = proxy_services.issue_token("topology proxy", authority=PROXY_NAME)[1]
     base = free_block(6)
@@ -84,7 +76,7 @@ def test_every_process_runs_on_a_port_of_its_own_and_together_they_serve_files_s
                           "--name", PROXY_NAME, "--mode", "port", "--bind-host", "127.0.0.1",
                           "--port-range", f"{base}-{base + 4}", "--api-port", str(base + 5),
                           "--heartbeat-interval", "1", "--sync-interval", "2"], {"BAI_PROXY_TOKEN": token})
-    stack.wait_for(answers(worker_api + "/health"), what="the proxy worker")
+    stack.wait_for(answers_200(worker_api + "/health"), what="the proxy worker")
     stack.wait_for(lambda: Worker.objects.filter(authority=PROXY_NAME, status=WorkerStatus.ALIVE).exists(),
                    what="the worker ALIVE at the coordinator")
     assert "registered through POST /workers/register" in stack.full_log("proxy")

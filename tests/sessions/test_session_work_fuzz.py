@@ -15,11 +15,9 @@ from urllib.parse import quote, urlencode
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from agents.daemon import execution as agent_execution
 from agents.models import Agent
 from backendai.models import BackgroundTask
 from sessions import execution
-from sessions.kernel_io import KernelIOError
 from sessions.models import Session
 
 from .test_session_files import backend, kernel_io, session, snapshot  # noqa: F401 - fixtures
@@ -87,22 +85,10 @@ def api(signed, owner, session):
 # --- execute ------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def agent_runner(monkeypatch):
-    """The runner's stand-in: it checks the request as the agent would (``agents.daemon.execution``),
-    then answers a finished run."""
-
-    async def fake(target, request, *, flush_timeout=execution.FLUSH_TIMEOUT, mode=None):
-        fields = request.fields(flush_timeout)
-        if mode is not None:
-            fields["mode"] = mode
-        try:
-            agent_execution._request(json.loads(json.dumps(fields)))
-        except agent_execution.KernelError as exc:
-            raise KernelIOError(str(exc)) from None
-        return {"status": "finished", "runId": request.run_id, "exitCode": 0, "console": [], "options": {},
-                "files": []}
-
-    monkeypatch.setattr(execution, "execute", fake)
+def agent_runner(kernel_io):
+    """The agent's real execute opener and in-kernel runner on the session's local kernel
+    (``kernel_io``: the link-less stream over the agent's registered openers)."""
+    return kernel_io
 
 
 def _counters(session):
