@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from appproxy import services
-from appproxy.models import Circuit, CircuitTombstone, Worker, WorkerToken
+from appproxy.models import AppMode, Circuit, CircuitTombstone, Worker, WorkerToken
 from backendai.api.errors import BackendAIError
 
 
@@ -102,6 +102,12 @@ class CircuitForm(forms.ModelForm):
         if self.instance and self.instance.pk:
             self.initial["allowed_client_ips"] = ", ".join(self.instance.allowed_client_ips or [])
 
+    def clean_session(self):
+        session = self.cleaned_data.get("session")
+        if session is None and self.instance._state.adding:
+            raise forms.ValidationError("A circuit made by hand belongs to a session (endpoints make their own).")
+        return session
+
     def clean_allowed_client_ips(self):
         try:
             return services.normalize_ips(self.cleaned_data.get("allowed_client_ips") or "")
@@ -114,20 +120,27 @@ class CircuitAdmin(admin.ModelAdmin):
     form = CircuitForm
     list_display = ["id", "app", "protocol", "session_link", "owner", "worker", "slot", "target", "open_to_public",
                     "created_at", "last_access"]
-    list_filter = ["protocol", "open_to_public", "worker"]
+    list_filter = ["app_mode", "protocol", "open_to_public", "worker"]
     search_fields = ["app", "session__name", "owner__email", "subdomain", "target_host"]
     autocomplete_fields = ["session"]
     readonly_fields = ["id", "kernel", "container_port", "port", "subdomain", "owner", "envs", "arguments",
                        "created_at", "updated_at", "last_access", "revision", "setup_note"]
+    # an endpoint's circuit follows its endpoint: only its worker is an operator's choice
+    inference_readonly = ["app_mode", "endpoint_id", "routes", "health_check", "session", "app", "protocol",
+                          "target_host", "target_port", "open_to_public", "allowed_client_ips", "granted_users"]
     actions = ["remove"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ["setup_note"]
+        if obj.app_mode == AppMode.INFERENCE:
+            return [*self.readonly_fields, *self.inference_readonly]
         return [*self.readonly_fields, "session", "app", "protocol"]
 
-    @admin.display(description="session")
+    @admin.display(description="session / endpoint")
     def session_link(self, obj):
+        if obj.session_id is None:
+            return f"endpoint {obj.endpoint_id}" if obj.endpoint_id else "-"
         return format_html('<a href="/admin/compute_sessions/session/{}/change/">{}</a>', obj.session_id,
                            obj.session.name)
 
@@ -137,6 +150,8 @@ class CircuitAdmin(admin.ModelAdmin):
 
     @admin.display(description="target")
     def target(self, obj):
+        if obj.app_mode == AppMode.INFERENCE:
+            return f"{sum(1 for r in obj.routes or [] if r.get('port'))} route(s)"
         return f"{obj.target_host}:{obj.target_port}"
 
     @admin.display(description="how to reach it")

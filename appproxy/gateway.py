@@ -10,8 +10,10 @@ chosen by ``settings.APPPROXY_COORDINATOR_URL``.
   be reached is 503 ``service-unavailable``, never a 500.
 
 What the manager asks of the coordinator: open a session's app for a user (a route and a
-one-time setup link: ``start_service``), and drop a session's routes when it ends
-(``remove_session_circuits``).  Everything else the coordinator decides on its own (the
+one-time setup link: ``start_service``), drop a session's routes when it ends
+(``remove_session_circuits``), and keep a model-serving endpoint's inference circuit in step
+(``sync_endpoint``, ``remove_endpoint``) and read what its worker saw (``endpoint_health``,
+``endpoint_traffic``, ``endpoint_series``).  Everything else the coordinator decides on its own (the
 periodic sweeps and the worker-lost checks run as Celery tasks on the shared database).
 """
 from __future__ import annotations
@@ -41,6 +43,18 @@ class Coordinator(Protocol):
 
     def remove_session_circuits(self, session_id, reason: str = "session-ended") -> int: ...
 
+    def sync_endpoint(self, endpoint_id, *, owner_id, name: str, scaling_group_id, app: str = "inference",
+                      container_port: int, routes: list, open_to_public: bool, health_check: dict,
+                      token_secret: str) -> dict: ...
+
+    def remove_endpoint(self, endpoint_id, reason: str = "endpoint-destroyed") -> int: ...
+
+    def endpoint_health(self, endpoint_id) -> dict: ...
+
+    def endpoint_traffic(self, endpoint_id, window_seconds: int = 60) -> dict: ...
+
+    def endpoint_series(self, endpoint_id, minutes: int = 15, step_seconds: int = 30) -> list: ...
+
 
 class InProcessCoordinator:
     """The coordinator inside the manager: the services, called directly."""
@@ -50,6 +64,21 @@ class InProcessCoordinator:
 
     def remove_session_circuits(self, session_id, reason: str = "session-ended") -> int:
         return services.remove_session_circuits(session_id, reason=reason)
+
+    def sync_endpoint(self, endpoint_id, **spec) -> dict:
+        return services.sync_endpoint(endpoint_id, **spec)
+
+    def remove_endpoint(self, endpoint_id, reason: str = "endpoint-destroyed") -> int:
+        return services.remove_endpoint(endpoint_id, reason=reason)
+
+    def endpoint_health(self, endpoint_id) -> dict:
+        return services.endpoint_health(endpoint_id)
+
+    def endpoint_traffic(self, endpoint_id, window_seconds: int = 60) -> dict:
+        return services.endpoint_traffic(endpoint_id, window_seconds)
+
+    def endpoint_series(self, endpoint_id, minutes: int = 15, step_seconds: int = 30) -> list:
+        return services.endpoint_series(endpoint_id, minutes, step_seconds)
 
 
 class RemoteProblem(errors.BackendAIError):
@@ -113,6 +142,27 @@ class HTTPCoordinator:
         answer = self._call("DELETE", "/routes", params={"session_id": str(getattr(session_id, "pk", session_id)),
                                                         "reason": reason})
         return int(answer.get("removed") or 0)
+
+    def sync_endpoint(self, endpoint_id, *, owner_id, name="", scaling_group_id=None, app="inference",
+                      container_port, routes, open_to_public=False, health_check=None, token_secret="") -> dict:
+        body = {"owner_id": str(owner_id), "name": name, "scaling_group_id": scaling_group_id, "app": app,
+                "container_port": container_port, "routes": routes, "open_to_public": open_to_public,
+                "health_check": health_check, "token_secret": token_secret}
+        return self._call("POST", f"/v2/endpoints/{endpoint_id}", json=body)
+
+    def remove_endpoint(self, endpoint_id, reason: str = "endpoint-destroyed") -> int:
+        answer = self._call("DELETE", f"/v2/endpoints/{endpoint_id}", params={"reason": reason})
+        return int(answer.get("removed") or 0)
+
+    def endpoint_health(self, endpoint_id) -> dict:
+        return self._call("GET", f"/v2/endpoints/{endpoint_id}/health")["routes"]
+
+    def endpoint_traffic(self, endpoint_id, window_seconds: int = 60) -> dict:
+        return self._call("GET", f"/v2/endpoints/{endpoint_id}/traffic", params={"window": window_seconds})
+
+    def endpoint_series(self, endpoint_id, minutes: int = 15, step_seconds: int = 30) -> list:
+        return self._call("GET", f"/v2/endpoints/{endpoint_id}/series",
+                          params={"minutes": minutes, "step": step_seconds})["series"]
 
 
 _remote: dict[tuple, HTTPCoordinator] = {}

@@ -31,6 +31,17 @@ class Protocol(models.TextChoices):
     TCP = "tcp", "Raw TCP"
 
 
+class AppMode(models.TextChoices):
+    INTERACTIVE = "interactive", "Interactive (a session's app, opened with a permit)"
+    INFERENCE = "inference", "Inference (a model-serving endpoint, opened with an API token)"
+
+
+class RouteHealthStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Not checked yet"
+    HEALTHY = "healthy", "Healthy"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
 class WorkerStatus(models.TextChoices):
     ALIVE = "ALIVE", "Alive"
     LOST = "LOST", "Lost"
@@ -125,10 +136,25 @@ class WorkerToken(DaemonToken):
 
 
 class Circuit(models.Model):
-    """One route: a session's app, reached through one worker at a port or a subdomain."""
+    """One route: a session's app, reached through one worker at a port or a subdomain.
+
+    An *inference* circuit (``app_mode = inference``) belongs to a model-serving endpoint
+    (``endpoint_id``) instead of one session: it spreads requests over ``routes`` (one per
+    replica: ``{route_id, session_id, kernel_id, host, port, traffic_ratio, active}``) by
+    weighted random choice among the routes the worker's health checks (``health_check``)
+    find healthy, and admits callers with an API token signed with ``token_secret``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    session = models.ForeignKey("compute_sessions.Session", on_delete=models.CASCADE, related_name="circuits")
+    session = models.ForeignKey("compute_sessions.Session", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="circuits", help_text="Empty for inference circuits.")
+    app_mode = models.CharField(max_length=16, choices=AppMode.choices, default=AppMode.INTERACTIVE)
+    endpoint_id = models.UUIDField(null=True, blank=True, unique=True,
+                                   help_text="The model-serving endpoint of an inference circuit.")
+    routes = models.JSONField(default=list, blank=True,
+                              help_text="Inference: the replicas' targets and traffic ratios.")
+    health_check = models.JSONField(default=dict, blank=True,
+                                    help_text="Inference: {path, interval, timeout, threshold, initial_delay}.")
+    token_secret = models.CharField(max_length=128, blank=True, help_text="Inference: verifies API tokens.")
     kernel = models.ForeignKey("compute_sessions.Kernel", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="circuits")
     app = models.CharField(max_length=64)
@@ -167,7 +193,53 @@ class Circuit(models.Model):
 
     def __str__(self):
         where = f":{self.port}" if self.port else self.subdomain
-        return f"{self.app} of {self.session_id} via {self.worker_id}{where}"
+        of = f"endpoint {self.endpoint_id}" if self.endpoint_id else str(self.session_id)
+        return f"{self.app} of {of} via {self.worker_id}{where}"
+
+
+class RouteHealth(models.Model):
+    """What the worker carrying an inference circuit last found about one of its routes
+    (reported when a route flips and with every heartbeat)."""
+
+    circuit = models.ForeignKey(Circuit, on_delete=models.CASCADE, related_name="route_health")
+    route_id = models.UUIDField()
+    status = models.CharField(max_length=16, choices=RouteHealthStatus.choices, default=RouteHealthStatus.UNKNOWN)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Failed checks in a row.")
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["circuit", "route_id"]
+        constraints = [models.UniqueConstraint(fields=["circuit", "route_id"], name="route_health_unique")]
+
+    def __str__(self):
+        return f"route {self.route_id} of {self.circuit_id}: {self.status}"
+
+
+class InferenceSample(models.Model):
+    """The worker's cumulative counters for one inference circuit at one moment (each
+    heartbeat): rates and mean latency over a window are differences of two samples."""
+
+    circuit = models.ForeignKey(Circuit, on_delete=models.CASCADE, related_name="samples")
+    endpoint_id = models.UUIDField(db_index=True)
+    worker = models.ForeignKey(Worker, null=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(db_index=True)
+    requests_total = models.BigIntegerField(default=0)
+    errors_total = models.BigIntegerField(default=0)
+    inflight = models.PositiveIntegerField(default=0)
+    latency_sum = models.FloatField(default=0.0, help_text="Seconds, over all requests so far.")
+    latency_count = models.BigIntegerField(default=0)
+    latency_buckets = models.JSONField(default=dict, blank=True, help_text="Cumulative {upper bound: count}.")
+    healthy_routes = models.PositiveIntegerField(default=0)
+    routes = models.JSONField(default=dict, blank=True, help_text="{route_id: {requests, errors}} cumulative.")
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["endpoint_id", "at"], name="sample_endpoint_at")]
+
+    def __str__(self):
+        return f"{self.endpoint_id} at {self.at:%H:%M:%S}: {self.requests_total} requests"
 
 
 class CircuitTombstone(models.Model):

@@ -9,7 +9,10 @@ the coordinator's database):
 * the **setup token** (``purpose = "setup"``): short-lived, one-time, bound to a
   circuit and the user it was issued to; it travels in the setup URL;
 * the **permit** (``purpose = "permit"``): the value of the cookie the worker
-  sets at setup, bound to the same user and circuit, living days.
+  sets at setup, bound to the same user and circuit, living days;
+* the **endpoint token** (``purpose = "endpoint"``): a model-serving endpoint's API token,
+  signed with the inference circuit's own ``token_secret`` (not the worker's secret) and
+  bound to the endpoint id (the ``circuit`` claim) and the user it was issued to.
 
 The purpose is part of the signed message, so a permit is never accepted as a
 setup token or the other way round.
@@ -25,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 __all__ = ["Claims", "TokenError", "PERMIT_COOKIE_PREFIX", "permit_cookie_name", "sign", "verify",
-           "make_setup_token", "make_permit", "sign_hint", "verify_hint", "redirect_problem", "token_digest"]
+           "make_setup_token", "make_permit", "make_endpoint_token", "verify_endpoint_token", "sign_hint", "verify_hint", "redirect_problem", "token_digest"]
 
 PERMIT_COOKIE_PREFIX = "appproxy_permit_"
 MAX_TOKEN_LENGTH = 2048
@@ -123,6 +126,27 @@ def make_setup_token(secret: str, circuit: str, user: str, ttl: float, redirect:
 def make_permit(secret: str, circuit: str, user: str, ttl: float, now: float | None = None) -> str:
     issued = time.time() if now is None else now
     return sign(secret, "permit", {"c": circuit, "u": user, "e": int(issued + ttl)})
+
+
+def make_endpoint_token(secret: str, endpoint_id, user, ttl: float, now: float | None = None) -> str:
+    """An API token for a model-serving endpoint: ``Authorization: BackendAI <token>`` (or
+    ``Bearer``) at the endpoint's URL.  ``ttl`` seconds from ``now``; a nonce keeps two tokens
+    issued in the same second distinct."""
+    if not secret:
+        raise ValueError("an endpoint token needs the circuit's token secret")
+    issued = time.time() if now is None else now
+    return sign(secret, "endpoint", {"c": str(endpoint_id), "u": str(user), "e": int(issued + ttl),
+                                     "n": secrets.token_hex(8)})
+
+
+def verify_endpoint_token(secret: str, endpoint_id: str, token: str, now: float | None = None) -> Claims:
+    """The claims of a valid, unexpired endpoint token for ``endpoint_id``; :class:`TokenError` otherwise."""
+    if not secret:
+        raise TokenError("the endpoint takes no tokens")
+    claims = verify(secret, "endpoint", token, now)
+    if claims.circuit != str(endpoint_id):
+        raise TokenError("the token is for another endpoint")
+    return claims
 
 
 def permit_cookie_name(circuit: str) -> str:

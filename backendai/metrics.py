@@ -2,7 +2,8 @@
 scheduler's counters and histograms (recorded in whichever process ran a pass;
 shared through ``PROMETHEUS_MULTIPROC_DIR`` when set), and gauges read from the
 database at scrape time (sessions and agents by status, background tasks by name
-and status; ``backendai.bgtasks`` records the tasks' finished counter and durations)."""
+and status; ``backendai.bgtasks`` records the tasks' finished counter and durations;
+``serving.metrics``: model-serving endpoints' replicas, routes and scaling decisions)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from agents.models import Agent
 from backendai.models import BackgroundTask
+from serving.metrics import EndpointCollector
 from sessions.models import Session
 
 
@@ -45,5 +47,6 @@ def metrics_view(request):
         registry = REGISTRY
     local = CollectorRegistry()
     local.register(DatabaseCollector())
+    local.register(EndpointCollector())  # model serving: replicas and routes per endpoint
     body = generate_latest(registry) + generate_latest(local)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

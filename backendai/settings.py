@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "sessions.apps.SessionsConfig",
     "vfolders",
     "appproxy",
+    "serving",
 ]
 
 MIDDLEWARE = [
@@ -248,9 +249,12 @@ CELERY_BEAT_SCHEDULE = {
     "sessions.deliver_callbacks": {"task": "sessions.tasks.deliver_callbacks", "schedule": 3.0},
     "appproxy.mark_lost": {"task": "appproxy.tasks.mark_lost_workers", "schedule": 15.0},
     "appproxy.sweep": {"task": "appproxy.tasks.sweep_circuits", "schedule": 15.0},
+    "serving.autoscale": {"task": "serving.tasks.autoscale_endpoints", "schedule": 5.0},
     "vfolders.reconcile": {"task": "vfolders.tasks.reconcile", "schedule": 300.0},
     "vfolders.measure_quota_scopes": {"task": "vfolders.tasks.measure_quota_scopes", "schedule": 3600.0},
     "vfolders.check_storage_proxies": {"task": "vfolders.tasks.check_storage_proxies", "schedule": 10.0},
+    "serving.reconcile": {"task": "serving.tasks.reconcile_endpoints", "schedule": 2.0},
+    "serving.prune_events": {"task": "serving.tasks.prune_events", "schedule": 3600.0},
     "backendai.reconcile_background_tasks": {"task": "backendai.tasks.reconcile_background_tasks", "schedule": 60.0},
 }
 VFOLDER_ROOT = CONFIG.vfolder_root or DATA_DIR / "vfroot"

@@ -30,12 +30,14 @@ urlpatterns = [
     path("", include("sessions.api.urls")),
     path("", include("appproxy.api.urls")),
     path("", include("vfolders.api.urls")),
+    path("", include("serving.api.urls")),
     path("", include("backendai.exports.urls")),  # CSV reports the apps register (accounts, sessions)
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
     path("ui/", include(("vfolders.urls", "ui-vfolders"), namespace="ui-vfolders")),
     path("ui/", include(("sessions.urls", "ui-sessions"), namespace="ui-sessions")),
     path("ui/", include(("appproxy.urls", "ui-appproxy"), namespace="ui-appproxy")),
+    path("ui/", include(("serving.urls", "ui-serving"), namespace="ui-serving")),
     path("admin/", admin.site.urls),
 ]
 

@@ -60,6 +60,9 @@ class EnqueueRequest:
     resource_opts: dict = field(default_factory=dict)
     preopen_ports: list = field(default_factory=list)
     agent_list: list | None = None
+    #: model serving: the container port the model serves on, published first as the
+    #: ``inference`` service port (so the local backend's ``$PORT`` is it)
+    inference_port: int | None = None
 
 
 @dataclass
@@ -212,8 +215,11 @@ def resolve_dependencies(keypair: Keypair, refs: list) -> list[Session]:
     return sessions
 
 
-def service_ports_for(image, preopen_ports: list) -> list[dict]:
+def service_ports_for(image, preopen_ports: list, inference_port: int | None = None) -> list[dict]:
     ports = [dict(p) for p in image.service_ports or []]
+    if inference_port is not None:  # first in the list; an image port on the same container port gives way
+        ports = [p for p in ports if inference_port not in p.get("container_ports", [])]
+        ports.insert(0, {"name": "inference", "protocol": "inference", "container_ports": [inference_port]})
     used = {p for entry in ports for p in entry["container_ports"]}
     for port in preopen_ports or []:
         if not isinstance(port, int) or not 1024 <= port <= 65535:
@@ -284,7 +290,9 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
     else:
         agent_ids = agent_services.committed_image_agents(image, group)  # a committed image: where it is
     mounts = mounts_for(owner, project, req)
-    ports = service_ports_for(image, req.preopen_ports)
+    if req.inference_port is not None and req.session_type != SessionType.INFERENCE:
+        raise errors.InvalidAPIParameters("inference_port: is allowed only for inference sessions")
+    ports = service_ports_for(image, req.preopen_ports, req.inference_port)
     ssh.ensure_owner_key(keypair)  # the session's SSH keypair (written into the kernel as id_container)
 
     session = Session.objects.create(

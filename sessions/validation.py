@@ -506,6 +506,7 @@ class CreateRequestSerializer(serializers.Serializer):
     agent_list = serializers.ListField(child=Text(max_length=AGENT_ID_MAX, allow_blank=False, allow_null=False,
                                                   validators=[_label(AGENT_ID_MAX, separators=False, spaces=False)]),
                                        max_length=LIST_MAX, required=False, allow_null=True)
+    inference_port = Integer(min_value=1, max_value=65535)
 
 
 def _first_error(detail, path: str = "") -> tuple[str, str]:

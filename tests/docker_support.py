@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = ROOT / "scripts" / "build-test-images"
 DOCKER_SH = ROOT / "scripts" / "lib" / "docker.sh"
 TEST_IMAGES = {"shell": "bai-test/shell:1.0", "http": "bai-test/http:1.0", "batch": "bai-test/batch:1.0",
-               "ssh": "bai-test/ssh:1.0", "python": "bai-test/python:3.11"}
+               "ssh": "bai-test/ssh:1.0", "python": "bai-test/python:3.11", "inference": "bai-test/inference:1.0"}
 TEST_LABEL = {"bai-test": "1"}
 
 

@@ -4,6 +4,8 @@ worker API (``/appproxy-api/v1/workers/<name>…``).  Thin: validate, call ``app
 * workers (Bearer worker token): ``POST /workers/register``, ``POST /workers/<id>/heartbeat``;
 * the manager (the coordinator secret): ``GET /workers``, ``GET /workers/<id>`` (also the worker's
   own token), ``POST /routes``, ``GET /routes``, ``GET|DELETE /routes/<id>``, ``DELETE /routes?session_id=``;
+  model-serving endpoints: ``POST|DELETE /v2/endpoints/<id>``, ``GET /v2/endpoints/<id>/health``,
+  ``.../traffic?window=``, ``.../series?minutes=&step=``;
 * ``GET /health`` for anyone (load balancers, the e2e tests).
 
 docs/appproxy.md, "The coordinator's REST API", has the shapes.
@@ -100,6 +102,62 @@ class RouteDetailView(ForManager):
     def delete(self, request, route_id):
         services.delete_route(route_id)
         return Response(status=204)
+
+
+def _int_param(request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.InvalidAPIParameters(f"{name}: expected an integer, got {raw[:40]!r}") from None
+
+
+SYNC_KEYS = ("owner_id", "name", "scaling_group_id", "app", "container_port", "routes", "open_to_public",
+             "health_check", "token_secret")
+
+
+class EndpointView(ForManager):
+    """``POST /v2/endpoints/<id>``: create or update the endpoint's inference circuit;
+    ``DELETE``: remove it (``{"removed": n}``)."""
+
+    def post(self, request, endpoint_id):
+        body = request.data
+        if not isinstance(body, dict):
+            raise errors.InvalidAPIParameters("expected a JSON object")
+        unknown = set(body) - set(SYNC_KEYS)
+        if unknown:
+            raise errors.InvalidAPIParameters(f"unknown keys: {', '.join(sorted(map(str, unknown)))[:200]}")
+        for key in ("owner_id", "container_port", "routes"):
+            if key not in body:
+                raise errors.InvalidAPIParameters(f"{key}: required")
+        spec = {key: body[key] for key in SYNC_KEYS if key in body}
+        spec.setdefault("name", "")
+        spec.setdefault("app", "inference")
+        spec.setdefault("open_to_public", False)
+        spec.setdefault("token_secret", "")
+        return Response(services.sync_endpoint(endpoint_id, **spec))
+
+    def delete(self, request, endpoint_id):
+        reason = request.query_params.get("reason") or "endpoint-destroyed"
+        return Response({"removed": services.remove_endpoint(endpoint_id, reason=reason)})
+
+
+class EndpointHealthView(ForManager):
+    def get(self, request, endpoint_id):
+        return Response({"routes": services.endpoint_health(endpoint_id)})
+
+
+class EndpointTrafficView(ForManager):
+    def get(self, request, endpoint_id):
+        return Response(services.endpoint_traffic(endpoint_id, _int_param(request, "window", 60)))
+
+
+class EndpointSeriesView(ForManager):
+    def get(self, request, endpoint_id):
+        return Response({"series": services.endpoint_series(endpoint_id, _int_param(request, "minutes", 15),
+                                                            _int_param(request, "step", 30))})
 
 
 class HealthView(APIView):

@@ -27,6 +27,23 @@ class HeartbeatSerializer(serializers.Serializer):
                                      help_text="{circuit_id: last access (ISO 8601 or unix seconds)}")
     failed_ports = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=65535),
                                          required=False, default=list)
+    inference = serializers.DictField(child=serializers.DictField(), required=False, default=dict,
+                                      help_text="{circuit_id: {health: {route_id: {...}}, counters: {...}}}")
+
+    def validate_inference(self, value):
+        if len(value) > 500:
+            raise serializers.ValidationError("at most 500 circuits")
+        return value
+
+
+class RouteHealthSerializer(serializers.Serializer):
+    circuits = serializers.DictField(child=serializers.DictField(child=serializers.DictField()),
+                                     help_text="{circuit_id: {route_id: {status, changed_at, checked_at, ...}}}")
+
+    def validate_circuits(self, value):
+        if len(value) > 500:
+            raise serializers.ValidationError("at most 500 circuits")
+        return value
 
 
 class RedeemSetupSerializer(serializers.Serializer):

@@ -8,6 +8,8 @@ urlpatterns = [
          name="appproxy-heartbeat"),
     path("appproxy-api/v1/workers/<str:authority>/circuits", views.WorkerCircuitsView.as_view(),
          name="appproxy-circuits"),
+    path("appproxy-api/v1/workers/<str:authority>/route-health", views.WorkerRouteHealthView.as_view(),
+         name="appproxy-route-health"),
     path("appproxy-api/v1/workers/<str:authority>/shutdown", views.WorkerShutdownView.as_view(),
          name="appproxy-shutdown"),
     path("appproxy-api/v1/workers/<str:authority>/setup-tokens/redeem", views.WorkerRedeemSetupView.as_view(),

@@ -7,9 +7,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from appproxy import gateway, services
-from appproxy.api.authentication import WorkerTokenAuthentication, IsWorker
-from appproxy.api.serializers import (HeartbeatSerializer, RedeemSetupSerializer, RegisterSerializer,
-                                      StartServiceSerializer)
+from appproxy.api.authentication import IsWorker, WorkerTokenAuthentication
+from appproxy.api.serializers import (
+    HeartbeatSerializer,
+    RedeemSetupSerializer,
+    RegisterSerializer,
+    RouteHealthSerializer,
+    StartServiceSerializer,
+)
 from backendai.api import errors
 from sessions import services as session_services
 
@@ -44,6 +49,16 @@ class WorkerCircuitsView(WorkerAPIView):
             if since < 0:
                 raise errors.InvalidAPIParameters("since: must not be negative")
         return Response(services.circuit_table(request.auth, authority, since))
+
+
+class WorkerRouteHealthView(WorkerAPIView):
+    """``POST .../route-health {"circuits": {circuit_id: {route_id: {status, ...}}}}``: health checks that flipped."""
+
+    def post(self, request, authority):
+        params = RouteHealthSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        return Response({"recorded": services.report_route_health(request.auth, authority,
+                                                                  params.validated_data["circuits"])})
 
 
 class WorkerShutdownView(WorkerAPIView):

@@ -14,6 +14,13 @@ urlpatterns = [
     path("workers/<str:worker_id>/heartbeat", views.HeartbeatView.as_view(), name="coordinator-heartbeat"),
     path("routes", views.RouteListView.as_view(), name="coordinator-routes"),
     path("routes/<str:route_id>", views.RouteDetailView.as_view(), name="coordinator-route"),
+    path("v2/endpoints/<str:endpoint_id>", views.EndpointView.as_view(), name="coordinator-endpoint"),
+    path("v2/endpoints/<str:endpoint_id>/health", views.EndpointHealthView.as_view(),
+         name="coordinator-endpoint-health"),
+    path("v2/endpoints/<str:endpoint_id>/traffic", views.EndpointTrafficView.as_view(),
+         name="coordinator-endpoint-traffic"),
+    path("v2/endpoints/<str:endpoint_id>/series", views.EndpointSeriesView.as_view(),
+         name="coordinator-endpoint-series"),
     # today's worker API, exactly as the manager serves it (workers need not know where they are)
     *[p for p in worker_urls.urlpatterns if str(p.pattern).startswith("appproxy-api/")],
 ]

@@ -52,7 +52,8 @@ def record_access(worker: Worker, reports: dict) -> int:
         when = when_by_id[str(circuit_id)]
         Circuit.objects.filter(pk=circuit_id).filter(Q(last_access__isnull=True) | Q(last_access__lt=when)).update(
             last_access=when)
-        latest_by_session[session_id] = max(when, latest_by_session.get(session_id, when))
+        if session_id is not None:  # inference circuits have no session
+            latest_by_session[session_id] = max(when, latest_by_session.get(session_id, when))
     for session_id, when in latest_by_session.items():
         session_services.touch_session(session_id, when)
     return len(sessions)

@@ -59,9 +59,10 @@ def allocate_port(worker: Worker, also_avoid=()) -> int | None:
     return None
 
 
-def _subdomain(worker: Worker, session_id, app: str, circuit_id) -> str:
+def _subdomain(worker: Worker, owner_id, app: str, circuit_id) -> str:
+    """``<app>-<12 hex of the session (or, for inference circuits, the endpoint)>``."""
     base = re.sub(r"[^a-z0-9-]+", "-", app.lower()).strip("-")[:40] or "app"
-    candidate = f"{base}-{session_id.hex[:12]}"
+    candidate = f"{base}-{(owner_id or circuit_id).hex[:12]}"
     if Circuit.objects.filter(worker=worker, subdomain=candidate).exclude(pk=circuit_id).exists():
         candidate = f"{base}-{circuit_id.hex[:16]}"
     return candidate
@@ -71,7 +72,8 @@ def slot_for(worker: Worker, circuit: Circuit, protocol: str) -> dict:
     if worker.frontend_mode == FrontendMode.WILDCARD:
         if protocol != Protocol.HTTP:
             raise WorkerNotAvailable(f"Worker {worker.authority} carries only HTTP apps")
-        return {"port": None, "subdomain": _subdomain(worker, circuit.session_id, circuit.app, circuit.pk)}
+        return {"port": None, "subdomain": _subdomain(worker, circuit.session_id or circuit.endpoint_id, circuit.app,
+                                                      circuit.pk)}
     port = allocate_port(worker)
     if port is None:
         raise WorkerNotAvailable(f"Worker {worker.authority} has no free port")
@@ -97,7 +99,8 @@ def relocate(worker: Worker, circuits: list[Circuit], reason: str) -> None:
         elif circuit.protocol == Protocol.HTTP:
             if circuit.subdomain:
                 continue
-            slot = {"port": None, "subdomain": _subdomain(worker, circuit.session_id, circuit.app, circuit.pk)}
+            slot = {"port": None, "subdomain": _subdomain(worker, circuit.session_id or circuit.endpoint_id,
+                                                          circuit.app, circuit.pk)}
         if slot is None:
             gone.append(circuit.pk)
             continue

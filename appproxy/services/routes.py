@@ -78,7 +78,9 @@ def show_worker(worker_id, token: WorkerToken | None = None) -> dict:
 
 def route_json(circuit: Circuit) -> dict:
     worker = circuit.worker
-    return {**circuit_json(circuit), "worker_id": str(worker.pk), "worker": worker.authority,
+    data = circuit_json(circuit)
+    data.pop("token_secret", None)  # the worker's business, not the manager's listing
+    return {**data, "worker_id": str(worker.pk), "worker": worker.authority,
             "url": frontend_url(circuit, worker), "created_at": circuit.created_at.isoformat(),
             "last_access": circuit.last_access.isoformat() if circuit.last_access else None}
 

@@ -2,7 +2,7 @@
 syncs its table from, and the URL users reach a circuit at."""
 from __future__ import annotations
 
-from appproxy.models import Circuit, FrontendMode, Protocol, Worker
+from appproxy.models import AppMode, Circuit, FrontendMode, Protocol, Worker
 
 
 def worker_json(worker: Worker) -> dict:
@@ -18,15 +18,25 @@ def worker_json(worker: Worker) -> dict:
 
 
 def circuit_json(circuit: Circuit) -> dict:
-    return {
-        "id": str(circuit.pk), "app": circuit.app, "protocol": circuit.protocol,
-        "session_id": str(circuit.session_id), "kernel_id": str(circuit.kernel_id) if circuit.kernel_id else None,
+    """What the worker carrying the circuit gets.  Inference circuits add their endpoint, the
+    routes that have a target, the health check and the secret their API tokens are signed with."""
+    data = {
+        "id": str(circuit.pk), "app": circuit.app, "protocol": circuit.protocol, "app_mode": circuit.app_mode,
+        "session_id": str(circuit.session_id) if circuit.session_id else None,
+        "kernel_id": str(circuit.kernel_id) if circuit.kernel_id else None,
         "owner_id": str(circuit.owner_id), "granted_users": [str(u) for u in circuit.granted_users or []],
         "target_host": circuit.target_host, "target_port": circuit.target_port,
         "port": circuit.port, "subdomain": circuit.subdomain or None,
         "open_to_public": circuit.open_to_public, "allowed_client_ips": list(circuit.allowed_client_ips or []),
         "revision": circuit.revision,
     }
+    if circuit.app_mode == AppMode.INFERENCE:
+        data.update(endpoint_id=str(circuit.endpoint_id), health_check=dict(circuit.health_check or {}),
+                    token_secret=circuit.token_secret, routes=[
+                        {"route_id": r["route_id"], "session_id": r["session_id"], "host": r["host"],
+                         "port": r["port"], "traffic_ratio": r["traffic_ratio"], "active": r["active"]}
+                        for r in circuit.routes or [] if r.get("host") and r.get("port")])
+    return data
 
 
 def frontend_url(circuit: Circuit, worker: Worker | None = None) -> str:

@@ -8,16 +8,24 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from appproxy.models import Circuit, CircuitTombstone, SetupToken, Worker
+from appproxy.models import AppMode, Circuit, CircuitTombstone, SetupToken, Worker
 from appproxy.services.circuits import LIVE_SESSION, remove_circuits, service_target, update_circuit
+from appproxy.services.inference import prune_samples, retarget_endpoints
 from appproxy.services.timeouts import idle_timeout, tombstone_retention
 from backendai.api import errors
+
+
+def ended_session_circuits(circuits):
+    """The interactive circuits among ``circuits`` whose session ended (inference circuits have
+    no session: their endpoint removes them)."""
+    return circuits.filter(app_mode=AppMode.INTERACTIVE).exclude(session__status__in=LIVE_SESSION)
 
 
 def retarget_circuits() -> int:
     """Follow kernels whose service ports moved (a restart republished them): one revision each."""
     changed = 0
-    query = (Circuit.objects.filter(session__status__in=LIVE_SESSION, container_port__isnull=False,
+    query = (Circuit.objects.filter(app_mode=AppMode.INTERACTIVE, session__status__in=LIVE_SESSION,
+                                    container_port__isnull=False,
                                     kernel__isnull=False).select_related("kernel", "kernel__agent"))
     for circuit in query:
         try:
@@ -31,12 +39,14 @@ def retarget_circuits() -> int:
 
 
 def collect_idle_circuits(timeout_seconds: float | None = None, now=None) -> int:
-    """Non-public circuits unused for longer than the timeout (0 disables) are removed."""
+    """Non-public interactive circuits unused for longer than the timeout (0 disables) are removed
+    (an endpoint's circuit lives as long as the endpoint)."""
     timeout = idle_timeout() if timeout_seconds is None else timeout_seconds
     if not timeout:
         return 0
     now = now or timezone.now()
-    idle = (Circuit.objects.filter(open_to_public=False).annotate(seen=Coalesce("last_access", "created_at"))
+    idle = (Circuit.objects.filter(open_to_public=False, app_mode=AppMode.INTERACTIVE)
+            .annotate(seen=Coalesce("last_access", "created_at"))
             .filter(seen__lt=now - timedelta(seconds=timeout)))
     return remove_circuits(idle, reason="idle")
 
@@ -63,10 +73,12 @@ def prune_setup_tokens(now=None) -> int:
 
 def sweep_circuits(now=None) -> dict:
     """The periodic convergence pass: circuits of ended sessions, moved targets, idle circuits, old tombstones,
-    expired setup links."""
+    expired setup links; inference circuits follow their replicas' ports, and old samples go."""
     return {
-        "ended": remove_circuits(Circuit.objects.exclude(session__status__in=LIVE_SESSION), reason="session-ended"),
+        "ended": remove_circuits(ended_session_circuits(Circuit.objects.all()), reason="session-ended"),
         "retargeted": retarget_circuits(),
+        "endpoints": retarget_endpoints(),
+        "samples": prune_samples(now=now),
         "idle": collect_idle_circuits(now=now),
         "tombstones": prune_tombstones(now=now),
         "setup_tokens": prune_setup_tokens(now=now),

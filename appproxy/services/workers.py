@@ -13,10 +13,12 @@ from django.utils import timezone
 
 from appproxy.models import WORKER_MOVES, Circuit, FrontendMode, Worker, WorkerStatus, WorkerToken
 from appproxy.services.access import record_access
-from appproxy.services.circuits import LIVE_SESSION, remove_circuits
+from appproxy.services.circuits import remove_circuits
+from appproxy.services.inference import record_heartbeat, record_route_health
 from appproxy.services.placement import relocate
 from appproxy.services.revisions import recompute_occupancy
 from appproxy.services.serialise import circuit_json, worker_json
+from appproxy.services.sweeps import ended_session_circuits
 from appproxy.services.timeouts import heartbeat_timeout, permit_ttl
 from appproxy.services.worker_tokens import check_token_allows, touch_token
 from backendai import daemons
@@ -98,8 +100,9 @@ def register(token: WorkerToken, authority: str, data: dict) -> dict:
 
 
 def heartbeat(token: WorkerToken, authority: str, data: dict) -> dict:
-    """Liveness plus last-access reports; revives a LOST worker; removes circuits of
-    ended sessions on the way, so routes converge even without the periodic sweep."""
+    """Liveness plus last-access reports (and, for inference circuits, route health and traffic
+    counters); revives a LOST worker; removes circuits of ended sessions on the way, so routes
+    converge even without the periodic sweep."""
     check_token_allows(token, authority)
     now = timezone.now()
     worker = get_worker(authority)
@@ -117,8 +120,8 @@ def heartbeat(token: WorkerToken, authority: str, data: dict) -> dict:
             locked = Worker.objects.select_for_update().get(pk=worker.pk)
             relocate(locked, list(locked.circuits.filter(port__in=failed)), reason="port-unavailable")
     record_access(worker, data.get("circuits") or {})
-    remove_circuits(Circuit.objects.filter(worker=worker).exclude(session__status__in=LIVE_SESSION),
-                    reason="session-ended")
+    record_heartbeat(worker, data.get("inference") or {})
+    remove_circuits(ended_session_circuits(Circuit.objects.filter(worker=worker)), reason="session-ended")
     touch_token(token, now)
     revision = Worker.objects.filter(pk=worker.pk).values_list("revision", flat=True).get()
     return {"status": WorkerStatus.ALIVE, "revision": revision, "heartbeat_timeout": heartbeat_timeout()}
@@ -136,6 +139,15 @@ def circuit_table(token: WorkerToken, authority: str, since: int | None = None) 
     changed = [circuit_json(c) for c in worker.circuits.filter(revision__gt=since).order_by("revision")]
     removed = [str(cid) for cid in worker.tombstones.filter(revision__gt=since).values_list("circuit_id", flat=True)]
     return {"revision": revision, "full": False, "circuits": changed, "removed": removed}
+
+
+def report_route_health(token: WorkerToken, authority: str, reports: dict) -> int:
+    """``POST .../route-health``: a worker's health checks flipped routes (sent at once; every
+    heartbeat repeats the full picture)."""
+    check_token_allows(token, authority)
+    worker = get_worker(authority)
+    touch_token(token, timezone.now())
+    return record_route_health(worker, reports)
 
 
 def shutdown(token: WorkerToken, authority: str) -> None:

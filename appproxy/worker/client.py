@@ -95,8 +95,18 @@ class CoordinatorClient:
                 return answer
         return await self._call("PUT", "", json=body)
 
-    async def heartbeat(self, circuits: dict[str, float], failed_ports: list[int]) -> dict:
-        return await self._call("POST", "/heartbeat", json={"circuits": circuits, "failed_ports": failed_ports})
+    async def heartbeat(self, circuits: dict[str, float], failed_ports: list[int],
+                        inference: dict | None = None) -> dict:
+        """Liveness, last-access times and, for inference circuits, ``{circuit_id: {"health": {route_id:
+        {...}}, "counters": {...}}}``."""
+        body = {"circuits": circuits, "failed_ports": failed_ports}
+        if inference:
+            body["inference"] = inference
+        return await self._call("POST", "/heartbeat", json=body)
+
+    async def route_health(self, reports: dict) -> dict:
+        """Routes whose health flipped: ``{circuit_id: {route_id: {status, changed_at, checked_at, ...}}}``."""
+        return await self._call("POST", "/route-health", json={"circuits": reports})
 
     async def circuits(self, since: int | None = None) -> dict:
         return await self._call("GET", "/circuits", params={} if since is None else {"since": since})

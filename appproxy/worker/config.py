@@ -33,10 +33,6 @@ from backendai.daemon_options import (  # noqa: E402 - shared with the agent dae
 )
 
 
-
-
-
-
 def _mode(text: Any) -> str:
     value = str(text).strip().lower()
     if value not in ("port", "wildcard"):

@@ -9,7 +9,7 @@ import json
 import re
 
 __all__ = ["HOP_BY_HOP", "HTTPError", "Request", "Response", "check_header", "parse_request", "parse_response",
-           "simple_response", "error_page"]
+           "simple_response", "error_page", "problem_page"]
 
 MAX_HEAD = 64 * 1024
 # Control characters other than HTAB: a bare CR or LF in a header would start a new header
@@ -20,7 +20,8 @@ TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
 REASONS = {
-    200: "OK", 202: "Accepted", 204: "No Content", 302: "Found", 400: "Bad Request", 403: "Forbidden",
+    200: "OK", 202: "Accepted", 204: "No Content", 302: "Found", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
     421: "Misdirected Request", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
@@ -29,13 +30,21 @@ REASONS = {
 
 
 class HTTPError(Exception):
-    """Answer the client with ``status`` and ``message`` (and close unless told otherwise)."""
+    """Answer the client with ``status`` and ``message`` (and close unless told otherwise).
+    ``problem``: answer ``application/problem+json`` (API clients: inference circuits), with
+    ``headers`` added."""
 
-    def __init__(self, status: int, message: str, reason: str = ""):
+    problem = False
+    headers: tuple = ()
+
+    def __init__(self, status: int, message: str, reason: str = "", problem: bool = False, headers=()):
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason or REASONS.get(status, "Error").lower().replace(" ", "-")
+        if problem:
+            self.problem = True
+            self.headers = tuple(headers)
 
 
 def _tokens(value: bytes) -> set[bytes]:
@@ -44,7 +53,7 @@ def _tokens(value: bytes) -> set[bytes]:
 
 class Request:
     __slots__ = ("method", "target", "version", "headers", "content_length", "chunked", "keep_alive", "upgrade",
-                 "host", "connection_tokens", "cookies", "forwarded_for", "accept")
+                 "host", "connection_tokens", "cookies", "forwarded_for", "accept", "authorization")
 
     def __init__(self):
         self.content_length: int | None = None
@@ -55,6 +64,7 @@ class Request:
         self.cookies: list[bytes] = []
         self.forwarded_for: list[bytes] = []
         self.accept = b""
+        self.authorization = b""
 
     @property
     def has_body(self) -> bool:
@@ -123,6 +133,8 @@ def parse_request(head: bytes) -> Request:
             request.forwarded_for.append(value)
         elif lname == b"accept":
             request.accept = value
+        elif lname == b"authorization":
+            request.authorization = value
     if transfer_encoding is not None:
         if request.content_length is not None:
             raise HTTPError(400, "both Transfer-Encoding and Content-Length")
@@ -201,6 +213,16 @@ def simple_response(status: int, body: bytes, content_type: bytes, extra: list[t
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
     return b"".join(lines) + body
+
+
+PROBLEM_BASE = "https://api.backend.ai/probs/"
+
+
+def problem_page(status: int, slug: str, message: str, headers=(), close: bool = True) -> bytes:
+    """An ``application/problem+json`` answer in Backend.AI's shape (``type``, ``title``, ``msg``)."""
+    body = json.dumps({"type": PROBLEM_BASE + slug, "title": REASONS.get(status, "Error"), "msg": message,
+                       "status": status}).encode()
+    return simple_response(status, body, b"application/problem+json", list(headers), close=close)
 
 
 def error_page(status: int, message: str, as_json: bool = False, reason: str = "", close: bool = True) -> bytes:

@@ -113,11 +113,56 @@ class _CircuitCollector:
             yield family
 
 
+STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class _InferenceCollector:
+    """``appproxy_inference_*``: per endpoint (and route) figures of the inference circuits,
+    read from their ``Endpoint`` states (``appproxy.worker.inference``) at scrape time."""
+
+    def __init__(self, metrics: "Metrics"):
+        self.metrics = metrics
+
+    def collect(self):
+        endpoints = list(self.metrics.endpoints.values())
+        requests = CounterMetricFamily("appproxy_inference_requests", "Requests answered per endpoint, route and "
+                                       "status class (route '': the worker's own answer)",
+                                       labels=("endpoint", "route", "status_class"))
+        errors = CounterMetricFamily("appproxy_inference_errors", "5xx answers and failed exchanges",
+                                     labels=("endpoint", "route"))
+        durations = HistogramMetricFamily("appproxy_inference_request_duration_seconds",
+                                          "Seconds from request head to response end", labels=("endpoint",))
+        inflight = GaugeMetricFamily("appproxy_inference_inflight", "Requests in flight", labels=("endpoint",))
+        healthy = GaugeMetricFamily("appproxy_inference_healthy_routes", "Routes the health checks find healthy",
+                                    labels=("endpoint",))
+        for e in endpoints:
+            unrouted_errors = e.errors - sum(r.errors for r in e.routes.values())
+            for index, count in enumerate(e.unrouted):
+                if count:
+                    requests.add_metric([e.endpoint_id, "", STATUS_CLASSES[index]], count)
+            errors.add_metric([e.endpoint_id, ""], max(0, unrouted_errors))
+            for route in list(e.routes.values()):
+                for index, count in enumerate(route.by_class):
+                    if count or index == 2:
+                        requests.add_metric([e.endpoint_id, route.id, STATUS_CLASSES[index]], count)
+                errors.add_metric([e.endpoint_id, route.id], route.errors)
+            cumulative, buckets = 0, []
+            for bound, count in zip([*map(str, DURATION_BUCKETS), "+Inf"], e.latency.counts):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            durations.add_metric([e.endpoint_id], buckets, e.latency.sum)
+            inflight.add_metric([e.endpoint_id], e.inflight)
+            healthy.add_metric([e.endpoint_id], e.healthy_routes)
+        yield from (requests, errors, durations, inflight, healthy)
+
+
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
         self.circuits: dict[tuple[str, str], CircuitMetrics] = {}
+        self.endpoints: dict = {}  # circuit id -> inference Endpoint (the worker's Inference.endpoints)
         r.register(_CircuitCollector(self))
+        r.register(_InferenceCollector(self))
         self.circuits_created = Counter("appproxy_circuits_created", "Circuits added to this worker's table",
                                         registry=r)
         self.alive_circuits = Gauge("appproxy_alive_circuits", "Circuits in this worker's table", registry=r)

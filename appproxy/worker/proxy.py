@@ -16,7 +16,7 @@ from typing import Callable
 from appproxy import tokens
 from backendai import forwarded
 
-from .http1 import HOP_BY_HOP, MAX_HEAD, HTTPError, Request, error_page, parse_request, parse_response
+from .http1 import HOP_BY_HOP, MAX_HEAD, HTTPError, Request, error_page, parse_request, parse_response, problem_page
 from .metrics import Metrics
 from .table import Circuit
 
@@ -33,6 +33,15 @@ _STALE = (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)
 
 class ClientGone(Exception):
     """The client went away mid-request: nothing more to answer."""
+
+
+class ConnectFailed(HTTPError):
+    """The app could not be reached at all: nothing of the request was sent (an inference
+    circuit tries another route)."""
+
+
+WWW_AUTHENTICATE = ((b"WWW-Authenticate", b'BackendAI realm="model-serving"'), (b"WWW-Authenticate", b"Bearer"))
+NO_REPLICA = ("No healthy replica of this endpoint can take the request now; try again shortly.")
 
 
 class UpstreamPool:
@@ -261,18 +270,33 @@ class Proxy:
             if circuit is None or circuit.protocol != "http":
                 raise HTTPError(404, f"No app is served at {where} (its session may have ended, or the link "
                                      "expired): open the app again from the session page.", "no-circuit")
+            if circuit.inference is not None:
+                self.check_token(request, circuit, self.client_address(peer, request))
+                return await self.exchange_inference(request, circuit, reader, writer, peer)
             self.check_access(request, circuit, self.client_address(peer, request))
             return await self.exchange(request, circuit, reader, writer, peer)
         except HTTPError as exc:
             self.metrics.refused.labels(exc.reason).inc()
             close = request is None or request.has_body or not request.keep_alive or exc.status >= 500
-            if exc.status == 403:
+            if exc.status in (401, 403):
                 client = self.client_address(peer, request)
                 via = f" (via {peer})" if client != peer else ""
                 log.info("refused a request from %s%s at %s: %s", client, via, where, exc.message)
-            writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
-                                    close=close))
+            if exc.problem:
+                writer.write(problem_page(exc.status, exc.reason, exc.message, exc.headers, close=close))
+            else:
+                writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
+                                        close=close))
             return not close
+
+    def check_token(self, request: Request, circuit: Circuit, client: str) -> None:
+        """An inference circuit admits ``Authorization: BackendAI|Bearer <endpoint token>`` (or anyone when public)."""
+        if not circuit.admits_address(client):
+            raise HTTPError(403, f"Your address {client} may not use this endpoint.", "client-ip-not-allowed",
+                            problem=True)
+        refused = circuit.inference.admits(request.authorization, time.time())
+        if refused is not None:
+            raise HTTPError(401, refused, "invalid-api-token", problem=True, headers=WWW_AUTHENTICATE)
 
     def check_access(self, request: Request, circuit: Circuit, client: str) -> None:
         if not circuit.admits_address(client):
@@ -314,12 +338,14 @@ class Proxy:
 
     # --- one exchange -------------------------------------------------------------------------
 
-    def upstream_head(self, request: Request, peer: str) -> bytes:
+    def upstream_head(self, request: Request, peer: str, strip_auth: bool = False) -> bytes:
         drop = request.connection_tokens
         out = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
         for name, lname, value in request.headers:
             if lname in HOP_BY_HOP or lname in drop or lname.startswith(b"proxy-"):
                 continue
+            if strip_auth and lname == b"authorization":
+                continue  # an endpoint's API token is the proxy's business, not the model server's
             if lname == b"cookie":
                 if PERMIT_PREFIX in value:  # the proxy's own credentials never reach the app
                     value = b"; ".join(p.strip() for p in value.split(b";")
@@ -351,8 +377,8 @@ class Proxy:
         except (OSError, TimeoutError) as exc:
             log.warning("circuit %s (session %s, app %s): cannot reach %s:%s: %s", circuit.id, circuit.session_id,
                         circuit.app, key[0], key[1], exc)
-            raise HTTPError(502, f"The app {circuit.app} does not answer (it may be starting or stopped).",
-                            "upstream-unreachable") from None
+            raise ConnectFailed(502, f"The app {circuit.app} does not answer (it may be starting or stopped).",
+                                "upstream-unreachable", problem=circuit.inference is not None) from None
 
     async def _send_body(self, request: Request, reader, uwriter, counter) -> None:
         """Stream the request body to the app; on a client failure close the app side too."""
@@ -388,10 +414,46 @@ class Proxy:
             m.pending.dec()
             m.duration.observe(time.monotonic() - started)
 
-    async def _exchange(self, request, circuit, creader, cwriter, peer, m) -> bool:
+    async def exchange_inference(self, request: Request, circuit: Circuit, creader, cwriter, peer: str) -> bool:
+        """A request to an endpoint: a route by weighted choice among the healthy ones; a route that
+        cannot be connected to is marked unhealthy at once and another one takes the request."""
+        endpoint = circuit.inference
+        m = circuit.metrics or self.metrics.for_circuit(circuit)
+        m.requests.inc()
+        m.pending.inc()
+        endpoint.inflight += 1
+        started = time.monotonic()
+        circuit.last_access = time.time()
+        route = endpoint.pick()
+        try:
+            while route is not None:
+                route.inflight += 1
+                try:
+                    return await self._exchange(request, circuit, creader, cwriter, peer, m, route.key, route)
+                except ConnectFailed as exc:
+                    log.warning("endpoint %s: route %s (%s:%s) cannot be reached: trying another one",
+                                endpoint.endpoint_id, route.id, route.host, route.port)
+                    endpoint.failed(route, f"connect failed: {exc.message}", time.time(), at_once=True)
+                except HTTPError as exc:  # no answer from the replica (closed, timed out, garbled)
+                    endpoint.count(route, exc.status)
+                    exc.problem = True
+                    raise
+                finally:
+                    route.inflight -= 1
+                route = endpoint.pick()
+            endpoint.count(None, 503)
+            raise HTTPError(503, NO_REPLICA, "no-healthy-replica", problem=True)
+        finally:
+            endpoint.inflight -= 1
+            elapsed = time.monotonic() - started
+            endpoint.latency.observe(elapsed)
+            m.pending.dec()
+            m.duration.observe(elapsed)
+
+    async def _exchange(self, request, circuit, creader, cwriter, peer, m, key=None, route=None) -> bool:
         """One request: send it to the app, then relay the answer (or the upgraded stream).
         True when the client connection may carry another request."""
-        key = (circuit.target_host, circuit.target_port)
+        key = key or (circuit.target_host, circuit.target_port)
         ureader, uwriter, pump, rhead = await self._ask_upstream(request, circuit, creader, cwriter, peer, key, m)
         m.upstream_requests.inc()
         m.upstream_responses.inc()
@@ -401,6 +463,8 @@ class Proxy:
             uwriter.close()
             await _cancel(pump)
             raise
+        if route is not None:
+            circuit.inference.count(route, response.status)
         if response.status == 101 and request.upgrade is not None:
             await self._upgrade(circuit, creader, cwriter, ureader, uwriter, pump, rhead, m)
             return False
@@ -410,7 +474,7 @@ class Proxy:
         """Send the request head to the app (streaming its body alongside) and read the
         final response head: ``(ureader, uwriter, body pump or None, head)``.  A pooled
         connection that turns out stale is retried once on a fresh one."""
-        head = self.upstream_head(request, peer)
+        head = self.upstream_head(request, peer, strip_auth=circuit.inference is not None)
         body = request.has_body
         for attempt in (0, 1):
             pooled = self.pool.take(key)

@@ -22,6 +22,7 @@ from appproxy import tokens
 from .client import CoordinatorClient, CoordinatorError, CoordinatorRejected, CoordinatorUnavailable, NotRegistered
 from .config import WorkerConfig
 from .http1 import MAX_HEAD, HTTPError, error_page, parse_request, simple_response
+from .inference import Endpoint, Inference, Route
 from .metrics import Metrics
 from .proxy import Proxy
 from .table import Circuit, CircuitTable
@@ -58,6 +59,10 @@ class Worker:
         self.last_full_sync = 0.0
         self.coordinator_down_since: float | None = None
         self.tasks: list[asyncio.Task] = []
+        self.inference = Inference(self._on_flip)
+        self.metrics.endpoints = self.inference.endpoints
+        self.flips: dict[str, dict[str, dict]] = {}  # health flips not yet reported
+        self.flip_event = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -99,7 +104,8 @@ class Worker:
                      self.config.bind_host, self.config.wildcard_port)
         self.tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                       asyncio.create_task(self._sync_loop(), name="sync"),
-                      asyncio.create_task(self._housekeeping_loop(), name="housekeeping")]
+                      asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+                      asyncio.create_task(self._flip_loop(), name="route-health")]
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -116,6 +122,7 @@ class Worker:
         deadline = time.monotonic() + self.config.shutdown_grace
         while self.proxy.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.inference.stop()
         for circuit in self.table.circuits.values():
             self.proxy.close_relays(circuit)
         self.proxy.close_all()
@@ -213,6 +220,8 @@ class Worker:
                 self.last_full_sync = time.monotonic()
             changes = self.table.apply(answer)
             for circuit in changes.removed:
+                if circuit.is_inference:
+                    self.inference.detach(circuit)
                 self.proxy.close_relays(circuit)
                 self.metrics.forget(circuit)
                 self.reported.pop(circuit.id, None)
@@ -221,9 +230,19 @@ class Worker:
             for old, new in changes.changed:
                 if not old.same_route(new):
                     self.proxy.close_relays(old)
+                if new.is_inference:
+                    self.inference.attach(new)
+                    log.info("endpoint %s: inference circuit %s changed: %d route(s) at %s", new.endpoint_id, new.id,
+                             len(new.routes), new.port or new.subdomain)
+                    continue
                 log.info("circuit %s (session %s, app %s) changed: -> %s:%s at %s", new.id, new.session_id,
                          new.app, new.target_host, new.target_port, new.port or new.subdomain)
             for circuit in changes.added:
+                if circuit.is_inference:
+                    self.inference.attach(circuit)
+                    log.info("endpoint %s: inference circuit %s with %d route(s) at %s", circuit.endpoint_id,
+                             circuit.id, len(circuit.routes), circuit.port or circuit.subdomain)
+                    continue
                 log.info("circuit %s (session %s, app %s, %s) -> %s:%s at %s", circuit.id, circuit.session_id,
                          circuit.app, circuit.protocol, circuit.target_host, circuit.target_port,
                          circuit.port or circuit.subdomain)
@@ -256,8 +275,10 @@ class Worker:
                    if c.last_access > self.reported.get(cid, 0.0)}
         now = time.time()
         failed = sorted(p for p, when in self.failed.items() if now - when < FAILED_PORT_MEMORY)
+        inference = {e.circuit_id: {"health": e.health_report(), "counters": e.counters()}
+                     for e in self.inference.endpoints.values()}
         try:
-            answer = await self.client.heartbeat(reports, failed)
+            answer = await self.client.heartbeat(reports, failed, inference)
         except NotRegistered:
             log.warning("worker %s: unknown to the coordinator: registering again", self.config.name)
             await self.register()
@@ -274,6 +295,23 @@ class Worker:
         self.reported.update(reports)
         if answer.get("revision") != self.table.revision:
             self.sync_event.set()
+
+    def _on_flip(self, endpoint: Endpoint, route: Route) -> None:
+        """A route's health flipped: report it now (the heartbeat repeats everything anyway)."""
+        self.flips.setdefault(endpoint.circuit_id, {})[route.id] = route.report()
+        self.flip_event.set()
+
+    async def _flip_loop(self) -> None:
+        while not self.stopping.is_set():
+            await self.flip_event.wait()
+            self.flip_event.clear()
+            reports, self.flips = self.flips, {}
+            try:
+                async with asyncio.timeout(10):
+                    await self.client.route_health(reports)
+            except (CoordinatorError, TimeoutError) as exc:
+                log.debug("worker %s: route health report failed (the next heartbeat carries it): %s",
+                          self.config.name, exc)
 
     async def _housekeeping_loop(self) -> None:
         while not await self._sleep(HOUSEKEEPING_INTERVAL):

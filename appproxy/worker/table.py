@@ -35,6 +35,15 @@ class Circuit:
     # live websocket/TCP relays (writers), closed when the circuit goes away
     relays: set = field(default_factory=set)
     metrics: object = None
+    # inference circuits (app_mode "inference"): the endpoint, its routes with a target, the
+    # health check, the secret API tokens are signed with; ``inference`` is the worker's state
+    # (appproxy.worker.inference.Endpoint), kept across table updates
+    app_mode: str = "interactive"
+    endpoint_id: str = ""
+    routes: tuple = ()
+    health_check: dict = field(default_factory=dict)
+    token_secret: str = ""
+    inference: object = None
 
     @classmethod
     def from_json(cls, data: dict) -> Circuit:
@@ -54,7 +63,25 @@ class Circuit:
             granted_users=frozenset(str(u) for u in data.get("granted_users") or ()),
             revision=int(data.get("revision") or 0), networks=tuple(networks),
             cookie_name=permit_cookie_name(str(data["id"])).encode(),
+            **(cls._inference_fields(data) if data.get("app_mode") == "inference" else {}),
         )
+
+    @staticmethod
+    def _inference_fields(data: dict) -> dict:
+        routes = []
+        for item in data.get("routes") or ():
+            if item.get("host") and item.get("port"):
+                routes.append({"route_id": str(item["route_id"]), "session_id": str(item.get("session_id") or ""),
+                               "host": str(item["host"]), "port": int(item["port"]),
+                               "traffic_ratio": float(item.get("traffic_ratio", 1.0)),
+                               "active": bool(item.get("active", True))})
+        return {"app_mode": "inference", "endpoint_id": str(data["endpoint_id"]), "routes": tuple(routes),
+                "health_check": dict(data.get("health_check") or {}),
+                "token_secret": str(data.get("token_secret") or "")}
+
+    @property
+    def is_inference(self) -> bool:
+        return self.app_mode == "inference"
 
     def same_route(self, other: Circuit) -> bool:
         return (self.protocol, self.target_host, self.target_port, self.port, self.subdomain) == (
@@ -130,6 +157,7 @@ class CircuitTable:
                 if old.open_to_public == circuit.open_to_public and old.granted_users == circuit.granted_users:
                     circuit.permits = old.permits
                 circuit.metrics = old.metrics
+                circuit.inference = old.inference
                 if old.same_route(circuit):
                     circuit.relays = old.relays
                 changes.changed.append((old, circuit))

@@ -4,7 +4,9 @@ agent_list, images, vfolder_list — answered by strawberry over our services.
 
 This module only assembles the schema: each app owns its types and root fields
 in ``<app>/gql.py`` (``accounts``: keypair; ``sessions``: compute sessions;
-``agents``: agents and images; ``vfolders``: folders), and the shared plumbing
+``agents``: agents and images; ``vfolders``: folders; ``serving``: model
+serving endpoints and routes, ``serving/gql_autoscale.py`` their autoscaling rules),
+and the shared plumbing
 (cost limits, converters, filters, paging, error masking) is
 ``backendai/api/gqlkit.py``.
 
@@ -28,11 +30,13 @@ from accounts import gql as accounts_gql
 from agents import gql as agents_gql
 from backendai.api import errors
 from backendai.api.gqlkit import SCALARS, CostLimits, public_error
+from serving import gql as serving_gql
+from serving import gql_autoscale as serving_autoscale_gql
 from sessions import gql as sessions_gql
 from vfolders import gql as vfolders_gql
 
 # The tuple order is the field order of the root type (the SDL the client sees).
-_APPS = (accounts_gql, sessions_gql, agents_gql, vfolders_gql)
+_APPS = (accounts_gql, sessions_gql, agents_gql, vfolders_gql, serving_gql, serving_autoscale_gql)
 Query = merge_types("Query", tuple(app.Query for app in _APPS))
 # Each app's mutations (Backend.AI's names: create_user, modify_keypair, ...), where it has any.
 _MUTATIONS = tuple(app.Mutation for app in _APPS if getattr(app, "Mutation", None) is not None)

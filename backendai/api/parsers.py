@@ -139,3 +139,16 @@ class JSONOnlyNegotiation:
 
             return DefaultContentNegotiation().select_renderer(request, renderers, format_suffix)
         return renderers[0], renderers[0].media_type
+
+
+def validated_params(request, serializer_class, *, ignore=()) -> dict:
+    """A view's input: the query parameters and the JSON body (the body wins on a clash; query
+    keys in ``ignore`` are left out), validated by ``serializer_class`` before any work."""
+    data = {key: value for key, value in request.query_params.items() if key not in ignore}
+    body = request.data
+    if body and not isinstance(body, dict):
+        raise errors.InvalidAPIParameters("The request body must be a JSON object")
+    data.update(body or {})
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

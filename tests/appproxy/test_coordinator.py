@@ -4,10 +4,9 @@ import time
 from datetime import timedelta
 
 import pytest
+from coordinator_support import make_worker
 from django.utils import timezone
 
-from agents import services as agent_services
-from agents.models import Agent
 from appproxy import services, tokens
 from appproxy.models import Circuit, CircuitTombstone, SetupToken, Worker, WorkerStatus, WorkerToken
 from helpers import problem, slug
@@ -53,13 +52,6 @@ def hint_receiver():
 
 
 @pytest.fixture
-def agent(defaults):
-    group = agent_services.ensure_default_scaling_group()
-    return Agent.objects.create(id="node-1", scaling_group=group, addr="10.0.0.5",
-                                available_slots={"cpu": "4", "mem": "8589934592"}, last_heartbeat=timezone.now())
-
-
-@pytest.fixture
 def running(agent):
     def make(user, name="s1", status="RUNNING"):
         session = session_services.create_session_on_agent(user=user, image="bai-test/http:1.0", agent=agent,
@@ -85,16 +77,6 @@ def register(client, token, name="w1", **overrides):
     body = {"frontend_mode": "port", "advertised_host": "127.0.0.1", "api_endpoint": "http://127.0.0.1:6130",
             "hint_url": "http://127.0.0.1:6130/v1/hint", "port_range": [40000, 40009], **overrides}
     return worker_api(client, token, "PUT", name, body)
-
-
-def make_worker(name="w1", mode="port", **fields):
-    defaults = {"advertised_host": "127.0.0.1", "api_endpoint": f"http://{name}:6130", "secret": "s" * 40,
-                "protocols": ["http", "tcp"] if mode == "port" else ["http"], "last_heartbeat": timezone.now()}
-    if mode == "port":
-        defaults.update(port_range_start=40000, port_range_end=40009)
-    else:
-        defaults.update(wildcard_domain="apps.test", wildcard_port=8443)
-    return Worker.objects.create(authority=name, frontend_mode=mode, **{**defaults, **fields})
 
 
 # --- the worker API -------------------------------------------------------------------------
@@ -398,7 +380,8 @@ def test_the_periodic_tasks_call_the_services(running, owner):
 
     make_worker("silent", last_heartbeat=timezone.now() - timedelta(hours=1))
     assert tasks.mark_lost_workers() == 1
-    assert tasks.sweep_circuits() == {"ended": 0, "retargeted": 0, "idle": 0, "tombstones": 0, "setup_tokens": 0}
+    assert tasks.sweep_circuits() == {"ended": 0, "retargeted": 0, "endpoints": 0, "samples": 0, "idle": 0,
+                                      "tombstones": 0, "setup_tokens": 0}
 
 
 # --- setup links are redeemed once, at the coordinator ---------------------------------------

@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from coordinator_support import make_worker
 from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given
@@ -52,13 +53,6 @@ def running(defaults):
         session.kernels.update(status="RUNNING", service_ports=SERVICE_PORTS, kernel_host="127.0.0.1")
         return Session.objects.get(pk=session.pk)
     return make
-
-
-def make_worker(name="w1", **fields):
-    defaults = {"advertised_host": "127.0.0.1", "api_endpoint": f"http://{name}:6130", "secret": "s" * 40,
-                "protocols": ["http", "tcp"], "last_heartbeat": timezone.now(), "port_range_start": 40000,
-                "port_range_end": 40009}
-    return Worker.objects.create(authority=name, frontend_mode="port", **{**defaults, **fields})
 
 
 def call(client, method, path, body=None, secret=SECRET, bearer=None, **extra):

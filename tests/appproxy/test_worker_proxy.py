@@ -7,10 +7,9 @@ import time
 
 import httpx
 import pytest
+from worker_support import OWNER, SECRET, FakeCoordinator, circuit, free_port, run, running_worker, upstream_app
 
 from appproxy import tokens
-from worker_support import (OWNER, SECRET, FakeCoordinator, circuit, free_port, run, running_worker,
-                            upstream_app)
 
 
 def permit_cookie(c, user=OWNER, ttl=600, secret=SECRET, now=None):

@@ -144,6 +144,8 @@ class FakeCoordinator:
         self.syncs = 0
         self.redeemed: set[str] = set()  # like the coordinator's SetupToken rows: outlives any worker
         self.down = False
+        self.inference_reports = []
+        self.flips = []
 
     async def redeem_setup(self, token):
         """The coordinator's guarded "mark used": once per link, whichever worker asks."""
@@ -168,9 +170,15 @@ class FakeCoordinator:
         self.registrations.append(payload)
         return {"worker": {}, "secret": SECRET, "revision": self.revision, "permit_ttl": 3600}
 
-    async def heartbeat(self, circuits, failed_ports):
+    async def heartbeat(self, circuits, failed_ports, inference=None):
         self.heartbeats.append((dict(circuits), list(failed_ports)))
+        if inference:
+            self.inference_reports.append(inference)
         return {"status": "ALIVE", "revision": self.revision}
+
+    async def route_health(self, reports):
+        self.flips.append(reports)
+        return {"recorded": sum(len(r) for r in reports.values())}
 
     async def circuits(self, since=None):
         self.syncs += 1

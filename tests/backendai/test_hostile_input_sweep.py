@@ -117,7 +117,7 @@ def serializer_field_names() -> set[str]:
                 continue
             seen.add(sub)
             todo.append(sub)
-            if not sub.__module__.split(".")[0] in {"accounts", "agents", "sessions", "vfolders", "appproxy", "backendai"}:
+            if not sub.__module__.split(".")[0] in {"accounts", "agents", "sessions", "vfolders", "appproxy", "serving", "backendai"}:
                 continue
             try:
                 names.update(sub().fields.keys())

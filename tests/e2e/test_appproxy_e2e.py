@@ -16,62 +16,16 @@ from appproxy import services as proxy_services
 from appproxy import tokens
 from appproxy.models import Circuit, Worker
 from backendai.signing import signed_headers
+from proxy_worker_support import LiveProxyWorker
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def _free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_block(size: int) -> int:
-    """The first port of ``size`` consecutive free ports."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(45000, 59000)
-        if all(_free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free port block")
-
-
-class ProxyProcess:
-    def __init__(self, live_stack, token):
-        self.stack = live_stack
-        self.token = token
-        base = free_block(12)
-        self.ports = (base, base + 9)
-        self.api_port = base + 10
-        self.api = f"http://127.0.0.1:{self.api_port}"
-
-    def start(self):
-        self.stack.start("proxy", [sys.executable, "-m", "appproxy.worker", "--coordinator-url", self.stack.url,
-                                   "--name", "e2e-proxy", "--mode", "port", "--bind-host", "127.0.0.1",
-                                   "--port-range", f"{self.ports[0]}-{self.ports[1]}", "--api-port",
-                                   str(self.api_port), "--heartbeat-interval", "1", "--sync-interval", "2",
-                                   "--log-level", "DEBUG"],
-                         {"BAI_PROXY_TOKEN": self.token})
-
-        def up():
-            try:
-                return httpx.get(self.api + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-        self.stack.wait_for(up, what="the proxy worker registered")
-        return Worker.objects.get(authority="e2e-proxy")
-
-
 @pytest.fixture
 def proxy(live_stack, cluster):
-    worker = ProxyProcess(live_stack, proxy_services.issue_token("e2e proxy", authority="e2e-proxy")[1])
-    worker.start()
-    return worker
+    token = proxy_services.issue_token("e2e proxy", authority="e2e-proxy")[1]
+    return LiveProxyWorker(live_stack, token, "e2e-proxy").start()
 
 
 def api(live_stack, keypair, method, target, body=None):

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backendai.api import errors
+from backendai.api.parsers import validated_params
 from vfolders import services
 from vfolders.api import serializers as s
 
@@ -15,15 +16,8 @@ OBJECT = OpenApiTypes.OBJECT
 
 
 def params(request, serializer_class) -> dict:
-    """Query parameters and the JSON body (which wins), validated."""
-    data = {key: value for key, value in request.query_params.items() if key != "token"}
-    body = request.data
-    if body and not isinstance(body, dict):
-        raise errors.InvalidAPIParameters("The request body must be a JSON object")
-    data.update(body or {})
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    """Query parameters (less a transfer ``token``) and the JSON body, validated."""
+    return validated_params(request, serializer_class, ignore=("token",))
 
 
 class FolderCollectionView(APIView):

@@ -138,7 +138,7 @@ from vfolders.services.sharing import (
     update_invitation,
 )
 from vfolders.services.status import IllegalFolderMove, move_status
-from vfolders.services.transfers import request_download, request_upload, token_expires_in, upload_file_object
+from vfolders.services.transfers import read_file, request_download, request_upload, token_expires_in, upload_file_object
 from vfolders.services.volumes import (
     performance_metric,
     quota_scope,
@@ -190,7 +190,7 @@ __all__ = [
     # status
     "IllegalFolderMove", "move_status",
     # transfers
-    "request_download", "request_upload", "token_expires_in", "upload_file_object",
+    "read_file", "request_download", "request_upload", "token_expires_in", "upload_file_object",
     # volumes and quota scopes
     "performance_metric", "quota_scope", "set_quota_scope", "storage_volume", "storage_volume_list", "unset_quota_scope", "volume_info",
 ]

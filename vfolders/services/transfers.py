@@ -118,3 +118,37 @@ def upload_file_object(user: User, ref, directory, name, fileobj, size: int, key
     if response.headers.get("Upload-Offset") != str(size):
         raise errors.VFolderOperationFailed("The file arrived incomplete; nothing was saved")
     return display_path(parts)
+
+
+def read_file(folder, path, max_bytes: int) -> bytes:
+    """The bytes of one file of ``folder`` (at most ``max_bytes``), fetched from its storage proxy
+    by the manager itself (a download token, then the proxy's client API, streamed and cut off
+    past ``max_bytes``).  For small files the manager reads (a model definition); the caller has
+    checked who may read the folder.  ``ObjectNotFound`` when there is no such file,
+    ``VFolderOperationFailed`` for a directory, ``PayloadTooLarge`` past the cap."""
+    require_usable(folder)
+    parts = clean_path(path, allow_root=False)
+    shown = display_path(parts)
+    info = proxy.folder_call(folder, "POST", "/folder/file/stat", {"relpath": relpath(parts)})
+    if info.get("type") not in ("file", "symlink"):
+        raise errors.VFolderOperationFailed(f"{shown} in the folder {folder.name!r} is not a file")
+    if info.get("type") == "file" and isinstance(info.get("size"), int) and info["size"] > max_bytes:
+        raise errors.PayloadTooLarge(f"{shown} is larger than {max_bytes} bytes")
+    answer = proxy.folder_call(folder, "POST", "/folder/file/download",
+                               {"relpath": relpath(parts), "archive": False, "format": "zip"})
+    target = _token_answer(folder, answer)
+    data = bytearray()
+    try:
+        with httpx.stream("GET", target["url"], params={"token": target["token"]}, trust_env=False,
+                          timeout=httpx.Timeout(proxy.timeout())) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise proxy.problem_error(folder.host.proxy_name, response)
+            for chunk in response.iter_bytes(64 * 1024):
+                data.extend(chunk)
+                if len(data) > max_bytes:
+                    raise errors.PayloadTooLarge(f"{shown} is larger than {max_bytes} bytes")
+    except httpx.HTTPError as exc:
+        log.warning("reading %s of folder %s failed: %s", shown, folder.pk, exc)
+        raise proxy.unavailable(folder.host.proxy_name, type(exc).__name__) from None
+    return bytes(data)

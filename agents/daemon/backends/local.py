@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -47,6 +48,7 @@ LOG_FILE = "output.log"
 EXIT_FILE = "exit_code"
 LAUNCH_FILE = "launch.json"
 IDLE_COMMAND = "while :; do sleep 3600; done"
+INFERENCE_SERVER = Path(__file__).resolve().parents[1] / "images" / "inference_server.py"
 
 # What a local agent can run: process templates that stand in for container
 # images.  The default command runs when a session gives no startup command.
@@ -63,6 +65,13 @@ LOCAL_IMAGES: dict[str, dict[str, Any]] = {
         "command": 'exec python3 -m http.server "$PORT" --bind "${BACKENDAI_HOST:-127.0.0.1}"',
         "labels": {**_LOCAL_LABELS, "ai.backend.runtime-path": "python3",
                    "ai.backend.service-ports": "web:http:8080"},
+    },
+    # the test inference server (images/inference_server.py, also bai-test/inference:1.0's) with the agent's
+    # Python: /v1/predict, /health and its unhealthy switch on $PORT (the first published service port)
+    "local/inference:1.0": {
+        "command": f"exec {shlex.quote(sys.executable)} {shlex.quote(str(INFERENCE_SERVER))}",
+        "labels": {**_LOCAL_LABELS, "ai.backend.runtime-path": "python3", "ai.backend.role": "INFERENCE",
+                   "ai.backend.service-ports": "inference:http:8000", "ai.backend.endpoint-ports": "inference"},
     },
 }
 #: $1: the startup command, $2: the exit code file, $3: an optional bootstrap script.
@@ -664,7 +673,7 @@ class LocalBackend(Backend):
             return None
 
     def images(self) -> list[dict[str, Any]]:
-        """The built-in process templates (``local/shell``, ``local/python-http``)."""
+        """The built-in process templates (``local/shell``, ``local/python-http``, ``local/inference``)."""
         return [{"name": name, "digest": "", "size": 0, "labels": dict(entry["labels"])}  # the agent's architecture
                 for name, entry in LOCAL_IMAGES.items()]
 
