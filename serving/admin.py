@@ -60,7 +60,7 @@ class EndpointAdmin(admin.ModelAdmin):
         "recent_events"]
     exclude = ["token_secret"]
     inlines = [RoutingInline]
-    actions = ["add_replica", "remove_replica", "scale_to_zero", "issue_token", "destroy"]
+    actions = ["add_replica", "remove_replica", "scale_to_zero", "issue_token", "revoke_tokens", "destroy"]
 
     def has_add_permission(self, request):
         return False
@@ -129,6 +129,16 @@ class EndpointAdmin(admin.ModelAdmin):
                 continue
             self.message_user(request, f"API token of {endpoint.name} (shown once, valid until "
                                        f"{row.expires_at:%Y-%m-%d %H:%M} UTC): {token}", messages.WARNING)
+
+    @admin.action(description="Revoke every API token of the selected services")
+    def revoke_tokens(self, request, queryset):
+        for endpoint in queryset:
+            try:
+                revoked = endpoints.revoke_tokens(request.user, endpoint)
+            except BackendAIError as exc:
+                _refused(self, request, exc)
+                continue
+            self.message_user(request, f"Revoked every API token of {endpoint.name} ({revoked} listed).")
 
     @admin.action(description="Destroy selected services (drain the routes, end the sessions)")
     def destroy(self, request, queryset):

@@ -12,6 +12,7 @@ urlpatterns = [
     path("serving/<uuid:endpoint_id>/routes/<uuid:route_id>/traffic-ratio/", views.route_traffic_ratio,
          name="traffic-ratio"),
     path("serving/<uuid:endpoint_id>/token/", views.endpoint_token, name="token"),
+    path("serving/<uuid:endpoint_id>/tokens/revoke/", views.endpoint_revoke_tokens, name="revoke-tokens"),
     path("serving/<uuid:endpoint_id>/errors/clear/", views.endpoint_clear_errors, name="clear-errors"),
     path("serving/<uuid:endpoint_id>/destroy/", views.endpoint_destroy, name="destroy"),
     path("serving/<uuid:endpoint_id>/rules/", views.rule_create, name="rule-create"),

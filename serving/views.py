@@ -265,6 +265,20 @@ def endpoint_token(request, endpoint_id):
 
 @login_required
 @require_POST
+def endpoint_revoke_tokens(request, endpoint_id):
+    endpoint = _endpoint(request, endpoint_id)
+    try:
+        revoked = endpoints.revoke_tokens(request.user, endpoint)
+    except BackendAIError as exc:
+        messages.error(request, f"Could not revoke the tokens: {_refusal(exc)}")
+    else:
+        messages.success(request, f"All API tokens of {endpoint.name} are revoked ({revoked} listed); "
+                                  "the endpoint refuses them within seconds.")
+    return redirect("ui-serving:detail", endpoint_id=endpoint.pk)
+
+
+@login_required
+@require_POST
 def endpoint_clear_errors(request, endpoint_id):
     endpoint = _endpoint(request, endpoint_id)
     try:

@@ -53,7 +53,7 @@ def service_state(endpoint_id) -> tuple:
     from serving.models import Endpoint, EndpointToken, Routing
 
     endpoint = Endpoint.objects.filter(pk=endpoint_id).values_list(
-        "name", "replicas", "lifecycle_stage", "open_to_public", "retries").get()
+        "name", "replicas", "lifecycle_stage", "open_to_public", "retries", "token_secret").get()
     routes = tuple(Routing.objects.filter(endpoint_id=endpoint_id).order_by("pk").values_list(
         "pk", "status", "traffic_ratio"))
     tokens = EndpointToken.objects.filter(endpoint_id=endpoint_id).count()

@@ -170,7 +170,8 @@ class RouteView(APIView):
 
 class TokenView(APIView):
     """``POST /services/{id}/token`` ``{"duration": "1d"}`` or ``{"valid_until": <unix time>}``: the
-    token, shown once (only its digest is kept)."""
+    token, shown once (only its digest is kept).  ``DELETE``: revoke them all (ours; Backend.AI
+    has no revocation)."""
 
     @extend_schema(request=s.TokenSerializer, responses=OBJECT, operation_id="services_token")
     def post(self, request, service_id):
@@ -188,6 +189,13 @@ class TokenView(APIView):
             raise errors.InvalidAPIParameters("duration or valid_until: one is required")
         _, token = endpoints.issue_token(request.user, endpoint, int(duration))
         return Response({"token": token})
+
+    @extend_schema(request=None, responses=OBJECT, operation_id="services_token_revoke")
+    def delete(self, request, service_id):
+        """``DELETE /services/{id}/token``: revoke every API token of the service at once (a new
+        token secret; the proxy refuses the old tokens within seconds)."""
+        revoked = endpoints.revoke_tokens(request.user, _endpoint(request, service_id))
+        return Response({"success": True, "revoked": revoked})
 
 
 class ErrorsView(APIView):

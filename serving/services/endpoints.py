@@ -557,6 +557,23 @@ def issue_token(actor: User, endpoint: Endpoint, duration=None) -> tuple[Endpoin
     return row, token
 
 
+@transaction.atomic
+def revoke_tokens(actor: User, endpoint: Endpoint) -> int:
+    """Revoke every API token of the endpoint at once: the endpoint gets a new token secret (the
+    next reconciler pass, hinted now, pushes it to the circuit, after which the worker refuses every
+    token signed with the old one) and the token rows go.  How many tokens were listed."""
+    _require_manage(actor, endpoint)
+    locked = _locked(endpoint)
+    locked.token_secret = secrets.token_urlsafe(32)
+    locked.save(update_fields=["token_secret", "updated_at"])
+    endpoint.token_secret = locked.token_secret
+    revoked = EndpointToken.objects.filter(endpoint=locked).delete()[0]
+    events.record(locked, EventKind.INFO, f"All API tokens revoked by {actor.email} ({revoked} listed)",
+                  {"by": str(actor.pk), "revoked": revoked})
+    hint_reconciler()
+    return revoked
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 def errors_of(endpoint: Endpoint) -> dict:

@@ -165,6 +165,39 @@ def test_a_token_is_answered_once_and_only_its_digest_is_kept(owner, signed, ser
     assert by_time.status_code == 200 and by_time.json()["token"] != token
 
 
+def test_revoking_the_tokens_makes_every_issued_one_invalid_and_pushes_the_new_secret(owner, signed, served):
+    from django.utils import timezone
+
+    from appproxy import tokens
+    from appproxy.models import Circuit, Worker
+    from serving.models import Endpoint, EndpointEvent, EndpointToken
+
+    Worker.objects.create(authority="w1", frontend_mode="port", advertised_host="127.0.0.1",
+                          api_endpoint="http://w1:6130", secret="s" * 40, protocols=["http", "tcp"],
+                          port_range_start=40000, port_range_end=40009, last_heartbeat=timezone.now())
+    reconcile_once()  # the endpoint's circuit, with the secret the tokens are signed with
+    assert Circuit.objects.get(endpoint_id=served["id"]).token_secret == \
+        Endpoint.objects.get(pk=served["id"]).token_secret
+    api = signed(owner)
+    issued = [api.post(f"/services/{served['id']}/token", {"duration": "1h"}).json()["token"] for _ in range(2)]
+    old_secret = Endpoint.objects.get(pk=served["id"]).token_secret
+    assert tokens.verify(old_secret, "endpoint", issued[0]).circuit == served["id"]
+
+    response = api.delete(f"/services/{served['id']}/token")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"success": True, "revoked": 2}
+    endpoint = Endpoint.objects.get(pk=served["id"])
+    assert endpoint.token_secret != old_secret and not EndpointToken.objects.filter(endpoint=endpoint).exists()
+    for token in issued:
+        with pytest.raises(tokens.TokenError):
+            tokens.verify(endpoint.token_secret, "endpoint", token)
+    assert EndpointEvent.objects.filter(endpoint=endpoint, message__contains="revoked").exists()
+    reconcile_once()  # the next pass pushes the new secret to the endpoint's circuit
+    assert Circuit.objects.get(endpoint_id=endpoint.pk).token_secret == endpoint.token_secret
+    fresh = api.post(f"/services/{served['id']}/token", {"duration": "1h"}).json()["token"]
+    assert tokens.verify(endpoint.token_secret, "endpoint", fresh).circuit == served["id"]
+
+
 @pytest.mark.parametrize("body", [
     {"duration": "abc"}, {"duration": "0s"}, {"duration": "-1h"}, {"duration": "30s"}, {"duration": "400d"},
     {"duration": 10**12}, {"duration": True}, {"duration": ["1h"]}, {"duration": "9" * 4000},
@@ -251,7 +284,8 @@ BAD_IDS = ["not-a-uuid", "x" * 2000, "..%2f..%2fetc", "%00", "123", "00000000-00
 @pytest.mark.parametrize("bad", BAD_IDS)
 @pytest.mark.parametrize("method, suffix, body", [
     ("GET", "", None), ("DELETE", "", None), ("POST", "/scale", {"to": 1}), ("POST", "/sync", None),
-    ("POST", "/token", {"duration": "1h"}), ("GET", "/errors", None), ("POST", "/errors/clear", None),
+    ("POST", "/token", {"duration": "1h"}), ("DELETE", "/token", None), ("GET", "/errors", None),
+    ("POST", "/errors/clear", None),
 ])
 def test_a_service_id_that_is_not_a_uuid_is_refused(owner, signed, served, bad, method, suffix, body):
     before = service_state(served["id"])
@@ -379,6 +413,8 @@ REST = [
     Case("DELETE /services/{owner's}/routings/{rid}", lambda api, w, r: api.delete(
         f"/services/{sid(w)}/routings/{rid(w)}"), OWNER_AND_SUPERADMIN, unchanged=state),
     Case("POST /services/{owner's}/token", lambda api, w, r: api.post(f"/services/{sid(w)}/token", {"duration": "1h"}),
+         OWNER_AND_SUPERADMIN, unchanged=state),
+    Case("DELETE /services/{owner's}/token", lambda api, w, r: api.delete(f"/services/{sid(w)}/token"),
          OWNER_AND_SUPERADMIN, unchanged=state),
     Case("GET /services/{owner's}/errors", lambda api, w, r: api.get(f"/services/{sid(w)}/errors"),
          OWNER_AND_SUPERADMIN),

@@ -101,6 +101,12 @@ def test_endpoint_actions_scale_issue_a_token_once_and_destroy(admin_client, ser
     newest = EndpointToken.objects.filter(endpoint=endpoint).order_by("-created_at").first()
     text = issued.content.decode()
     assert "shown once" in text and newest.hint in text and newest.digest not in text
+    secret = Endpoint.objects.get(pk=endpoint.pk).token_secret
+    revoked = admin_client.post(changelist, {"action": "revoke_tokens", "_selected_action": [endpoint.pk]},
+                                follow=True)
+    assert "Revoked every API token" in revoked.content.decode()
+    assert not EndpointToken.objects.filter(endpoint=endpoint).exists()
+    assert Endpoint.objects.get(pk=endpoint.pk).token_secret != secret
     admin_client.post(changelist, {"action": "destroy", "_selected_action": [endpoint.pk]})
     assert Endpoint.objects.get(pk=endpoint.pk).lifecycle_stage == "destroying"
     admin_client.post(changelist, {"action": "add_replica", "_selected_action": [endpoint.pk]})

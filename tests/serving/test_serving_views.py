@@ -106,7 +106,8 @@ def field_error(response, field: str) -> str:
 def state(endpoint) -> tuple:
     """Everything a refused request must leave as it was."""
     row = Endpoint.objects.get(pk=endpoint.pk)
-    return (row.replicas, row.lifecycle_stage, row.retries, EndpointToken.objects.filter(endpoint=endpoint).count(),
+    return (row.replicas, row.lifecycle_stage, row.retries, row.token_secret,
+            EndpointToken.objects.filter(endpoint=endpoint).count(),
             sorted(Routing.objects.filter(endpoint=endpoint).values_list("id", "traffic_ratio", "status")),
             AutoScalingRule.objects.filter(endpoint=endpoint).count(),
             EndpointEvent.objects.filter(endpoint=endpoint).count())
@@ -299,6 +300,7 @@ def _changes(endpoint, route, rule):
         ("ratio", url("traffic-ratio", endpoint, route_id=route.pk), {f"route-{route.pk}-traffic_ratio": "0.25"}),
         ("token", url("token", endpoint), {"duration": "3600"}),
         ("clear", url("clear-errors", endpoint), {}),
+        ("revoke", url("revoke-tokens", endpoint), {}),
         ("rule", url("rule-create", endpoint), {"metric_source": "proxy", "metric_name": "request_rate",
                                                  "comparator": "gt", "threshold": "5", "step_size": "1",
                                                  "cooldown_seconds": "60", "window_seconds": "30",
@@ -377,6 +379,19 @@ def test_a_token_is_shown_once_with_its_expiry(client, owner, endpoint):
     assert issued.expires_at.strftime("%Y-%m-%d %H:%M") in re.search(r'id="token-expiry">([^<]+)<', page).group(1)
     again = client.get(url("detail", endpoint)).content.decode()
     assert token not in again and f"…{issued.hint}" in again  # afterwards only its last characters
+
+
+def test_revoke_all_tokens_leaves_none_and_a_new_secret(client, owner, endpoint):
+    client.force_login(owner)
+    client.post(url("token", endpoint), {"duration": "3600"})
+    secret = Endpoint.objects.get(pk=endpoint.pk).token_secret
+    page = client.get(url("detail", endpoint)).content.decode()
+    assert 'id="revoke-tokens"' in page and "data-confirm" in page
+    response = client.post(url("revoke-tokens", endpoint), follow=True)
+    assert response.status_code == 200 and "are revoked (1 listed)" in response.content.decode()
+    assert not EndpointToken.objects.filter(endpoint=endpoint).exists()
+    assert Endpoint.objects.get(pk=endpoint.pk).token_secret != secret
+    assert client.get(url("revoke-tokens", endpoint)).status_code == 405
 
 
 def test_an_unknown_token_duration_is_refused_beside_the_field(client, owner, endpoint):
