@@ -53,6 +53,18 @@ def _endpoint(request, endpoint_id, *, include_destroyed: bool = False) -> Endpo
         raise Http404("No such endpoint") from None
 
 
+def _act(request, endpoint, action, *, done, failed: str):
+    """A button's POST: run ``action`` (one service call), say how it went (``done(result)`` or
+    ``failed: why``) and go back to the endpoint's page."""
+    try:
+        result = action()
+    except BackendAIError as exc:
+        messages.error(request, f"{failed}: {_refusal(exc)}")
+    else:
+        messages.success(request, done(result))
+    return redirect("ui-serving:detail", endpoint_id=endpoint.pk)
+
+
 def _refusal(exc: BackendAIError) -> str:
     return exc.msg or exc.error_title
 
@@ -267,27 +279,18 @@ def endpoint_token(request, endpoint_id):
 @require_POST
 def endpoint_revoke_tokens(request, endpoint_id):
     endpoint = _endpoint(request, endpoint_id)
-    try:
-        revoked = endpoints.revoke_tokens(request.user, endpoint)
-    except BackendAIError as exc:
-        messages.error(request, f"Could not revoke the tokens: {_refusal(exc)}")
-    else:
-        messages.success(request, f"All API tokens of {endpoint.name} are revoked ({revoked} listed); "
-                                  "the endpoint refuses them within seconds.")
-    return redirect("ui-serving:detail", endpoint_id=endpoint.pk)
+    return _act(request, endpoint, lambda: endpoints.revoke_tokens(request.user, endpoint),
+                done=lambda revoked: f"All API tokens of {endpoint.name} are revoked ({revoked} listed); "
+                                     "the endpoint refuses them within seconds.",
+                failed="Could not revoke the tokens")
 
 
 @login_required
 @require_POST
 def endpoint_clear_errors(request, endpoint_id):
     endpoint = _endpoint(request, endpoint_id)
-    try:
-        endpoints.clear_errors(request.user, endpoint)
-    except BackendAIError as exc:
-        messages.error(request, f"Could not clear the errors: {_refusal(exc)}")
-    else:
-        messages.success(request, "Errors cleared; failed replicas are retried.")
-    return redirect("ui-serving:detail", endpoint_id=endpoint.pk)
+    return _act(request, endpoint, lambda: endpoints.clear_errors(request.user, endpoint),
+                done=lambda _: "Errors cleared; failed replicas are retried.", failed="Could not clear the errors")
 
 
 @login_required
@@ -323,10 +326,5 @@ def rule_create(request, endpoint_id):
 @require_POST
 def rule_delete(request, endpoint_id, rule_id):
     endpoint = _endpoint(request, endpoint_id)
-    try:
-        autoscale.delete_rule(request.user, str(rule_id), str(endpoint.pk))
-    except BackendAIError as exc:
-        messages.error(request, f"Could not delete the rule: {_refusal(exc)}")
-    else:
-        messages.success(request, "Autoscaling rule deleted.")
-    return redirect("ui-serving:detail", endpoint_id=endpoint.pk)
+    return _act(request, endpoint, lambda: autoscale.delete_rule(request.user, str(rule_id), str(endpoint.pk)),
+                done=lambda _: "Autoscaling rule deleted.", failed="Could not delete the rule")

@@ -58,3 +58,16 @@ def service_state(endpoint_id) -> tuple:
         "pk", "status", "traffic_ratio"))
     tokens = EndpointToken.objects.filter(endpoint_id=endpoint_id).count()
     return endpoint, routes, tokens
+
+
+def serve_with_two_routes(api, model_id) -> tuple[str, list]:
+    """A service of two replicas made through ``POST /services``: its routes (made by one reconciler
+    pass), the first one marked healthy.  ``(endpoint id, routes)``."""
+    from serving.models import Routing
+
+    created = create_service(api, str(model_id))
+    reconcile_once()
+    routes = list(Routing.objects.filter(endpoint_id=created["endpoint_id"]).order_by("created_at"))
+    assert len(routes) == 2
+    mark_healthy([routes[0].pk])
+    return created["endpoint_id"], routes

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backendai import signing  # noqa: E402  (pure Python, no Django)
+from bench.signed_api import Api  # noqa: E402  (pure Python, no Django)
 
 MODEL_DIR = ROOT / "tests" / "e2e" / "serving_model"
 IMAGE = "local/inference:1.0"
@@ -65,28 +65,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-class Api:
-    def __init__(self, url: str, access_key: str, secret_key: str):
-        self.url = url.rstrip("/")
-        self.host = urlsplit(self.url).netloc
-        self.access_key, self.secret_key = access_key, secret_key
-
-    def call(self, method: str, target: str, body: dict | None = None, ok=(200, 201, 204)) -> dict:
-        data = json.dumps(body).encode() if body is not None else b""
-        ctype = "application/json" if body is not None else "text/plain"
-        headers = signing.signed_headers(self.access_key, self.secret_key, method, target, self.host, ctype)
-        conn = http.client.HTTPConnection(self.host, timeout=120)
-        try:
-            conn.request(method, target, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-        finally:
-            conn.close()
-        if resp.status not in ok:
-            raise SystemExit(f"{method} {target} failed: {resp.status} {payload[:500]!r}")
-        return json.loads(payload) if payload else {}
 
 
 def http_get(url: str, headers: dict | None = None, timeout: float = 2) -> tuple[int, bytes]:

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from backendai import signing  # noqa: E402  (pure Python, no Django)
+from bench.signed_api import Api  # noqa: E402  (pure Python, no Django)
 
 BASELINE_REV = "600b5fe"  # the last revision whose manager carried the file bytes itself
 
@@ -150,28 +150,6 @@ def plain_read(src: Path) -> float:
         while source.read(16 * MiB):
             pass
     return time.perf_counter() - start
-
-
-class Api:
-    def __init__(self, url: str, access_key: str, secret_key: str):
-        self.url = url.rstrip("/")
-        self.host = urlsplit(self.url).netloc
-        self.access_key, self.secret_key = access_key, secret_key
-
-    def call(self, method: str, target: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else b""
-        ctype = "application/json" if body is not None else "text/plain"
-        headers = signing.signed_headers(self.access_key, self.secret_key, method, target, self.host, ctype)
-        conn = http.client.HTTPConnection(self.host, timeout=120)
-        try:
-            conn.request(method, target, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-        finally:
-            conn.close()
-        if resp.status >= 300:
-            raise SystemExit(f"{method} {target} failed: {resp.status} {payload[:500]!r}")
-        return json.loads(payload) if payload else {}
 
 
 def upload(api: Api, folder: str, src: Path, size: int, chunk: int) -> float:

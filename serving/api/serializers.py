@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -330,6 +331,21 @@ class DurationField(serializers.Field):
 class TokenSerializer(serializers.Serializer):
     duration = DurationField(required=False, allow_null=True)
     valid_until = StrictInt(min_value=0, max_value=2**40, required=False, allow_null=True)
+
+
+def token_seconds(p: dict) -> int:
+    """The lifetime a validated ``TokenSerializer`` asks for: ``duration``, or ``valid_until`` from now."""
+    duration = p.get("duration")
+    if duration is None and p.get("valid_until") is not None:
+        remaining = p["valid_until"] - time.time()
+        if remaining < TOKEN_MIN_SECONDS:
+            raise errors.InvalidAPIParameters(f"valid_until: must be at least {TOKEN_MIN_SECONDS} seconds ahead")
+        if remaining > TOKEN_MAX_SECONDS:
+            raise errors.InvalidAPIParameters(f"valid_until: at most {TOKEN_MAX_SECONDS // 86400} days ahead")
+        duration = remaining
+    if duration is None:
+        raise errors.InvalidAPIParameters("duration or valid_until: one is required")
+    return int(duration)
 
 
 params = validated_params  # query parameters and the JSON body (which wins), validated

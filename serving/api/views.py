@@ -5,7 +5,6 @@ render.  Ids in the path are UUIDs (dashed or hex); anything else is 400."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from drf_spectacular.types import OpenApiTypes
@@ -177,17 +176,7 @@ class TokenView(APIView):
     def post(self, request, service_id):
         endpoint = _endpoint(request, service_id)
         p = s.params(request, s.TokenSerializer)
-        duration = p.get("duration")
-        if duration is None and p.get("valid_until") is not None:
-            remaining = p["valid_until"] - time.time()
-            if remaining < s.TOKEN_MIN_SECONDS:
-                raise errors.InvalidAPIParameters(f"valid_until: must be at least {s.TOKEN_MIN_SECONDS} seconds ahead")
-            if remaining > s.TOKEN_MAX_SECONDS:
-                raise errors.InvalidAPIParameters(f"valid_until: at most {s.TOKEN_MAX_SECONDS // 86400} days ahead")
-            duration = remaining
-        if duration is None:
-            raise errors.InvalidAPIParameters("duration or valid_until: one is required")
-        _, token = endpoints.issue_token(request.user, endpoint, int(duration))
+        _, token = endpoints.issue_token(request.user, endpoint, s.token_seconds(p))
         return Response({"token": token})
 
     @extend_schema(request=None, responses=OBJECT, operation_id="services_token_revoke")

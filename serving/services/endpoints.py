@@ -576,17 +576,12 @@ def revoke_tokens(actor: User, endpoint: Endpoint) -> int:
 
 # --- errors ---------------------------------------------------------------------------------------
 
-def errors_of(endpoint: Endpoint) -> dict:
+def errors(endpoint: Endpoint) -> dict:
     """``GET /services/<id>/errors``: the routes that failed to start, with why."""
     failed = Routing.objects.filter(endpoint=endpoint, status=RouteStatus.FAILED_TO_START).order_by("-created_at")
     return {"errors": [{"session_id": str(r.session_id) if r.session_id else None, "route_id": str(r.pk),
                         "error": r.error_data or {}} for r in failed[:100]],
             "retries": endpoint.retries}
-
-
-def errors(endpoint: Endpoint) -> dict:
-    """The contract's name of ``errors_of``."""
-    return errors_of(endpoint)
 
 
 @transaction.atomic

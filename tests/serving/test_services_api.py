@@ -11,7 +11,7 @@ import pytest
 
 from helpers import problem, slug
 from permission_matrix import ROLES, Case, World, check, params
-from serving_api_support import create_body, create_service, mark_healthy, reconcile_once, service_state
+from serving_api_support import create_body, create_service, reconcile_once, serve_with_two_routes, service_state
 
 pytestmark = pytest.mark.django_db
 
@@ -21,14 +21,8 @@ OWNER_AND_SUPERADMIN = {"owner": 200, "member": 404, "outsider": 404, "foreign_a
 @pytest.fixture
 def served(owner, signed, cluster, model):
     """The owner's service with two replicas: routes made by the reconciler, the first one healthy."""
-    from serving.models import Routing
-
-    created = create_service(signed(owner), str(model.pk))
-    reconcile_once()
-    routes = list(Routing.objects.filter(endpoint_id=created["endpoint_id"]).order_by("created_at"))
-    assert len(routes) == 2
-    mark_healthy([routes[0].pk])
-    return {"id": created["endpoint_id"], "routes": [str(r.pk) for r in routes],
+    endpoint_id, routes = serve_with_two_routes(signed(owner), model.pk)
+    return {"id": endpoint_id, "routes": [str(r.pk) for r in routes],
             "sessions": [str(r.session_id) for r in routes]}
 
 

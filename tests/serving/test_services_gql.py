@@ -11,7 +11,7 @@ import pytest
 from helpers import problem
 from permission_matrix import ROLES, Case, World, check, gql_data, gql_post, params
 from permission_matrix import gql_case as gql
-from serving_api_support import create_service, mark_healthy, reconcile_once, service_state
+from serving_api_support import create_service, serve_with_two_routes, service_state
 
 pytestmark = pytest.mark.django_db
 
@@ -50,14 +50,9 @@ MODIFY_DOC = """mutation($id: UUID!, $props: ModifyEndpointInput!) {
 
 @pytest.fixture
 def served(owner, signed, cluster, model):
-    from serving.models import Routing
-
-    created = create_service(signed(owner), str(model.pk))
-    reconcile_once()
-    routes = list(Routing.objects.filter(endpoint_id=created["endpoint_id"]).order_by("created_at"))
-    mark_healthy([routes[0].pk])
-    token = signed(owner).post(f"/services/{created['endpoint_id']}/token", {"duration": "1d"}).json()["token"]
-    return {"id": created["endpoint_id"], "routes": [str(r.pk) for r in routes],
+    endpoint_id, routes = serve_with_two_routes(signed(owner), model.pk)
+    token = signed(owner).post(f"/services/{endpoint_id}/token", {"duration": "1d"}).json()["token"]
+    return {"id": endpoint_id, "routes": [str(r.pk) for r in routes],
             "sessions": [str(r.session_id) for r in routes], "token": token}
 
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from serving_api_support import create_service, mark_healthy, reconcile_once
+from serving_api_support import serve_with_two_routes
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def served(owner, signed, cluster, model):
-    from serving.models import Endpoint, Routing
+    from serving.models import Endpoint
 
-    created = create_service(signed(owner), str(model.pk))
-    reconcile_once()
-    routes = list(Routing.objects.filter(endpoint_id=created["endpoint_id"]).order_by("created_at"))
-    mark_healthy([routes[0].pk])
-    token = signed(owner).post(f"/services/{created['endpoint_id']}/token", {"duration": "1d"}).json()["token"]
-    return Endpoint.objects.get(pk=created["endpoint_id"]), routes, token
+    endpoint_id, routes = serve_with_two_routes(signed(owner), model.pk)
+    token = signed(owner).post(f"/services/{endpoint_id}/token", {"duration": "1d"}).json()["token"]
+    return Endpoint.objects.get(pk=endpoint_id), routes, token
 
 
 @pytest.fixture
