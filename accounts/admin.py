@@ -1,15 +1,18 @@
 """Django admin for superadmins.  Entry is decided by the user's role (see
 ``User.is_staff``); every change goes through ``accounts.services``."""
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from accounts import services
+from accounts import services, slot_form
 from accounts.models import (
     Domain,
     Keypair,
@@ -21,7 +24,9 @@ from accounts.models import (
     UserResourcePolicy,
     UserStatus,
 )
+from accounts.slot_form import with_slot_fields
 from backendai.api import errors
+from backendai.slots import humanize_binary_size, parse_binary_size, parse_count, slot_type_of
 
 admin.site.site_header = "Backend.AI Control Panel administration"
 admin.site.site_title = "Control Panel admin"
@@ -314,21 +319,159 @@ class ProjectAdmin(PurgeThroughServices, admin.ModelAdmin):
         services.admin_purge_project(request.user, obj.pk)
 
 
+def _size_text(value) -> str:
+    """A byte amount for people ("16 GiB"); negative means unlimited."""
+    if value is None or value < 0:
+        return "unlimited"
+    return humanize_binary_size(value)
+
+
+def _slots_text(slots) -> str:
+    """A slot map for people: "cpu 8, mem 32 GiB, cuda.device 1"; empty: "—"."""
+    parts = []
+    for key, value in (slots or {}).items():
+        try:
+            amount = parse_binary_size(value) if slot_type_of(key) == "bytes" else parse_count(value)
+        except ValueError:
+            parts.append(f"{key} {value}")
+            continue
+        if amount.is_infinite():
+            parts.append(f"{key} unlimited")
+        elif slot_type_of(key) == "bytes":
+            parts.append(f"{key} {humanize_binary_size(amount)}")
+        else:
+            parts.append(f"{key} {format(amount.normalize(), 'f')}")
+    return ", ".join(parts) or "—"
+
+
+def _duration_text(seconds: int) -> str:
+    """Seconds for people: "90 s", "15 min", "2 h 30 min", "3 d"."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else "",
+             f"{secs} s" if secs else ""]
+    return " ".join(p for p in parts if p) or "0 s"
+
+
+class SizeInGiBField(forms.DecimalField):
+    """A byte amount entered in GiB (empty or negative: unlimited), stored in bytes."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(min_value=-1, max_value=Decimal(2**63 - 1) / 2**30, max_digits=24, decimal_places=3, **kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, int):  # the stored bytes
+            return "" if value < 0 else format((Decimal(value) / 2**30).normalize(), "f")
+        return value
+
+    def clean(self, value):
+        number = super().clean(value)
+        if number is None or number < 0:
+            return -1
+        return int(number * 2**30)
+
+
+class KeypairPolicyForm(forms.ModelForm):
+    class Meta:
+        model = KeypairResourcePolicy
+        fields = "__all__"
+
+
+class QuotaPolicyFormMixin:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["max_quota_scope_size"] = SizeInGiBField(
+            label="Max quota scope size (GiB)", help_text="Per folder quota scope, in GiB; empty: unlimited.")
+        if self.instance.pk is not None:
+            self.initial["max_quota_scope_size"] = self.instance.max_quota_scope_size
+
+
+class UserPolicyForm(QuotaPolicyFormMixin, forms.ModelForm):
+    class Meta:
+        model = UserResourcePolicy
+        fields = "__all__"
+
+
+class ProjectPolicyForm(QuotaPolicyFormMixin, forms.ModelForm):
+    class Meta:
+        model = ProjectResourcePolicy
+        fields = "__all__"
+
+
+KEYPAIR_SLOT_GROUPS = {"total_resource_slots": "Total resource slots",
+                       "max_pending_session_resource_slots": "Pending sessions' slots"}
+KeypairPolicyHumanForm = with_slot_fields(KeypairPolicyForm, KEYPAIR_SLOT_GROUPS)
+
+
 @admin.register(KeypairResourcePolicy)
 class KeypairResourcePolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "default_for_unspecified", "total_resource_slots", "max_concurrent_sessions",
-                    "max_pending_session_count", "max_session_lifetime", "idle_timeout"]
+    form = KeypairPolicyHumanForm
+    list_display = ["name", "default_for_unspecified", "total_slots", "max_concurrent_sessions",
+                    "max_pending_session_count", "lifetime", "idle"]
     list_filter = ["default_for_unspecified"]
     search_fields = ["name"]
+
+    def get_fieldsets(self, request, obj=None):
+        return [
+            (None, {"fields": ["name", "default_for_unspecified"]}),
+            ("Total resource slots", {
+                "fields": slot_form.field_names("total_resource_slots"),
+                "description": "What all sessions of a keypair may hold together. An empty field follows "
+                               "\u201cdefault for unspecified\u201d (unlimited or none)."}),
+            ("Sessions", {"fields": ["max_concurrent_sessions", "max_concurrent_sftp_sessions",
+                                     "max_containers_per_session", "max_session_lifetime", "idle_timeout"]}),
+            ("Pending sessions", {"fields": ["max_pending_session_count",
+                                             *slot_form.field_names("max_pending_session_resource_slots")],
+                                  "description": "Empty fields: no limit on the queue."}),
+            ("Storage", {"fields": ["allowed_vfolder_hosts"]}),
+        ]
+
+    def save_model(self, request, obj, form, change):
+        # an all-empty pending-slots group means "no limit" (null), as the API stores it
+        if not obj.max_pending_session_resource_slots:
+            obj.max_pending_session_resource_slots = None
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="total resource slots")
+    def total_slots(self, obj):
+        return _slots_text(obj.total_resource_slots)
+
+    @admin.display(description="max session lifetime", ordering="max_session_lifetime")
+    def lifetime(self, obj):
+        return _duration_text(obj.max_session_lifetime) if obj.max_session_lifetime else "unlimited"
+
+    @admin.display(description="idle timeout", ordering="idle_timeout")
+    def idle(self, obj):
+        if obj.idle_timeout < 0:
+            return "global default"
+        return _duration_text(obj.idle_timeout) if obj.idle_timeout else "never"
 
 
 @admin.register(UserResourcePolicy)
 class UserResourcePolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "max_vfolder_count", "max_quota_scope_size", "max_session_count_per_model_session", "max_customized_image_count"]
+    form = UserPolicyForm
+    list_display = ["name", "max_vfolder_count", "quota_size", "max_session_count_per_model_session",
+                    "max_customized_image_count"]
     search_fields = ["name"]
+
+    @admin.display(description="max quota scope size", ordering="max_quota_scope_size")
+    def quota_size(self, obj):
+        return _size_text(obj.max_quota_scope_size)
 
 
 @admin.register(ProjectResourcePolicy)
 class ProjectResourcePolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "max_vfolder_count", "max_quota_scope_size"]
+    form = ProjectPolicyForm
+    list_display = ["name", "max_vfolder_count", "quota_size"]
     search_fields = ["name"]
+
+    @admin.display(description="max quota scope size", ordering="max_quota_scope_size")
+    def quota_size(self, obj):
+        return _size_text(obj.max_quota_scope_size)
+
+
+# Django's own permission groups are not used (roles decide): not shown in the admin.
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)

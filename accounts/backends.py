@@ -18,5 +18,6 @@ class EmailBackend(ModelBackend):
         return None
 
     def get_user(self, user_id):
-        user = User.objects.filter(pk=user_id).first()
+        # the web UI's preferences come with the user: the middleware reads them on every page
+        user = User.objects.select_related("preferences").filter(pk=user_id).first()
         return user if user is not None and self.user_can_authenticate(user) else None

@@ -77,3 +77,58 @@ def run_purge_handlers(purge: Purge) -> None:
     actions = [action for action in (handler(purge) for handler in list(_purge_handlers)) if action]
     for action in actions:
         action()
+
+
+# --- the web UI's dashboard and settings ------------------------------------------------------------
+
+DashboardProvider = Callable[[object], Mapping[str, object]]
+ChoicesProvider = Callable[[object], Mapping[str, list]]
+
+_dashboard_providers: list[DashboardProvider] = []
+_choices_providers: list[ChoicesProvider] = []
+
+
+def register_dashboard_provider(provider: DashboardProvider) -> DashboardProvider:
+    """Add what an app shows on a user's dashboard: ``provider(user)`` returns template
+    context entries (the sessions app: running sessions with their live usage, quota in use,
+    the resource groups' capacity, recent session events).  It must read the database in a
+    fixed number of queries whatever the user owns: the dashboard polls it every few seconds."""
+    if provider not in _dashboard_providers:
+        _dashboard_providers.append(provider)
+    return provider
+
+
+def unregister_dashboard_provider(provider: DashboardProvider) -> None:
+    if provider in _dashboard_providers:
+        _dashboard_providers.remove(provider)
+
+
+def dashboard_parts(user) -> dict:
+    """The registered providers' entries for ``user``, merged in registration order."""
+    parts: dict = {}
+    for provider in list(_dashboard_providers):
+        parts.update(provider(user))
+    return parts
+
+
+def register_choices_provider(provider: ChoicesProvider) -> ChoicesProvider:
+    """Add what a user may pick in the settings: ``provider(user)`` returns
+    ``{"presets": [name, ...], "resource_groups": [name, ...]}`` (either key may be missing)."""
+    if provider not in _choices_providers:
+        _choices_providers.append(provider)
+    return provider
+
+
+def unregister_choices_provider(provider: ChoicesProvider) -> None:
+    if provider in _choices_providers:
+        _choices_providers.remove(provider)
+
+
+def user_choices(user) -> dict[str, list[str]]:
+    """``{"presets": [...], "resource_groups": [...]}``: what ``user`` may use, from every provider."""
+    choices: dict[str, list[str]] = {"presets": [], "resource_groups": []}
+    for provider in list(_choices_providers):
+        for key, names in provider(user).items():
+            known = choices.setdefault(key, [])
+            known.extend(name for name in names if name not in known)
+    return choices

@@ -290,3 +290,23 @@ class Keypair(models.Model):
     @property
     def is_main(self) -> bool:
         return self.user.main_keypair_id == self.access_key
+
+
+class UserPreferences(models.Model):
+    """What a user chose for the web UI (``accounts.services.preferences``): the preset and
+    resource group the launcher starts with, the language and the time zone pages use.
+    Blank means "no choice": the launcher's own default, the server's language and zone."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, primary_key=True, related_name="preferences")
+    default_preset = models.CharField(max_length=256, blank=True)
+    default_resource_group = models.CharField(max_length=64, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "user preferences"
+        verbose_name_plural = "user preferences"
+
+    def __str__(self):
+        return f"preferences of {self.user_id}"

@@ -6,6 +6,9 @@ from accounts import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("live/", views.dashboard_live, name="dashboard-live"),
+    path("settings/", views.user_settings, name="settings"),
+    path("settings/password/", views.change_password, name="password"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("keys/", views.keypairs, name="keypairs"),

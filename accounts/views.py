@@ -1,5 +1,8 @@
-"""Web UI for accounts: login, dashboard, the user's API keys and background tasks.
+"""Web UI for accounts: login, dashboard, settings, the user's API keys and background tasks.
 Thin views over ``accounts.services``.
+
+The dashboard's live part (``live/``) and the settings page (``settings/``, the password on
+``settings/password/``) are described in docs/web-ui.md.
 
 The background task pages (``tasks/``, ``tasks/<id>/``) show the tasks the user may
 see (``accounts.services.tasks``) and stay live the way the sessions pages do: htmx
@@ -7,14 +10,27 @@ polls a fragment every 2 s (``tasks/rows/``, ``tasks/<id>/status/``), each fragm
 answers with ``X-Live-Fragment: 1``, and once nothing shown is pending or running the
 fragment answers htmx with status 286, which stops the polling."""
 from django.contrib import messages
+from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import services
-from accounts.forms import KeypairActionForm, LoginForm
+from accounts.forms import (
+    BootstrapScriptForm,
+    KeypairActionForm,
+    LoginForm,
+    MainKeypairForm,
+    OwnPasswordChangeForm,
+    PreferencesForm,
+    SshKeyForm,
+)
+from accounts.services import dashboard as dashboard_services
+from accounts.services import preferences, profile
 from accounts.services import tasks as task_services
 from backendai import services as manager_services
 from backendai.api.errors import BackendAIError
@@ -33,6 +49,126 @@ def dashboard(request):
     context = services.dashboard_context(request.user)
     context["announcement"] = manager_services.get_announcement()
     return render(request, "accounts/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def dashboard_live(request):
+    """The dashboard's live part (running sessions and their usage, quota, capacity, events),
+    polled by htmx every few seconds; it never stops (a session may start any time)."""
+    return _fragment(request, "accounts/_dashboard_live.html", dashboard_services.live_context(request.user),
+                     final=False)
+
+
+# --- the user's settings --------------------------------------------------------------------------
+
+def _settings_forms(request, data=None, section=None) -> dict:
+    """The settings page's forms, the one of ``section`` bound to ``data``."""
+    user = request.user
+    keypair = user.main_keypair
+    prefs = preferences.preferences_for(user)
+    choices = preferences.choices_for(user)
+    bound = {"data": data} if data is not None else {}
+
+    def pick(name):  # each form its own ids: the page holds several
+        return {**(bound if section == name else {}), "auto_id": f"id_{name}_%s"}
+
+    forms = {
+        "keypair": MainKeypairForm(**pick("keypair"), keypairs=profile.own_active_keypairs(user),
+                                   initial={"main_keypair": user.main_keypair_id}),
+        "password": OwnPasswordChangeForm(user, **pick("password")),
+        "preferences": PreferencesForm(**pick("preferences"), presets=choices.get("presets", []),
+                                       resource_groups=choices.get("resource_groups", []), initial={
+            "default_preset": prefs.default_preset, "default_resource_group": prefs.default_resource_group,
+            "language": prefs.language, "time_zone": prefs.time_zone}),
+    }
+    if keypair is not None:
+        forms["ssh"] = SshKeyForm(**pick("ssh"), initial={"ssh_public_key": keypair.ssh_public_key.strip()})
+        forms["bootstrap"] = BootstrapScriptForm(**pick("bootstrap"),
+                                                 initial={"bootstrap_script": keypair.bootstrap_script})
+    return forms
+
+
+def _apply_settings(request, section: str, form) -> str:
+    """Store what a valid form says; returns the message.  A ValidationError leaves everything unchanged."""
+    user, data = request.user, form.cleaned_data
+    if section == "keypair":
+        keypair = profile.set_main_keypair(user, data["main_keypair"])
+        return f"The web UI now acts with keypair {keypair.access_key}."
+    if section == "ssh":
+        profile.set_ssh_public_key(user.main_keypair, data["ssh_public_key"])
+        return "SSH public key saved." if data["ssh_public_key"] else "SSH public key removed."
+    if section == "bootstrap":
+        profile.set_bootstrap_script(user.main_keypair, data["bootstrap_script"])
+        return "Bootstrap script saved."
+    choices = preferences.choices_for(user)
+    preferences.save_preferences(user, **{k: data[k] for k in PREFERENCE_FIELDS},
+                                 allowed_presets=choices.get("presets", []),
+                                 allowed_resource_groups=choices.get("resource_groups", []))
+    return "Preferences saved."
+
+
+PREFERENCE_FIELDS = ("default_preset", "default_resource_group", "language", "time_zone")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def user_settings(request):
+    status = 200
+    if request.method == "POST":
+        section = request.POST.get("section", "")
+        if section not in SETTINGS_SECTIONS or (section in ("ssh", "bootstrap") and request.user.main_keypair is None):
+            messages.error(request, "Unknown settings form.")
+            return redirect("ui:settings")
+        forms = _settings_forms(request, request.POST, section)
+        form = forms[section]
+        if form.is_valid():
+            try:
+                done = _apply_settings(request, section, form)
+            except ValidationError as exc:
+                _add_errors(form, exc)
+            else:
+                messages.success(request, done)
+                return redirect(f"{reverse('ui:settings')}#{section}")
+        status = 400
+    else:
+        forms = _settings_forms(request)
+    keypair = request.user.main_keypair
+    return render(request, "accounts/settings.html", {
+        "forms": forms, "keypair": keypair, "policy": keypair.resource_policy if keypair else None,
+        "password_changed_at": request.user.password_changed_at}, status=status)
+
+
+SETTINGS_SECTIONS = ("keypair", "ssh", "bootstrap", "preferences")  # the password has its own page
+
+
+def _add_errors(form, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def change_password(request):
+    """Change one's password (current one, new one twice); the page a user whose administrator
+    asked for a new password is sent to until they choose one (``accounts.middleware``)."""
+    form = OwnPasswordChangeForm(request.user, request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                profile.set_password(request.user, form.cleaned_data["new_password1"])
+            except ValidationError as exc:
+                form.add_error("new_password1", exc)
+            else:
+                update_session_auth_hash(request, request.user)  # this browser stays logged in
+                messages.success(request, "Your password has been changed.")
+                return redirect("ui:settings")
+    forced = request.user.need_password_change
+    return render(request, "accounts/password.html", {"form": form, "forced": forced},
+                  status=400 if form.errors else 200)
 
 
 @login_required

@@ -18,14 +18,14 @@ from agents.models import (
     ScalingGroupForProject,
 )
 from backendai.api.errors import BackendAIError
-from backendai.slots import format_binary_size
+from backendai.slots import humanize_binary_size
 
 
 def _slots_text(slots: dict, slot_types: dict | None = None) -> str:
     parts = []
     for name, value in sorted((slots or {}).items()):
         kind = (slot_types or {}).get(name) or ("bytes" if name == "mem" or name.endswith(".mem") else "count")
-        parts.append(f"{name}={format_binary_size(value) if kind == 'bytes' else value}")
+        parts.append(f"{name}={humanize_binary_size(value) if kind == 'bytes' else value}")
     return ", ".join(parts) or "—"
 
 
@@ -112,7 +112,7 @@ class AgentAdmin(admin.ModelAdmin):
         mem = stat.get("mem_used")
         if cpu is None and mem is None:
             return "—"
-        mem_text = format_binary_size(mem) if mem is not None else "?"
+        mem_text = humanize_binary_size(mem) if mem is not None else "?"
         return format_html("{}% / {}", cpu if cpu is not None else "?", mem_text)
 
     @admin.action(description="Mark schedulable")
@@ -178,7 +178,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj):
-        return format_binary_size(obj.size_bytes)
+        return humanize_binary_size(obj.size_bytes)
 
     @admin.display(description="min resources")
     def min_resources(self, obj):

@@ -111,6 +111,9 @@ class ScalingGroupForDomain(models.Model):
         constraints = [models.UniqueConstraint(fields=["scaling_group", "domain"], name="sgroup_domain_unique")]
         verbose_name = "allowed domain"
 
+    def __str__(self):
+        return f"{self.scaling_group_id} \u2194 domain {self.domain_id}"
+
 
 class ScalingGroupForProject(models.Model):
     scaling_group = models.ForeignKey(ScalingGroup, on_delete=models.CASCADE)
@@ -120,6 +123,9 @@ class ScalingGroupForProject(models.Model):
         constraints = [models.UniqueConstraint(fields=["scaling_group", "project"], name="sgroup_project_unique")]
         verbose_name = "allowed project"
 
+    def __str__(self):
+        return f"{self.scaling_group_id} \u2194 project {self.project}"
+
 
 class ScalingGroupForKeypair(models.Model):
     scaling_group = models.ForeignKey(ScalingGroup, on_delete=models.CASCADE)
@@ -128,6 +134,9 @@ class ScalingGroupForKeypair(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["scaling_group", "keypair"], name="sgroup_keypair_unique")]
         verbose_name = "allowed keypair"
+
+    def __str__(self):
+        return f"{self.scaling_group_id} \u2194 keypair {self.keypair_id}"
 
 
 class AgentStatus(models.TextChoices):

@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.UserPreferencesMiddleware",  # web UI: "must change password", language, time zone
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -169,6 +170,9 @@ LOGIN_REDIRECT_URL = "ui:dashboard"
 LOGOUT_REDIRECT_URL = "ui:login"
 
 LANGUAGE_CODE = "en-us"
+# what users may pick as their web UI language (accounts.services.preferences); Django's own texts follow
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("es", "Español"), ("fr", "Français"), ("ja", "日本語"),
+             ("ko", "한국어"), ("zh-hans", "简体中文")]
 TIME_ZONE = CONFIG.time_zone
 USE_I18N = True
 USE_TZ = True
@@ -201,7 +205,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "REST API of the control panel. Requests are signed with HMAC-SHA256 as the Backend.AI manager API v8.",
     "VERSION": "v8.20240915",
     "SERVE_INCLUDE_SCHEMA": False,
-    "PREPROCESSING_HOOKS": ["backendai.api.schema.drop_session_mode_copies"],
+    "PREPROCESSING_HOOKS": ["backendai.api.schema.drop_session_mode_copies",
+                            "backendai.api.schema.drop_internal_endpoints"],  # internal: /spec/internal/
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -308,6 +313,7 @@ X_FRAME_OPTIONS = "DENY"
 # Cookies are also marked Secure per request when it came over TLS (BrowserHardeningMiddleware).
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
+CSRF_FAILURE_VIEW = "backendai.urls.csrf_failure"  # templates/403_csrf.html; problem+json on the API
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 from csp.constants import NONCE as _CSP_NONCE, NONE as _CSP_NONE, SELF as _CSP_SELF  # noqa: E402

@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.defaults import bad_request, page_not_found, server_error
+from django.views.csrf import csrf_failure as django_csrf_failure
+from django.views.defaults import bad_request, page_not_found, permission_denied, server_error
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.api import bgtask_events
 from backendai.api import graphql, unavailable, views
 from backendai.api.hints import HintRelayView
 from backendai.api.middleware import is_api_path
+from backendai.api.schema import INTERNAL_SCHEMA_SETTINGS
 from backendai.metrics import metrics_view
 from vfolders.api import views as vfolder_views
 
@@ -21,6 +23,13 @@ urlpatterns = [
     path("spec/openapi", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="openapi"),
     # the split view serves Swagger UI's start-up script as a file of its own (the CSP allows no inline script)
     path("spec/docs", SpectacularSwaggerSplitView.as_view(url_name="openapi", authentication_classes=[], permission_classes=[]), name="swagger"),
+    # the daemons' endpoints (agents, app proxy workers, the hint relay) in a schema of their own
+    path("spec/internal/openapi", SpectacularAPIView.as_view(custom_settings=INTERNAL_SCHEMA_SETTINGS,
+                                                            authentication_classes=[], permission_classes=[]),
+         name="openapi-internal"),
+    path("spec/internal/docs", SpectacularSwaggerSplitView.as_view(url_name="openapi-internal",
+                                                                  authentication_classes=[], permission_classes=[]),
+         name="swagger-internal"),
     path("internal/hints", HintRelayView.as_view(), name="internal-hints"),
     path("admin/gql", graphql.GraphQLView.as_view(), name="graphql"),
     path("admin/graphql", graphql.LegacyGraphQLView.as_view(), name="graphql-legacy"),
@@ -38,6 +47,7 @@ urlpatterns = [
     path("ui/", include(("sessions.urls", "ui-sessions"), namespace="ui-sessions")),
     path("ui/", include(("appproxy.urls", "ui-appproxy"), namespace="ui-appproxy")),
     path("ui/", include(("serving.urls", "ui-serving"), namespace="ui-serving")),
+    path("ui/", include(("sessions.operators_urls", "ui-operators"), namespace="ui-operators")),
     path("admin/", admin.site.urls),
 ]
 
@@ -56,6 +66,21 @@ def handler404(request, exception=None):
         return views.api_not_found(request, exception)
 
     return page_not_found(request, exception)
+
+
+def handler403(request, exception=None):
+    """A PermissionDenied raised outside a DRF view: problem+json on the API, templates/403.html on the UI."""
+    if is_api_path(request.path):
+        return views.api_forbidden(request, exception)
+
+    return permission_denied(request, exception)
+
+
+def csrf_failure(request, reason=""):
+    """``CSRF_FAILURE_VIEW``: templates/403_csrf.html for a browser's form; problem+json on the API."""
+    if is_api_path(request.path):
+        return views.api_forbidden(request, None, "CSRF check failed: send the CSRF cookie and X-CSRFToken header")
+    return django_csrf_failure(request, reason)
 
 
 def handler400(request, exception=None):

@@ -13,13 +13,15 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from accounts import slot_form
+from accounts.slot_form import with_slot_fields
 from agents.admin import AgentAdmin
 from agents.models import Agent, AgentStatus, ScalingGroup
 from backendai import health
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
-from sessions import presets, services
-from sessions.forms import format_amount, ordered_slots
+from sessions import operators, presets, services
+from sessions.forms import format_amount, input_amount, ordered_slots
 from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, DEAD_SESSION, SessionStatus
 from sessions.models import Kernel, ResourcePreset, Session
 
@@ -38,6 +40,19 @@ class AgentWithKernelsAdmin(AgentAdmin):
     @admin.display(description="live kernels")
     def live_kernels(self, obj):
         return obj.kernels.filter(status__in=AGENT_OCCUPYING_KERNEL).count()
+
+    actions = [*AgentAdmin.actions, "drain_agents", "terminate_agent_sessions"]
+
+    @admin.action(description="Drain (unschedulable; running sessions finish)")
+    def drain_agents(self, request, queryset):
+        result = operators.drain(request.user, list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Draining {result['agents']} agent(s); {result['sessions']} session(s) there "
+                                   "finish in their own time.")
+
+    @admin.action(description="Terminate the sessions on the selected agents")
+    def terminate_agent_sessions(self, request, queryset):
+        count = operators.terminate_sessions_on(request.user, list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Asked {count} session(s) to terminate.")
 
 
 admin.site.unregister(Agent)
@@ -127,8 +142,11 @@ class ResourcePresetForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["resource_slots"].help_text = (
-            'Known slots (see /config/resource-slots) with finite amounts, e.g. {"cpu": "2", "mem": "4g"}.')
+        if "resource_slots" in self.fields:  # the human form (below) has fields per slot instead
+            self.fields["resource_slots"].help_text = (
+                'Known slots (see /config/resource-slots) with finite amounts, e.g. {"cpu": "2", "mem": "4g"}.')
+        if self.instance.pk and self.instance.shared_memory:
+            self.initial["shared_memory"] = input_amount("mem", self.instance.shared_memory)
         self.original_name = self.instance.name if self.instance.pk else None
 
     def clean(self):
@@ -141,20 +159,42 @@ class ResourcePresetForm(forms.ModelForm):
                                            group.pk if group is not None else None, current=self.original_name)
         except errors.BackendAIError as exc:
             message = exc.msg or exc.error_title
-            self.add_error(PRESET_ERROR_FIELDS.get(message.split(":", 1)[0]), message)
+            field = PRESET_ERROR_FIELDS.get(message.split(":", 1)[0])
+            if field == "resource_slots" and field not in self.fields:  # the human form: beside the slot's field
+                field = slot_form.field_for_message(field, message)
+            self.add_error(field, message)
             return data
         data.update(name=cleaned.name, resource_slots=cleaned.resource_slots, shared_memory=cleaned.shared_memory)
         return data
 
 
+ResourcePresetHumanForm = with_slot_fields(ResourcePresetForm, {"resource_slots": "Resources"})
+
+
 @admin.register(ResourcePreset)
 class ResourcePresetAdmin(admin.ModelAdmin):
-    """Presets change through ``sessions.presets`` (the same checks as GraphQL)."""
+    """Presets change through ``sessions.presets`` (the same checks as GraphQL); slots are
+    entered with units (``accounts.slot_form``)."""
 
-    form = ResourcePresetForm
-    list_display = ["name", "resource_slots", "shared_memory", "scaling_group"]
+    form = ResourcePresetHumanForm
+    list_display = ["name", "slots", "shared_memory_size", "scaling_group"]
     list_filter = ["scaling_group"]
     search_fields = ["name"]
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": ["name", "scaling_group"]}),
+                ("Resources", {"fields": slot_form.field_names("resource_slots")}),
+                (None, {"fields": ["shared_memory"]})]
+
+    @admin.display(description="resources")
+    def slots(self, obj):
+        return ", ".join(f"{slot} {format_amount(slot, amount)}" for slot, amount in
+                         sorted(_slots(obj.resource_slots).items(), key=lambda kv: ordered_slots(
+                             dict.fromkeys(obj.resource_slots or {})).index(kv[0]))) or "—"
+
+    @admin.display(description="shared memory", ordering="shared_memory")
+    def shared_memory_size(self, obj):
+        return format_amount("mem", obj.shared_memory) if obj.shared_memory is not None else "—"
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data

@@ -22,5 +22,9 @@ class SessionsConfig(AppConfig):
         account_hooks.register_concurrency_counter(services.concurrency_by_keypair)
         # purging a user or a project: refused while they have a live session, else their ended ones go
         account_hooks.register_purge_handler(purging.purge_handler)
+        # the web UI's dashboard (running sessions, quota, capacity, events) and settings' choices
+        from sessions import dashboard
+        account_hooks.register_dashboard_provider(dashboard.dashboard_parts)
+        account_hooks.register_choices_provider(dashboard.user_choices)
         # the sessions and audit-logs (session status history) CSV reports (served by backendai.exports)
         export_registry.register(*exports.REPORTS)

@@ -7,6 +7,13 @@ it is about.  The form itself checks what only a form can (a parseable
 amount, KEY=VALUE lines) and the request against the owner's remaining quota
 (``services.check_presets``), so the user sees the numbers it is checked
 against before submitting.
+
+The launcher's extras (``sessions.launch_check``): each amount field shows its
+bounds (image minimum, largest agent, policy, remaining quota) as the input's
+``min``/``max`` and a line of text; folders the user may mount are offered with
+a mode (read-write only where the user may write) and a mount path checked by
+the API's own rule (``vfolders.services.container_path``); cluster size and
+mode are the API's ``cluster_size``/``cluster_mode``.
 """
 from __future__ import annotations
 
@@ -17,14 +24,18 @@ from decimal import Decimal
 
 from django import forms
 
+from accounts.services import preferences
 from agents import services as agent_services
 from agents.models import Image, ImageAlias, ImageType
 from backendai import services as manager_services
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, humanize_binary_size, parse_binary_size, parse_count, slot_type_of
-from sessions import services, validation
-from sessions.enqueue import EnqueueRequest
-from sessions.models import SessionType
+from sessions import launch_check, services, validation
+from sessions.enqueue import EnqueueRequest, choose_scaling_group
+from sessions.lifecycle import CONCURRENCY_SESSION
+from sessions.models import ClusterMode, Session, SessionType
+from vfolders import services as vfolder_services
+from vfolders.models import HostPermission
 
 USER_SESSION_TYPES = [SessionType.INTERACTIVE, SessionType.BATCH, SessionType.INFERENCE]
 SLOT_LABELS = {"cpu": "CPU cores", "mem": "Memory", "cuda.device": "CUDA GPUs", "cuda.shares": "CUDA GPU shares"}
@@ -33,9 +44,11 @@ SLOT_HELP = {"cpu": "e.g. 2 or 0.5", "mem": "e.g. 4g or 512m"}
 FIELD_OF = {"name": "name", "image": "image", "architecture": "architecture", "session_type": "session_type",
             "startup_command": "startup_command", "starts_at": "startup_command", "batch_timeout": "batch_timeout",
             "environ": "environ", "scaling_group": "scaling_group", "resources": "preset", "resource_opts": "preset",
-            "group": "project", "domain": "project"}
+            "group": "project", "domain": "project", "mounts": "mounts", "mount_map": "mounts",
+            "mount_options": "mounts", "cluster_size": "cluster_size", "cluster_mode": "cluster_mode"}
 #: Where other errors of the create service belong, by words in their message (first match wins).
 ERROR_FIELDS = [
+    (("mount", "folder"), "mounts"),
     (("needs at least", "allows at most", "shared memory", "shmem", "resource", "slot", "quota", "exceeds",
       "pending session", "limit"), "preset"),
     (("startup command", "startupcommand", "starts_at", "batch_timeout"), "startup_command"),
@@ -103,6 +116,23 @@ class CreateContext:
     remaining: dict | None = None  # keypair_remaining of check_presets; None: unknown (no keypair)
     limits: dict | None = None
     using: dict | None = None
+    #: the folders the user may mount (``vfolders`` Access), dot-folders left out (they mount themselves)
+    folders: list = field(default_factory=list)
+    #: slot -> launch_check.SlotBound for the chosen image, resource group and cluster
+    bounds: dict = field(default_factory=dict)
+    bound_group: str = ""  # the resource group the bounds are about
+    image_range: str = ""  # what the chosen image asks for and allows (launch_check.image_range)
+    #: (reference, architecture, domain name, Image) resolved for the bounds (launch_check.Known.image)
+    resolved_image: tuple | None = None
+    user: object = None
+    sessions_running: int | None = None  # the keypair's live sessions (as max_concurrent_sessions counts them)
+    max_sessions: int | None = None
+
+    @property
+    def sessions_left(self) -> int | None:
+        if self.max_sessions is None or self.sessions_running is None:
+            return None
+        return max(self.max_sessions - self.sessions_running, 0)
 
     @property
     def quota_rows(self) -> list[dict]:
@@ -125,9 +155,18 @@ def ordered_slots(slot_types: dict) -> list[str]:
     return sorted(slot_types, key=lambda s: (s not in ("cpu", "mem"), s != "cpu", s))
 
 
+def mountable_folders(user, project) -> list:
+    """The usable folders ``user`` may mount in a session of ``project``, as ``enqueue`` decides:
+    folders the user can access on hosts with the mount permission (dot-folders mount by themselves)."""
+    perms = None if user.is_superadmin else vfolder_services.host_permissions(user, None, project)
+    return [access for access in vfolder_services.list_folders(user, statuses=vfolder_services.USABLE_STATUSES)
+            if not access.folder.name.startswith(".")
+            and (perms is None or HostPermission.MOUNT in perms.get(access.folder.host_id, set()))]
+
+
 def build_context(user, project_name: str | None = None) -> CreateContext:
     """Images, groups, presets and the remaining quota the form shows (a fixed number of queries)."""
-    projects = list(user.projects.filter(is_active=True).order_by("name"))
+    projects = list(user.projects.filter(is_active=True).select_related("domain").order_by("name"))
     project = next((p for p in projects if p.name == project_name), None)
     if project is None:
         project = next((p for p in projects if p.name == "default"), projects[0] if projects else None)
@@ -144,8 +183,10 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
     slot_types = manager_services.known_slot_types()
     context = CreateContext(
         projects=projects, project=project, images=sorted(by_name.items()), aliases=aliases,
-        architectures=sorted({arch for _, arch in images}), scaling_groups=groups, slot_types=slot_types,
+        architectures=sorted({arch for _, arch in images}), scaling_groups=groups, slot_types=slot_types, user=user,
     )
+    if project is not None:
+        context.folders = mountable_folders(user, project)
     keypair = user.main_keypair
     if keypair is not None and project is not None:
         try:
@@ -158,6 +199,9 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
             context.using = checked["keypair_using"]
             context.presets = [PresetChoice(p["name"], p["resource_slots"], p["shared_memory"], p["allocatable"])
                                for p in checked["presets"]]
+            context.max_sessions = keypair.resource_policy.max_concurrent_sessions
+            context.sessions_running = Session.objects.filter(
+                access_key=keypair, status__in=[str(s) for s in CONCURRENCY_SESSION]).count()
     for preset in context.presets:
         preset.shown = " · ".join(f"{slot} {format_amount(slot, amount, slot_types)}"
                                   for slot, amount in sorted(preset.resource_slots.items()) if Decimal(amount) != 0)
@@ -165,6 +209,59 @@ def build_context(user, project_name: str | None = None) -> CreateContext:
                                                  if Decimal(preset.resource_slots.get(slot, 0)) != 0 else "")
                          for slot in ordered_slots(slot_types)}
     return context
+
+
+def initial_choices(user, context: CreateContext) -> dict:
+    """The user's default preset and resource group (``accounts.services.preferences``), where still offered."""
+    prefs = preferences.preferences_for(user)
+    initial = {}
+    if prefs.default_preset and any(p.name == prefs.default_preset for p in context.presets):
+        initial["preset"] = prefs.default_preset
+    if prefs.default_resource_group and any(g.name == prefs.default_resource_group for g in context.scaling_groups):
+        initial["scaling_group"] = prefs.default_resource_group
+    return initial
+
+
+def _cluster_size(raw) -> int:
+    try:
+        return min(max(int(str(raw or "1").strip()), 1), validation.CLUSTER_SIZE_MAX)
+    except ValueError:
+        return 1
+
+
+def attach_bounds(context: CreateContext, data) -> None:
+    """The bounds of each amount for what ``data`` (POST data or initial values) chose:
+    its image, resource group (or the one "Automatic" picks) and cluster."""
+    project, user = context.project, context.user
+    image = None
+    image_ref = (data.get("image") or "").strip()
+    offered = {name for name, _ in context.images} | {alias for alias, _ in context.aliases}
+    architecture = data.get("architecture") or None
+    if image_ref in offered and project is not None and (architecture is None or architecture in context.architectures):
+        try:
+            image = agent_services.resolve_image(image_ref, architecture, domain=project.domain)
+        except errors.BackendAIError:
+            image = None
+        else:
+            context.resolved_image = (image_ref, architecture, project.domain_id, image)
+    group_name = data.get("scaling_group") or ""
+    if group_name not in {g.name for g in context.scaling_groups}:
+        group_name = ""
+    if not group_name and project is not None:
+        try:
+            group_name = choose_scaling_group(user, project, None, data.get("session_type") or SessionType.INTERACTIVE).pk
+        except errors.BackendAIError:
+            group_name = ""
+    context.bound_group = group_name
+    context.image_range = launch_check.image_range(image, context.slot_types) if image is not None else ""
+    context.bounds = launch_check.bounds(
+        ordered_slots(context.slot_types), context.slot_types, image=image, group_name=group_name or None,
+        policy_limits=context.limits, remaining=context.remaining, cluster_size=_cluster_size(data.get("cluster_size")),
+        cluster_mode=data.get("cluster_mode") or ClusterMode.SINGLE_NODE)
+
+
+MOUNT_MODES = {"rw": "read-write", "ro": "read only"}
+PERMISSION_TEXT = {"ro": "read only", "rw": "read-write", "wd": "read-write-delete"}
 
 
 def _session_name(value):
@@ -192,6 +289,16 @@ class SessionCreateForm(forms.Form):
                                        label="Batch timeout (seconds)")
     environ = forms.CharField(label="Environment variables", required=False,
                               widget=forms.Textarea(attrs={"rows": 3, "placeholder": "KEY=VALUE, one per line"}))
+    cluster_mode = forms.ChoiceField(label="Cluster mode", initial=ClusterMode.SINGLE_NODE, required=False, choices=[
+        (ClusterMode.SINGLE_NODE, "Single node (all kernels on one agent)"),
+        (ClusterMode.MULTI_NODE, "Multi-node (kernels spread over agents)")])
+    cluster_size = forms.IntegerField(label="Cluster size (kernels)", initial=1, min_value=1, required=False,
+                                      max_value=validation.CLUSTER_SIZE_MAX,
+                                      help_text="1 for an ordinary session; the amounts below are per kernel.")
+    mounts = forms.MultipleChoiceField(
+        label="Folders", required=False, widget=forms.CheckboxSelectMultiple,
+        error_messages={"invalid_choice": "You cannot mount the folder %(value)s: it is not one of the folders "
+                                          "you may mount (yours, your projects' or shared with you)."})
 
     def __init__(self, *args, context: CreateContext, **kwargs):
         super().__init__(*args, **kwargs)
@@ -209,16 +316,50 @@ class SessionCreateForm(forms.Form):
         self.slot_fields = []
         for slot in ordered_slots(context.slot_types):
             name = slot_field_name(slot)
+            attrs = {"data-slot": slot, "size": 8, "aria-describedby": f"bound-{name}"}
+            bound = context.bounds.get(slot)
+            if slot_type_of(slot, context.slot_types) == "bytes":
+                widget = forms.TextInput(attrs={**attrs, "inputmode": "decimal"})
+            else:
+                attrs.update({"step": "any", "min": (bound.input_min if bound else "") or "0"})
+                if bound and bound.input_max:
+                    attrs["max"] = bound.input_max
+                widget = forms.NumberInput(attrs=attrs)
             self.fields[name] = forms.CharField(
                 required=False, max_length=32, label=SLOT_LABELS.get(slot, slot),
-                help_text=SLOT_HELP.get(slot, "count"),
-                widget=forms.TextInput(attrs={"inputmode": "decimal", "data-slot": slot, "size": 8}))
+                help_text=SLOT_HELP.get(slot, "count"), widget=widget)
             self.slot_fields.append((slot, name))
+        self.fields["mounts"].choices = [(a.folder.pk.hex, a.folder.name) for a in context.folders]
+        self.mount_rows = []
+        for access in context.folders:
+            key = access.folder.pk.hex
+            modes = [("rw", MOUNT_MODES["rw"]), ("ro", MOUNT_MODES["ro"])] if access.can_write else [
+                ("ro", MOUNT_MODES["ro"])]
+            self.fields[f"mount_mode_{key}"] = forms.ChoiceField(
+                label=f"Mode of {access.folder.name}", required=False, choices=modes,
+                initial=modes[0][0], error_messages={"invalid_choice": (
+                    f"The folder {access.folder.name} is read only for you: it can be mounted read only.")})
+            self.fields[f"mount_path_{key}"] = forms.CharField(
+                label=f"Mount path of {access.folder.name}", required=False, max_length=255, strip=True,
+                widget=forms.TextInput(attrs={"placeholder": f"/home/work/{access.folder.name}"}))
+            self.mount_rows.append({"key": key, "access": access,
+                                    "permission": PERMISSION_TEXT.get(access.permission, access.permission)})
 
     # --- rendering helpers -------------------------------------------------------------------
     @property
     def slot_bound_fields(self):
         return [self[name] for _, name in self.slot_fields]
+
+    @property
+    def slot_rows(self) -> list[dict]:
+        """Each amount field with its bounds (``launch_check.SlotBound`` or None)."""
+        return [{"field": self[name], "bound": self.context.bounds.get(slot)} for slot, name in self.slot_fields]
+
+    @property
+    def mount_fields(self) -> list[dict]:
+        chosen = set(self["mounts"].value() or [])
+        return [{**row, "checked": row["key"] in chosen, "mode": self[f"mount_mode_{row['key']}"],
+                 "path": self[f"mount_path_{row['key']}"]} for row in self.mount_rows]
 
     # --- validation ---------------------------------------------------------------------------
     def clean_environ(self) -> dict:
@@ -251,8 +392,30 @@ class SessionCreateForm(forms.Form):
         resources, opts = self._resources(data)
         data["resources"], data["resource_opts"] = resources, opts
         if resources is not None:
-            self._check_quota(resources)
+            self._check_quota(resources, data.get("cluster_size") or 1)
+        data["mount_plan"] = self._mounts(data)
         return data
+
+    def _mounts(self, data) -> tuple[list, dict, dict]:
+        """(mounts, mount_map, mount_options) for the API, each path checked by its rule."""
+        mounts, mount_map, options = [], {}, {}
+        by_key = {row["key"]: row["access"] for row in self.mount_rows}
+        for key in data.get("mounts") or []:
+            access = by_key.get(key)
+            if access is None:
+                continue
+            mode = data.get(f"mount_mode_{key}") or ("rw" if access.can_write else "ro")
+            path = (data.get(f"mount_path_{key}") or "").strip()
+            if path:
+                try:
+                    vfolder_services.container_path(path, access.folder.name)
+                except errors.BackendAIError as exc:
+                    self.add_error(f"mount_path_{key}", exc.msg or exc.error_title)
+                    continue
+                mount_map[key] = path
+            mounts.append(key)
+            options[key] = {"permission": mode}
+        return mounts, mount_map, options
 
     def _resources(self, data) -> tuple[dict | None, dict]:
         preset_name = data.get("preset")
@@ -283,11 +446,11 @@ class SessionCreateForm(forms.Form):
                 resources[slot] = raw
         return (None if failed else resources), {}
 
-    def _check_quota(self, resources: dict) -> None:
+    def _check_quota(self, resources: dict, cluster_size: int = 1) -> None:
         if self.context.remaining is None:
             return
         try:
-            asked = ResourceSlot.from_json(resources, self.context.slot_types)
+            asked = ResourceSlot.from_json(resources, self.context.slot_types).scale(cluster_size)
             remaining = ResourceSlot.from_json(self.context.remaining, self.context.slot_types)
         except SlotError as exc:
             self.add_error("preset", str(exc))
@@ -318,7 +481,17 @@ class SessionCreateForm(forms.Form):
             scaling_group=data.get("scaling_group") or None,
             resources=data.get("resources") or {},
             resource_opts=data.get("resource_opts") or {},
+            cluster_size=data.get("cluster_size") or 1,
+            cluster_mode=data.get("cluster_mode") or ClusterMode.SINGLE_NODE,
+            mounts=list(data["mount_plan"][0]) if data.get("mount_plan") else [],
+            mount_map=dict(data["mount_plan"][1]) if data.get("mount_plan") else {},
+            mount_options=dict(data["mount_plan"][2]) if data.get("mount_plan") else {},
         )
+
+    def attach_refusals(self, assessment) -> None:
+        """A request ``launch_check`` refuses: each reason beside its field (or above the form)."""
+        for field_name, message in assessment.refusals:
+            self.add_error(field_name, message)
 
     def attach_service_error(self, exc: errors.BackendAIError) -> None:
         """Show a refusal of the create service beside the field it is about."""

@@ -15,6 +15,7 @@ users see as ``idleChecks``.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -115,9 +116,11 @@ def record_sample(kernel, stats: dict | None, now: datetime) -> bool:
     for key in ("cpu_util", "mem_used", "cuda_util", "cuda_mem"):
         if stats.get(key) is not None:
             try:
-                sample[key] = float(stats[key])
+                value = float(stats[key])
             except (TypeError, ValueError):
                 continue
+            if math.isfinite(value):  # "NaN"/"inf" would make the JSON column refuse the whole sync
+                sample[key] = value
     series = [s for s in series if s.get("t", 0) >= ts - window] + [sample]
     kernel.status_data = {**(kernel.status_data or {}), "util_series": series}
     return True

@@ -5,11 +5,13 @@ from sessions import views
 from sessions import commit_ui
 from sessions import execute_ui
 from sessions import files_ui
+from sessions import launcher_ui
 
 urlpatterns = [
     path("sessions/", views.session_list, name="list"),
     path("sessions/rows/", views.session_list_rows, name="list-rows"),
     path("sessions/new/", views.session_create, name="create"),
+    path("sessions/new/hint/", launcher_ui.launch_hint, name="create-hint"),
     path("sessions/<uuid:session_id>/", views.session_detail, name="detail"),
     path("sessions/<uuid:session_id>/status/", views.session_detail_status, name="detail-status"),
     path("sessions/<uuid:session_id>/logs/", views.session_logs, name="logs"),

@@ -20,17 +20,19 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agents import services as agent_services
 from backendai.api.errors import BackendAIError
 from backendai.middleware_security import allow_form_targets
-from sessions import hooks, services
+from sessions import hooks, launch_check, live_usage, presenters, services
 from sessions.enqueue import enqueue
-from sessions.filters import STATES, SessionListFilter, scopes_for
-from sessions.forms import DestroyForm, SessionCreateForm, build_context, format_amount
+from sessions.filters import STATES, STATUSES, TYPES, SessionListFilter, scopes_for
+from sessions.forms import DestroyForm, SessionCreateForm, attach_bounds, build_context, format_amount, initial_choices
 from sessions.lifecycle import DEAD_SESSION, RUNNING_SESSION, SessionStatus
 from sessions.models import Session, SessionType
 
@@ -72,44 +74,84 @@ def status_note(session: Session) -> str:
     return session.status_info
 
 
-def _list_context(request) -> dict:
+def _list_links(values: dict, page_number: int) -> dict:
+    """The query strings of the tabs, the pager and the live rows, each keeping the other filters in force."""
+    kept = {name: value for name, value in values.items() if value}
+
+    def link(**changes) -> str:
+        params = {**kept, **changes}
+        return urlencode({k: v for k, v in params.items() if v not in ("", None)})
+
+    return {
+        "scope_links": {key: link(scope=key) for key in ("mine", "domain", "all")},
+        "state_links": {key: link(state=key) for key, _ in STATES},
+        "page_link": link(page=None),  # the pager appends &page=N
+        "query": link(page=page_number if page_number > 1 else None),
+        "clear_link": urlencode({"scope": values["scope"], "state": values["state"]}),
+    }
+
+
+def _list_context(request, *, full_page: bool = True) -> dict:
+    """The list's page (or its rows): the filtered sessions, one page of them, each with its live usage, the
+    apps it can open and its age.  A constant number of queries whatever the number of sessions: the page's
+    count and rows (with the owner and the main kernel's service ports), their usage (``live_usage``), and on
+    the whole page the resource groups of the filter's menu."""
     filters = SessionListFilter(request.GET, services.visible_sessions(request.user), request=request)
-    scope, state = filters.values["scope"], filters.values["state"]
-    query = filters.qs.order_by("-created_at")
-    if scope != "mine":
-        query = query.select_related("user")
-    query = query.defer("environ", "status_history", "vfolder_mounts", "last_stat", "bootstrap_script",
-                        "startup_command", "resource_opts")
-    page = Paginator(query, PAGE_SIZE).get_page(request.GET.get("page"))
+    values = filters.values
+    page = Paginator(presenters.list_rows(filters.qs), PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     sessions = list(page.object_list)
-    for session in sessions:
-        session.age_shown = short_age(((session.terminated_at or now) - session.created_at).total_seconds())
-        session.note = status_note(session)
-    params = {"scope": scope, "state": state}
-    if page.number > 1:
-        params["page"] = page.number
-    return {
-        "page": page, "sessions": sessions, "scope": scope, "scopes": scopes_for(request.user), "state": state,
-        "states": STATES, "show_owner": scope != "mine",
-        "query": urlencode(params), "now": now,
+    user = request.user
+    presenters.decorate_rows(sessions, user, now, age=short_age, note=status_note)
+    is_admin = user.is_superadmin or user.is_domain_admin
+    context = {
+        "page": page, "sessions": sessions, "scope": values["scope"], "scopes": scopes_for(user),
+        "state": values["state"], "states": STATES, "filters": values, "ignored": filters.ignored,
+        "narrowed": filters.narrowed, "show_owner": values["scope"] != "mine" or bool(values["owner"]),
+        "is_admin": is_admin, "now": now, "statuses": STATUSES, "types": TYPES,
+        "list_path": request.path if full_page else reverse("ui-sessions:list"),
+        **_list_links(values, page.number),
     }
+    if full_page:
+        groups = set(agent_services.visible_scaling_groups(user).values_list("name", flat=True))
+        if values["group"]:
+            groups.add(values["group"])
+        context["groups"] = sorted(groups)
+    return context
 
 
 @login_required
 @require_GET
 def session_list(request):
-    return render(request, "sessions/list.html", _list_context(request))
+    response = render(request, "sessions/list.html", _list_context(request))
+    # the rows' Open buttons POST to a view that redirects to the app proxy's setup link
+    allow_form_targets(response, hooks.form_targets())
+    return response
 
 
 @login_required
 @require_GET
 def session_list_rows(request):
     """The list's table body, for live updates."""
-    return _fragment(render(request, "sessions/_rows.html", _list_context(request)))
+    return _fragment(render(request, "sessions/_rows.html", _list_context(request, full_page=False)))
 
 
 # --- create -------------------------------------------------------------------------------------
+
+def _launch(request, form) -> Session | None:
+    """Queue the form's request, unless ``launch_check`` refuses it at once (it could never start,
+    or it is over the owner's quota): then, like a refusal of ``enqueue``, the reason goes beside
+    its field and None comes back."""
+    try:
+        assessment = launch_check.assess(request.user, request.user.main_keypair, form.enqueue_request())
+        if assessment.verdict == launch_check.REFUSE:
+            form.attach_refusals(assessment)
+            return None
+        return enqueue(request.user, request.user.main_keypair, form.enqueue_request()).session
+    except BackendAIError as exc:
+        form.attach_service_error(exc)
+        return None
+
 
 @login_required
 @require_http_methods(["GET", "POST"])
@@ -117,20 +159,19 @@ def session_create(request):
     project_name = request.POST.get("project") or request.GET.get("project")
     context = build_context(request.user, project_name)
     if request.method == "POST":
+        attach_bounds(context, request.POST)
         form = SessionCreateForm(request.POST, context=context)
-        if form.is_valid():
-            try:
-                result = enqueue(request.user, request.user.main_keypair, form.enqueue_request())
-            except BackendAIError as exc:
-                form.attach_service_error(exc)
-            else:
-                session = result.session
-                messages.success(request, f"Session {session.name} is queued.")
-                return redirect("ui-sessions:detail", session_id=session.pk)
+        session = _launch(request, form) if form.is_valid() else None
+        if session is not None:
+            # shown in the page's live summary while it is true only (never a stale "queued" banner)
+            messages.success(request, f"Session {session.name} is queued.",
+                             extra_tags=status_message_tags(session.status))
+            return redirect("ui-sessions:detail", session_id=session.pk)
     else:
-        initial = {}
+        initial = initial_choices(request.user, context)
         if request.GET.get("image"):
             initial["image"] = request.GET["image"]
+        attach_bounds(context, initial)
         form = SessionCreateForm(context=context, initial=initial)
     return render(request, "sessions/create.html", {"form": form, "ctx": context})
 
@@ -202,11 +243,23 @@ def _human_seconds(seconds: float) -> str:
     return f"{secs} s"
 
 
-IDLE_LABELS = {"session_lifetime": "Session lifetime", "network_timeout": "Idle timeout (no activity)",
-               "utilization": "Low utilisation"}
+def _status_messages(request, session: Session, *, keep: bool = False) -> list:
+    """The messages that hold while the session stays in its status ("is queued", "is restarting"), for the
+    live summary; those of a status it has left are not shown (never a stale "queued" banner).  The whole
+    page consumes the user's messages; the polled fragment (``keep``) reads them and leaves them for it."""
+    wanted = f"while-{session.status}"
+    storage = messages.get_messages(request)
+    shown = []
+    for message in storage:
+        tags = (message.extra_tags or "").split()
+        if "session-status" in tags and wanted in tags:
+            shown.append(message)
+    if keep:
+        storage.used = False  # Django's documented way to read messages without clearing them
+    return shown
 
 
-def _detail_context(request, session: Session) -> dict:
+def _detail_context(request, session: Session, *, fragment: bool = False) -> dict:
     now = timezone.now()
     kernels = list(session.kernels.all())
     main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
@@ -216,11 +269,7 @@ def _detail_context(request, session: Session) -> dict:
         ports.append({"name": port.get("name"), "protocol": port.get("protocol"),
                       "container_ports": port.get("container_ports") or [],
                       "published": bool(port.get("host_ports")) and session.status in RUNNING_SESSION})
-    idle = []
-    if session.status in RUNNING_SESSION:
-        for name, check in services.idle_checks(session, now).items():
-            idle.append({"name": name, "label": IDLE_LABELS.get(name, name), "remaining": check["remaining"],
-                         "shown": _human_seconds(check["remaining"])})
+    idle = presenters.idle_countdowns(session, now)
     user = request.user
     is_admin = user.is_superadmin or user.is_domain_admin
     error_data = None
@@ -239,7 +288,13 @@ def _detail_context(request, session: Session) -> dict:
     states = {a["id"]: a["status"] for a in agents}
     for kernel in kernels:
         kernel.agent_state = states.get(kernel.agent_id)
+        kernel.usage = live_usage.kernel_usage(kernel)  # what its own last report says (no query)
+    is_dead = session.status in DEAD_SESSION
     return {
+        "usage": live_usage.usage_of(session.pk) if session.status in RUNNING_SESSION else None,
+        "mounts": presenters.mounts(session),
+        "status_messages": _status_messages(request, session, keep=fragment),
+        "batch_result": presenters.batch_result(session, is_dead),
         "lost_agents": lost,
         "lost_grace": _human_seconds(settings.AGENT_LOST_GRACE),
         "session": session, "kernels": kernels, "main_kernel": main, "ports": ports, "idle_checks": idle,
@@ -277,7 +332,7 @@ def session_detail(request, session_id):
 def session_detail_status(request, session_id):
     """The live part of the detail page (status, why it waits, timeline, kernels, ports)."""
     session = _get_session(request, session_id)
-    context = _detail_context(request, session)
+    context = _detail_context(request, session, fragment=True)
     # once the session is over there is nothing left to watch: htmx stops polling on this status
     status = HTMX_STOP_POLLING if context["is_dead"] and request.htmx else 200
     return _fragment(render(request, "sessions/_detail_live.html", context, status=status))
@@ -309,15 +364,38 @@ def session_destroy(request, session_id):
     if forced and session.status == SessionStatus.PULLING and not user.is_superadmin:
         messages.error(request, "Only superadmins may force-destroy a session that is pulling its image.")
         return redirect("ui-sessions:detail", session_id=session.pk)
+    back = _safe_next(request)
     try:
         destroyed = services.destroy(user, session, forced=bool(forced))
     except BackendAIError as exc:
         messages.error(request, f"Could not destroy {session.name}: {exc.msg or exc.error_title}")
     else:
         status = destroyed[0].status
-        what = {SessionStatus.CANCELLED: "cancelled", SessionStatus.TERMINATED: "terminated"}.get(status, "terminating")
-        messages.success(request, f"Session {session.name} is {what}{' (forced)' if forced else ''}.")
+        what = {SessionStatus.CANCELLED: "cancelled", SessionStatus.TERMINATED: "terminated"}.get(status, str(status).lower())
+        if status in DEAD_SESSION:  # final: true for good
+            messages.success(request, f"Session {session.name} is {what}{' (forced)' if forced else ''}.")
+        else:  # not "is terminating", which the live status would soon contradict
+            messages.success(request, f"Session {session.name}: destroy requested{' (forced)' if forced else ''}.")
+    if back:
+        return redirect(back)
     return redirect("ui-sessions:detail", session_id=session.pk)
+
+
+def _safe_next(request) -> str:
+    """The list page to return to (a row's Destroy), when ``next`` is a path of this site; else ""."""
+    target = (request.POST.get("next") or "").strip()
+    list_path = reverse("ui-sessions:list")
+    if (len(target) <= 2048 and target.startswith(list_path)
+            and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                require_https=request.is_secure())):
+        return target
+    return ""
+
+
+def status_message_tags(status: str) -> str:
+    """A message that holds while the session stays in ``status``: the detail page shows it in the live
+    summary until the status moves on (``_status_messages``); base.html leaves it out."""
+    return f"in-card session-status while-{status}"
 
 
 @login_required
@@ -329,5 +407,6 @@ def session_restart(request, session_id):
     except BackendAIError as exc:
         messages.error(request, f"Could not restart {session.name}: {exc.msg or exc.error_title}")
     else:
-        messages.success(request, f"Session {session.name} is restarting.")
+        messages.success(request, f"Session {session.name} is restarting.",
+                         extra_tags=status_message_tags(SessionStatus.RESTARTING))
     return redirect("ui-sessions:detail", session_id=session.pk)

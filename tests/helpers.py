@@ -138,6 +138,27 @@ def seed_http_image_and_agent(group, **agent_fields):
     return image, agent
 
 
+def running_on_a_local_agent(user, agent_id: str, name: str, **kernel_fields):
+    """A ``bai-test/http:1.0`` session (1 CPU) of ``user`` marked RUNNING, its kernels RUNNING at 127.0.0.1
+    (with ``kernel_fields``), on a new ALIVE local-backend agent ``agent_id`` (4 CPUs, 8g) of the default
+    scaling group, as an agent's sync would leave them: no agent process.  Returns ``(session, agent)``."""
+    from django.utils import timezone
+
+    from agents import services as agent_services
+    from agents.models import Agent
+    from sessions import services as session_services
+    from sessions.models import Session
+
+    group = agent_services.ensure_default_scaling_group()
+    agent = Agent.objects.create(id=agent_id, scaling_group=group, available_slots={"cpu": "4", "mem": "8g"},
+                                 backend="local", last_heartbeat=timezone.now())
+    session = session_services.create_session_on_agent(user=user, image="bai-test/http:1.0", agent=agent,
+                                                       slots={"cpu": "1"}, name=name)
+    Session.objects.filter(pk=session.pk).update(status="RUNNING", agent_ids=[agent.pk])
+    session.kernels.update(status="RUNNING", kernel_host="127.0.0.1", **kernel_fields)
+    return session, agent
+
+
 def load_bench(relative: str):
     """A benchmark script under ``bench/`` (not a package) as a module, e.g. ``load_bench("soak/soak.py")``:
     tests run the same code as the command line, never a copy."""
@@ -220,6 +241,28 @@ def logged_in_page(browser, base_url: str, user, password: str, timeout: int = 2
         yield page
     finally:
         context.close()
+
+
+def open_page_terminal(page) -> None:
+    """Open the session page's terminal (xterm.js) and focus it once it says Connected."""
+    page.click("#terminal-open")
+    page.wait_for_selector("#terminal-screen .xterm-rows")
+    # predicates as functions: a bare expression is eval()ed in the page, which the CSP refuses
+    page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('Connected')")
+    page.click("#terminal-screen")
+
+
+def type_in_page_terminal(page, keys: str, until_row: str) -> None:
+    """Type ``keys`` in the page's terminal, then wait for a row that reads ``until_row``."""
+    page.keyboard.type(keys)
+    page.wait_for_function("""(text) => Array.from(document.querySelectorAll('#terminal-screen .xterm-rows > div'))
+                               .some(row => row.textContent.trim() === text)""", arg=until_row)
+
+
+def exit_page_terminal(page) -> None:
+    """Leave the page's terminal's shell and wait until the page says it exited."""
+    page.keyboard.type("exit\n")
+    page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('exited')")
 
 
 def database_url_of_tests() -> str:

@@ -4,11 +4,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import Count, Q
-from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 
 from accounts.models import Project, User
 from backendai.api.errors import BackendAIError
+from backendai.slots import humanize_binary_size
 from vfolders import services
 from vfolders.models import (
     ALIVE_STATUSES,
@@ -132,7 +132,7 @@ class StorageHostAdmin(admin.ModelAdmin):
 
     @admin.display(description="default quota")
     def quota(self, obj):
-        return "unlimited" if obj.default_quota < 0 else filesizeformat(obj.default_quota)
+        return "unlimited" if obj.default_quota < 0 else humanize_binary_size(obj.default_quota)
 
     @admin.display(description="folders", ordering="_folders")
     def folder_count(self, obj):
@@ -298,12 +298,12 @@ class QuotaScopeAdmin(admin.ModelAdmin):
 
     @admin.display(description="usage", ordering="usage_bytes")
     def usage(self, obj):
-        return filesizeformat(obj.usage_bytes)
+        return humanize_binary_size(obj.usage_bytes)
 
     @admin.display(description="limit")
     def limit(self, obj):
         limit = self._limit(obj)
-        shown = "unlimited" if limit < 0 else filesizeformat(limit)
+        shown = "unlimited" if limit < 0 else humanize_binary_size(limit)
         return f"{shown} (set for this scope)" if obj.limit_bytes is not None else shown
 
     @admin.display(description="used")

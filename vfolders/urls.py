@@ -5,6 +5,7 @@ from vfolders import views
 
 urlpatterns = [
     path("folders/", views.folder_list, name="folders"),
+    path("folders/sizes/", views.folder_sizes, name="sizes"),
     path("folders/invitations/", views.invitations, name="invitations"),
     path("folders/<uuid:folder_id>/", views.browse, name="browse"),
     path("folders/<uuid:folder_id>/mkdir/", views.mkdir, name="mkdir"),

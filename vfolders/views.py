@@ -2,7 +2,9 @@
 
 Server-rendered and usable without JavaScript: every action is a form POST that
 redirects back.  ``static/vfolders/upload.js`` upgrades the upload form to
-resumable tus uploads with a progress bar.  Thin views over ``vfolders.services``.
+resumable tus uploads with a progress bar per file, a drop zone and the name-conflict prompt
+(overwrite / keep both / skip); ``static/vfolders/browse.js`` adds "select all" to the file table.
+An action's error is shown beside the action (``_fail``).  Thin views over ``vfolders.services``.
 """
 from __future__ import annotations
 
@@ -33,6 +35,18 @@ def _browse_url(folder_id, path: str | None = None) -> str:
     if path and path != ".":
         url += "?" + urlencode({"path": path})
     return url
+
+
+#: Marks a fragment response (static/vfolders/sizes.js swaps nothing else in, e.g. a login page).
+FRAGMENT_HEADER = "X-Live-Fragment"
+#: Where each action's error shows on the folder page (``in-card`` keeps it out of the page-wide list).
+ERROR_SPOTS = {"files": "in-card vf-err-files", "mkdir": "in-card vf-err-mkdir", "upload": "in-card vf-err-upload",
+               "share": "in-card vf-err-share", "folder": "in-card vf-err-folder"}
+
+
+def _fail(request, spot: str, text: str) -> None:
+    """An action's error, shown beside the action (``spot``) on the folder page."""
+    messages.error(request, text, extra_tags=ERROR_SPOTS[spot])
 
 
 def _back(request, folder_id):
@@ -66,21 +80,37 @@ def folder_list(request):
             else:
                 messages.success(request, f"Created the folder {folder.name}.")
                 return redirect("ui-vfolders:browse", folder.pk)
-    accesses = services.list_folders(user)
     sections = {"mine": [], "project": [], "shared": [], "trash": []}
-    for access in accesses:
-        if access.folder.status in services.TRASH_STATUSES:
+    for access in services.list_folders(user):
+        folder = access.folder
+        if folder.status in services.TRASH_STATUSES:
             if access.can_manage:
                 sections["trash"].append(access)
-        elif access.folder.ownership_type == OwnershipType.GROUP:
-            sections["project"].append(access)
+        elif folder.ownership_type == OwnershipType.GROUP:
+            sections["project"].append({"a": access})
         elif access.is_owner:
-            sections["mine"].append(access)
+            sections["mine"].append({"a": access})
         else:
-            sections["shared"].append(access)
-    context = {"form": form, "sections": sections,
+            sections["shared"].append({"a": access})
+    context = {"form": form, "sections": sections, "folder_count": services.folder_count(user),
                "pending_invitations": len(services.invitations_received(user))}
     return render(request, "vfolders/folder_list.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def folder_sizes(request):
+    """The fragment the folder list loads after it shows (htmx, ``hx-trigger="load"``): the quota
+    scopes' gauges, and each listed folder's size cell swapped in by id (``hx-swap-oob``).  It
+    measures the requester's own list only (``list_folders``), so nobody learns another's sizes."""
+    user = request.user
+    accesses = services.list_folders(user)
+    overview = services.usage_overview(user, accesses)
+    cells = [{"a": a, "size": overview.sizes.get(a.folder.id), "limit": overview.limit_of(a.folder)}
+             for a in accesses if a.folder.status not in services.TRASH_STATUSES]
+    response = render(request, "vfolders/_sizes.html", {"scopes": overview.scopes, "cells": cells})
+    response[FRAGMENT_HEADER] = "1"
+    return response
 
 
 @login_required
@@ -107,8 +137,11 @@ def browse(request, folder_id):
                         "url": _browse_url(folder.pk, rel) if item["type"] == "directory" else None})
     context = {
         "access": access, "folder": folder, "path": paths.display_path(parts), "crumbs": crumbs,
+        "parent_url": _browse_url(folder.pk, "/".join(parts[:-1])) if parts else None,
         "entries": entries, "invite_form": InviteForm(auto_id="invite-%s"),
         "grants": services.folder_grants(folder) if access.can_manage else [],
+        "members": services.project_member_emails(folder) if access.can_manage else [],
+        "size": services.folder_size(folder), "limit": _scope_limit(folder),
         "upload_chunk": 4 * 2**20,
     }
     response = render(request, "vfolders/browse.html", context)
@@ -118,12 +151,18 @@ def browse(request, folder_id):
     return response
 
 
-def _run(request, folder_id, action, success: str | None = None):
-    """Run a service call for a form POST, report the outcome, go back to the folder."""
+def _scope_limit(folder) -> int | None:
+    limit = services.scope_limit(folder)
+    return limit if limit >= 0 else None
+
+
+def _run(request, folder_id, action, success: str | None = None, spot: str = "files"):
+    """Run a service call for a form POST, report the outcome (an error beside the action
+    ``spot``), go back to the folder."""
     try:
         result = action()
     except BackendAIError as exc:
-        messages.error(request, _error_text(exc))
+        _fail(request, spot, _error_text(exc))
     else:
         if success:
             messages.success(request, success.format(result=result))
@@ -141,7 +180,7 @@ def mkdir(request, folder_id):
         services.check_new_name(name, "name")  # one component: the form asks for a name, not a path
         return services.make_dirs(request.user, folder_id.hex, target)
 
-    return _run(request, folder_id, action, f"Created the directory {name}.")
+    return _run(request, folder_id, action, f"Created the directory {name}.", spot="mkdir")
 
 
 @login_required
@@ -150,7 +189,7 @@ def upload(request, folder_id):
     """The upload form without JavaScript: multipart files, each staged and moved into place."""
     files = request.FILES.getlist("files")
     if not files:
-        messages.error(request, "Choose at least one file to upload.")
+        _fail(request, "upload", "Choose at least one file to upload.")
         return _back(request, folder_id)
     done = []
     for item in files:
@@ -158,7 +197,7 @@ def upload(request, folder_id):
             services.upload_file_object(request.user, folder_id.hex, request.POST.get("path") or ".", item.name,
                                         item, item.size, keypair=request.user.main_keypair)
         except BackendAIError as exc:
-            messages.error(request, f"{item.name}: {_error_text(exc)}")
+            _fail(request, "upload", f"{item.name}: {_error_text(exc)}")
         else:
             done.append(item.name)
     if done:
@@ -222,7 +261,7 @@ def move_file(request, folder_id):
 def delete_files(request, folder_id):
     files = request.POST.getlist("files")
     if not files:
-        messages.error(request, "Select the files to delete.")
+        _fail(request, "files", "Select the files to delete: tick their boxes first.")
         return _back(request, folder_id)
     return _run(request, folder_id, lambda: services.delete_files(request.user, folder_id.hex, files, recursive=True),
                 f"Deleted {len(files)} item(s).")
@@ -234,7 +273,7 @@ def rename_folder(request, folder_id):
     new_name = request.POST.get("new_name", "")
     return _run(request, folder_id, lambda: services.rename_folder(request.user, folder_id.hex, new_name,
                                                                    keypair=request.user.main_keypair),
-                f"Renamed the folder to {new_name}.")
+                f"Renamed the folder to {new_name}.", spot="folder")
 
 
 @login_required
@@ -243,7 +282,7 @@ def trash(request, folder_id):
     try:
         folder = services.move_to_trash(request.user, folder_id.hex, keypair=request.user.main_keypair)
     except BackendAIError as exc:
-        messages.error(request, _error_text(exc))
+        _fail(request, "folder", _error_text(exc))
         return _back(request, folder_id)
     messages.success(request, f"Moved {folder.name} to the trash.")
     return redirect("ui-vfolders:folders")
@@ -278,11 +317,12 @@ def purge(request, folder_id):
 def invite(request, folder_id):
     form = InviteForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        _fail(request, "share", " ".join(e for errs in form.errors.values() for e in errs))
         return _back(request, folder_id)
     emails, permission = form.cleaned_data["emails"], form.cleaned_data["permission"]
     try:
-        access = services.get_folder(request.user, folder_id.hex)
+        access = services.get_folder(request.user, folder_id.hex, need="manage")
+        services.check_recipients(access.folder, emails)  # names the unknown emails; nothing is sent then
         if access.folder.ownership_type == OwnershipType.GROUP:
             done = services.share(request.user, folder_id.hex, permission, emails)
             verb = "Shared with"
@@ -290,12 +330,12 @@ def invite(request, folder_id):
             done = services.invite(request.user, folder_id.hex, permission, emails, keypair=request.user.main_keypair)
             verb = "Invited"
     except BackendAIError as exc:
-        messages.error(request, _error_text(exc))
+        _fail(request, "share", _error_text(exc))
         return _back(request, folder_id)
     if done:
         messages.success(request, f"{verb} {', '.join(done)}.")
     else:
-        messages.error(request, "No matching users (or they already have access).")
+        _fail(request, "share", f"{', '.join(emails)}: already invited or already sharing this folder.")
     return _back(request, folder_id)
 
 
@@ -311,7 +351,7 @@ def revoke(request, folder_id):
             return services.unshare(request.user, folder_id.hex, [email])
         return services.leave(request.user, folder_id.hex, user_id)
 
-    return _run(request, folder_id, action, f"{email} no longer shares this folder.")
+    return _run(request, folder_id, action, f"{email} no longer shares this folder.", spot="share")
 
 
 @login_required
@@ -320,7 +360,7 @@ def leave(request, folder_id):
     try:
         services.leave(request.user, folder_id.hex)
     except BackendAIError as exc:
-        messages.error(request, _error_text(exc))
+        _fail(request, "folder", _error_text(exc))
         return _back(request, folder_id)
     messages.success(request, "You left the folder.")
     return redirect("ui-vfolders:folders")

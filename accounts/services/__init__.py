@@ -9,13 +9,16 @@ its own module:
   ``administered_*``, ``require_*``);
 * ``inputs``     the values administration requests carry, checked before any work;
 * ``references`` what other apps still hold of an object about to be purged;
-* ``users``      users: creation, login, passwords, roles, the dashboard, administration;
+* ``users``      users: creation, login, passwords, roles, administration;
+* ``dashboard``  what the web UI's dashboard shows (``dashboard_context``) and its gauges;
 * ``keypairs``   keypairs: creation, secrets, activity, policies, SSH keys, administration;
 * ``projects``   projects (groups) and their members;
 * ``domains``    domains, renames included;
 * ``policies``   keypair, user and project resource policies.
 * ``tasks``      whose background tasks a user sees (the web UI's task pages; imported as
   ``accounts.services.tasks``).
+* ``preferences`` a user's web UI preferences (``preferences_for``: default preset and
+  resource group, language, time zone; imported as ``accounts.services.preferences``).
 
 Secrets follow docs/security.md: a secret key is shown in clear only to its owner, once
 (``admin_create_keypair`` returns it only when the caller owns the new keypair)."""
@@ -35,6 +38,7 @@ from accounts.services.access import (
     visible_projects,
     visible_users,
 )
+from accounts.services.dashboard import dashboard_context
 from accounts.services.defaults import DEFAULT_NAME, Defaults, ensure_defaults
 from accounts.services.domains import (
     admin_create_domain,
@@ -90,7 +94,6 @@ from accounts.services.users import (
     change_password,
     check_login,
     create_user,
-    dashboard_context,
     projects_of_domain,
     roles_of,
     set_user_status,

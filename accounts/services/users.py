@@ -1,5 +1,5 @@
 """Users: creation (with a main keypair and the default project), login, passwords, roles,
-the dashboard, and the administration the GraphQL mutations do (create, modify, delete
+and the administration the GraphQL mutations do (create, modify, delete
 which deactivates, purge which removes)."""
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import (
@@ -156,23 +155,6 @@ def roles_of(user: User, project: Project | None = None) -> dict:
     if project is not None:
         result["group_role"] = "admin" if admin_like else "user"
     return result
-
-
-def dashboard_context(user: User) -> dict:
-    """What the dashboard shows: domain, projects, role and resource limits."""
-    keypair = user.main_keypair
-    policy = keypair.resource_policy if keypair else None
-    projects = list(
-        Project.objects.filter(Q(memberships__user=user)).select_related("resource_policy").order_by("name")
-    )
-    return {
-        "domain": user.domain,
-        "projects": projects,
-        "role": user.get_role_display(),
-        "keypair_policy": policy,
-        "user_policy": user.resource_policy,
-        "active_keypairs": user.keypairs.filter(is_active=True).count(),
-    }
 
 
 # --- administration (GraphQL: create_user, modify_user, delete_user, purge_user) ----------------

@@ -39,7 +39,7 @@ from .backends.base import Backend, KernelError
 from .backoff import Backoff
 from .client import AuthRejected, ManagerClient, ManagerError, ManagerRejected, ManagerUnavailable
 from .config import AgentConfig
-from .discovery import GpuProbe, HostStats, Resources
+from .discovery import GpuProbe, HostStats, Resources, kernel_gpu_stats
 from agents.protocol import KernelSpec, KernelState, ReportedStatus, SpecError, normalize_architecture, tail_text
 from .link import ManagerLink
 from .streams import StreamMux
@@ -245,13 +245,15 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - stats are optional
             self.log.debug("kernel stats failed: %s", exc)
             kernel_stats = {}
+        readings = self.gpu_probe.readings() if self.gpu_probe is not None else []
+        bindings = self._gpu_bindings() if readings else {}
         for kernel_id, state in kernels.items():
             state.stats = kernel_stats.get(kernel_id) if state.status is ReportedStatus.RUNNING else None
+            if state.stats is not None and kernel_id in bindings:
+                state.stats = {**state.stats, **kernel_gpu_stats(readings, bindings[kernel_id])}
         stats: dict[str, Any] = dict(self.host_stats.snapshot())
-        if self.gpu_probe is not None:
-            gpu = self.gpu_probe.stats()
-            if gpu:
-                stats["devices"] = {"cuda.device": gpu}
+        if readings:
+            stats["devices"] = {"cuda.device": [r.to_wire() for r in readings]}
         body: dict[str, Any] = {
             "agent_id": self.agent_id,
             "scaling_group": self.config.scaling_group,
@@ -272,6 +274,14 @@ class Agent:
         if self.config.public_host:
             body["public_host"] = self.config.public_host
         return body, list(finals)
+
+    def _gpu_bindings(self) -> dict[str, list[str]]:
+        """The GPUs each running kernel is bound to (``{}`` when the backend cannot say)."""
+        try:
+            return self.backend.gpu_bindings()
+        except Exception as exc:  # noqa: BLE001 - stats are optional
+            self.log.debug("kernel GPU bindings failed: %s", exc)
+            return {}
 
     def sync_once(self) -> float:
         """One sync round; returns how long to wait before the next one."""

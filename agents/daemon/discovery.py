@@ -7,6 +7,9 @@
 * GPUs: NVML through an injectable object (the real :mod:`pynvml` module by
   default), so tests can hand in a fake.  No library, no driver, an NVML error
   or zero devices simply means "no ``cuda.device`` slot" (one debug line).
+  ``GpuProbe.readings`` samples every offered GPU once; the agent's ``stats.devices``
+  and each kernel's ``cuda_util``/``cuda_mem`` (``kernel_gpu_stats``, over the GPUs the
+  kernel is bound to) come from the same sample.
 
 Every file system location is a parameter so tests can point the functions at
 fake trees.  Cgroup limits are looked up along the process's cgroup path and
@@ -26,8 +29,8 @@ from typing import Any
 from agents.protocol import format_count
 
 __all__ = [
-    "CudaInfo", "GpuDevice", "GpuProbe", "HostStats", "Resources", "cgroup_cpu_limit", "cgroup_memory_limit",
-    "cpu_capacity", "discover", "memory_capacity", "read_meminfo",
+    "CudaInfo", "GpuDevice", "GpuProbe", "GpuReading", "HostStats", "Resources", "cgroup_cpu_limit",
+    "cgroup_memory_limit", "cpu_capacity", "discover", "kernel_gpu_stats", "memory_capacity", "read_meminfo",
 ]
 
 log = logging.getLogger(__name__)
@@ -195,6 +198,36 @@ class GpuDevice:
                 "memory": self.memory, "numa_node": self.numa_node, "bus_id": self.bus_id}
 
 
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU's utilisation (percent, 0..100) and used memory (bytes) at one moment."""
+
+    index: int
+    uuid: str
+    util: int
+    mem_used: int
+
+    def to_wire(self) -> dict[str, str]:
+        return {"id": str(self.index), "util": str(self.util), "mem_used": str(self.mem_used)}
+
+
+def kernel_gpu_stats(readings: Iterable[GpuReading], bound: Iterable[str]) -> dict[str, str]:
+    """A kernel's GPU figures from the readings of the GPUs it is bound to (``bound``: their UUIDs):
+    ``cuda_util``, the mean utilisation in percent over those GPUs, and ``cuda_mem``, the bytes used
+    on them.  ``{}`` for a kernel bound to no GPU, or when a bound GPU has no reading (a partial
+    figure would mislead)."""
+    uuids = list(dict.fromkeys(u.lower() for u in bound if u))
+    if not uuids:
+        return {}
+    by_uuid = {r.uuid.lower(): r for r in readings}
+    found = [by_uuid[u] for u in uuids if u in by_uuid]
+    if len(found) != len(uuids):
+        log.debug("no reading for GPU(s) %s: no GPU figures for this kernel", sorted(set(uuids) - set(by_uuid)))
+        return {}
+    mean = Decimal(sum(r.util for r in found)) / len(found)
+    return {"cuda_util": format_count(mean.quantize(Decimal("0.1"))), "cuda_mem": str(sum(r.mem_used for r in found))}
+
+
 @dataclass
 class CudaInfo:
     driver_version: str | None
@@ -331,8 +364,8 @@ class GpuProbe:
             ))
         return info
 
-    def stats(self) -> list[dict[str, str]]:
-        """Utilisation (%) and used memory (bytes) of each offered GPU."""
+    def readings(self) -> list[GpuReading]:
+        """One NVML reading per offered GPU (a GPU whose query fails is left out, with a debug line)."""
         if self.info is None:
             return []
         nvml = self._module()
@@ -347,8 +380,13 @@ class GpuProbe:
                 except errors as exc:
                     log.debug("NVML stats for GPU %d failed: %s", device.index, exc)
                     continue
-                result.append({"id": str(device.index), "util": str(int(util.gpu)), "mem_used": str(int(memory.used))})
+                result.append(GpuReading(index=device.index, uuid=device.uuid, util=int(util.gpu),
+                                         mem_used=int(memory.used)))
         return result
+
+    def stats(self) -> list[dict[str, str]]:
+        """Utilisation (%) and used memory (bytes) of each offered GPU (the agent's ``stats.devices``)."""
+        return [r.to_wire() for r in self.readings()]
 
     def _shutdown_locked(self, nvml: Any) -> None:
         if self._initialised:

@@ -127,6 +127,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("keepalive_timeout", parse_seconds, 75.0, "seconds an idle client connection is kept", "SECONDS"),
     Option("shutdown_grace", parse_seconds, 10.0, "seconds in-flight requests get on shutdown", "SECONDS"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
+    Option("webui_url", lambda v: parse_url(v) if str(v).strip() else "", None,
+           "the manager's web UI as browsers reach it, the error pages' way back (default: the coordinator URL)",
+           "URL"),
 )
 
 
@@ -159,6 +162,7 @@ class WorkerConfig:
     keepalive_timeout: float
     shutdown_grace: float
     log_level: str
+    webui_url: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,4 +200,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if values["hint_url"] is None:
         local = "127.0.0.1" if values["api_host"] in ("0.0.0.0", "::") else values["api_host"]
         values["hint_url"] = f"http://{local}:{values['api_port']}/v1/hint"
+    values["webui_url"] = values["webui_url"] or values["coordinator_url"]
     return WorkerConfig(**values)

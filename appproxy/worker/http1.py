@@ -225,13 +225,38 @@ def problem_page(status: int, slug: str, message: str, headers=(), close: bool =
     return simple_response(status, body, b"application/problem+json", list(headers), close=close)
 
 
-def error_page(status: int, message: str, as_json: bool = False, reason: str = "", close: bool = True) -> bytes:
-    """A small answer the user can read: HTML for browsers, JSON for API clients."""
+# The manager's stylesheet (static/css/app.css) in brief: the worker serves no static files, and its
+# error pages must look like the control panel's own (templates/404.html) and pass axe-core.
+ERROR_STYLE = (
+    ":root{--fg:#1d2330;--muted:#5d6577;--line:#dde1e8;--bg:#f6f7f9;--accent:#2f6fde}"
+    "*{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;"
+    "color:var(--fg);background:var(--bg)}"
+    ".topbar{padding:.6rem 1.2rem;background:#1d2330;color:#fff;font-weight:600}"
+    "main{max-width:560px;margin:3rem auto;padding:0 1rem}"
+    ".card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:1rem 1.2rem}"
+    ".code{color:var(--muted);font-size:.9rem;letter-spacing:.05em;text-transform:uppercase;margin:0}"
+    "h1{margin:.2rem 0 .6rem}a{color:var(--accent);font-weight:500}"
+    "a:focus-visible{outline:3px solid var(--accent);outline-offset:2px}"
+)
+ERROR_CSP = (b"default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; "
+             b"form-action 'none'; frame-ancestors 'none'")
+
+
+def error_page(status: int, message: str, as_json: bool = False, reason: str = "", close: bool = True,
+               back: str = "") -> bytes:
+    """A small answer the user can read: a styled HTML page for browsers (with ``back``, the
+    manager's web UI, as the way back), JSON for API clients (``Accept`` naming JSON, not HTML)."""
     title = f"{status} {REASONS.get(status, 'Error')}"
     if as_json:
         body = json.dumps({"status": status, "error": reason or REASONS.get(status, "error").lower().replace(" ", "-"),
                            "message": message}).encode()
         return simple_response(status, body, b"application/json", close=close)
-    body = (f"<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head><body>"
-            f"<h1>{title}</h1><p>{html.escape(message)}</p><p><small>app proxy</small></p></body></html>").encode()
-    return simple_response(status, body, b"text/html; charset=utf-8", close=close)
+    way_back = (f'<p><a href="{html.escape(back.rstrip("/"))}/ui/sessions/" id="way-back">Back to your sessions'
+                f'</a></p>' if back else "")
+    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title} · app proxy</title>'
+            f"<style>{ERROR_STYLE}</style></head><body><header class=\"topbar\">Backend.AI app proxy</header>"
+            f'<main><section class="card"><p class="code">Error {status}</p><h1>{REASONS.get(status, "Error")}</h1>'
+            f"<p>{html.escape(message)}</p>{way_back}</section></main></body></html>").encode()
+    return simple_response(status, body, b"text/html; charset=utf-8", [(b"Content-Security-Policy", ERROR_CSP)],
+                           close=close)

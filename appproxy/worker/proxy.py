@@ -114,8 +114,10 @@ class Proxy:
     """Serves client connections for the worker; ``secret()`` returns the current permit secret."""
 
     def __init__(self, *, metrics: Metrics, secret: Callable[[], str | None], scheme: str, trusted_proxies=(),
-                 connect_timeout: float = 10.0, upstream_timeout: float = 300.0, keepalive_timeout: float = 75.0):
+                 connect_timeout: float = 10.0, upstream_timeout: float = 300.0, keepalive_timeout: float = 75.0,
+                 webui_url: str = ""):
         self.metrics = metrics
+        self.webui_url = webui_url  # the error pages' way back (the manager's web UI)
         self.secret = secret
         self.scheme = scheme.encode()
         self.trusted = tuple(trusted_proxies)
@@ -286,7 +288,7 @@ class Proxy:
                 writer.write(problem_page(exc.status, exc.reason, exc.message, exc.headers, close=close))
             else:
                 writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
-                                        close=close))
+                                        close=close, back=self.webui_url))
             return not close
 
     def check_token(self, request: Request, circuit: Circuit, client: str) -> None:

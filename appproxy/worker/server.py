@@ -43,7 +43,8 @@ class Worker:
         self.permit_ttl = 7 * 86400.0
         self.proxy = Proxy(metrics=self.metrics, secret=lambda: self.secret, scheme=config.scheme,
                            trusted_proxies=config.trusted_proxies, connect_timeout=config.connect_timeout,
-                           upstream_timeout=config.upstream_timeout, keepalive_timeout=config.keepalive_timeout)
+                           upstream_timeout=config.upstream_timeout, keepalive_timeout=config.keepalive_timeout,
+                           webui_url=config.webui_url)
         self.listeners: dict[int, asyncio.AbstractServer] = {}
         self.port_protocol: dict[int, str] = {}
         self.released: dict[int, float] = {}
@@ -397,15 +398,19 @@ class Worker:
         except CoordinatorRejected as exc:
             log.info("worker %s: the coordinator refused a setup link: %s", self.config.name, exc)
             if exc.slug == "setup-token-used" or exc.status == 410:
-                return error_page(403, "This app link was already used. Open the app again from the session page.",
-                                  as_json, "setup-token-used")
-            return error_page(403, f"{exc.detail or 'This app link is not valid'}. Open the app again from the "
-                                   "session page.", as_json, "setup-token-invalid")
+                return self.error_page(403, "This app link was already used. Open the app again from the session "
+                                            "page.", as_json, "setup-token-used")
+            return self.error_page(403, f"{exc.detail or 'This app link is not valid'}. Open the app again from "
+                                        "the session page.", as_json, "setup-token-invalid")
         except (CoordinatorUnavailable, NotRegistered, TimeoutError) as exc:
             log.warning("worker %s: cannot redeem a setup link now: %s", self.config.name, exc)
-            return error_page(503, "The app proxy cannot check this link right now; try it again in a moment.",
-                              as_json, "coordinator-unavailable")
+            return self.error_page(503, "The app proxy cannot check this link right now; try it again in a "
+                                        "moment.", as_json, "coordinator-unavailable")
         return None
+
+    def error_page(self, *args, **kwargs) -> bytes:
+        """http1.error_page with the manager's web UI as the browser's way back."""
+        return error_page(*args, back=self.config.webui_url, **kwargs)
 
     async def _start_api(self) -> None:
         c = self.config
@@ -423,7 +428,7 @@ class Worker:
                 request = parse_request(head)
                 answer = await self._api(request, reader, writer)
         except HTTPError as exc:
-            answer = error_page(exc.status, exc.message, reason=exc.reason)
+            answer = self.error_page(exc.status, exc.message, reason=exc.reason)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             answer = b""
         try:
@@ -486,16 +491,16 @@ class Worker:
             claims = tokens.verify(self.secret, "setup", token)
         except tokens.TokenError as exc:
             log.info("worker %s: refused a setup link: %s", self.config.name, exc)
-            return error_page(403, f"This app link is not valid ({exc}). Open the app again from the session page.",
-                              as_json, "setup-token-invalid")
+            return self.error_page(403, f"This app link is not valid ({exc}). Open the app again from the session "
+                                        "page.", as_json, "setup-token-invalid")
         if claims.nonce in self.used_nonces:
-            return error_page(403, "This app link was already used. Open the app again from the session page.",
-                              as_json, "setup-token-used")
+            return self.error_page(403, "This app link was already used. Open the app again from the session page.",
+                                   as_json, "setup-token-used")
         problem = tokens.redirect_problem(claims.redirect)
         if problem:
             log.warning("worker %s: refused a setup link whose redirect %s: %r", self.config.name, problem,
                         claims.redirect[:100])
-            return error_page(400, f"This app link's redirect target {problem}.", as_json, "bad-redirect")
+            return self.error_page(400, f"This app link's redirect target {problem}.", as_json, "bad-redirect")
         circuit = self.table.get(claims.circuit)
         if circuit is None or not circuit.admits_user(claims.user):
             try:
@@ -505,10 +510,11 @@ class Worker:
                 pass
             circuit = self.table.get(claims.circuit)
         if circuit is None:
-            return error_page(404, "This app is not available on this proxy any more (its session may have "
-                                   "ended). Open it again from the session page.", as_json, "no-circuit")
+            return self.error_page(404, "This app is not available on this proxy any more (its session may have "
+                                        "ended). Open it again from the session page.", as_json, "no-circuit")
         if not circuit.admits_user(claims.user):
-            return error_page(403, "This link was not issued for this app's users.", as_json, "permit-wrong-user")
+            return self.error_page(403, "This link was not issued for this app's users.", as_json,
+                                   "permit-wrong-user")
         refused = await self._redeem(token, as_json)
         if refused is not None:
             return refused

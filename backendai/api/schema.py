@@ -38,3 +38,31 @@ def drop_session_mode_copies(endpoints):
     """``SPECTACULAR_SETTINGS["PREPROCESSING_HOOKS"]``: the ``/func/`` copy of every route (session
     mode) is the same API; the schema describes it once, at the root."""
     return [endpoint for endpoint in endpoints if not endpoint[0].startswith("/func/")]
+
+
+#: The daemons' side of the API (agents, app proxy workers, the hint relay): signed with their
+#: own tokens, never called by a user or a client SDK.  ``/spec/openapi`` leaves them out;
+#: ``/spec/internal/openapi`` describes only them.
+INTERNAL_PREFIXES = ("/agent-api/", "/appproxy-api/", "/internal/")
+
+
+def is_internal_path(path: str) -> bool:
+    return path.startswith(INTERNAL_PREFIXES)
+
+
+def drop_internal_endpoints(endpoints):
+    """``PREPROCESSING_HOOKS`` of the user schema: the daemons' endpoints live in the internal one."""
+    return [endpoint for endpoint in endpoints if not is_internal_path(endpoint[0])]
+
+
+def internal_endpoints_only(endpoints):
+    """``PREPROCESSING_HOOKS`` of ``/spec/internal/openapi``: the agents' and proxy workers' endpoints."""
+    return [endpoint for endpoint in endpoints if is_internal_path(endpoint[0])]
+
+
+INTERNAL_SCHEMA_SETTINGS = {
+    "TITLE": "Backend.AI-compatible manager: internal API of the daemons",
+    "DESCRIPTION": ("Endpoints the agents, the app proxy workers and the hint relay call on the manager, each "
+                    "with its own daemon token. Users and client SDKs use the API of /spec/docs instead."),
+    "PREPROCESSING_HOOKS": ["backendai.api.schema.internal_endpoints_only"],
+}

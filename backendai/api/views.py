@@ -78,6 +78,10 @@ def api_not_found(request, exception=None):
     return errors.URLNotFound(f"{request.method} {request.path} is not an API path").as_response()
 
 
+def api_forbidden(request, exception=None, msg: str | None = None):
+    return errors.GenericForbidden(msg).as_response()
+
+
 def api_bad_request(request, exception=None):
     from django.core.exceptions import DisallowedHost, RequestDataTooBig
 

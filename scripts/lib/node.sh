@@ -21,15 +21,17 @@ ensure_browser_packages() {
   want="$(sha256sum "$NODE_ROOT/package-lock.json" | cut -d' ' -f1)"
   if [ -f "$dest/.installed" ] && [ "$(cat "$dest/.installed")" = "$want" ] \
      && [ -f "$dest/xterm.js" ] && [ -f "$dest/addon-fit.js" ] && [ -f "$dest/xterm.css" ] \
-     && [ -f "$NODE_ROOT/static/vendor/htmx/htmx.min.js" ]; then
+     && [ -f "$NODE_ROOT/static/vendor/htmx/htmx.min.js" ] \
+     && [ -f "$NODE_ROOT/node_modules/axe-core/axe.min.js" ]; then
     return 0
   fi
   ensure_npm || { echo "warning: npm is missing: the web terminal and live updates are unavailable (apt-get install npm)" >&2; return 1; }
   local modules="$NODE_ROOT/node_modules/@xterm"
   if [ ! -f "$modules/xterm/lib/xterm.js" ] || [ ! -f "$modules/addon-fit/lib/addon-fit.js" ] \
      || [ ! -f "$NODE_ROOT/node_modules/htmx.org/dist/htmx.min.js" ] \
+     || [ ! -f "$NODE_ROOT/node_modules/axe-core/axe.min.js" ] \
      || [ "$NODE_ROOT/package-lock.json" -nt "$NODE_ROOT/node_modules/.package-lock.json" ]; then
-    echo "==> installing the web UI's npm packages (xterm.js, htmx)"
+    echo "==> installing the web UI's npm packages (xterm.js, htmx; axe-core for the accessibility tests)"
     (cd "$NODE_ROOT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
       || { echo "warning: npm ci failed: the web terminal and live updates are unavailable" >&2; return 1; }
   fi

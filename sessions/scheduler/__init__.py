@@ -11,10 +11,16 @@ lost_grace=None, *, now=None) -> ReconcileResult``
     Stuck SCHEDULED/PREPARING/PULLING/TERMINATING sessions, kernels on agents
     LOST for ``lost_grace`` seconds (``AGENT_LOST_GRACE`` when None), then every
     agent's occupancy recomputed.
+``find_stuck(...same arguments...) -> list[Finding]``
+    What ``reconcile_stuck`` would do, read only (the operators' maintenance page shows it first).
 ``recompute_agent_occupancy(agent_ids=None) -> int``
     ``Agent.occupied_slots`` from the live kernels, set-based; returns how many changed.
 ``wait_reasons(session) -> list[str]``
     Why a pending session waits, from its ``status_data``, for its owner.
+``preview_request(group, *, keypair, owner, project, architecture, per_kernel, ...) -> Preview``
+    What a pass would decide now for one more (hypothetical) request, read only:
+    the pass's own snapshot and ``decide``, nothing written (``preview`` module;
+    the web launcher's "would start now / would wait / cannot start").
 
 The whole package sits above ``sessions.services`` (the reconcilers use its
 status doors) and below the Celery tasks and views that call it.
@@ -23,10 +29,11 @@ from __future__ import annotations
 
 from sessions.occupancy import recompute_agent_occupancy
 from sessions.scheduler.dispatcher import PassResult, run_all_passes, run_pass
-from sessions.scheduler.reconcilers import ReconcileResult, reconcile_stuck
+from sessions.scheduler.preview import Preview, preview_request
+from sessions.scheduler.reconcilers import Finding, ReconcileResult, find_stuck, reconcile_stuck
 
-__all__ = ["PassResult", "ReconcileResult", "reconcile_stuck", "recompute_agent_occupancy", "run_all_passes",
-           "run_pass", "wait_reasons"]
+__all__ = ["Finding", "PassResult", "Preview", "ReconcileResult", "find_stuck", "reconcile_stuck", "recompute_agent_occupancy", "run_all_passes",
+           "preview_request", "run_pass", "wait_reasons"]
 
 
 def wait_reasons(session) -> list[str]:

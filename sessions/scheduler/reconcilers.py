@@ -136,26 +136,8 @@ def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_g
             if not locks.try_xact_lock(LOCK_NAMESPACE, "all"):
                 result.skipped = "locked"
                 return result
-            lost_agents = {
-                agent_id: lost_at for agent_id, lost_at in Agent.objects.filter(status=AgentStatus.LOST)
-                .values_list("id", "lost_at")
-                if lost_agents_due(lost_at, now, lost_grace)
-            }
-            query = Q(pk__in=[])
-            for statuses, timeout in ((S.SCHEDULED,), scheduled_timeout), ((S.PREPARING, S.PULLING), preparing_timeout), \
-                    ((S.TERMINATING,), terminating_timeout):
-                if timeout:
-                    cutoff = now - timedelta(seconds=timeout)
-                    query |= Q(status__in=statuses) & (Q(status_changed__lt=cutoff) |
-                                                       Q(status_changed__isnull=True, created_at__lt=cutoff))
-            if lost_agents:
-                query |= Q(pk__in=Kernel.objects.filter(agent_id__in=list(lost_agents))
-                           .exclude(status__in=TERMINAL_KERNEL).values("session_id"))
-            sessions = list(
-                Session.objects.filter(query).exclude(status__in=[S.PENDING, S.TERMINATED, S.CANCELLED])
-                .order_by("created_at")
-                .prefetch_related(Prefetch("kernels", queryset=Kernel.objects.order_by("cluster_idx")))
-            )
+            lost_agents, sessions = _candidates(scheduled_timeout, preparing_timeout, terminating_timeout,
+                                                lost_grace, now)
             session_changes, kernel_changes, kinds = [], [], {}
             for session in sessions:
                 kind = _resolve(session, lost_agents, now, scheduled_timeout, preparing_timeout, terminating_timeout,
@@ -181,6 +163,62 @@ def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_g
         for session_id in getattr(result, kind):
             log.warning("reconciler: session %s %s", session_id, kind.replace("_", " "))
     return result
+
+
+def _candidates(scheduled_timeout, preparing_timeout, terminating_timeout, lost_grace, now):
+    """The LOST agents past their grace ({id: lost_at}) and the sessions that may be stuck."""
+    lost_agents = {
+        agent_id: lost_at for agent_id, lost_at in Agent.objects.filter(status=AgentStatus.LOST)
+        .values_list("id", "lost_at")
+        if lost_agents_due(lost_at, now, lost_grace)
+    }
+    query = Q(pk__in=[])
+    for statuses, timeout in ((S.SCHEDULED,), scheduled_timeout), ((S.PREPARING, S.PULLING), preparing_timeout), \
+            ((S.TERMINATING,), terminating_timeout):
+        if timeout:
+            cutoff = now - timedelta(seconds=timeout)
+            query |= Q(status__in=statuses) & (Q(status_changed__lt=cutoff) |
+                                               Q(status_changed__isnull=True, created_at__lt=cutoff))
+    if lost_agents:
+        query |= Q(pk__in=Kernel.objects.filter(agent_id__in=list(lost_agents))
+                   .exclude(status__in=TERMINAL_KERNEL).values("session_id"))
+    sessions = list(
+        Session.objects.filter(query).exclude(status__in=[S.PENDING, S.TERMINATED, S.CANCELLED])
+        .order_by("created_at")
+        .prefetch_related(Prefetch("kernels", queryset=Kernel.objects.order_by("cluster_idx")))
+    )
+    return lost_agents, sessions
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What ``reconcile_stuck`` would do to one session, found without changing anything."""
+
+    session: Session
+    status: str  # the status it is stuck in
+    kind: str  # rescheduled | failed_to_start | forced | agent_lost
+    stuck_seconds: float
+    agents: tuple[str, ...]
+
+
+def find_stuck(scheduled_timeout: float = 300, preparing_timeout: float = 900, terminating_timeout: float = 600,
+               lost_grace: float | None = None, *, now=None) -> list[Finding]:
+    """The reconciler's findings, read only: the same selection and decisions as
+    ``reconcile_stuck`` with the same arguments, with nothing written (the decisions
+    change the loaded rows in memory only)."""
+    if lost_grace is None:
+        lost_grace = settings.AGENT_LOST_GRACE
+    now = now or timezone.now()
+    lost_agents, sessions = _candidates(scheduled_timeout, preparing_timeout, terminating_timeout, lost_grace, now)
+    findings = []
+    for session in sessions:
+        status = session.status
+        stuck = _stuck_for(session, now)
+        agents = tuple(sorted({k.agent_id for k in session.kernels.all() if k.agent_id}))
+        kind = _resolve(session, lost_agents, now, scheduled_timeout, preparing_timeout, terminating_timeout, [], [])
+        if kind:
+            findings.append(Finding(session, status, kind, stuck, agents))
+    return findings
 
 
 def _lock_in_order(session_ids, kernel_ids) -> None:

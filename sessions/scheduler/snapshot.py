@@ -149,11 +149,12 @@ _PENDING_COLUMNS = (
 )
 
 
-def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
+def load(group_name: str, *, with_group_usage: bool, slot_types: dict | None = None) -> RawSnapshot:
     """Everything one pass decides on, in a fixed number of statements: the pending
     sessions with their owners' limits, their kernels and dependencies, the group's
     agents and occupancy, the owners' usage, and pending sessions elsewhere that
-    count against pending limits."""
+    count against pending limits.  ``slot_types``: the known slot types when the
+    caller read them already (``preview``), else read here (statement 7)."""
     snapshot = _pending_sessions(group_name)
     if not snapshot.pending:
         return snapshot
@@ -168,7 +169,7 @@ def load(group_name: str, *, with_group_usage: bool) -> RawSnapshot:
     snapshot.occupancy = _agent_occupancy(group_name)
     snapshot.usage, snapshot.concurrency = _owner_usage(group_name, with_group_usage)
     snapshot.pending_elsewhere = _pending_elsewhere(group_name, snapshot.keypair_policies)
-    snapshot.slot_types = known_slot_types()
+    snapshot.slot_types = slot_types if slot_types is not None else known_slot_types()
     return snapshot
 
 

@@ -19,3 +19,19 @@
     if (question && !window.confirm(question)) { event.preventDefault(); }
   });
 })();
+
+/* Escape closes the disclosure (a <details> confirm box or form) that holds the focus and gives
+ * the focus back to its summary: no keyboard user is left inside an open box. */
+(function () {
+  "use strict";
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.defaultPrevented) { return; }
+    var active = document.activeElement;
+    var box = active && active.closest ? active.closest("details[open]") : null;
+    if (!box) { return; }
+    box.open = false;
+    var summary = box.querySelector("summary");
+    if (summary) { summary.focus(); }
+  });
+})();

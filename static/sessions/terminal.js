@@ -84,11 +84,18 @@
     }
 
     function syncButtons() {
+      // the same three states as templates/sessions/_terminal.html renders, re-read after every live update
+      // (the status and the "agent lost" mark), so the note never says "opens once running" while it runs
       var running = RUNNING.indexOf(sessionStatus()) >= 0;
-      openButton.disabled = !running || socket !== null;
+      var reachable = running && !document.getElementById("agent-lost-badge");
+      openButton.disabled = !reachable || socket !== null;
       openButton.hidden = socket !== null;
       closeButton.hidden = socket === null;
-      if (!running && socket === null && term === null) { say("The terminal opens once the session is running."); }
+      if (socket === null && term === null) {
+        say(reachable ? "A shell in the main container of " + (section.getAttribute("data-session-name") || "the session") + "."
+          : running ? "The terminal opens once the session's agent can be reached again."
+            : "The terminal opens once the session is running.");
+      }
     }
 
     if (typeof window.Terminal !== "function") {

@@ -63,7 +63,7 @@ def test_every_agents_admin_page_opens(admin_client, groups, url):
 
 def test_the_agent_list_shows_capacity_and_filters_by_status(admin_client, groups):
     page = admin_client.get("/admin/agents/agent/?status__exact=ALIVE").content.decode()
-    assert "a1" in page and "cpu=8" in page and "mem=16g" in page and ">a2<" not in page
+    assert "a1" in page and "cpu=8" in page and "mem=16 GiB" in page and ">a2<" not in page
 
 
 def test_agents_can_be_marked_unschedulable_and_back(admin_client, groups):

@@ -53,6 +53,27 @@ def password():
     return _root_conftest().PASSWORD
 
 
+@pytest.fixture(scope="session")
+def xterm_assets(require):
+    """xterm.js under static/vendor/xterm (scripts/lib/node.sh ensure_xterm), before daphne starts."""
+    root = Path(__file__).resolve().parents[2]
+    xterm = root / "static" / "vendor" / "xterm"
+    if not (xterm / "xterm.js").is_file():
+        subprocess.run(["bash", "-c", f'. "{root}/scripts/lib/node.sh" && ensure_xterm'], capture_output=True,
+                       timeout=600)
+    require((xterm / "xterm.js").is_file() and (xterm / "addon-fit.js").is_file(), "xterm.js (npm) in static/vendor")
+    return xterm
+
+
+@pytest.fixture
+def storage_host(settings, tmp_path, db):
+    """The default storage host, its folders under this test's ``tmp_path / "vfroot"``."""
+    from vfolders import services
+
+    settings.VFOLDER_ROOT = tmp_path / "vfroot"
+    return services.ensure_default_storage_host()
+
+
 @pytest.fixture
 def server_host(live_server) -> str:
     """``localhost:PORT``: the Host header a client sends, and so what it signs."""

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from helpers import running_on_a_local_agent
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 try:
@@ -50,13 +52,7 @@ class Watcher:
 @pytest.fixture
 def scene(make_user, settings, tmp_path, db):
     """A superadmin with a running session (on a local-process agent, with apps), a folder and a proxy worker."""
-    from django.utils import timezone
-
     from accounts.models import UserRole
-    from agents import services as agent_services
-    from agents.models import Agent
-    from sessions import services as session_services
-    from sessions.models import Session
     from vfolders import services as vfolder_services
 
     settings.VFOLDER_ROOT = tmp_path / "vfroot"
@@ -64,16 +60,10 @@ def scene(make_user, settings, tmp_path, db):
     user = make_user("csp-root@example.com", role=UserRole.SUPERADMIN)
     folder = vfolder_services.create_folder(user, name="csp-folder")
     (folder.path / "notes.txt").write_text("hello")
-    group = agent_services.ensure_default_scaling_group()
-    agent = Agent.objects.create(id="csp-node", scaling_group=group, available_slots={"cpu": "4", "mem": "8g"},
-                                 backend="local", last_heartbeat=timezone.now())
-    created = session_services.create_session_on_agent(user=user, image="bai-test/http:1.0", agent=agent,
-                                                       slots={"cpu": "1"}, name="csp-session")
-    Session.objects.filter(pk=created.pk).update(status="RUNNING", agent_ids=[agent.pk])
-    created.kernels.update(status="RUNNING", kernel_host="127.0.0.1", service_ports=[
+    created, agent = running_on_a_local_agent(user, "csp-node", "csp-session", service_ports=[
         {"name": "web", "protocol": "http", "container_ports": [8080], "host_ports": [31001]},
         {"name": "echo", "protocol": "tcp", "container_ports": [9000], "host_ports": [31002]}])
-    return {"user": user, "folder": folder, "session": created, "group": group}
+    return {"user": user, "folder": folder, "session": created, "group": agent.scaling_group}
 
 
 def test_every_page_loads_with_no_csp_violation(browser, live_server, scene, password):

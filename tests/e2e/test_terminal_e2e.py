@@ -10,7 +10,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,24 +21,19 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from backendai.signing import signed_headers
-from helpers import logged_in_page, terminal_read_until, terminal_stdin
+from helpers import (
+    exit_page_terminal,
+    logged_in_page,
+    open_page_terminal,
+    terminal_read_until,
+    terminal_stdin,
+    type_in_page_terminal,
+)
 from sessions.models import Session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-XTERM = ROOT / "static" / "vendor" / "xterm"
 SCREENSHOTS = os.environ.get("TERMINAL_UI_SCREENSHOTS")  # a directory: keep a screenshot of the terminal
-
-
-@pytest.fixture(scope="session")
-def xterm_assets(require):
-    """xterm.js under static/vendor/xterm (scripts/lib/node.sh ensure_xterm), before daphne starts."""
-    if not (XTERM / "xterm.js").is_file():
-        subprocess.run(["bash", "-c", f'. "{ROOT}/scripts/lib/node.sh" && ensure_xterm'], capture_output=True,
-                       timeout=600)
-    require((XTERM / "xterm.js").is_file() and (XTERM / "addon-fit.js").is_file(), "xterm.js (npm) in static/vendor")
-    return XTERM
 
 
 def running_session(live_stack, user, name, image="bai-test/shell:1.0"):
@@ -148,14 +142,8 @@ def test_the_session_page_opens_a_terminal_in_the_browser(live_stack, docker_nod
         assert "backend.ai app term-browser echo -b 127.0.0.1:9000" in page.locator(
             'tr[data-app="echo"] .app-cli').inner_text()
 
-        page.click("#terminal-open")
-        page.wait_for_selector("#terminal-screen .xterm-rows")
-        # predicates as functions: a bare expression is eval()ed in the page, which the CSP refuses
-        page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('Connected')")
-        page.click("#terminal-screen")
-        page.keyboard.type("echo hello\n")
-        page.wait_for_function("""() => Array.from(document.querySelectorAll('#terminal-screen .xterm-rows > div'))
-                                   .some(row => row.textContent.trim() === 'hello')""")
+        open_page_terminal(page)
+        type_in_page_terminal(page, "echo hello\n", "hello")
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(Path(SCREENSHOTS) / "terminal.png"), full_page=True)
@@ -168,8 +156,7 @@ def test_the_session_page_opens_a_terminal_in_the_browser(live_stack, docker_nod
                                      .map(r => r.textContent.trim()).filter(t => /^\\d+ \\d+$/.test(t))[0]""")
         rows, cols = map(int, rows_text.split())
         assert rows > 5 and cols > 40 and before > 5
-        page.keyboard.type("exit\n")
-        page.wait_for_function("() => document.getElementById('terminal-state').textContent.includes('exited')")
+        exit_page_terminal(page)
         assert re.search(r"code 0", page.locator("#terminal-state").inner_text())
 
 

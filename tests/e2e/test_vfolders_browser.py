@@ -7,20 +7,13 @@ import os
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("storage_host")]
 
 try:
     from playwright.sync_api import expect
 except ImportError:  # the ``browser`` fixture reports it through require()
     expect = None
-
-
-@pytest.fixture(autouse=True)
-def storage_host(settings, tmp_path, db):
-    from vfolders import services
-
-    settings.VFOLDER_ROOT = tmp_path / "vfroot"
-    return services.ensure_default_storage_host()
 
 
 def create_folder(page, name):

@@ -217,8 +217,10 @@ ADMIN_ADD = "admin:compute_sessions_resourcepreset_add"
 
 
 def admin_form(**overrides) -> dict:
-    data = {"name": "admin-preset", "resource_slots": '{"cpu": "2", "mem": "2g"}', "shared_memory": "",
-            "scaling_group": ""}
+    """The admin's human form (accounts.slot_form): one field per slot, memory with a unit."""
+    data = {"name": "admin-preset", "resource_slots_cpu": "2", "resource_slots_mem": "2",
+            "resource_slots_mem_unit": "GiB", "resource_slots_cuda_device": "", "resource_slots_cuda_shares": "",
+            "resource_slots_other": "", "shared_memory": "", "scaling_group": ""}
     data.update(overrides)
     return data
 
@@ -233,9 +235,9 @@ def test_the_admin_creates_a_preset_with_its_slots_checked_and_normalized(client
 
 
 @pytest.mark.parametrize("overrides, words", [
-    ({"resource_slots": '{"cpu": -2}'}, "negative"),
-    ({"resource_slots": '{"warp.drive": "1"}'}, "unknown slot"),
-    ({"resource_slots": '{"cpu": "0"}'}, "at least one"),
+    ({"resource_slots_cpu": "-2"}, "greater than or equal to 0"),
+    ({"resource_slots_other": "warp.drive=1"}, "unknown slot"),
+    ({"resource_slots_cpu": "0", "resource_slots_mem": ""}, "at least one"),
     ({"shared_memory": "4g"}, "less than"),
 ])
 def test_the_admin_refuses_bad_slots_beside_the_field(client, superadmin, overrides, words):
@@ -250,7 +252,7 @@ def test_the_admin_changes_and_deletes_a_preset(client, superadmin):
     client.post(reverse(ADMIN_ADD), admin_form())
     preset = ResourcePreset.objects.get(name="admin-preset")
     change = reverse("admin:compute_sessions_resourcepreset_change", args=[preset.pk])
-    response = client.post(change, admin_form(name="admin-renamed", resource_slots='{"cpu": "3"}'))
+    response = client.post(change, admin_form(name="admin-renamed", resource_slots_cpu="3", resource_slots_mem=""))
     assert response.status_code == 302
     preset = ResourcePreset.objects.get(pk=preset.pk)
     assert preset.name == "admin-renamed" and preset.resource_slots == {"cpu": "3"}

@@ -40,7 +40,7 @@ def test_quota_usage_shows_owner_usage_and_live_limit(admin_client, populated, o
 
     UserResourcePolicy.objects.filter(name="default").update(max_quota_scope_size=4096)
     page = admin_client.get("/admin/vfolders/quotascope/").content.decode()
-    assert owner.email in page and "2.0\xa0KB" in page and "4.0\xa0KB" in page and "50.0%" in page
+    assert owner.email in page and "2 KiB" in page and "4 KiB" in page and "50.0%" in page
 
 
 def test_folder_actions_go_through_the_trash(admin_client, populated):

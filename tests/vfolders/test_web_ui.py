@@ -138,7 +138,7 @@ def test_invite_accept_and_find_it_shared(client, owner, member, make_folder):
     listing = client.get("/ui/folders/")
     assert re.search(rb'id="shared-folders".*together', listing.content, re.S)
     page = client.get(f"/ui/folders/{folder.id}/")
-    assert b'id="my-permission">ro<' in page.content and b'id="upload-form"' not in page.content
+    assert b'id="my-permission" title="ro">read only<' in page.content and b'id="upload-form"' not in page.content
     assert client.post(f"/ui/folders/{folder.id}/leave/").status_code == 302
     assert client.get(f"/ui/folders/{folder.id}/").status_code == 302
 

@@ -24,7 +24,9 @@ as ``vfolders.services.<name>``; each concern lives in its own module:
   background task runs (``run_clone``), the reconciler of clones whose worker died;
 * ``queryfilter`` Backend.AI's filter and order language of the listings;
 * ``listing``   the paginated GraphQL listings (``vfolder_list``, own, invited, project);
-* ``volumes``   storage volumes and quota scopes for the admin GraphQL fields.
+* ``volumes``   storage volumes and quota scopes for the admin GraphQL fields;
+* ``overview``  what the folder pages show beside the folders: sizes, quota scope usage and
+  limits, the folder count, the recipients an invitation or a share names.
 
 Who may do what (reference §9, with the choices this project made):
 
@@ -109,6 +111,16 @@ from vfolders.services.lifecycle import (
 from vfolders.services.listing import folder_by_id, folder_item, folder_page, vfolder_list
 from vfolders.services.mounts import WORK_DIR, agent_path, container_path, resolve_mounts
 from vfolders.services.ownership import change_owner
+from vfolders.services.overview import (
+    FolderCount,
+    ScopeUsage,
+    UsageOverview,
+    check_recipients,
+    folder_count,
+    folder_size,
+    project_member_emails,
+    usage_overview,
+)
 from vfolders.services.projects import creatable_projects
 from vfolders.services.proxy import check_all_proxies, check_proxy, client_origin, volume_root
 from vfolders.services.quota import (
@@ -178,6 +190,9 @@ __all__ = [
     "check_all_proxies", "check_proxy", "client_origin", "volume_root",
     # ownership
     "change_owner",
+    # what the folder pages show beside the folders
+    "FolderCount", "ScopeUsage", "UsageOverview", "check_recipients", "folder_count", "folder_size",
+    "project_member_emails", "usage_overview",
     # projects
     "creatable_projects",
     # quota

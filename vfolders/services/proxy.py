@@ -77,9 +77,14 @@ def _error_classes() -> dict[tuple[str, int], type[errors.BackendAIError]]:
     return _by_slug
 
 
-def unavailable(proxy_name: str, why: str) -> errors.BackendAIError:
-    return errors.ServiceUnavailable(f"The storage proxy {proxy_name!r} is unavailable: {why}",
-                                     data={"storage_proxy": proxy_name})
+class ProxyUnreachable(errors.ServiceUnavailable):
+    """A proxy that did not answer at all (refused, timed out): the same 503 for API clients; callers
+    that ask one proxy many things (the folder list's sizes) stop asking it."""
+
+
+def unavailable(proxy_name: str, why: str,
+                cls: type[errors.ServiceUnavailable] = errors.ServiceUnavailable) -> errors.BackendAIError:
+    return cls(f"The storage proxy {proxy_name!r} is unavailable: {why}", data={"storage_proxy": proxy_name})
 
 
 def problem_error(proxy_name: str, response: httpx.Response) -> errors.BackendAIError:
@@ -124,18 +129,21 @@ def get_proxy(name: str) -> StorageProxy:
 
 
 def call(proxy: StorageProxy, method: str, path: str, body: dict | None = None, *,
-         long: bool = False) -> dict:
-    """One manager API request; the JSON answer, or the proxy's error raised as ours."""
+         long: bool = False, wait: float | None = None) -> dict:
+    """One manager API request; the JSON answer, or the proxy's error raised as ours.  ``wait``:
+    the seconds it may take instead of ``STORAGE_PROXY_TIMEOUT`` (``long``: hours)."""
     if proxy.status == ProxyStatus.LOST:
         raise unavailable(proxy.name, f"it has not answered since {proxy.last_seen or 'it was added'}"
                           + (f" ({proxy.last_error})" if proxy.last_error else ""))
+    limit = httpx.USE_CLIENT_DEFAULT
+    if long or wait is not None:
+        seconds = LONG_TIMEOUT if long else wait
+        limit = httpx.Timeout(seconds, connect=min(5.0, timeout(), seconds))
     try:
-        response = _client(proxy).request(method, path, json=body,
-                                          timeout=httpx.Timeout(LONG_TIMEOUT, connect=min(5.0, timeout()))
-                                          if long else httpx.USE_CLIENT_DEFAULT)
+        response = _client(proxy).request(method, path, json=body, timeout=limit)
     except httpx.HTTPError as exc:
         log.warning("storage proxy %s: %s %s failed: %s", proxy.name, method, path, exc)
-        raise unavailable(proxy.name, type(exc).__name__) from None
+        raise unavailable(proxy.name, type(exc).__name__, ProxyUnreachable) from None
     if response.status_code >= 400:
         raise problem_error(proxy.name, response)
     if not response.content:

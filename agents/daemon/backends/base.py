@@ -310,6 +310,11 @@ class Backend(ABC):
     def stats(self) -> dict[str, dict[str, str]]:
         """Per running kernel: ``{"cpu_util": percent, "mem_used": bytes}`` as strings."""
 
+    def gpu_bindings(self) -> dict[str, list[str]]:
+        """Per running kernel bound to GPUs: their UUIDs (the agent adds ``cuda_util``/``cuda_mem``
+        to the kernel's stats from its NVML readings of them).  Kernels without GPUs are absent."""
+        return {}
+
     def images(self) -> list[dict[str, Any]]:
         """Images available locally (for the sync body)."""
         return []

@@ -746,6 +746,15 @@ class DockerBackend(Backend):
             result[kernel_id] = {"cpu_util": f"{util:.1f}", "mem_used": str(used)}
         return result
 
+    def gpu_bindings(self) -> dict[str, list[str]]:
+        result = {}
+        for container in self._containers():
+            labels = container.labels or {}
+            gpus = [g for g in (labels.get(LABEL_GPUS) or "").split(",") if g]
+            if container.status == "running" and gpus:
+                result[labels.get(LABEL_KERNEL, "")] = gpus
+        return result
+
     def images(self) -> list[dict[str, Any]]:
         result = []
         try:

@@ -703,6 +703,15 @@ class LocalBackend(Backend):
             result[kernel_id] = {"cpu_util": f"{util:.1f}", "mem_used": str(rss)}
         return result
 
+    def gpu_bindings(self) -> dict[str, list[str]]:
+        result = {}
+        for kernel_id in self._kernel_ids():
+            state = self._load(kernel_id) or {}
+            gpus = [g for g in state.get("cuda_devices") or [] if isinstance(g, str) and g]
+            if state.get("status") == ReportedStatus.RUNNING.value and gpus:
+                result[kernel_id] = gpus
+        return result
+
     def check_timeouts(self) -> list[KernelState]:
         ended = []
         now = time.time()

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from fake_nvml import TWO_GPUS, FakeNVML
 from websockets.sync.server import serve
 
 from agents.daemon.agent import Agent
@@ -23,7 +24,7 @@ from agents.daemon.backends.local import LocalBackend, _group_members
 from agents.daemon.backoff import Backoff
 from agents.daemon.client import ManagerClient
 from agents.daemon.config import AgentConfig
-from agents.daemon.discovery import Resources
+from agents.daemon.discovery import GpuProbe, Resources
 from agents.daemon.link import ManagerLink
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -65,9 +66,10 @@ def make_agent(tmp_path, fake_manager):
         config = AgentConfig(manager_url=fake_manager.url, token=TOKEN, agent_id=kwargs.pop("agent_id", "sync-test"),
                              backend="local", scratch_root=tmp_path / "scratch", port_range=(31300, 31399),
                              sync_interval=0.3, stop_timeout=2, region="test-region")
-        backend = LocalBackend(BackendSettings.from_config(config))
+        cuda = kwargs.pop("cuda", None)  # a CudaInfo (from a GpuProbe over a fake NVML)
+        backend = LocalBackend(BackendSettings.from_config(config, cuda.devices if cuda else ()))
         client = ManagerClient(fake_manager.url, kwargs.pop("token", TOKEN), timeout=2)
-        agent = Agent(config, backend, client, Resources(cpu=Decimal(2), mem=1 << 30), watch_interval=0.1,
+        agent = Agent(config, backend, client, Resources(cpu=Decimal(2), mem=1 << 30, cuda=cuda), watch_interval=0.1,
                       backoff=Backoff(base=0.1, cap=0.4), **kwargs)
         agents.append(agent)
         agent.start()
@@ -137,6 +139,29 @@ def test_a_desired_kernel_runs_is_reported_and_a_stop_instruction_stops_it(make_
     wait_for(lambda: len(fake_manager.syncs) > since + 2, what="more syncs")
     assert fake_manager.synced_kernel(kernel_id, len(fake_manager.syncs) - 1) is None
     assert agent.backend.list_kernels() == []
+
+
+def test_a_kernel_bound_to_gpus_reports_their_mean_utilisation_and_used_memory(make_agent, fake_manager, wait_for):
+    probe = GpuProbe(nvml=FakeNVML(TWO_GPUS))
+    cuda = probe.discover()
+    with_gpus = desired_http(slots={"cpu": "1", "mem": "268435456", "cuda.device": "2"})
+    without = desired_http()
+    fake_manager.desired = [with_gpus, without]
+    make_agent(cuda=cuda, gpu_probe=probe)
+
+    since = len(fake_manager.syncs)
+    gpu_entry = wait_for(lambda: (e := fake_manager.synced_kernel(with_gpus["kernel_id"], since))
+                         and e["status"] == "RUNNING" and e["stats"] and e, what="the GPU kernel running in a sync")
+    assert gpu_entry["stats"]["cuda_util"] == "50"  # (3 + 97) / 2
+    assert gpu_entry["stats"]["cuda_mem"] == str(1048576 + 2048)
+    assert {"cpu_util", "mem_used"} <= set(gpu_entry["stats"])
+    plain = wait_for(lambda: (e := fake_manager.synced_kernel(without["kernel_id"], since))
+                     and e["status"] == "RUNNING" and e["stats"] and e, what="the CPU kernel running in a sync")
+    assert set(plain["stats"]) == {"cpu_util", "mem_used"}  # no GPU: no GPU keys
+    body = fake_manager.last_sync()
+    assert body["capacity"]["cuda.device"] == "2"
+    assert body["stats"]["devices"]["cuda.device"] == [{"id": "0", "util": "3", "mem_used": "1048576"},
+                                                       {"id": "1", "util": "97", "mem_used": "2048"}]
 
 
 def test_a_restart_is_applied_once_and_reported_with_its_restart_id(make_agent, fake_manager, wait_for):

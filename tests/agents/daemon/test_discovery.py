@@ -8,7 +8,8 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
+
+from fake_nvml import TWO_GPUS, FakeDriverNotLoaded, FakeLibraryNotFound, FakeNVML, FakeNVMLError
 
 from agents.daemon.discovery import (
     GpuProbe,
@@ -17,6 +18,7 @@ from agents.daemon.discovery import (
     cgroup_memory_limit,
     cpu_capacity,
     discover,
+    kernel_gpu_stats,
     memory_capacity,
 )
 
@@ -132,77 +134,6 @@ def test_reservations_and_caps_shape_the_offered_capacity(tmp_path):
 
 # -- GPUs through a fake NVML -------------------------------------------------------------------
 
-class FakeNVMLError(Exception):
-    pass
-
-
-class FakeLibraryNotFound(FakeNVMLError):
-    pass
-
-
-class FakeDriverNotLoaded(FakeNVMLError):
-    pass
-
-
-class FakeNVML:
-    """Implements the few pynvml functions the daemon calls, for ``gpus`` described as dicts."""
-
-    NVMLError = FakeNVMLError
-    NVMLError_LibraryNotFound = FakeLibraryNotFound
-    NVMLError_DriverNotLoaded = FakeDriverNotLoaded
-
-    def __init__(self, gpus=(), init_error: Exception | None = None, driver=b"550.54.15", cuda=12040):
-        self.gpus = list(gpus)
-        self.init_error = init_error
-        self.driver = driver
-        self.cuda = cuda
-        self.initialised = 0
-        self.shutdowns = 0
-
-    def nvmlInit(self):
-        if self.init_error is not None:
-            raise self.init_error
-        self.initialised += 1
-
-    def nvmlShutdown(self):
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self):
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        return self.gpus[index]
-
-    def nvmlDeviceGetUUID(self, handle):
-        return handle["uuid"]
-
-    def nvmlDeviceGetName(self, handle):
-        return handle["name"]
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        return SimpleNamespace(total=handle["memory"], used=handle.get("used", 0), free=0)
-
-    def nvmlDeviceGetPciInfo(self, handle):
-        return SimpleNamespace(busId=handle["bus_id"])
-
-    def nvmlSystemGetDriverVersion(self):
-        return self.driver
-
-    def nvmlSystemGetCudaDriverVersion(self):
-        return self.cuda
-
-    def nvmlDeviceGetUtilizationRates(self, handle):
-        return SimpleNamespace(gpu=handle.get("util", 0), memory=0)
-
-
-TWO_GPUS = [
-    {"uuid": "GPU-aaaa-0000", "name": b"NVIDIA H100 80GB HBM3", "memory": 85520809984,
-     "bus_id": b"00000000:19:00.0", "used": 1048576, "util": 3},
-    {"uuid": "GPU-bbbb-1111", "name": "NVIDIA H100 80GB HBM3", "memory": 85520809984,
-     "bus_id": "00000000:3B:00.0", "used": 2048, "util": 97},
-]
-
-
 def pci_tree(tmp_path: Path) -> Path:
     root = tmp_path / "pci"
     write(root / "0000:19:00.0" / "numa_node", "0\n")
@@ -316,3 +247,37 @@ def test_discover_json_uses_the_injected_nvml_and_the_mask():
     assert data["compute_plugins"]["cuda"]["cuda_version"] == "12.4"
     assert data["gpu_stats"] == [{"id": "1", "util": "97", "mem_used": "2048"}]
     assert nvml.shutdowns == 1
+
+
+# -- per-kernel GPU figures ---------------------------------------------------------------------
+
+def test_a_kernels_gpu_figures_are_the_mean_utilisation_and_the_memory_used_on_its_gpus():
+    probe = GpuProbe(nvml=FakeNVML(TWO_GPUS))
+    probe.discover()
+    readings = probe.readings()
+    assert [(r.uuid, r.util, r.mem_used) for r in readings] == [("GPU-aaaa-0000", 3, 1048576),
+                                                               ("GPU-bbbb-1111", 97, 2048)]
+    assert kernel_gpu_stats(readings, ["GPU-aaaa-0000", "GPU-bbbb-1111"]) == {"cuda_util": "50",
+                                                                             "cuda_mem": str(1048576 + 2048)}
+    assert kernel_gpu_stats(readings, ["gpu-bbbb-1111"]) == {"cuda_util": "97", "cuda_mem": "2048"}
+    three = TWO_GPUS + [dict(TWO_GPUS[0], uuid="GPU-cccc-2222", util=1, used=0)]
+    probe3 = GpuProbe(nvml=FakeNVML(three))
+    probe3.discover()
+    assert kernel_gpu_stats(probe3.readings(), ["GPU-aaaa-0000", "GPU-bbbb-1111", "GPU-cccc-2222"])["cuda_util"] \
+        == "33.7"
+
+
+def test_a_kernel_without_gpus_or_bound_to_an_unread_gpu_gets_no_gpu_figures(caplog):
+    caplog.set_level(logging.DEBUG, logger="agents.daemon")
+    gpus = [TWO_GPUS[0], dict(TWO_GPUS[1], broken=True)]
+    probe = GpuProbe(nvml=FakeNVML(gpus))
+    probe.discover()
+    readings = probe.readings()
+    assert [r.uuid for r in readings] == ["GPU-aaaa-0000"]  # the lost GPU is left out
+    assert probe.stats() == [{"id": "0", "util": "3", "mem_used": "1048576"}]
+    assert kernel_gpu_stats(readings, []) == {}
+    assert kernel_gpu_stats(readings, ["GPU-bbbb-1111"]) == {}
+    assert kernel_gpu_stats(readings, ["GPU-aaaa-0000", "GPU-bbbb-1111"]) == {}  # no partial figure
+    assert kernel_gpu_stats(readings, ["GPU-aaaa-0000"]) == {"cuda_util": "3", "cuda_mem": "1048576"}
+    assert all(r.levelno <= logging.DEBUG for r in caplog.records)
+    assert GpuProbe(nvml=FakeNVML(TWO_GPUS)).readings() == []  # never discovered: nothing to read

@@ -219,6 +219,21 @@ def test_gpus_are_requested_from_the_nvidia_driver_only_when_asked_for(docker_cl
         choose_gpus(GPUS, {"GPU-aaaa-0000", "GPU-bbbb-1111"}, 1)
 
 
+def test_the_gpus_a_running_container_is_bound_to_are_read_back_from_its_labels(docker_client, test_images,
+                                                                                 backend_settings):
+    backend_settings.gpus = GPUS
+    backend = DockerBackend(backend_settings, client=docker_client)
+    plain = backend.create(spec(test_images["shell"], startup_command="sleep 30"))
+    bound = spec(test_images["shell"], startup_command="sleep 30")
+    args = backend._container_args(bound, [], choose_gpus(GPUS, {"GPU-aaaa-0000"}, 1))
+    args.pop("device_requests")  # this engine has no nvidia runtime; the labels are what the agent reads
+    docker_client.containers.run(**args)
+    assert backend.gpu_bindings() == {bound.kernel_id: ["GPU-bbbb-1111"]}
+    assert plain.kernel_id not in backend.gpu_bindings()
+    backend.stop(bound.kernel_id, "user-requested")
+    assert backend.gpu_bindings() == {}  # a stopped kernel holds no GPU
+
+
 def test_a_container_that_cannot_start_is_an_error_and_leaves_nothing_behind(backend, backend_settings, test_images,
                                                                              docker_client):
     backend_settings.gpus = GPUS  # this engine has no nvidia runtime: the start fails
