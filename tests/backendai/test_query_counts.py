@@ -49,8 +49,10 @@ SSE_POLL = 2
 COMPUTE_SESSION_LIST = 6
 # vfolder_list: the signature, the count, the folders, memberships and grants.
 VFOLDER_LIST = 6
-# The sessions page: the login session, the user, the page's count and its sessions.
-SESSIONS_PAGE = 4
+# The sessions page: the login session, the user (with its preferences), the page's count and its
+# sessions, the user's projects and resource groups (the filter menus) and the live app proxy workers
+# (the "Open <app>" form targets).  The live usage of running rows comes with them in one more.
+SESSIONS_PAGE = 7
 
 MANY = 10  # rows on the "many" side of each comparison
 SUBS = 2  # extra (sub) kernels per session on the "many" side
