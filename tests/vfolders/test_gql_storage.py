@@ -273,4 +273,4 @@ def test_the_django_admin_shows_the_limit_set_for_a_scope(client, owner, superad
     services.set_quota_scope(superadmin, host.name, f"user:{owner.pk}", 2048)
     client.force_login(superadmin)
     page_html = client.get("/admin/vfolders/quotascope/").content.decode()
-    assert "2.0\xa0KB (set for this scope)" in page_html
+    assert "2 KiB (set for this scope)" in page_html
