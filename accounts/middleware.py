@@ -8,7 +8,9 @@
 * the user's preferred language and time zone (``accounts.services.preferences``) are
   activated for the request, so dates render in their zone.
 
-The preferences come with the user (the login backend selects them along): no query more."""
+The preferences come with the user (the login backend selects them along): no query more.
+Reading the user is the request's first query here, so a database that can't serve it now is
+answered with ``backendai.api.unavailable``'s 503 from this middleware (nothing below has run)."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 
 from accounts.services import preferences
+from backendai.api import unavailable
 from backendai.api.middleware import is_api_path
 
 log = logging.getLogger("accounts.middleware")
@@ -47,7 +50,14 @@ class UserPreferencesMiddleware:
         if not is_ui_page(request.path):
             return self.get_response(request)
         user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated:
+        try:  # the request's first query (the login session, the user): no connection now is a 503
+            authenticated = user is not None and user.is_authenticated
+        except Exception as exc:
+            refused = unavailable.refusal_for(request, exc)
+            if refused is None:
+                raise
+            return refused
+        if not authenticated:
             return self.get_response(request)
         if user.need_password_change and request.path not in self.exempt_paths():
             return self._to_password_page(request, user)
