@@ -123,6 +123,14 @@ def test_a_web_page_that_gets_no_pooled_connection_is_a_plain_503_page(reconfigu
     assert client.get("/ui/").status_code == 200
 
 
+def test_the_500_page_renders_while_the_database_is_unreachable(reconfigure, free_port):
+    from django.template.loader import render_to_string
+
+    reconfigure(pool=None, port=free_port())  # nothing listens there: any query would fail
+    html = render_to_string("500.html")
+    assert "Something went wrong" in html
+
+
 @pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "unpooled"])
 def test_an_unreachable_database_is_answered_503_not_500(reconfigure, owner, signed, free_port, pooled):
     client = signed(owner)
