@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 
 from accounts.services import preferences
+from backendai import requestctx
 from backendai.api import unavailable
 from backendai.api.middleware import is_api_path
 
@@ -59,6 +60,7 @@ class UserPreferencesMiddleware:
             return refused
         if not authenticated:
             return self.get_response(request)
+        requestctx.bind(user_id=user.pk)  # the page's log lines name the user (docs/observability.md)
         if user.need_password_change and request.path not in self.exempt_paths():
             return self._to_password_page(request, user)
         prefs = preferences.preferences_for(user)

@@ -86,11 +86,11 @@ class AgentAdmin(admin.ModelAdmin):
     list_filter = ["status", "scaling_group", "schedulable", "backend", "architecture"]
     search_fields = ["id", "addr", "region"]
     readonly_fields = ["id", "status", "status_changed", "available_slots", "occupied_slots", "slot_types", "addr",
-                       "public_host", "version", "architecture", "backend", "compute_plugins", "devices", "live_stat",
-                       "first_contact", "last_heartbeat", "lost_at"]
+                       "public_host", "metrics_address", "version", "architecture", "backend", "compute_plugins",
+                       "devices", "live_stat", "first_contact", "last_heartbeat", "lost_at"]
     fields = ["id", "status", "status_changed", "scaling_group", "schedulable", "region", "available_slots",
-              "occupied_slots", "slot_types", "addr", "public_host", "version", "architecture", "backend",
-              "compute_plugins", "devices", "live_stat", "first_contact", "last_heartbeat", "lost_at",
+              "occupied_slots", "slot_types", "addr", "public_host", "metrics_address", "version", "architecture",
+              "backend", "compute_plugins", "devices", "live_stat", "first_contact", "last_heartbeat", "lost_at",
               "auto_terminate_abusing_kernel"]
     actions = ["mark_schedulable", "mark_unschedulable"]
 

@@ -29,9 +29,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from agents import services
 from agents.api.authentication import bearer_token
-from agents.protocol import MAX_STREAMS, LinkMessage, decode_data, encode_data, valid_stream_id
 from agents.models import Agent
-from backendai import hints
+from agents.protocol import MAX_STREAMS, LinkMessage, decode_data, encode_data, valid_stream_id
+from backendai import hints, requestctx
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class AgentLinkConsumer(AsyncWebsocketConsumer):
         if not allowed:
             await self.close(code=4401)
             return
+        requestctx.bind(agent_id=self.agent_id)  # the link's log lines name the agent
         self.group = services.agent_group(self.agent_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         hints.serves_agents()

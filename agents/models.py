@@ -175,6 +175,8 @@ class Agent(MovesByMap, models.Model):
     slot_types = models.JSONField(default=dict, blank=True)
     addr = models.CharField(max_length=128, blank=True, help_text="Address where the agent's published ports are reached.")
     public_host = models.CharField(max_length=256, blank=True)
+    metrics_address = models.CharField(max_length=262, blank=True,
+                                       help_text="host:port of the agent's /metrics (empty: it serves none).")
     version = models.CharField(max_length=64, blank=True)
     architecture = models.CharField(max_length=32, default="x86_64")
     backend = models.CharField(max_length=16, default="docker")

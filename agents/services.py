@@ -34,8 +34,9 @@ from agents.models import (
     ScalingGroupForProject,
 )
 from agents.registry import RegistryClient, RegistryError, parse_resource_limits, parse_service_ports
-from backendai import bgtasks, daemons, hints
+from backendai import bgtasks, daemons, hints, requestctx
 from backendai import services as manager_services
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
 
@@ -89,6 +90,7 @@ def record_heartbeat(token: AgentToken, payload: dict, peer_address: str) -> Age
     revives) and return it locked.  Runs inside the caller's transaction; the
     kernel half is ``sessions.agent_sync.sync``."""
     agent_id = payload["agent_id"]
+    requestctx.bind(agent_id=agent_id)  # the sync's log lines name the agent
     group_name = payload["scaling_group"]
     check_token_allows(token, agent_id, group_name)
     group = ScalingGroup.objects.filter(pk=group_name).first()
@@ -102,6 +104,8 @@ def record_heartbeat(token: AgentToken, payload: dict, peer_address: str) -> Age
         region=payload.get("region", ""), scaling_group=group, available_slots=capacity,
         slot_types=payload.get("slot_types", {}), addr=payload.get("address") or peer_address,
         public_host=payload.get("public_host") or payload.get("address") or peer_address,
+        metrics_address=daemons.metrics_target(payload.get("metrics_address") or "",
+                                               payload.get("address") or peer_address),
         version=payload.get("version", ""), architecture=payload.get("architecture", "x86_64"),
         backend=payload.get("backend", "docker"), compute_plugins=payload.get("compute_plugins", {}),
         devices=payload.get("devices", []), live_stat=payload.get("stats", {}), last_heartbeat=now,
@@ -126,6 +130,7 @@ def locked_agent(token: AgentToken, agent_id: str) -> Agent:
     """The agent row an event batch is about, locked, once the token may speak for it
     (inside the caller's transaction)."""
     check_token_allows(token, agent_id, None)
+    requestctx.bind(agent_id=agent_id)
     agent = Agent.objects.select_for_update().filter(pk=agent_id).first()
     if agent is None:
         raise errors.object_not_found("agent", f"Agent {agent_id} has not synced yet")
@@ -134,6 +139,7 @@ def locked_agent(token: AgentToken, agent_id: str) -> Agent:
     return agent
 
 
+@audited("agent", "shutdown", "agent_id")
 def shutdown(token: AgentToken, agent_id: str) -> None:
     check_token_allows(token, agent_id, None)
     now = timezone.now()
@@ -146,6 +152,7 @@ def shutdown(token: AgentToken, agent_id: str) -> None:
 
 # --- liveness ---------------------------------------------------------------------------------
 
+@audited("agent", "mark-lost", when=bool)
 def mark_lost_agents(timeout_seconds: float | None = None, now=None) -> int:
     """ALIVE agents silent for longer than the heartbeat timeout become LOST.
 
@@ -161,6 +168,7 @@ def mark_lost_agents(timeout_seconds: float | None = None, now=None) -> int:
     return len(ids)
 
 
+@audited("agent", "set-schedulable", "agents")
 def set_schedulable(agents, schedulable: bool) -> int:
     return Agent.objects.filter(pk__in=[a.pk for a in agents]).update(schedulable=schedulable)
 
@@ -290,6 +298,7 @@ def record_local_images(agent: Agent, images: list[dict]) -> None:
     Agent.objects.filter(pk=agent.pk).update(live_stat=agent.live_stat)
 
 
+@audited("registry", "rescan", "registry")
 def rescan_registry(registry: ContainerRegistry, on_repository=None, project: str | None = None) -> dict:
     """Read every image of a registry over the Docker Registry HTTP API v2, one
     repository at a time; ``on_repository(done, total, repository)`` hears each
@@ -519,6 +528,7 @@ def _existing(model, what: str, message: str, **lookup):
     return row
 
 
+@audited("scaling-group", "create", "name")
 def create_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
     _require_superadmin(actor, "create scaling groups")
     group = ScalingGroup(name=name)
@@ -532,6 +542,7 @@ def _scaling_group(name: str) -> ScalingGroup:
     return _existing(ScalingGroup, "scaling group", f"No scaling group {name!r}", pk=name)
 
 
+@audited("scaling-group", "modify", "name")
 def modify_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
     _require_superadmin(actor, "modify scaling groups")
     group = _scaling_group(name)
@@ -541,6 +552,7 @@ def modify_scaling_group(actor, name: str, props: dict) -> ScalingGroup:
     return group
 
 
+@audited("scaling-group", "delete", "name")
 def delete_scaling_group(actor, name: str) -> None:
     _require_superadmin(actor, "delete scaling groups")
     group = _scaling_group(name)
@@ -568,6 +580,7 @@ def _missing(kind: str, key) -> None:
     raise errors.object_not_found(kind, f"No {kind} {key}")
 
 
+@audited("scaling-group", "associate", "name")
 def associate_scaling_group(actor, name: str, **target) -> bool:
     """Allow a domain, project (``project=id``) or keypair (``access_key=``) to use a group;
     False when it already was."""
@@ -582,6 +595,7 @@ def associate_scaling_group(actor, name: str, **target) -> bool:
     return True
 
 
+@audited("scaling-group", "disassociate", "name")
 def disassociate_scaling_group(actor, name: str, **target) -> bool:
     _require_superadmin(actor, "dissociate scaling groups")
     group = _scaling_group(name)
@@ -594,6 +608,7 @@ def disassociate_scaling_group(actor, name: str, **target) -> bool:
     return True
 
 
+@audited("scaling-group", "disassociate-all")
 def disassociate_all_scaling_groups(actor, *, domain=None, project=None) -> int:
     """Take every scaling group away from a domain or a project; how many it had."""
     _require_superadmin(actor, "dissociate scaling groups")
@@ -723,6 +738,7 @@ def find_image(actor, *, reference: str | None = None, architecture: str | None 
         return None
 
 
+@audited("image", "alias", "alias")
 def alias_image(actor, alias: str, target: str, architecture: str | None = None) -> ImageAlias:
     _require_superadmin(actor, "alias images")
     alias = (alias or "").strip()
@@ -740,6 +756,7 @@ def alias_image(actor, alias: str, target: str, architecture: str | None = None)
     return created
 
 
+@audited("image", "dealias", "alias")
 def dealias_image(actor, alias: str) -> None:
     _require_superadmin(actor, "remove image aliases")
     if not ImageAlias.objects.filter(alias=alias).delete()[0]:
@@ -747,6 +764,7 @@ def dealias_image(actor, alias: str) -> None:
     log.info("%s removed alias %s", actor, alias)
 
 
+@audited("image", "forget", "reference")
 def forget_image(actor, *, reference: str | None = None, architecture: str | None = None,
                  image_id: str | None = None) -> Image:
     """Drop an image's record (and its aliases); agents that still hold it report it again."""
@@ -765,6 +783,7 @@ def forget_image(actor, *, reference: str | None = None, architecture: str | Non
 NOTHING_TO_SCAN = "No container registry is configured: nothing to scan"
 
 
+@audited("image", "rescan", "registry")
 def start_rescan(actor, registry: str | None = None, project: str | None = None) -> str:
     """Queue a rescan of one registry (by name) or of all; the background task's id.  An unknown
     registry is refused; with no registry configured at all the task still runs (as the real
@@ -843,6 +862,7 @@ def _apply_registry_props(registry: ContainerRegistry, props: dict) -> None:
         raise errors.InvalidAPIParameters(_validation_text(exc)) from None
 
 
+@audited("registry", "create", "hostname")
 def create_registry(actor, hostname: str, props: dict) -> ContainerRegistry:
     _require_superadmin(actor, "add container registries")
     registry = ContainerRegistry(registry_name=hostname)
@@ -856,6 +876,7 @@ def _registry(hostname: str) -> ContainerRegistry:
     return _existing(ContainerRegistry, "container registry", f"No registry {hostname!r}", registry_name=hostname)
 
 
+@audited("registry", "modify", "hostname")
 def modify_registry(actor, hostname: str, props: dict) -> ContainerRegistry:
     _require_superadmin(actor, "modify container registries")
     registry = _registry(hostname)
@@ -867,6 +888,7 @@ def modify_registry(actor, hostname: str, props: dict) -> ContainerRegistry:
     return registry
 
 
+@audited("registry", "delete", "hostname")
 def delete_registry(actor, hostname: str) -> ContainerRegistry:
     _require_superadmin(actor, "delete container registries")
     registry = _registry(hostname)

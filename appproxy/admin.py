@@ -18,10 +18,10 @@ class WorkerAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "status", "status_changed", "first_contact", "last_heartbeat", "lost_at", "version",
                        "occupancy", "revision", "horizon", "failed_ports", "frontend_mode", "protocols",
                        "advertised_host", "api_endpoint", "hint_url", "port_range_start", "port_range_end",
-                       "wildcard_domain", "wildcard_port", "scheme"]
+                       "wildcard_domain", "wildcard_port", "scheme", "metrics_address"]
     fields = ["id", "authority", "status", "schedulable", "scaling_group", "capacity", "frontend_mode", "protocols",
-              "scheme", "advertised_host", "api_endpoint", "hint_url", "port_range_start", "port_range_end",
-              "wildcard_domain", "wildcard_port", "occupancy", "failed_ports", "revision", "horizon", "version",
+              "scheme", "advertised_host", "api_endpoint", "metrics_address", "hint_url", "port_range_start",
+              "port_range_end", "wildcard_domain", "wildcard_port", "occupancy", "failed_ports", "revision", "horizon", "version",
               "first_contact", "last_heartbeat", "status_changed", "lost_at"]
     actions = ["drain", "undrain", "rotate_secret"]
 

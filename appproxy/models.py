@@ -75,6 +75,8 @@ class Worker(MovesByMap, models.Model):
     api_endpoint = models.CharField(max_length=512, help_text="Public base URL of the worker's setup endpoint.")
     hint_url = models.CharField(max_length=512, blank=True,
                                 help_text="Where the coordinator POSTs 'sync now' hints (empty: no pushes).")
+    metrics_address = models.CharField(max_length=262, blank=True,
+                                       help_text="host:port of the worker's /metrics (empty: not reported).")
     port_range_start = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
     port_range_end = models.PositiveIntegerField(null=True, blank=True, validators=port_validators)
     wildcard_domain = models.CharField(max_length=255, blank=True, help_text="e.g. apps.example.com")

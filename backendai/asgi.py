@@ -12,6 +12,8 @@ Wrappers in front of Django and Channels:
   session file transfers, ``backendai.api.middleware.is_transfer_path``): a body larger
   than ``settings.API_MAX_BODY`` is answered 413 problem+json before Django
   reads it, whether it declared its ``Content-Length`` or grew chunk by chunk.
+* ``requestlog.WebsocketContext`` (websocket): the consumers run with a request
+  context, and the connection gets one access-log line when it ends.
 * ``unavailable.ASGIGuard`` (websocket): a consumer that gets no database
   connection closes with 1013 "try again later" (``backendai.api.unavailable``).
 
@@ -31,6 +33,7 @@ from django.conf import settings  # noqa: E402
 
 from backendai.api import clientip, unavailable  # noqa: E402
 from backendai.api.middleware import is_api_path, is_transfer_path  # noqa: E402
+from backendai.requestlog import WebsocketContext  # noqa: E402
 from backendai.routing import websocket_urlpatterns  # noqa: E402
 from vfolders.asgi import flow_controlled  # noqa: E402
 
@@ -184,6 +187,7 @@ application = TrustedProxyHeaders(ProtocolTypeRouter(
         # file downloads wait for the socket instead of piling up in memory
         "http": BodyLimit(flow_controlled(django_asgi_app)),
         # a consumer that gets no database connection closes with 1013 "try again later", not 1011
-        "websocket": unavailable.ASGIGuard(URLRouter(websocket_urlpatterns)),
+        # consumers run with a request context (request id, client, user once authenticated)
+        "websocket": WebsocketContext(unavailable.ASGIGuard(URLRouter(websocket_urlpatterns))),
     }
 ))

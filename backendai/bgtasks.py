@@ -46,10 +46,12 @@ Starting one (from a service, inside or outside a transaction)::
 
 * Metrics with the reference's names (Prometheus, recorded by whichever process ends a
   task, shared through ``PROMETHEUS_MULTIPROC_DIR`` like the scheduler's):
-  ``backendai_bgtask_done_count{name,status}`` (exported with ``_total``) counts the tasks that ended (done, failed, cancelled, given up by ``reconcile``) and
+  ``backendai_bgtask_count{name}`` counts the tasks a worker started,
+  ``backendai_bgtask_done_count{name,status}`` (counters are exported with ``_total``) the tasks
+  that ended (done, failed, cancelled, given up by ``reconcile``) and
   ``backendai_bgtask_processing_time_sec{name}`` observes started_at -> finished_at of those a
-  worker had started; ``/metrics`` adds the gauge ``backendai_bgtask_count{name,status}`` read
-  from the table at scrape time (``backendai.metrics``).
+  worker had started (``backendai.telemetry``); ``/metrics`` adds the gauge
+  ``backendai_bgtask_status_count{name,status}`` read from the table at scrape time (``backendai.metrics``).
 
 A worker killed in the middle of a task leaves it RUNNING; the stream of such a
 task ends after ``MAX_STREAM_SECONDS`` without ``server_close`` (the client
@@ -69,8 +71,8 @@ from typing import Any, Callable
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from prometheus_client import Counter, Histogram
 
+from backendai import telemetry
 from backendai.api import errors
 from backendai.celery import app as celery_app
 from backendai.models import BackgroundTask, BackgroundTaskStatus
@@ -86,24 +88,12 @@ SERVER_CLOSE = "event: server_close\ndata: {}\n" + RETRY + "\n"
 INTERNAL_ERROR = "Internal error while running the task (the worker's log has the details)."
 
 
-FINISHED_COUNT = Counter(
-    "backendai_bgtask_done_count",
-    "Background tasks that ended, by name and final status",
-    ["name", "status"],
-)
-DURATION = Histogram(
-    "backendai_bgtask_processing_time_sec",
-    "Time from a worker claiming a background task to its end, in seconds",
-    ["name"],
-    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600),
-)
-
-
 def _observe_finished(name: str, status: str, started_at=None, finished_at=None) -> None:
     """Count a task that ended (once, by whoever's guarded UPDATE ended it) and its duration."""
-    FINISHED_COUNT.labels(name=name, status=status).inc()
+    seconds = None
     if started_at is not None and finished_at is not None:
-        DURATION.labels(name=name).observe(max((finished_at - started_at).total_seconds(), 0.0))
+        seconds = (finished_at - started_at).total_seconds()
+    telemetry.observe_bgtask_done(name, status, seconds)
 
 
 class TaskFailed(Exception):
@@ -194,6 +184,7 @@ def run(task_id: str) -> str | None:
     if not claimed:
         return None
     task = BackgroundTask.objects.get(pk=task_id)
+    telemetry.observe_bgtask_started(task.name)
     problems: list[str] = []
     try:
         result = _resolve(task.func_path)(Progress(task_id), *task.args, **task.kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,30 @@ def _size(env, name: str, default: int) -> int:
     return int(value)
 
 
+def parse_host_port(raw: str, name: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); a ConfigError names ``name``."""
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host:
+        raise ConfigError(name, f"expected host:port, got {raw!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(name, f"expected a port from 0 to 65535 after the colon, got {raw!r}")
+    if not re.fullmatch(r"[A-Za-z0-9._:-]+", host):
+        raise ConfigError(name, f"expected a host name or an IP address before the port, got {raw!r}")
+    return host, int(port)
+
+
+def _host_port(env, name: str, default: str | None) -> tuple[str, int] | None:
+    raw = _get(env, name, default)
+    if raw is None:
+        return None
+    host, port = parse_host_port(raw, name)
+    if port == 0:
+        raise ConfigError(name, f"expected a port from 1 to 65535 after the colon, got {raw!r}")
+    return host, port
+
+
 def _database_url(env, data_dir: Path) -> str:
     raw = _get(env, "DATABASE_URL")
     if raw is None:
@@ -265,6 +290,8 @@ class Config:
     db_disable_server_side_cursors: bool = False
     default_rate_limit: int = 10000
     log_level: str = "INFO"
+    log_format: str = "plain"
+    access_log_file: Path | None = None
     time_zone: str = "UTC"
     agent_heartbeat_timeout: int = 30
     agent_lost_grace: int = 90
@@ -273,6 +300,7 @@ class Config:
     redis_socket_timeout: int = 30
     internal_web_url: str | None = None
     beat_max_age: int = 30
+    audit_retention_days: int = 90
     session_create_max_wait: int = 120
     session_scheduled_timeout: int = 120
     session_preparing_timeout: int = 1800
@@ -306,6 +334,9 @@ class Config:
     secure_cookies: bool = False
     login_failure_limit: int = 10
     login_lockout_seconds: int = 1200
+    metrics_listen: tuple = ("127.0.0.1", 18080)
+    metrics_advertise: tuple | None = None
+    metrics_public: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -328,6 +359,9 @@ def load(env=None) -> Config:
     log_level = (_get(env, "LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+    log_format = (_get(env, "LOG_FORMAT", "plain") or "plain").lower()
+    if log_format not in ("plain", "json"):
+        raise ConfigError("LOG_FORMAT", f"expected plain or json, got {log_format!r}")
     return Config(
         data_dir=data_dir,
         debug=_bool(env, "DEBUG", False),
@@ -340,6 +374,9 @@ def load(env=None) -> Config:
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         default_rate_limit=_int(env, "DEFAULT_RATE_LIMIT", 10000, minimum=1),
         log_level=log_level,
+        log_format=log_format,
+        # the one-line-per-request access log (logger backendai.access); unset: with the other logs
+        access_log_file=_path(env, "ACCESS_LOG_FILE"),
         time_zone=_get(env, "TIME_ZONE", "UTC"),
         agent_heartbeat_timeout=_int(env, "AGENT_HEARTBEAT_TIMEOUT", 30, minimum=3),
         # how long a LOST agent's sessions wait for it to come back before they are ended
@@ -353,6 +390,7 @@ def load(env=None) -> Config:
         # beat ticks at least every 5 s and records a tick at most every 5 s: 15 s is the least that
         # does not flap
         beat_max_age=_int(env, "BEAT_MAX_AGE", 30, minimum=15),
+        audit_retention_days=_int(env, "AUDIT_RETENTION_DAYS", 90, minimum=0, maximum=36500),
         session_create_max_wait=_int(env, "SESSION_CREATE_MAX_WAIT", 120, minimum=1),
         session_scheduled_timeout=_int(env, "SESSION_SCHEDULED_TIMEOUT", 120, minimum=5),
         session_preparing_timeout=_int(env, "SESSION_PREPARING_TIMEOUT", 1800, minimum=5),
@@ -390,4 +428,9 @@ def load(env=None) -> Config:
         secure_cookies=_bool(env, "SECURE_COOKIES", False),
         login_failure_limit=_int(env, "LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000),
         login_lockout_seconds=_int(env, "LOGIN_LOCKOUT_SECONDS", 1200, minimum=1),
+        # the internal metrics listener (manage.py serve_metrics): /metrics and /metrics/service_discovery;
+        # what the service discovery lists for it; whether the public API port serves /metrics too
+        metrics_listen=_host_port(env, "METRICS_LISTEN", "127.0.0.1:18080"),
+        metrics_advertise=_host_port(env, "METRICS_ADVERTISE", None),
+        metrics_public=_bool(env, "METRICS_PUBLIC", False),
     )

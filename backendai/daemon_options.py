@@ -127,6 +127,13 @@ def parse_bool(text: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+def parse_log_format(text: Any) -> str:
+    value = str(text).strip().lower()
+    if value not in ("plain", "json"):
+        raise ValueError("expected plain or json")
+    return value
+
+
 def parse_log_level(text: Any) -> str:
     value = str(text).strip().upper()
     if value not in LOG_LEVELS:

@@ -178,3 +178,20 @@ def mark_silent_lost(model: type[models.Model], moves: StatusMoves, timeout: tim
         if keys:
             model.objects.filter(**{f"{key}__in": keys}, status__in=sources).update(**moves.fields(LOST, now))
     return keys
+
+
+METRICS_ADDRESS_RE = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):[0-9]{1,5}$"
+
+
+def metrics_target(reported: str, fallback_host: str) -> str:
+    """The ``host:port`` Prometheus scrapes a daemon's ``/metrics`` at, from what it reported
+    (already matched against ``METRICS_ADDRESS_RE``): a wildcard bind host (``0.0.0.0``, ``[::]``)
+    becomes the daemon's own address; empty stays empty (no metrics endpoint)."""
+    if not reported:
+        return ""
+    host, _, port = reported.rpartition(":")
+    if not 1 <= int(port) <= 65535:
+        return ""
+    if host in ("0.0.0.0", "[::]", "::", "") and fallback_host:
+        host = f"[{fallback_host}]" if ":" in fallback_host and not fallback_host.startswith("[") else fallback_host
+    return f"{host}:{port}"

@@ -4,6 +4,7 @@ tasks (``backendai.bgtasks``)."""
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class Announcement(models.Model):
@@ -98,3 +99,50 @@ class BackgroundTask(models.Model):
 
     def __str__(self):
         return f"{self.name} {self.pk} ({self.status})"
+
+
+class AuditOutcome(models.TextChoices):
+    SUCCESS = "success", "success"
+    REFUSED = "refused", "refused"
+    FAILED = "failed", "failed"
+
+
+class AuditVia(models.TextChoices):
+    API = "api", "REST API"
+    GRAPHQL = "graphql", "GraphQL"
+    WEBUI = "webui", "web UI"
+    ADMIN = "admin", "Django admin"
+    DAEMON = "daemon", "daemon"
+    TASK = "task", "background task"
+    CLI = "cli", "management command"
+
+
+class AuditEntry(models.Model):
+    """Who did what to which object, from where, with which outcome: one row per
+    state-changing action (``backendai.actions`` writes every row; nothing changes one).
+    Rows older than ``AUDIT_RETENTION_DAYS`` are pruned by ``backendai.tasks.prune_audit_log``."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=255, help_text="email, access key, agent:<id> or system")
+    actor_id = models.CharField(max_length=64, blank=True, help_text="the user's id when known")
+    access_key = models.CharField(max_length=64, blank=True)
+    actor_domain = models.CharField(max_length=64, blank=True, db_index=True)
+    via = models.CharField(max_length=16, choices=AuditVia.choices)
+    entity = models.CharField(max_length=48)
+    action = models.CharField(max_length=100, db_index=True, help_text="entity.operation, e.g. session.create")
+    target_type = models.CharField(max_length=48, blank=True)
+    target = models.CharField(max_length=255, blank=True)
+    target_domain = models.CharField(max_length=64, blank=True, db_index=True)
+    outcome = models.CharField(max_length=16, choices=AuditOutcome.choices)
+    detail = models.CharField(max_length=500, blank=True, help_text="the error type and message when not a success")
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    remote_addr = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target} [{self.outcome}]"

@@ -5,6 +5,7 @@ import logging
 
 from django.db import transaction
 
+from backendai.actions import audited
 from backendai.models import Announcement, ResourceSlotType
 from backendai.slots import INTRINSIC_SLOTS
 
@@ -17,6 +18,7 @@ def get_announcement() -> Announcement:
     return Announcement.objects.order_by("pk").first() or Announcement(enabled=False, message="")
 
 
+@audited("announcement", "set")
 @transaction.atomic
 def set_announcement(enabled: bool, message: str) -> Announcement:
     announcement = Announcement.objects.select_for_update().order_by("pk").first() or Announcement()

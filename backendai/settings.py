@@ -34,6 +34,9 @@ SESSION_CREATE_MAX_WAIT = CONFIG.session_create_max_wait
 IDLE_NETWORK_TIMEOUT = CONFIG.idle_network_timeout
 IDLE_UTILIZATION_WINDOW = CONFIG.idle_utilization_window
 IDLE_UTILIZATION_THRESHOLDS = CONFIG.idle_utilization_thresholds
+METRICS_LISTEN = CONFIG.metrics_listen  # (host, port) of manage.py serve_metrics
+METRICS_ADVERTISE = CONFIG.metrics_advertise  # (host, port) the service discovery lists for it (None: METRICS_LISTEN)
+METRICS_PUBLIC = CONFIG.metrics_public  # the public port serves /metrics too
 
 INSTALLED_APPS = [
     "daphne",
@@ -64,7 +67,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "backendai.requestlog.RequestLogMiddleware",  # first: the request id and context, one access-log line
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "backendai.api.metrics_middleware.APIMetricsMiddleware",  # backendai_api_request_* (route patterns)
     "django.middleware.security.SecurityMiddleware",
     "backendai.middleware_security.BrowserHardeningMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -75,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "backendai.auditlog.AuditRefusalMiddleware",  # 4xx answers to state-changing requests into the audit log
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.UserPreferencesMiddleware",  # web UI: "must change password", language, time zone
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -244,6 +250,8 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "backendai.beat:ResilientDatabaseScheduler"
 # beat older than this is unhealthy (/readyz, manage.py healthcheck, the admin's cluster overview)
 BEAT_MAX_AGE = CONFIG.beat_max_age
+# audit log entries older than this many days are pruned hourly (0: keep them forever)
+AUDIT_RETENTION_DAYS = CONFIG.audit_retention_days
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "agents.mark_lost": {"task": "agents.tasks.mark_lost_agents", "schedule": 5.0},
@@ -261,6 +269,7 @@ CELERY_BEAT_SCHEDULE = {
     "serving.reconcile": {"task": "serving.tasks.reconcile_endpoints", "schedule": 2.0},
     "serving.prune_events": {"task": "serving.tasks.prune_events", "schedule": 3600.0},
     "backendai.reconcile_background_tasks": {"task": "backendai.tasks.reconcile_background_tasks", "schedule": 60.0},
+    "backendai.prune_audit_log": {"task": "backendai.tasks.prune_audit_log", "schedule": 3600.0},
 }
 VFOLDER_ROOT = CONFIG.vfolder_root or DATA_DIR / "vfroot"
 VFOLDER_TOKEN_LIFETIME = CONFIG.vfolder_token_lifetime
@@ -350,15 +359,21 @@ AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = False  # a success must not wipe the failures of other accounts from that address
 AXES_SENSITIVE_PARAMETERS = []  # log the account and the address of each failure (never the password)
 
+# every record carries the request context (request id, user, session/agent/kernel ids):
+# backendai/logformat.py; LOG_FORMAT=json writes one JSON object per line
+from backendai import logformat as _logformat  # noqa: E402
+
+_logformat.install(CONFIG.log_format)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {"plain": {"()": "backendai.logformat.PlainFormatter"},
+                   "json": {"()": "backendai.logformat.JsonFormatter"}},
     # beat's "Sending due task" and the worker's received/succeeded lines of the periodic tasks
     # are DEBUG (backendai/logfilters.py): the console keeps state changes, warnings and errors
     "filters": {"periodic_chatter": {"()": "backendai.logfilters.PeriodicChatter",
                                      "periodic_tasks": sorted({e["task"] for e in CELERY_BEAT_SCHEDULE.values()})}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CONFIG.log_format,
                              "filters": ["periodic_chatter"]}},
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {"django.db.backends": {"level": "INFO"},
@@ -368,3 +383,7 @@ LOGGING = {
                 # logged by vfolders.services.proxy
                 "httpx": {"level": "WARNING"}},
 }
+if CONFIG.access_log_file is not None:  # the access log on its own (the embedded stack: <data-dir>/logs)
+    LOGGING["handlers"]["access_file"] = {"class": "logging.FileHandler", "filename": str(CONFIG.access_log_file),
+                                          "formatter": CONFIG.log_format, "delay": True}
+    LOGGING["loggers"]["backendai.access"] = {"handlers": ["access_file"], "level": "INFO", "propagate": False}

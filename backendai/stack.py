@@ -1,6 +1,7 @@
 """Run the whole stack on one machine in the foreground (the embedded mode of
 ``scripts/run``): the web/websocket server (daphne), a Celery worker, Celery
-beat, a local agent and an app proxy worker, each a child process whose output
+beat, a local agent, an app proxy worker, the storage proxy and the internal metrics
+listener (``manage.py serve_metrics``), each a child process whose output
 is prefixed with its name.
 
 A supervisor keeps them running: a child that exits is started again after a
@@ -78,6 +79,16 @@ def derived_ports(port: int) -> DerivedPorts:
 STORAGE_REGION = (61000, 61000 + 2 * BLOCKS - 1)
 
 
+#: The metrics listener's port per web port (``manage.py serve_metrics``), in the gap between
+#: :data:`PORT_REGION` and Linux's ephemeral range: web port ``p`` gets ``METRICS_REGION[0] + block``.
+METRICS_REGION = (32600, 32600 + BLOCKS - 1)
+
+
+def metrics_port(port: int) -> int:
+    """The stack's internal metrics listener port (``/metrics``, ``/metrics/service_discovery``)."""
+    return METRICS_REGION[0] + (port - DEFAULT_PORT) % BLOCKS
+
+
 def storage_ports(port: int) -> tuple[int, int]:
     """The embedded storage proxy's (manager API port, client API port) for a stack at web ``port``."""
     base = STORAGE_REGION[0] + 2 * ((port - DEFAULT_PORT) % BLOCKS)
@@ -103,6 +114,7 @@ def resolve_ports(args) -> None:
     manager, client = storage_ports(args.port)
     args.storage_manager_port = getattr(args, "storage_manager_port", 0) or manager
     args.storage_client_port = getattr(args, "storage_client_port", 0) or client
+    args.metrics_port = getattr(args, "metrics_port", 0) or metrics_port(args.port)
 
 
 class PortClaim(NamedTuple):
@@ -123,6 +135,9 @@ def port_claims(args, with_proxy: bool = True) -> list[PortClaim]:
     manager, client = storage_port(args, 0), storage_port(args, 1)
     claims += [PortClaim(range(manager, manager + 1), "--storage-manager-port", "the storage proxy's manager API"),
                PortClaim(range(client, client + 1), "--storage-client-port", "the storage proxy's client API")]
+    if getattr(args, "metrics_port", 0):
+        claims.append(PortClaim(range(args.metrics_port, args.metrics_port + 1), "--metrics-port",
+                                "the metrics listener"))
     if getattr(args, "coordinator_port", 0):
         claims.append(PortClaim(range(args.coordinator_port, args.coordinator_port + 1), "--coordinator-port",
                                 "the app proxy coordinator"))
@@ -222,13 +237,17 @@ def processes(args, euid: int | None = None) -> dict[str, list[str]]:
         "agent": [py, "-m", "agents.daemon", "--manager-url", url, "--agent-id", args.agent_id,
                   "--scaling-group", "default", "--backend", args.agent_backend,
                   "--scratch-root", str(data / "agent"), "--port-range", args.agent_ports or derived.agent_ports,
+                  # its /metrics on any free port: the manager's service discovery lists where
+                  "--metrics-listen", "127.0.0.1:0",
                   *(["--local-allow-root"] if local_as_root(args, euid) else [])],
         # the storage proxy: folder files live under <VFOLDER_ROOT>/volume1; clients upload and download
         # at its client API, the manager reaches its manager API (docs/vfolders.md)
         "storage": [py, "-m", "storageproxy", "--volume", f"volume1={storage_root(args) / 'volume1'}",
                     "--manager-host", "127.0.0.1", "--manager-port", str(storage_port(args, 0)),
                     "--client-host", args.host, "--client-port", str(storage_port(args, 1)),
-                    "--client-url", storage_urls(args)[1]],
+                    "--client-url", storage_urls(args)[1],
+                    # its /metrics on any free port: it names the port at /status, the service discovery lists it
+                    "--metrics-listen", "127.0.0.1:0"],
         # the app proxy worker: one port per opened app from --proxy-ports, setup links on --proxy-api-port
         "proxy": [py, "-m", "appproxy.worker", "--coordinator-url", coordinator, "--name", "local-proxy",
                   "--mode", "port", "--bind-host", args.host, "--advertised-host", "127.0.0.1" if args.host in ("0.0.0.0", "::")
@@ -236,6 +255,9 @@ def processes(args, euid: int | None = None) -> dict[str, list[str]]:
                   "--api-port", str(args.proxy_api_port or derived.proxy_api_port),
                   "--heartbeat-interval", "5", "--sync-interval", "10"],
     }
+    # the internal metrics listener: every process's metrics (PROMETHEUS_MULTIPROC_DIR) and the service discovery
+    commands["metrics"] = [py, str(ROOT / "manage.py"), "serve_metrics", "--listen",
+                           f"127.0.0.1:{getattr(args, 'metrics_port', 0) or metrics_port(args.port)}"]
     if coordinator_port:  # --coordinator-port: the app proxy coordinator as its own process (docs/appproxy.md)
         commands["coordinator"] = [py, "-m", "appproxy.coordinator", "--host", "127.0.0.1", "--port",
                                    str(coordinator_port)]
@@ -262,10 +284,10 @@ def storage_urls(args) -> tuple[str, str]:
             os.environ.get("STORAGE_PROXY_CLIENT_URL") or f"http://{client_host}:{client_port}")
 
 
-START_ORDER = ("storage", "web", "coordinator", "worker", "beat", "agent", "proxy")
+START_ORDER = ("storage", "web", "coordinator", "metrics", "worker", "beat", "agent", "proxy")
 # the proxy and the agent first, so they can say goodbye to the web server; the web server, then the
 # storage proxy last (the web server's folder requests finish first)
-STOP_ORDER = (("proxy",), ("agent",), ("beat", "worker"), ("web", "coordinator"), ("storage",))
+STOP_ORDER = (("proxy",), ("agent",), ("beat", "worker"), ("web", "coordinator", "metrics"), ("storage",))
 
 
 def local_as_root(args, euid: int) -> bool:
@@ -581,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-client-port", type=int, default=0,
                         help="the storage proxy's client API port, where clients upload and download "
                              "(default: derived from --port)")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="the internal metrics listener's port on 127.0.0.1 (/metrics, /metrics/service_discovery; "
+                             "default: derived from --port)")
     parser.add_argument("--check-ports", action="store_true", help="only check that the ports are free, then exit")
     parser.add_argument("--storage-env", action="store_true",
                         help="print the STORAGE_PROXY_*_URL settings of this stack as shell exports, then exit")
@@ -607,6 +632,8 @@ def main(argv=None) -> int:
         parser.error(f"--port {args.port}: use 1024-65535")
     if args.coordinator_port and not 1024 <= args.coordinator_port <= 65535:
         parser.error(f"--coordinator-port {args.coordinator_port}: use 1024-65535")
+    if args.metrics_port and not 1024 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port {args.metrics_port}: use 1024-65535")
     resolve_ports(args)
     try:
         for option in ("agent_ports", "proxy_ports"):
@@ -638,7 +665,10 @@ def main(argv=None) -> int:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     web_url = f"http://127.0.0.1:{args.port}"
     env = dict(os.environ, BACKEND_DATA_DIR=str(data), PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    env["METRICS_LISTEN"] = f"127.0.0.1:{args.metrics_port}"  # what the web process' settings say too
     env.setdefault("INTERNAL_WEB_URL", web_url)  # the worker's hints reach the web process (backendai.hints)
+    # one line per request (backendai.access: request id, route, status, user) beside daphne's access log
+    env.setdefault("ACCESS_LOG_FILE", str((data / "logs" / "requests.log").resolve()))
     env["STORAGE_PROXY_MANAGER_URL"], env["STORAGE_PROXY_CLIENT_URL"] = manager_url, client_url
     storage_root(args).joinpath("volume1").mkdir(parents=True, exist_ok=True)
     if args.coordinator_port:  # the manager's processes reach the separate coordinator over HTTP
@@ -656,6 +686,8 @@ def main(argv=None) -> int:
         if name not in commands:  # the coordinator runs on its own only with --coordinator-port
             continue
         child_env = dict(env)
+        if name in ("agent", "storage", "proxy"):  # they serve their own /metrics: never summed into the manager's
+            child_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if name == "agent":  # the token travels in the environment, never on a command line
             child_env["BAI_AGENT_TOKEN"] = (data / "agent-token").read_text().strip()
         if name == "storage":  # the secret the manager shares with it, in the environment, never on a command line
@@ -678,7 +710,9 @@ def main(argv=None) -> int:
     if banner:
         console.line("stack", banner[len("[stack ] "):])
     console.say(f"web {web_url}, agent ports {args.agent_ports}, app ports {args.proxy_ports}, "
-                f"app proxy setup port {args.proxy_api_port}, storage proxy {manager_url} (clients: {client_url}); "
+                f"app proxy setup port {args.proxy_api_port}, storage proxy {manager_url} (clients: {client_url}), "
+                f"metrics http://127.0.0.1:{args.metrics_port}/metrics (Prometheus service discovery: "
+                f"/metrics/service_discovery); "
                 f"access log {data / 'logs' / 'access.log'}")
     BeatWatch(supervisor, f"{web_url}/readyz", interval=args.health_interval, grace=args.beat_grace).start()
     status = supervisor.run()

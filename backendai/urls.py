@@ -5,7 +5,7 @@ from django.views.defaults import bad_request, page_not_found, permission_denied
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.api import bgtask_events
-from backendai.api import graphql, unavailable, views
+from backendai.api import audit_views, graphql, unavailable, views
 from backendai.api.hints import HintRelayView
 from backendai.api.middleware import is_api_path
 from backendai.api.schema import INTERNAL_SCHEMA_SETTINGS
@@ -40,7 +40,8 @@ urlpatterns = [
     path("", include("appproxy.api.urls")),
     path("", include("vfolders.api.urls")),
     path("", include("serving.api.urls")),
-    path("", include("backendai.exports.urls")),  # CSV reports the apps register (accounts, sessions)
+    path("", include("backendai.exports.urls")),  # CSV reports the apps register (accounts, sessions, backendai.audit_client)
+    path("v2/audit-logs/search", audit_views.AuditLogSearchView.as_view(), name="audit-log-search"),  # 26.09 v2 CLI
     path("ui/", include(("accounts.urls", "ui"), namespace="ui")),
     path("ui/", include(("agents.urls", "ui-agents"), namespace="ui-agents")),
     path("ui/", include(("vfolders.urls", "ui-vfolders"), namespace="ui-vfolders")),

@@ -12,6 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
+from backendai.admin import ReadOnlyAdmin
 from backendai.api.errors import BackendAIError
 from serving.models import MAX_REPLICAS, AutoScalingRule, Endpoint, EndpointEvent, EndpointToken, Routing
 from serving.services import autoscale, endpoints, events
@@ -263,18 +264,9 @@ class AutoScalingRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(EndpointEvent)
-class EndpointEventAdmin(admin.ModelAdmin):
+class EndpointEventAdmin(ReadOnlyAdmin):
     list_display = ["at", "endpoint", "kind", "message"]
     list_filter = ["kind"]
     search_fields = ["endpoint__name", "message"]
     list_select_related = ["endpoint"]
     readonly_fields = ["endpoint", "at", "kind", "message", "data"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -23,6 +23,7 @@ never holds a sync).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from django.conf import settings
 from prometheus_client import Gauge
 
 from agents.models import Agent
-from backendai import hints
+from backendai import hints, telemetry
 from backendai.db import release_connections
 from sessions import agent_sync
 
@@ -85,9 +86,10 @@ def sync(token, payload: dict, peer_address: str, *, wait=None, known: str | Non
     """``sessions.agent_sync.sync``, held while nothing changed (see the module's docstring)."""
     hints.serves_agents()
     seconds = effective_wait(wait)
-    if seconds <= 0 or not known:
-        return _finish(agent_sync.sync(token, payload, peer_address))
-    return async_to_sync(_held)(token, payload, peer_address, seconds, known)
+    with telemetry.layer_operation("agent", "sync" if seconds <= 0 or not known else "sync_held"):
+        if seconds <= 0 or not known:
+            return _finish(agent_sync.sync(token, payload, peer_address))
+        return async_to_sync(_held)(token, payload, peer_address, seconds, known)
 
 
 def _record(token, payload: dict, peer_address: str) -> dict:
@@ -111,10 +113,18 @@ def _again(agent_id: str, first: dict) -> dict:
     return _finish(answer)
 
 
+@contextlib.asynccontextmanager
+async def _propagating():
+    """A held sync is an in-process subscriber of hints (``backendai_event_propagator_*``) and an
+    asyncio task in flight (``backendai_async_task_count``)."""
+    with telemetry.propagating("agent_sync"), telemetry.async_task("agent_sync_held"):
+        yield
+
+
 async def _held(token, payload: dict, peer_address: str, seconds: float, known: str) -> dict:
     agent_id = payload["agent_id"]
     # subscribe first: a hint that comes while the state is read still ends the wait
-    async with hints.Subscription(agent_id) as subscription:
+    async with hints.Subscription(agent_id) as subscription, _propagating():
         first = await sync_to_async(_record)(token, payload, peer_address)
         if first["fingerprint"] != known:
             return first

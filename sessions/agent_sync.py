@@ -19,6 +19,7 @@ from django.utils import timezone
 from agents import protocol
 from agents import services as agent_services
 from agents.models import Agent, AgentToken, ContainerRegistry
+from backendai import telemetry
 from sessions import idle, occupancy, signals, ssh
 from sessions import services as session_services
 from sessions.lifecycle import (
@@ -199,8 +200,9 @@ def kernel_spec(kernel: Kernel, registry: ContainerRegistry | None) -> dict:
 
 
 def record_events(token: AgentToken, agent_id: str, events: list[dict]) -> int:
-    """Kernel statuses an agent reports between syncs take the same path as a sync's reports."""
-    with transaction.atomic():
+    """Kernel statuses an agent reports between syncs take the same path as a sync's reports
+    (``backendai_event_*{event_name="agent_kernel_events"}``: one per batch an agent posts)."""
+    with telemetry.handling_event("agent_kernel_events"), transaction.atomic():
         agent = agent_services.locked_agent(token, agent_id)
         apply_kernel_reports(agent, events)
         recompute_occupancy([agent.pk])

@@ -26,5 +26,10 @@ class SessionsConfig(AppConfig):
         from sessions import dashboard
         account_hooks.register_dashboard_provider(dashboard.dashboard_parts)
         account_hooks.register_choices_provider(dashboard.user_choices)
-        # the sessions and audit-logs (session status history) CSV reports (served by backendai.exports)
-        export_registry.register(*exports.REPORTS)
+        # the sessions CSV report (served by backendai.exports), then the audit log's: the order
+        # of the client's `admin export list-reports` (users, keypairs, projects, sessions, audit-logs)
+        from backendai import audit_client
+        export_registry.register(*exports.REPORTS, *audit_client.REPORTS)
+        # the usage-buckets CSV report (daily slot-hours per user, project and resource group)
+        from sessions import usage_export
+        export_registry.register(*usage_export.REPORTS)

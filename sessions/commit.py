@@ -42,6 +42,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.models import Agent, AgentStatus, Image
 from backendai import bgtasks
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.models import BackgroundTask
 from sessions import services
@@ -120,6 +121,7 @@ def main_kernel_backend(session: Session) -> str | None:
     return kernel.agent.backend if kernel is not None and kernel.agent is not None else None
 
 
+@audited("session", "commit", "name")
 def start_commit(actor, actor_keypair, name: str, owner_access_key: str | None = None,
                  image_name: Any = None) -> tuple[str, str]:
     """Check and start a commit of the session ``name``; ``(task id, new image name)``."""

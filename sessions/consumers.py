@@ -36,7 +36,6 @@ an agent that does not answer or fails -> 1011.
 """
 from __future__ import annotations
 
-from abc import abstractmethod
 import asyncio
 import base64
 import binascii
@@ -44,16 +43,18 @@ import json
 import logging
 import time
 import uuid
+from abc import abstractmethod
 from collections import deque
 from functools import partial
 
-from django.conf import settings
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from agents.protocol import CHUNK, ack_threshold
 from agents.services import agent_group
+from backendai import requestctx, telemetry
 from sessions import streams
 from sessions.streams import (
     CLOSE_AGENT,
@@ -196,10 +197,12 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc.code, exc.message)
             return
         self.params = params
+        requestctx.bind(session_id=self.target.session_id, kernel_id=self.target.kernel_id,
+                        agent_id=self.target.agent_id)
         await self.accept()
         log.info("%s stream into session %s (kernel %s on %s) for %s", self.kind, self.target.session_name,
                  self.target.kernel_id, self.target.agent_id, user.email)
-        self._sender_task = asyncio.create_task(self._sender())
+        self._sender_task = telemetry.spawn(self._sender(), "kernel_stream_sender")
         await self._touch(force=True)
         await self.open_stream()
 
@@ -382,7 +385,7 @@ class KernelStreamConsumer(AsyncWebsocketConsumer):
         self.link = event["link"]
         self._heard = time.monotonic()
         if self._heartbeat_task is None:
-            self._heartbeat_task = asyncio.create_task(self._heartbeat())
+            self._heartbeat_task = telemetry.spawn(self._heartbeat(), "kernel_stream_heartbeat")
             self._tasks.append(self._heartbeat_task)
         await self.on_opened()
         self._wake.set()

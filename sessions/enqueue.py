@@ -15,7 +15,9 @@ from django.utils import timezone
 from accounts.models import Keypair, Project, User
 from agents import services as agent_services
 from agents.models import ScalingGroup
+from backendai import requestctx
 from backendai import services as manager_services
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, format_binary_size, humanize_binary_size, parse_binary_size
 from sessions import signals, ssh, validation
@@ -69,6 +71,14 @@ class EnqueueRequest:
 class EnqueueResult:
     session: Session
     created: bool
+
+
+def _enqueued(args, kwargs, result):
+    """The audit target of ``enqueue``: the session, or the requested name when refused."""
+    if result is not None:
+        return result.session
+    req = kwargs.get("req", args[2] if len(args) > 2 else None)
+    return getattr(req, "name", None)
 
 
 def validate_name(name: str, field: str = "name") -> str:
@@ -244,6 +254,7 @@ def mounts_for(user: User, project: Project, req: EnqueueRequest) -> list[dict]:
                                            dict(req.mount_options or {}))
 
 
+@audited("session", "create", _enqueued)
 @transaction.atomic
 def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> EnqueueResult:
     req = validation.clean_request(req)  # types, ranges and lengths first, whoever built the request
@@ -321,6 +332,7 @@ def enqueue(actor: User, actor_keypair: Keypair | None, req: EnqueueRequest) -> 
             status_history=[{"status": KernelStatus.PENDING, "timestamp": now.isoformat()}],
         ))
     Kernel.objects.bulk_create(kernels)
+    requestctx.bind(session_id=session.pk, kernel_id=kernels[0].pk if kernels else None)
     SessionDependency.objects.bulk_create([SessionDependency(session=session, depends_on=d) for d in dependencies])
     log.info("enqueued session %s (%s) for user %s keypair %s in group %s: %s x%d",
              session.pk, name, owner.pk, keypair.access_key, group.pk, image.name, req.cluster_size)

@@ -28,6 +28,7 @@ import secrets
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from backendai import telemetry
 from backendai.api.errors import BackendAIError
 from sessions import execution, streams
 from sessions.kernel_io import KernelIOError
@@ -101,7 +102,7 @@ class ExecuteConsumer(AsyncWebsocketConsumer):
             await self._error(str(exc.msg or exc.error_title), CLOSE_BAD_REQUEST)
             return
         self.run_id = request.run_id
-        self.loop_task = asyncio.create_task(self._loop(request))
+        self.loop_task = telemetry.spawn(self._loop(request), "execute_loop")
 
     async def _loop(self, request: execution.ExecuteRequest) -> None:
         target = self.target

@@ -26,6 +26,7 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
+from backendai.actions import audited
 from backendai.api import errors
 from sessions.kernel_io import KernelIO, KernelIOError
 from sessions.models import Session
@@ -188,6 +189,7 @@ async def execute(target: StreamTarget, request: ExecuteRequest, *, flush_timeou
     return result
 
 
+@audited("session", "execute", "session_id")
 def record_query(session_id: str, request: ExecuteRequest) -> None:
     """A new query or batch counts as one query of the session; every request is user activity."""
     now = timezone.now()

@@ -29,6 +29,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.streaming import TransferBroken
 from sessions.kernel_io import KernelIO, KernelIOError
@@ -203,6 +204,7 @@ def list_files(target: StreamTarget, path: str, asgi: bool) -> dict[str, Any]:
 
 # --- upload -------------------------------------------------------------------------------------
 
+@audited("session", "upload", lambda a, k, r: getattr(k.get("target", a[0] if a else None), "session_name", None))
 def upload_files(target: StreamTarget, uploads: list[Upload], asgi: bool) -> list[dict[str, Any]]:
     """Send each file to the kernel in turn; stops at the first refusal (files before it stay)."""
 

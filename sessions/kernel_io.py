@@ -38,6 +38,7 @@ from django.conf import settings
 
 from agents.protocol import CHUNK, ack_threshold
 from agents.services import agent_group
+from backendai import requestctx
 from sessions.streams import StreamTarget
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class KernelIO:
     # -- the public calls -------------------------------------------------------------------------
     async def open(self, timeout: float | None = None) -> KernelIO:
         timeout = timeout if timeout is not None else getattr(settings, "STREAM_OPEN_TIMEOUT", OPEN_TIMEOUT)
+        requestctx.bind(kernel_id=self.target.kernel_id, agent_id=self.target.agent_id)
         self.channel = await self.layer.new_channel()
         frame = {"type": "stream.open", "stream": self.stream_id, "kind": self.kind,
                  "kernel_id": self.target.kernel_id, "window": self.window, **self.fields}

@@ -148,7 +148,9 @@ class Kernel(models.Model):
 
     class Meta:
         ordering = ["session_id", "cluster_idx"]
-        indexes = [models.Index(fields=["agent", "status"], name="kernel_agent_status")]
+        indexes = [models.Index(fields=["agent", "status"], name="kernel_agent_status"),
+                   # the usage statistics' "held resources in [start, end)" (sessions/usage_buckets.py)
+                   models.Index(fields=["terminated_at", "created_at"], name="kernel_lifetime")]
 
     def __str__(self):
         return f"{self.id} ({self.status})"

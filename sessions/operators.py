@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -24,9 +23,10 @@ from accounts.models import User
 from accounts.services import require_superadmin
 from agents import services as agent_services
 from agents.models import Agent, Image, ImageType
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError
-from sessions import scheduler, services, usage
+from sessions import scheduler, services, usage, usage_buckets
 from sessions.forms import format_amount, ordered_slots
 from sessions.lifecycle import AGENT_OCCUPYING_KERNEL, DEAD_SESSION
 from sessions.models import Kernel, Session
@@ -119,6 +119,7 @@ def sessions_on(agent_ids) -> list[Session]:
         .values("session_id")).exclude(status__in=DEAD_SESSION).order_by("created_at"))
 
 
+@audited("agent", "set-schedulable", "agent_ids")
 def set_schedulable(actor, agent_ids, schedulable: bool) -> int:
     """Mark agents schedulable (or not: no new session is placed there)."""
     require_superadmin(actor, "change agents")
@@ -129,6 +130,7 @@ def set_schedulable(actor, agent_ids, schedulable: bool) -> int:
     return count
 
 
+@audited("agent", "drain", "agent_ids")
 def drain(actor, agent_ids) -> dict:
     """Drain agents: no new session is placed there and the running ones finish in their own time."""
     require_superadmin(actor, "drain agents")
@@ -139,6 +141,7 @@ def drain(actor, agent_ids) -> dict:
     return {"agents": len(agents), "sessions": running}
 
 
+@audited("agent", "terminate-sessions", "agent_ids")
 def terminate_sessions_on(actor, agent_ids, forced: bool = False) -> int:
     """Destroy every session that has a kernel on one of the agents (through ``services.destroy``)."""
     require_superadmin(actor, "terminate sessions on agents")
@@ -182,6 +185,7 @@ def _limit(slot: str, value) -> str:
         return str(value)[:32]
 
 
+@audited("image", "rescan")
 def start_rescan(actor) -> str:
     """Rescan every registry as a background task; its id (``ui:task`` shows the progress)."""
     return agent_services.start_rescan(actor)
@@ -213,6 +217,7 @@ def stuck_findings(actor, now=None) -> list[tuple[scheduler.Finding, str, str]]:
     return [(f, KIND_TEXT.get(f.kind, f.kind), emails.get(f.session.user_id, "")) for f in findings]
 
 
+@audited("session", "clear-stuck")
 def clear_stuck(actor, now=None) -> scheduler.ReconcileResult:
     """Run the reconciler now (what the beat runs periodically)."""
     require_superadmin(actor, "clear stuck sessions")
@@ -222,50 +227,15 @@ def clear_stuck(actor, now=None) -> scheduler.ReconcileResult:
     return result
 
 
+@audited("agent", "recalculate-usage")
 def recalculate_usage(actor) -> dict:
     return usage.recalculate_usage(actor)
 
 
 # --- usage statistics -----------------------------------------------------------------------------
 
-@dataclass
-class UsageSeries:
-    name: str  # the user's email or the project's name
-    per_day: list[float]  # CPU core-hours per day
-    gpu_hours: float = 0.0
-    mem_gib_hours: float = 0.0
-    sessions: int = 0
-
-    @property
-    def total(self) -> float:
-        return round(sum(self.per_day), 2)
-
-
-@dataclass
-class UsageReport:
-    start: date
-    end: date  # included
-    by: str  # "user" or "project"
-    days: list[date]
-    series: list[UsageSeries] = field(default_factory=list)
-
-    @property
-    def day_totals(self) -> list[float]:
-        return [round(sum(s.per_day[i] for s in self.series), 2) for i in range(len(self.days))]
-
-    @property
-    def peak(self) -> float:
-        return max(self.day_totals, default=0.0)
-
-
-def _when(text: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if timezone.is_aware(value) else timezone.make_aware(value, dt_timezone.utc)
+UsageSeries = usage_buckets.UsageSeries
+UsageReport = usage_buckets.UsageReport
 
 
 def parse_period(start_text, end_text, today: date) -> tuple[date, date]:
@@ -287,42 +257,11 @@ def parse_period(start_text, end_text, today: date) -> tuple[date, date]:
 
 
 def usage_statistics(actor, start: date, end: date, by: str = "user", now=None) -> UsageReport:
-    """CPU core-hours per day per user (or project) over [start, end], from the usage report
-    (``sessions.usage.usage_per_period``): each session's allocation times the hours it held it
-    within each day."""
+    """CPU core-hours per UTC day per user (or project, or resource group) over [start, end],
+    from the daily usage buckets (``sessions.usage_buckets``): each kernel's allocation times
+    the hours it held it within each day."""
     require_superadmin(actor, "see the usage statistics")
-    if by not in ("user", "project"):
-        raise errors.InvalidAPIParameters("Group by user or project.")
-    now = now or timezone.now()
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    report = UsageReport(start, end, by, days)
-    projects = usage.usage_per_period(actor, start.strftime("%Y%m%d"), end.strftime("%Y%m%d"), [], now=now)
-    series: dict[str, UsageSeries] = {}
-    day_starts = [timezone.make_aware(datetime.combine(d, datetime.min.time()), dt_timezone.utc) for d in days]
-    for project in projects:
-        for entry in project["sessions"]:
-            name = entry["user_email"] if by == "user" else f"{project['domain_name']}/{project['project_name']}"
-            row = series.setdefault(name, UsageSeries(name, [0.0] * len(days)))
-            since = _when(entry["scheduled_at"]) or _when(entry["created_at"])
-            until = _when(entry["terminated_at"]) or now
-            if since is None:
-                continue
-            totals = entry["total_usage"]
-            cpu, gpu = float(totals["cpu_allocated"]), float(totals["gpu_allocated"])
-            mem_gib = float(totals["mem_allocated"]) / 2**30
-            row.sessions += 1
-            for i, day_start in enumerate(day_starts):
-                overlap = (min(until, day_start + timedelta(days=1)) - max(since, day_start)).total_seconds()
-                if overlap > 0:
-                    hours = overlap / 3600
-                    row.per_day[i] += cpu * hours
-                    row.gpu_hours += gpu * hours
-                    row.mem_gib_hours += mem_gib * hours
-    for row in series.values():
-        row.per_day = [round(v, 2) for v in row.per_day]
-        row.gpu_hours, row.mem_gib_hours = round(row.gpu_hours, 2), round(row.mem_gib_hours, 2)
-    report.series = sorted(series.values(), key=lambda s: (-s.total, s.name))
-    return report
+    return usage_buckets.usage_report(usage_buckets.scope_for(actor), start, end, by, now=now)
 
 
 @dataclass(frozen=True)
@@ -344,8 +283,9 @@ def chart_bars(report: UsageReport) -> list[Bar]:
     """The chart's bars (SVG coordinates): one per day, its height the day's core-hours."""
     peak = report.peak or 1.0
     bars = []
+    label = "%Y-%m" if getattr(report, "granularity", "day") == "month" else "%m-%d"
     for i, (day, value) in enumerate(zip(report.days, report.day_totals)):
         height = round(CHART_HEIGHT * value / peak) if value else 0
         bars.append(Bar(i * (BAR_WIDTH + BAR_GAP), CHART_HEIGHT - height, BAR_WIDTH, height,
-                        day.strftime("%m-%d"), value))
+                        day.strftime(label), value))
     return bars

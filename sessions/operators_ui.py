@@ -142,7 +142,7 @@ def clear_stuck(request):
 class UsageForm(forms.Form):
     start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, label="To (included)", widget=forms.DateInput(attrs={"type": "date"}))
-    by = forms.ChoiceField(choices=[("user", "User"), ("project", "Project")], required=False, label="Per")
+    by = forms.ChoiceField(choices=[("user", "User"), ("project", "Project"), ("resource_group", "Resource group")], required=False, label="Per")
 
 
 @require_GET

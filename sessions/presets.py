@@ -31,6 +31,7 @@ from django.db.models import Q, QuerySet
 from agents import services as agent_services
 from agents.models import ScalingGroup
 from backendai import services as manager_services
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.slots import ResourceSlot, SlotError, parse_binary_size
 from sessions.models import ResourcePreset
@@ -157,6 +158,7 @@ def _save(preset: ResourcePreset, fields: PresetFields) -> ResourcePreset:
     return preset
 
 
+@audited("resource-preset", "create", "name")
 def create_preset(actor, name, resource_slots, shared_memory=None, scaling_group=None) -> ResourcePreset:
     _refuse_unless_superadmin(actor)
     with transaction.atomic():
@@ -171,6 +173,7 @@ def _locked(name) -> ResourcePreset:
     return preset
 
 
+@audited("resource-preset", "modify", "name")
 def modify_preset(actor, name, *, new_name=UNCHANGED, resource_slots=UNCHANGED, shared_memory=UNCHANGED,
                   scaling_group=UNCHANGED) -> ResourcePreset:
     """Change the fields given (``UNCHANGED`` leaves one as it is; None clears the shared
@@ -188,6 +191,7 @@ def modify_preset(actor, name, *, new_name=UNCHANGED, resource_slots=UNCHANGED, 
         return _save(preset, fields)
 
 
+@audited("resource-preset", "delete", "name")
 def delete_preset(actor, name) -> None:
     _refuse_unless_superadmin(actor)
     with transaction.atomic():

@@ -19,7 +19,9 @@ from django.utils import timezone
 
 from agents import services as agent_services
 from agents.models import Agent, AgentStatus
+from backendai import requestctx, telemetry
 from backendai import services as manager_services
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.db import release_connections
 from backendai.slots import ResourceSlot
@@ -164,6 +166,7 @@ def lock_session(session_id) -> tuple[Session, list[Kernel]]:
     return locked[session_id]
 
 
+@audited("session", "terminate", "session")
 @transaction.atomic
 def request_termination(session: Session, reason: str = "user-requested", forced: bool = False, now=None) -> Session:
     """Ask the session's kernels to stop: live kernels go TERMINATING (their agent
@@ -246,14 +249,14 @@ def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | N
     validation.check_session_ref(name_or_id)
     keypair = owner_scope(actor, actor_keypair, owner_access_key)
     query = visible_sessions(actor).select_related("access_key", "scaling_group", "project", "user")
-    if _UUID_RE.fullmatch(name_or_id):
-        found = query.filter(pk=name_or_id).first()
-        if found is not None:
-            return found
-    named = query.filter(access_key=keypair, name=name_or_id)
-    found = named.exclude(status__in=DEAD_SESSION).order_by("-created_at").first() or named.order_by("-created_at").first()
+    found = query.filter(pk=name_or_id).first() if _UUID_RE.fullmatch(name_or_id) else None
+    if found is None:
+        named = query.filter(access_key=keypair, name=name_or_id)
+        found = (named.exclude(status__in=DEAD_SESSION).order_by("-created_at").first()
+                 or named.order_by("-created_at").first())
     if found is None:
         raise errors.object_not_found("session", f"No session {name_or_id!r}")
+    requestctx.bind(session_id=found.pk)  # the request's later log lines name the session
     return found
 
 
@@ -273,6 +276,7 @@ def match_sessions(actor, actor_keypair, prefix: str, limit: int = 10) -> list[S
     return result[:limit]
 
 
+@audited("session", "destroy", "session")
 def destroy(actor, session: Session, forced: bool = False, recursive: bool = False) -> list[Session]:
     """User-facing destroy: PENDING is cancelled, live sessions terminate through
     their agent, ``forced`` ends them at once, and so does any destroy of a session
@@ -300,6 +304,7 @@ def destroy(actor, session: Session, forced: bool = False, recursive: bool = Fal
     return targets
 
 
+@audited("session", "restart", "session")
 @transaction.atomic
 def restart(session: Session) -> None:
     session, kernels = lock_session(session.pk)
@@ -320,6 +325,7 @@ def restart(session: Session) -> None:
         transaction.on_commit(lambda a=agent_id: agent_services.poke_agent(a))
 
 
+@audited("session", "rename", "session")
 def rename(session: Session, new_name: str) -> Session:
     validation.check_new_name(new_name)
     if session.status in DEAD_SESSION:
@@ -632,12 +638,15 @@ def deliver_callbacks(limit: int = 200, timeout: float | None = None, now=None) 
 
 def _deliver_one(client, session: Session, now) -> int:
     delivered, sent, error = 0, session.callbacks_delivered, None
+    if session.callback_attempts:  # an earlier delivery failed: this is a retry
+        telemetry.observe_retry("webhook", "session_lifecycle")
     for entry in session.status_history[session.callbacks_delivered:]:
         event = CALLBACK_EVENTS.get(entry.get("status")) if isinstance(entry, dict) else None
         if event is not None:
             try:
-                _post_callback(client, session, {"type": "session_lifecycle", "event": event,
-                                                 "session_id": str(session.pk), "when": entry.get("timestamp")})
+                with telemetry.layer_operation("webhook", "session_lifecycle"):
+                    _post_callback(client, session, {"type": "session_lifecycle", "event": event,
+                                                     "session_id": str(session.pk), "when": entry.get("timestamp")})
             except CallbackRefused as exc:
                 error = exc
                 break
@@ -663,11 +672,13 @@ def _record_callback_failure(session: Session, sent: int, message: str, now, per
         log.warning("gave up delivering callbacks of session %s after %d attempt(s): %s", session.pk, attempts, message)
 
 
+@audited("session", "terminate-idle", when=bool)
 def terminate_idle(now=None) -> int:
     expired = idle.find_idle(now)
     for session, reason in expired:
         log.info("session %s idle (%s): terminating", session.pk, reason)
         request_termination(session, reason)
+        telemetry.observe_sweep("session", 1, reason="idle")
     return len(expired)
 
 

@@ -16,8 +16,11 @@ receiver that fails is logged, never raised into the writer that sent it.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.dispatch import Signal
+
+from backendai import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +32,19 @@ capacity_became_free = Signal()
 session_ended = Signal()
 
 
+#: their event names (``backendai_event_*{event_name}``)
+_NAMES = {id(session_queued): "session_enqueued", id(capacity_became_free): "session_capacity_freed",
+          id(session_ended): "session_ended"}
+
+
 def _send(signal: Signal, **kwargs) -> None:
+    started = time.perf_counter()
+    failed = False
     for receiver, result in signal.send_robust(sender=None, **kwargs):
         if isinstance(result, Exception):
+            failed = True
             log.warning("%s receiver %s failed: %s", kwargs, getattr(receiver, "__qualname__", receiver), result)
+    telemetry.observe_event(_NAMES.get(id(signal), "other"), seconds=time.perf_counter() - started, failed=failed)
 
 
 def queued(session_id, scaling_group: str | None) -> None:

@@ -1,14 +1,13 @@
 """Web UI routes for compute sessions (mounted under /ui/ with the ``ui-sessions`` namespace)."""
 from django.urls import path
 
-from sessions import views
-from sessions import commit_ui
-from sessions import execute_ui
-from sessions import files_ui
-from sessions import launcher_ui
+from sessions import commit_ui, execute_ui, files_ui, launcher_ui, usage_ui, views
 
 urlpatterns = [
     path("sessions/", views.session_list, name="list"),
+    path("my-usage/", usage_ui.my_usage, name="my-usage"),
+    path("my-usage/csv/", usage_ui.my_usage_csv, name="my-usage-csv"),
+    path("usage-buckets/csv/", usage_ui.usage_buckets_csv, name="usage-buckets-csv"),
     path("sessions/rows/", views.session_list_rows, name="list-rows"),
     path("sessions/new/", views.session_create, name="create"),
     path("sessions/new/hint/", launcher_ui.launch_hint, name="create-hint"),

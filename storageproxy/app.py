@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from storageproxy import errors
+from storageproxy import errors, metrics
 from storageproxy.backends import BadLimit, FolderMissing, QuotaFull, Volume
 from storageproxy.config import ProxyConfig
 from storageproxy.paths import NoSuchPath, PathConflict, StorageError, UnsafePath
+from storageproxy.prometheus import ProxyMetrics
 
 log = logging.getLogger("storageproxy")
 access_log = logging.getLogger("storageproxy.access")
@@ -27,6 +28,8 @@ class ProxyContext:
     config: ProxyConfig
     volumes: dict[str, Volume]
     started: float = field(default_factory=time.time)
+    metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
+    metrics_address: str = ""  # where /metrics is served (host:port as bound), "" when it is not
 
     def volume(self, name) -> Volume:
         if not isinstance(name, str) or not name or len(name) > 64:
@@ -45,6 +48,19 @@ async def blocking(func, *args, **kwargs):
     """Run disk work in the default thread pool so the event loop never waits on a disk."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, functools.partial(func, *args, **kwargs))
+
+
+async def observe_volume(ctx: ProxyContext, volume: Volume) -> dict:
+    """Measure ``volume`` now (``storageproxy.metrics.measure_volume``, in a thread) and record it
+    for ``/metrics``: the count, the time it took and the figures; a failure is counted and raised."""
+    started = time.monotonic()
+    try:
+        figures = await blocking(metrics.measure_volume, volume.root)
+    except Exception:
+        ctx.metrics.measured(volume.name, time.monotonic() - started, None)
+        raise
+    ctx.metrics.measured(volume.name, time.monotonic() - started, figures)
+    return figures
 
 
 def translate(exc: BaseException, *, upload: bool = False) -> errors.ProxyError | None:
@@ -71,7 +87,8 @@ def translate(exc: BaseException, *, upload: bool = False) -> errors.ProxyError 
     return None
 
 
-def problem_middleware(upload: bool = False):
+def problem_middleware(upload: bool = False, api: str = "manager"):
+    """Errors as problem+json, one access-log line and the request metrics of ``api`` per request."""
     @web.middleware
     async def middleware(request: web.Request, handler):
         started = time.monotonic()
@@ -94,8 +111,10 @@ def problem_middleware(upload: bool = False):
             status = mapped.status
             return mapped.response()
         finally:
+            seconds = time.monotonic() - started
             access_log.info("%s %s %s %d %.1fms%s", request.remote, request.method, request.path, status,
-                            (time.monotonic() - started) * 1000, _context(request))
+                            seconds * 1000, _context(request))
+            ctx_of(request).metrics.request_done(request, api, status, seconds)
     return middleware
 
 

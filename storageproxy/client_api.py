@@ -491,7 +491,8 @@ async def _archive(request: web.Request, target: DownloadTarget):
 
 
 def build_client_app(ctx: ProxyContext) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[cors_middleware, problem_middleware(upload=True)])
+    app = web.Application(client_max_size=1024 * 1024,
+                          middlewares=[cors_middleware, problem_middleware(upload=True, api="client")])
     app[CTX_KEY] = ctx
     app.router.add_route("*", "/upload", upload)
     app.router.add_route("*", "/download", download)

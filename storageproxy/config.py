@@ -53,6 +53,8 @@ def add_options(parser: argparse.ArgumentParser, options, prefix: str) -> None:
         shown = option.default
         if isinstance(shown, int) and option.key.endswith("_mode"):
             shown = oct(shown)
+        elif option.key.endswith("_listen") and isinstance(shown, tuple):
+            shown = f"{shown[0]}:{shown[1]}"
         suffix = f"; default: {shown}" if shown not in (None, (), "") else ""
         kwargs = {"action": "append"} if option.key == "volume" else {}
         parser.add_argument(option.flag, dest=option.key, default=None, metavar=option.metavar,
@@ -98,6 +100,19 @@ def parse_seconds(text: Any) -> float:
         raise ValueError("expected a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a positive number of seconds")
+    return value
+
+
+METRICS_INTERVAL_RANGE = (1.0, 3600.0)
+
+
+def parse_metrics_interval(text: Any) -> float:
+    """Seconds between volume measurements: at least 1 (each one walks the volumes), at most an hour
+    (older figures are no longer news to Prometheus)."""
+    value = parse_seconds(text)
+    low, high = METRICS_INTERVAL_RANGE
+    if not low <= value <= high:
+        raise ValueError(f"expected {low:g} to {high:g} seconds")
     return value
 
 
@@ -189,6 +204,19 @@ def parse_mode(text: Any) -> int:
     return value
 
 
+def parse_listen(text: Any) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port``; port 0: any free port) or ``off`` (no listener)."""
+    value = str(text).strip()
+    if value.lower() in ("off", "none", "no", "false"):
+        return None
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
+        raise ValueError("expected HOST:PORT (port 0: any free port) or off")
+    return host, int(port)
+
+
 def _parse_secret(text: Any) -> str:
     value = str(text).strip()
     if len(value) < 16:
@@ -221,6 +249,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("dir_mode", parse_mode, 0o755, "the mode of folder directories", "MODE"),
     Option("file_mode", parse_mode, 0o644, "the mode of uploaded files", "MODE"),
     Option("sweep_interval", parse_seconds, 600.0, "seconds between sweeps of stale staged uploads", "SECONDS"),
+    Option("metrics_listen", parse_listen, ("127.0.0.1", 6023), "where /metrics is served, without "
+           "authentication (HOST:PORT; port 0: any free port; off: not at all)", "HOST:PORT"),
+    Option("metrics_interval", parse_metrics_interval, 30.0, "seconds between measurements of the volumes for "
+           "/metrics (1 to 3600)", "SECONDS"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
 )
 
@@ -241,6 +273,8 @@ class ProxyConfig:
     file_mode: int = 0o644
     sweep_interval: float = 600.0
     log_level: str = "INFO"
+    metrics_listen: tuple[str, int] | None = ("127.0.0.1", 6023)
+    metrics_interval: float = 30.0
     extra: dict = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
@@ -251,6 +285,7 @@ class ProxyConfig:
             "token_lifetime": self.token_lifetime, "max_upload_size": self.max_upload_size,
             "max_chunk_size": self.max_chunk_size, "dir_mode": oct(self.dir_mode),
             "file_mode": oct(self.file_mode), "secret": "***",
+            "metrics": f"{self.metrics_listen[0]}:{self.metrics_listen[1]}" if self.metrics_listen else "off",
         }
 
 
@@ -293,4 +328,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         token_lifetime=values["token_lifetime"], max_upload_size=values["max_upload_size"],
         max_chunk_size=values["max_chunk_size"], client_url=client_url,
         dir_mode=values["dir_mode"], file_mode=values["file_mode"],
-        sweep_interval=values["sweep_interval"], log_level=values["log_level"])
+        sweep_interval=values["sweep_interval"], log_level=values["log_level"],
+        metrics_listen=values["metrics_listen"], metrics_interval=values["metrics_interval"])

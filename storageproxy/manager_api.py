@@ -10,8 +10,16 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from storageproxy import __version__, errors, fs, metrics, tokens
-from storageproxy.app import CTX_KEY, ProxyContext, blocking, ctx_of, json_response, problem_middleware
+from storageproxy import __version__, errors, fs, tokens
+from storageproxy.app import (
+    CTX_KEY,
+    ProxyContext,
+    blocking,
+    ctx_of,
+    json_response,
+    observe_volume,
+    problem_middleware,
+)
 from storageproxy.paths import clean_name, clean_relpath, display_path, parse_qsid, parse_vfid
 
 AUTH_HEADER = "X-BackendAI-Storage-Auth-Token"
@@ -127,7 +135,11 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/")
 @routes.get("/status")
 async def status(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__, "volumes": sorted(ctx_of(request).volumes)})
+    ctx = ctx_of(request)
+    answer = {"status": "ok", "version": __version__, "volumes": sorted(ctx.volumes)}
+    if ctx.metrics_address:  # the manager's service discovery lists it (docs/observability.md)
+        answer["metrics_address"] = ctx.metrics_address
+    return json_response(answer)
 
 
 @routes.get("/volumes")
@@ -140,9 +152,10 @@ async def volumes(request: web.Request) -> web.Response:
 @routes.get("/volume/performance-metric")
 async def performance_metric(request: web.Request) -> web.Response:
     data = await body_of(request)
-    volume = ctx_of(request).volume(_string(data, "volume", max_len=64))
+    ctx = ctx_of(request)
+    volume = ctx.volume(_string(data, "volume", max_len=64))
     try:
-        metric = await blocking(metrics.measure_volume, volume.root)
+        metric = await observe_volume(ctx, volume)
     except (OSError, ValueError, IndexError) as exc:
         raise errors.VFolderOperationFailed(
             f"The volume {volume.name} cannot be measured: {getattr(exc, 'strerror', None) or exc}") from None

@@ -38,6 +38,17 @@ def chromium_path():
 
 
 @pytest.fixture(autouse=True)
+def _no_request_context_from_earlier_tests():
+    """A test that leaves a streamed response unread (a server always closes it) keeps that
+    request's log and audit context in this thread: every test starts without one."""
+    from backendai import requestctx
+
+    token = requestctx.set_current(None)
+    yield
+    requestctx.reset(token)
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

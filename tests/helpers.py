@@ -288,3 +288,19 @@ def answers_200(url: str):
         except httpx.HTTPError:
             return False
     return check
+
+
+def stop_process(process, grace: float = 30.0) -> None:
+    """End a child started with ``start_new_session=True``: SIGTERM, then its whole group's
+    SIGKILL if it has not exited within ``grace`` seconds."""
+    import signal
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

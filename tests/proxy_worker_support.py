@@ -29,7 +29,8 @@ class LiveProxyWorker:
                                    "--port-range", f"{self.ports[0]}-{self.ports[1]}", "--api-port",
                                    str(self.api_port), "--heartbeat-interval", "1", "--sync-interval", "2",
                                    "--log-level", self.log_level],
-                         {"BAI_PROXY_TOKEN": self.token})
+                         # its metrics are its own /metrics, not summed into the manager's multiprocess dir
+                         {"BAI_PROXY_TOKEN": self.token, "PROMETHEUS_MULTIPROC_DIR": None})
 
         def up():
             try:

@@ -3,6 +3,7 @@
     handle = start_storage_proxy({"v1": tmp_path / "v1"}, secret)
     httpx.get(handle.manager_url + "/status", headers=handle.auth_headers)
     handle.kill(); handle.restart()   # same ports, same volumes
+    httpx.get(handle.metrics_url)     # its Prometheus metrics (no authentication)
     handle.stop()
 
 ``volumes`` maps a volume name to a directory, or to ``(directory, backend)``.  Every wait is
@@ -44,6 +45,11 @@ class StorageProxyHandle:
     log_path: Path | None = None
     process: subprocess.Popen | None = None
     start_timeout: float = 30.0
+    metrics_port: int = field(default_factory=free_port)  # its /metrics listener (--metrics-listen)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def manager_url(self) -> str:
@@ -60,7 +66,8 @@ class StorageProxyHandle:
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "storageproxy",
                 "--manager-host", "127.0.0.1", "--manager-port", str(self.manager_port),
-                "--client-host", "127.0.0.1", "--client-port", str(self.client_port)]
+                "--client-host", "127.0.0.1", "--client-port", str(self.client_port),
+                "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         for name, spec in self.volumes.items():
             path, backend = (spec, "vfs") if isinstance(spec, (str, Path)) else spec
             args += ["--volume", f"{name}={path}:{backend}"]

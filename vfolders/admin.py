@@ -68,7 +68,7 @@ class StorageProxyAdmin(admin.ModelAdmin):
     list_display = ["name", "health", "manager_url", "client_url", "version", "last_seen", "volume_names",
                     "last_error"]
     search_fields = ["name", "manager_url", "client_url"]
-    readonly_fields = ["health", "last_seen", "last_checked", "last_error", "version", "volumes"]
+    readonly_fields = ["health", "last_seen", "last_checked", "last_error", "version", "volumes", "metrics_address"]
     actions = ["check_now"]
 
     def get_fields(self, request, obj=None):

@@ -40,6 +40,10 @@ class StorageProxy(models.Model):
     last_error = models.TextField(blank=True)
     version = models.CharField(max_length=64, blank=True)
     volumes = models.JSONField(default=list, blank=True, help_text="What it reported at GET /volumes")
+    metrics_address = models.CharField(
+        max_length=300, blank=True, default="",
+        help_text="host:port of its /metrics (--metrics-listen) as it reported at GET /status; "
+                  "the manager's service discovery lists it")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

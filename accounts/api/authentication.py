@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from accounts import services as accounts_services
-from backendai import signing
+from backendai import requestctx, signing
 from backendai.api import errors, ratelimit
 from backendai.api.authentication import address_allowed, client_address, raw_request_target
 
@@ -84,6 +84,7 @@ def admit(request, keypair):
     if state.exceeded:
         raise errors.RateLimitExceeded(f"Over {state.limit} requests in {state.window} seconds")
     accounts_services.record_keypair_use(keypair)
+    requestctx.bind(user_id=user.pk, access_key=keypair.access_key)  # every later log line of the request
     return user, keypair
 
 

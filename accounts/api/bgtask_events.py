@@ -22,7 +22,7 @@ from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 
 from accounts.api.authentication import authenticate_plain_request
-from backendai import bgtasks
+from backendai import bgtasks, telemetry
 from backendai.api import errors
 from backendai.db import release_connections
 
@@ -68,14 +68,18 @@ async def background_task_events(request):
         started = last_sent = time.monotonic()
         sent_revision = 0  # revision 0: queued, nothing reported yet
         while time.monotonic() - started < MAX_STREAM_SECONDS:
+            polled = time.monotonic()
             state = await sync_to_async(_state)(task_id)
             if state is None:  # purged while followed
                 yield bgtasks.SERVER_CLOSE
                 return
             if state.revision != sent_revision:
                 if state.revision > 1 or not state.finished:
+                    telemetry.observe_event("bgtask_updated", seconds=time.monotonic() - polled)
                     yield bgtasks.updated_event(state)
                 if state.finished:
+                    telemetry.observe_event(bgtasks.FINAL_EVENT.get(state.status, "bgtask_done"),
+                                            seconds=time.monotonic() - polled)
                     yield bgtasks.final_event(state)
                     yield bgtasks.SERVER_CLOSE
                     return
@@ -86,7 +90,7 @@ async def background_task_events(request):
                 last_sent = time.monotonic()
             await asyncio.sleep(POLL_SECONDS)
 
-    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response = StreamingHttpResponse(telemetry.propagated(stream(), "bgtask_sse"), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

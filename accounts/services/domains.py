@@ -12,6 +12,7 @@ from accounts.services import inputs
 from accounts.services.access import require_superadmin
 from accounts.services.defaults import DEFAULT_NAME
 from accounts.services.references import blocking_references
+from backendai.actions import audited
 from backendai.api import errors
 
 log = logging.getLogger("accounts.services")
@@ -54,6 +55,7 @@ def _save(domain: Domain, **save) -> None:
     domain.save(**save)
 
 
+@audited("domain", "create", "name")
 @transaction.atomic
 def admin_create_domain(actor: User, name, props: dict) -> Domain:
     require_superadmin(actor, "create domains")
@@ -88,6 +90,7 @@ def _rename(domain: Domain, new_name: str) -> Domain:
     return Domain.objects.get(pk=new_name)
 
 
+@audited("domain", "modify", "name")
 @transaction.atomic
 def admin_modify_domain(actor: User, name, props: dict) -> Domain:
     require_superadmin(actor, "modify domains")
@@ -103,6 +106,7 @@ def admin_modify_domain(actor: User, name, props: dict) -> Domain:
     return domain
 
 
+@audited("domain", "delete", "name")
 @transaction.atomic
 def admin_delete_domain(actor: User, name) -> Domain:
     """Backend.AI's ``delete_domain``: the domain becomes inactive; ``purge_domain`` removes it."""
@@ -114,6 +118,7 @@ def admin_delete_domain(actor: User, name) -> Domain:
     return domain
 
 
+@audited("domain", "purge", "name")
 @transaction.atomic
 def admin_purge_domain(actor: User, name) -> None:
     """Remove a domain with its projects; refused while it has users, or while other apps

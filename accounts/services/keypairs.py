@@ -21,11 +21,13 @@ from accounts.services.access import (
 )
 from accounts.services.defaults import ensure_defaults
 from accounts.services.keys import generate_access_key, generate_secret_key, generate_ssh_keypair
+from backendai.actions import audited
 from backendai.api import errors
 
 log = logging.getLogger("accounts.services")
 
 
+@audited("keypair", "create")
 def create_keypair(
     user: User,
     *,
@@ -54,6 +56,7 @@ def create_keypair(
     return keypair, secret
 
 
+@audited("keypair", "regenerate-secret", "keypair")
 def regenerate_secret(keypair: Keypair) -> str:
     """A fresh secret for an existing access key; the old one stops working at once."""
     secret = generate_secret_key()
@@ -63,6 +66,7 @@ def regenerate_secret(keypair: Keypair) -> str:
     return secret
 
 
+@audited("keypair", "set-active", "keypairs")
 def set_keypair_active(keypairs, active: bool, actor: User | None = None) -> int:
     keys = [k.pk for k in keypairs]
     count = Keypair.objects.filter(pk__in=keys).update(is_active=active, modified_at=timezone.now())
@@ -70,6 +74,7 @@ def set_keypair_active(keypairs, active: bool, actor: User | None = None) -> int
     return count
 
 
+@audited("keypair", "assign-policy", "keypairs")
 def assign_keypair_policy(keypairs, policy: KeypairResourcePolicy) -> int:
     return Keypair.objects.filter(pk__in=[k.pk for k in keypairs]).update(
         resource_policy=policy, modified_at=timezone.now()
@@ -86,6 +91,7 @@ def record_keypair_use(keypair: Keypair) -> None:
     Keypair.objects.filter(pk=keypair.pk).update(last_used=timezone.now(), num_queries=F("num_queries") + 1)
 
 
+@audited("keypair", "set-active", "access_key")
 def deactivate_own_keypair(actor: User, access_key: str, active: bool = False) -> Keypair:
     keypair = managed_keypair(actor, access_key)
     set_keypair_active([keypair], active, actor)
@@ -93,6 +99,7 @@ def deactivate_own_keypair(actor: User, access_key: str, active: bool = False) -
     return keypair
 
 
+@audited("keypair", "regenerate-ssh-keypair", "keypair")
 def regenerate_ssh_keypair(keypair: Keypair) -> str:
     public, private = generate_ssh_keypair()
     Keypair.objects.filter(pk=keypair.pk).update(ssh_public_key=public, ssh_private_key=private)
@@ -100,6 +107,7 @@ def regenerate_ssh_keypair(keypair: Keypair) -> str:
     return public
 
 
+@audited("keypair", "upload-ssh-keypair", "keypair")
 def upload_ssh_keypair(keypair: Keypair, public_key: str, private_key: str) -> None:
     public_key, private_key = (public_key or "").strip(), (private_key or "").strip()
     if not public_key.startswith(("ssh-", "ecdsa-")):
@@ -142,6 +150,7 @@ def _check_is_admin(user: User, is_admin: bool | None) -> None:
             "is_admin: only a keypair of a domain admin or a superadmin can be an admin keypair")
 
 
+@audited("keypair", "create", "email")
 @transaction.atomic
 def admin_create_keypair(actor: User, email: str, *, is_active: bool = True, is_admin: bool | None = None,
                          resource_policy: str | None = None, rate_limit: int | None = None,
@@ -162,6 +171,7 @@ def admin_create_keypair(actor: User, email: str, *, is_active: bool = True, is_
     return keypair, (secret if user.pk == actor.pk else None)
 
 
+@audited("keypair", "modify", "access_key")
 @transaction.atomic
 def admin_modify_keypair(actor: User, access_key: str, *, is_active: bool | None = None,
                          is_admin: bool | None = None, resource_policy: str | None = None,
@@ -190,6 +200,7 @@ def admin_modify_keypair(actor: User, access_key: str, *, is_active: bool | None
     return keypair
 
 
+@audited("keypair", "delete", "access_key")
 @transaction.atomic
 def admin_delete_keypair(actor: User, access_key: str) -> None:
     """Delete a keypair; a user's main keypair stays until another one is made main."""

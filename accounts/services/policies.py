@@ -21,6 +21,7 @@ from accounts.models import (
 from accounts.services import inputs
 from accounts.services.access import require_superadmin, visible_keypairs, visible_projects, visible_users
 from accounts.services.defaults import DEFAULT_NAME
+from backendai.actions import audited
 from backendai.api import errors
 
 log = logging.getLogger("accounts.services")
@@ -120,6 +121,7 @@ def _apply(kind: PolicyKind, policy, props: dict) -> None:
         raise inputs.invalid(exc) from None
 
 
+@audited("resource-policy", "create", "name")
 @transaction.atomic
 def admin_create_policy(actor: User, kind: PolicyKind, name, props: dict):
     require_superadmin(actor, f"create a {kind.label}")
@@ -133,6 +135,7 @@ def admin_create_policy(actor: User, kind: PolicyKind, name, props: dict):
     return policy
 
 
+@audited("resource-policy", "modify", "name")
 @transaction.atomic
 def admin_modify_policy(actor: User, kind: PolicyKind, name, props: dict):
     require_superadmin(actor, f"modify a {kind.label}")
@@ -143,6 +146,7 @@ def admin_modify_policy(actor: User, kind: PolicyKind, name, props: dict):
     return policy
 
 
+@audited("resource-policy", "delete", "name")
 @transaction.atomic
 def admin_delete_policy(actor: User, kind: PolicyKind, name) -> None:
     """Delete a policy nobody uses; the default policy stays."""

@@ -17,6 +17,7 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
 from accounts import hooks
 from accounts.models import User, UserPreferences
+from backendai.actions import audited
 
 log = logging.getLogger("accounts.services")
 
@@ -71,6 +72,7 @@ def preferences_for(user) -> Preferences:
     return _as_preferences(_stored(user))
 
 
+@audited("user", "save-preferences", "user")
 def save_preferences(user: User, *, default_preset: str, default_resource_group: str, language: str,
                      time_zone: str, allowed_presets, allowed_resource_groups) -> Preferences:
     """Store the user's choices; every value must be one the user may pick (``""`` for none),

@@ -20,6 +20,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Keypair, User
+from backendai.actions import audited
 
 log = logging.getLogger("accounts.services")
 
@@ -36,6 +37,7 @@ def own_active_keypairs(user: User) -> QuerySet[Keypair]:
     return Keypair.objects.filter(user=user, is_active=True).select_related("resource_policy").order_by("created_at")
 
 
+@audited("user", "set-main-keypair", "access_key")
 @transaction.atomic
 def set_main_keypair(user: User, access_key: str) -> Keypair:
     keypair = own_active_keypairs(user).filter(pk=str(access_key)[:20]).first()
@@ -47,6 +49,7 @@ def set_main_keypair(user: User, access_key: str) -> Keypair:
     return keypair
 
 
+@audited("user", "set-password", "user")
 def set_password(user: User, new_password: str) -> None:
     """Store a new password (already checked by the form against the current one and Django's
     validators): ``password_changed_at`` moves, the "must change password" flag clears."""
@@ -88,6 +91,7 @@ def check_ssh_public_key(text: str) -> str:
     return " ".join(parts)
 
 
+@audited("keypair", "set-ssh-public-key", "keypair")
 def set_ssh_public_key(keypair: Keypair, text: str) -> None:
     """The key sessions of this keypair accept for SSH; a key of the user's own replaces the
     generated pair (its private half no longer matches, so it goes)."""
@@ -99,6 +103,7 @@ def set_ssh_public_key(keypair: Keypair, text: str) -> None:
     log.info("keypair %s has a new SSH public key (%s)", keypair.pk, key.split(" ", 1)[0] if key else "none")
 
 
+@audited("keypair", "set-bootstrap-script", "keypair")
 def set_bootstrap_script(keypair: Keypair, script: str) -> None:
     script = (script or "").replace("\r\n", "\n")
     if len(script) > MAX_BOOTSTRAP_SCRIPT:

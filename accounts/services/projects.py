@@ -11,12 +11,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 
-from accounts.models import Domain, Project, ProjectMembership, ProjectResourcePolicy, ProjectType, User
 from accounts import hooks
+from accounts.models import Domain, Project, ProjectMembership, ProjectResourcePolicy, ProjectType, User
 from accounts.services import inputs
 from accounts.services.access import administered_project, require_admin, require_domain, visible_projects
 from accounts.services.defaults import ensure_defaults
 from accounts.services.references import blocking_references
+from backendai.actions import audited
 from backendai.api import errors
 
 log = logging.getLogger("accounts.services")
@@ -97,6 +98,7 @@ def _save(project: Project) -> None:
     project.save()
 
 
+@audited("project", "create", "name")
 @transaction.atomic
 def admin_create_project(actor: User, name, props: dict) -> Project:
     require_admin(actor, "create groups")
@@ -124,6 +126,7 @@ def _members(project: Project, user_uuids) -> list[User]:
     return users
 
 
+@audited("project", "modify", "project_id")
 @transaction.atomic
 def admin_modify_project(actor: User, project_id, props: dict) -> Project:
     """Change a project; ``user_update_mode`` ``add``/``remove`` with ``user_uuids`` changes
@@ -148,6 +151,7 @@ def admin_modify_project(actor: User, project_id, props: dict) -> Project:
     return project
 
 
+@audited("project", "delete", "project_id")
 @transaction.atomic
 def admin_delete_project(actor: User, project_id) -> Project:
     """Backend.AI's ``delete_group``: the project becomes inactive; ``purge_group`` removes it."""
@@ -158,6 +162,7 @@ def admin_delete_project(actor: User, project_id) -> Project:
     return project
 
 
+@audited("project", "purge", "project_id")
 @transaction.atomic
 def admin_purge_project(actor: User, project_id) -> None:
     """Remove a project with its memberships, and what other apps hold of it through their

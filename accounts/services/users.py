@@ -12,6 +12,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import hooks
 from accounts.models import (
     Domain,
     Keypair,
@@ -23,17 +24,18 @@ from accounts.models import (
     UserRole,
     UserStatus,
 )
-from accounts import hooks
 from accounts.services import inputs
 from accounts.services.access import administered_user, is_admin_like, require_admin, require_domain
 from accounts.services.defaults import DEFAULT_NAME, ensure_defaults
 from accounts.services.keypairs import create_keypair
 from accounts.services.references import blocking_references
+from backendai.actions import audited
 from backendai.api import errors
 
 log = logging.getLogger("accounts.services")
 
 
+@audited("user", "create")
 @transaction.atomic
 def create_user(
     *,
@@ -92,6 +94,7 @@ def create_user(
     return user
 
 
+@audited("user", "set-status", "users")
 def set_user_status(users, status: str, actor: User | None = None) -> int:
     """Change the status of users; deactivated users can no longer log in or sign calls."""
     ids = [u.pk for u in users]
@@ -100,10 +103,12 @@ def set_user_status(users, status: str, actor: User | None = None) -> int:
     return count
 
 
+@audited("user", "assign-policy", "users")
 def assign_user_policy(users, policy: UserResourcePolicy) -> int:
     return User.objects.filter(pk__in=[u.pk for u in users]).update(resource_policy=policy, modified_at=timezone.now())
 
 
+@audited("user", "change-password", "user")
 def change_password(user: User, old_password: str, new_password: str, new_password2: str) -> None:
     if not user.check_password(old_password):
         raise errors.GenericForbidden("Old password does not match")
@@ -216,6 +221,7 @@ def _free_username(email: str) -> str:
     return local if not User.objects.filter(username=local).exists() else email
 
 
+@audited("user", "create", "email")
 @transaction.atomic
 def admin_create_user(actor: User, *, email, password, domain_name, username=None, full_name="",
                       description="", role=UserRole.USER, status=UserStatus.ACTIVE, need_password_change=False,
@@ -268,6 +274,7 @@ def _move_domain(actor: User, user: User, domain_name) -> None:
     user.domain = domain
 
 
+@audited("user", "modify", "email")
 @transaction.atomic
 def admin_modify_user(actor: User, email, changes: dict) -> User:
     """Change a user the actor administers.  ``changes`` holds the fields given (Backend.AI's
@@ -319,6 +326,7 @@ def admin_modify_user(actor: User, email, changes: dict) -> User:
     return user
 
 
+@audited("user", "delete", "email")
 @transaction.atomic
 def admin_delete_user(actor: User, email) -> User:
     """Backend.AI's ``delete_user``: the user becomes ``deleted`` and their keypairs inactive;
@@ -333,6 +341,7 @@ def admin_delete_user(actor: User, email) -> User:
     return user
 
 
+@audited("user", "purge", "email")
 @transaction.atomic
 def admin_purge_user(actor: User, email, *, keep_shared_folders: bool = True) -> None:
     """Remove a user with their keypairs and memberships, and what other apps hold of them

@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from agents.models import agent_id_validator
 from agents.protocol import ReportedStatus
+from backendai.daemons import METRICS_ADDRESS_RE
 
 KERNEL_STATES = [s.value for s in ReportedStatus]
 
@@ -35,6 +36,9 @@ class SyncSerializer(serializers.Serializer):
     region = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     address = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
     public_host = serializers.CharField(max_length=256, required=False, allow_blank=True, default="")
+    # host:port of the agent's own /metrics (docs/agent-protocol.md); a wildcard host becomes `address`
+    metrics_address = serializers.RegexField(METRICS_ADDRESS_RE, max_length=262, required=False, allow_blank=True,
+                                             default="")
     version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     architecture = serializers.CharField(max_length=32, required=False, default="x86_64")
     backend = serializers.ChoiceField(choices=["docker", "local"], required=False, default="docker")

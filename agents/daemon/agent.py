@@ -34,18 +34,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agents.protocol import KernelSpec, KernelState, ReportedStatus, SpecError, normalize_architecture, tail_text
+
 from . import __version__
+from . import commit as _commit_kind  # noqa: F401,E402 - registers the "commit" stream kind
+from . import execution as _execute_kind  # noqa: F401,E402 - registers the "execute" stream kind
+from . import files as _files_kinds  # noqa: F401,E402 - registers "files", "download", "upload"
 from .backends.base import Backend, KernelError
 from .backoff import Backoff
 from .client import AuthRejected, ManagerClient, ManagerError, ManagerRejected, ManagerUnavailable
 from .config import AgentConfig
 from .discovery import GpuProbe, HostStats, Resources, kernel_gpu_stats
-from agents.protocol import KernelSpec, KernelState, ReportedStatus, SpecError, normalize_architecture, tail_text
 from .link import ManagerLink
+from .metrics import AgentMetrics, AgentMetricsServer
 from .streams import StreamMux
-from . import commit as _commit_kind  # noqa: F401,E402 - registers the "commit" stream kind
-from . import files as _files_kinds  # noqa: F401,E402 - registers "files", "download", "upload"
-from . import execution as _execute_kind  # noqa: F401,E402 - registers the "execute" stream kind
 
 __all__ = ["Agent", "AppliedRestarts", "FinishedKernels"]
 
@@ -164,6 +166,8 @@ class Agent:
         self._sync_thread: threading.Thread | None = None
         self.finished = FinishedKernels(Path(config.scratch_root) / "finished-kernels.json")
         self.restarts = AppliedRestarts(Path(config.scratch_root) / "applied-restarts.json")
+        self.metrics = AgentMetrics(self.agent_id)
+        self.metrics_server: AgentMetricsServer | None = None  # started by start() with --metrics-listen
 
         self.syncs = 0  # successful syncs
         self.failures = 0  # failed sync attempts in a row
@@ -183,12 +187,27 @@ class Agent:
                 self._reported[state.kernel_id] = state.status.value
             if state.status is ReportedStatus.RUNNING:  # before any new upload: every one left is a leftover
                 _files_kinds.sweep_uploads(self.backend, state.kernel_id)
+        self._start_metrics()
         for name, target in (("sync", self._sync_loop), ("watch", self._watch_loop), ("events", self._event_loop)):
             thread = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
             if name == "sync":
                 self._sync_thread = thread
+
+    def _start_metrics(self) -> None:
+        """Serve /metrics at ``--metrics-listen`` (a busy port is logged; the agent runs on without it)."""
+        listen = getattr(self.config, "metrics_listen", None)
+        if not listen or self.metrics_server is not None:
+            return
+        try:
+            self.metrics_server = AgentMetricsServer(listen, self.metrics)
+        except OSError as exc:
+            self.log.error("cannot serve /metrics on %s:%s (%s): running without it (--metrics-listen)",
+                           listen[0], listen[1], exc.strerror or exc)
+            return
+        self.metrics_server.start_in_thread()
+        self.log.info("agent metrics on http://%s/metrics", self.metrics_server.address)
 
     def run(self) -> int:
         """Run until asked to stop; then tell the manager and return 0 (kernels keep running)."""
@@ -221,6 +240,9 @@ class Agent:
             self.log.info("agent %s shut down; kernels keep running", self.agent_id)
         except ManagerError as exc:
             self.log.warning("could not tell the manager about the shutdown: %s", exc)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         for closer in (self.backend.close, self.client.close, getattr(self.gpu_probe, "close", None)):
             if closer is not None:
                 try:
@@ -241,7 +263,8 @@ class Agent:
         for kernel_id, state in kernels.items():
             state.restart_id = self.restarts.get(kernel_id)
         try:
-            kernel_stats = self.backend.stats()
+            with self.metrics.stat_task("container"):
+                kernel_stats = self.backend.stats()
         except Exception as exc:  # noqa: BLE001 - stats are optional
             self.log.debug("kernel stats failed: %s", exc)
             kernel_stats = {}
@@ -251,7 +274,9 @@ class Agent:
             state.stats = kernel_stats.get(kernel_id) if state.status is ReportedStatus.RUNNING else None
             if state.stats is not None and kernel_id in bindings:
                 state.stats = {**state.stats, **kernel_gpu_stats(readings, bindings[kernel_id])}
-        stats: dict[str, Any] = dict(self.host_stats.snapshot())
+        self.metrics.record_kernels(kernels)
+        with self.metrics.stat_task("node"):
+            stats: dict[str, Any] = dict(self.host_stats.snapshot())
         if readings:
             stats["devices"] = {"cuda.device": [r.to_wire() for r in readings]}
         body: dict[str, Any] = {
@@ -273,6 +298,8 @@ class Agent:
             body["address"] = self.config.address
         if self.config.public_host:
             body["public_host"] = self.config.public_host
+        if self.metrics_server is not None:  # a wildcard host: the manager puts `address` (or ours) instead
+            body["metrics_address"] = self.metrics_server.address
         return body, list(finals)
 
     def _gpu_bindings(self) -> dict[str, list[str]]:
@@ -285,9 +312,11 @@ class Agent:
 
     def sync_once(self) -> float:
         """One sync round; returns how long to wait before the next one."""
+        self.metrics.sync_trigger.inc()
         try:
             body, delivered = self.build_sync_body()
         except Exception as exc:  # noqa: BLE001 - e.g. the Docker engine is down
+            self.metrics.sync_failure.labels(type(exc).__name__).inc()
             delay = self.backoff.next()
             self.log.error("cannot collect the kernel states (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
                            delay)
@@ -300,11 +329,13 @@ class Agent:
         try:
             answer = self.client.sync(body, wait=wait)
         except AuthRejected as exc:
+            self.metrics.sync_failure.labels("AuthRejected").inc()
             self.failures += 1
             self.log.error("the manager refused this agent (%s): check the token, agent id %r and scaling group %r; "
                            "retrying in %.0fs", exc, self.agent_id, self.config.scaling_group, self.auth_retry)
             return self.auth_retry
         except ManagerUnavailable as exc:
+            self.metrics.sync_failure.labels("ManagerUnavailable").inc()
             self.failures += 1
             delay = self.backoff.next()
             level = logging.WARNING if self.failures == 1 or self.failures % 10 == 0 else logging.DEBUG
@@ -312,6 +343,7 @@ class Agent:
                          self.failures, delay)
             return delay
         except ManagerRejected as exc:
+            self.metrics.sync_failure.labels("ManagerRejected").inc()
             self.failures += 1
             delay = self.backoff.next()
             self.log.error("the manager rejected the sync (%s); retrying in %.1fs", exc, delay)
@@ -326,6 +358,7 @@ class Agent:
         self.last_answer = answer
         if not self.stopping:
             self.apply(answer)
+        self.metrics.sync_success.inc()
         if self.use_link and self.link is None and not self.stopping:
             self.link = ManagerLink(self.client.link_url(self.agent_id), self.client.auth_header, self.poke,
                                     self._stop, missing_retry=self.link_missing_retry, streams=self.streams)

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from backendai import logformat
+
 from .config import AgentConfig, ConfigError, load_config
 
 __all__ = ["discover_json", "local_backend_refusal", "main"]
@@ -18,14 +20,9 @@ log = logging.getLogger("agents.daemon")
 
 
 def _setup_logging(config: AgentConfig) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.log_level),
-        format=f"%(asctime)s %(levelname)s [agent {config.agent_id}] %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("httpx", "httpcore", "urllib3", "websockets", "docker"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logformat.setup_daemon_logging(  # in json, agent_id a field of every line (docs/observability.md)
+        log_format=config.log_format, log_level=config.log_level, task="agent", label=f"agent {config.agent_id}",
+        fields={"agent_id": config.agent_id}, quiet=("httpx", "httpcore", "urllib3", "websockets", "docker"))
 
 
 def _probe_and_resources(config: AgentConfig, nvml: Any = None) -> tuple[Any, Any]:

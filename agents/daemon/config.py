@@ -34,13 +34,13 @@ from backendai.daemon_options import (  # noqa: E402 - shared with the proxy wor
     add_options,
     parse_bool,
     parse_host,
+    parse_log_format,
     parse_log_level,
     parse_port_range,
     parse_seconds,
     parse_url,
     resolve,
 )
-
 
 # -- value parsers (raise ValueError with a short explanation) -------------------------------
 
@@ -137,6 +137,19 @@ def _parse_path(text: Any) -> Path:
     return Path(value).expanduser()
 
 
+def parse_listen(text: Any) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port``; port 0: any free port) or ``off``/empty (no listener)."""
+    value = str(text).strip()
+    if value.lower() in ("", "off", "none", "no", "false"):
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port or off, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("manager_url", parse_url, "http://127.0.0.1:8000", "the manager's base URL", "URL"),
     Option("token", lambda v: str(v).strip() or None, None, "the agent token (prefer BAI_AGENT_TOKEN)", "TOKEN"),
@@ -163,7 +176,11 @@ OPTIONS: tuple[Option, ...] = (
            "BOOL", const="true"),
     Option("runtime_python", _parse_path, None,
            "the Python local kernels run code with (`backend.ai run`; default: the agent's own)", "PATH"),
+    Option("metrics_listen", parse_listen, "127.0.0.1:6003",
+           "where this agent serves /metrics (host:port; port 0: any free port; off: not at all)", "HOST:PORT"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
+    Option("log_format", parse_log_format, "plain", "log format: plain or json (one JSON object per line)",
+           "FORMAT"),
 )
 _BY_KEY = {option.key: option for option in OPTIONS}
 
@@ -194,6 +211,8 @@ class AgentConfig:
     local_allow_root: bool = False
     runtime_python: Path | None = None
     log_level: str = "INFO"
+    log_format: str = "plain"
+    metrics_listen: tuple[str, int] | None = None  # the CLI's default is 127.0.0.1:6003
     config_file: Path | None = None
 
     @property
@@ -267,6 +286,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if values["scratch_root"] is None:
         values["scratch_root"] = Path("var") / f"agent-{values['agent_id']}"
     values["scratch_root"] = Path(values["scratch_root"]).absolute()
+    if isinstance(values["metrics_listen"], str):  # the default, given as text
+        values["metrics_listen"] = parse_listen(values["metrics_listen"])
     if values["public_host"] is None and values["address"] is not None:
         values["public_host"] = values["address"]
     config = AgentConfig(**values, config_file=Path(config_path) if config_path else None)

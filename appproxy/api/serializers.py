@@ -4,6 +4,7 @@ import json
 from rest_framework import serializers
 
 from appproxy.models import FrontendMode, Protocol
+from backendai.daemons import METRICS_ADDRESS_RE
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -14,6 +15,9 @@ class RegisterSerializer(serializers.Serializer):
     advertised_host = serializers.CharField(max_length=255)
     api_endpoint = serializers.URLField(max_length=512)
     hint_url = serializers.URLField(max_length=512, required=False, allow_blank=True)
+    # host:port of the worker's /metrics (a wildcard host becomes advertised_host)
+    metrics_address = serializers.RegexField(METRICS_ADDRESS_RE, max_length=262, required=False, allow_blank=True,
+                                             default="")
     port_range = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=65535),
                                        min_length=2, max_length=2, required=False, allow_null=True)
     wildcard_domain = serializers.CharField(max_length=255, required=False, allow_blank=True, allow_null=True)

@@ -11,6 +11,7 @@ from appproxy.services.circuits import create_circuit, main_kernel, normalize_ip
 from appproxy.services.exceptions import SessionNotRunning
 from appproxy.services.placement import pick_worker
 from appproxy.services.setup_links import issue_setup
+from backendai.actions import audited
 from backendai.api import errors
 from sessions.lifecycle import RUNNING_SESSION
 from sessions.models import Session
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 SERVICE_READY = RUNNING_SESSION
 
 
+@audited("app", "start", "session")
 def start_service(user, session: Session, app_name: str, *, port: int | None = None, envs: dict | None = None,
                   arguments: dict | None = None, open_to_public: bool | None = None, allowed_client_ips=None,
                   redirect: str = "/") -> dict:

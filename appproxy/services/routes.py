@@ -18,6 +18,7 @@ from appproxy.services.serialise import circuit_json, frontend_url, worker_json
 from appproxy.services.timeouts import heartbeat_timeout
 from appproxy.services.worker_tokens import check_token_allows
 from appproxy.services.workers import circuit_table, heartbeat, register
+from backendai.actions import audited
 from backendai.api import errors
 from sessions.models import Session
 
@@ -85,6 +86,7 @@ def route_json(circuit: Circuit) -> dict:
             "last_access": circuit.last_access.isoformat() if circuit.last_access else None}
 
 
+@audited("app-route", "open", "session_id")
 def open_route(*, session_id, app: str, user_id=None, port: int | None = None, envs: dict | None = None,
                arguments: dict | None = None, open_to_public: bool | None = None, allowed_client_ips=None,
                redirect: str = "/") -> tuple[dict, bool]:
@@ -122,6 +124,7 @@ def list_routes(session_id=None, worker_id=None) -> list[dict]:
     return [route_json(c) for c in query]
 
 
+@audited("app-route", "delete", "route_id")
 def delete_route(route_id, reason: str = "deleted") -> None:
     """``DELETE /routes/<id>``: gone with a tombstone, its worker hinted; 404 when there is none."""
     circuit = get_route(route_id)

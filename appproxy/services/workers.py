@@ -22,6 +22,7 @@ from appproxy.services.sweeps import ended_session_circuits
 from appproxy.services.timeouts import heartbeat_timeout, permit_ttl
 from appproxy.services.worker_tokens import check_token_allows, touch_token
 from backendai import daemons
+from backendai.actions import audited
 from backendai.api import errors
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def validate_registration(data: dict) -> dict:
     clean = {"frontend_mode": mode, "protocols": protocols, "scheme": data.get("scheme") or "http",
              "advertised_host": data["advertised_host"], "api_endpoint": data["api_endpoint"].rstrip("/"),
              "hint_url": (data.get("hint_url") or "").rstrip("/"), "capacity": data.get("capacity") or 0,
+             "metrics_address": daemons.metrics_target(data.get("metrics_address") or "", data["advertised_host"]),
              "version": data.get("version") or "", "port_range_start": None, "port_range_end": None,
              "wildcard_domain": "", "wildcard_port": None}
     if mode == FrontendMode.PORT:
@@ -65,6 +67,7 @@ def validate_registration(data: dict) -> dict:
     return clean
 
 
+@audited("proxy-worker", "register", "authority")
 def register(token: WorkerToken, authority: str, data: dict) -> dict:
     """Create or update the worker (idempotent) and hand it its secret.  Circuits whose
     port left the range (or whose mode changed) are moved within the worker."""
@@ -150,6 +153,7 @@ def report_route_health(token: WorkerToken, authority: str, reports: dict) -> in
     return record_route_health(worker, reports)
 
 
+@audited("proxy-worker", "shutdown", "authority")
 def shutdown(token: WorkerToken, authority: str) -> None:
     check_token_allows(token, authority)
     now = timezone.now()
@@ -157,6 +161,7 @@ def shutdown(token: WorkerToken, authority: str) -> None:
         log.info("proxy worker %s shut down cleanly (its circuits stay for its return)", authority)
 
 
+@audited("proxy-worker", "mark-lost", when=bool)
 def mark_lost_workers(timeout_seconds: float | None = None) -> int:
     """ALIVE workers silent for longer than the heartbeat timeout become LOST: no new circuits go there."""
     timeout = timedelta(seconds=timeout_seconds if timeout_seconds is not None else heartbeat_timeout())
@@ -167,10 +172,12 @@ def mark_lost_workers(timeout_seconds: float | None = None) -> int:
     return len(names)
 
 
+@audited("proxy-worker", "set-schedulable", "workers")
 def set_schedulable(workers, schedulable: bool) -> int:
     return Worker.objects.filter(pk__in=[w.pk for w in workers]).update(schedulable=schedulable)
 
 
+@audited("proxy-worker", "rotate-secret", "worker")
 def rotate_secret(worker: Worker) -> None:
     """A new secret: every permit and setup token of the worker stops working at its next registration."""
     Worker.objects.filter(pk=worker.pk).update(secret=secrets.token_urlsafe(32))

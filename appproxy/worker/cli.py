@@ -6,6 +6,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from backendai import logformat
+
 from .config import ConfigError, load_config
 
 log = logging.getLogger("appproxy.worker")
@@ -20,10 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.token:
         print("appproxy worker: error: a token is required: --token or BAI_PROXY_TOKEN", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, config.log_level), stream=sys.stderr, force=True,
-                        format=f"%(asctime)s %(levelname)s [proxy {config.name}] %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logformat.setup_daemon_logging(  # in json, the worker's name a field of every line (docs/observability.md)
+        log_format=config.log_format, log_level=config.log_level, task="proxy-worker", label=f"proxy {config.name}",
+        fields={"proxy_worker": config.name})
     from .server import Worker
 
     try:  # uvloop is optional: a faster event loop when installed

@@ -24,6 +24,7 @@ from backendai.daemon_options import (  # noqa: E402 - shared with the agent dae
     Option,
     add_options,
     parse_host,
+    parse_log_format,
     parse_log_level,
     parse_name,
     parse_port_range,
@@ -127,6 +128,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("keepalive_timeout", parse_seconds, 75.0, "seconds an idle client connection is kept", "SECONDS"),
     Option("shutdown_grace", parse_seconds, 10.0, "seconds in-flight requests get on shutdown", "SECONDS"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
+    Option("log_format", parse_log_format, "plain", "log format: plain or json (one JSON object per line)",
+           "FORMAT"),
     Option("webui_url", lambda v: parse_url(v) if str(v).strip() else "", None,
            "the manager's web UI as browsers reach it, the error pages' way back (default: the coordinator URL)",
            "URL"),
@@ -163,6 +166,7 @@ class WorkerConfig:
     shutdown_grace: float
     log_level: str
     webui_url: str = ""
+    log_format: str = "plain"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,12 +153,21 @@ class Worker:
         c = self.config
         payload = {"frontend_mode": c.mode, "protocols": list(c.protocols), "scheme": c.scheme,
                    "advertised_host": c.advertised_host, "api_endpoint": c.api_endpoint, "hint_url": c.hint_url,
-                   "capacity": c.capacity}
+                   "capacity": c.capacity, "metrics_address": self.metrics_address()}
         if c.mode == "port":
             payload["port_range"] = list(c.port_range)
         else:
             payload.update(wildcard_domain=c.wildcard_domain, wildcard_port=c.wildcard_port)
         return payload
+
+    def metrics_address(self) -> str:
+        """``host:port`` Prometheus scrapes this worker's ``/metrics`` at (the metrics port when set,
+        else the API port; a wildcard API host is replaced by the coordinator with the advertised host)."""
+        c = self.config
+        host = c.api_host if c.api_host not in ("0.0.0.0", "::") else "0.0.0.0"
+        host = f"[{host}]" if ":" in host else host
+        port = c.metrics_port or c.api_port
+        return f"{host}:{port}"
 
     async def register(self) -> None:
         delay = 1.0

@@ -28,7 +28,9 @@ from strawberry.tools import merge_types
 
 from accounts import gql as accounts_gql
 from agents import gql as agents_gql
+from backendai import audit_gql
 from backendai.api import errors
+from backendai.api.gql_metrics import GraphQLMetrics
 from backendai.api.gqlkit import SCALARS, CostLimits, public_error
 from serving import gql as serving_gql
 from serving import gql_autoscale as serving_autoscale_gql
@@ -36,7 +38,7 @@ from sessions import gql as sessions_gql
 from vfolders import gql as vfolders_gql
 
 # The tuple order is the field order of the root type (the SDL the client sees).
-_APPS = (accounts_gql, sessions_gql, agents_gql, vfolders_gql, serving_gql, serving_autoscale_gql)
+_APPS = (accounts_gql, sessions_gql, agents_gql, vfolders_gql, serving_gql, serving_autoscale_gql, audit_gql)
 Query = merge_types("Query", tuple(app.Query for app in _APPS))
 # Each app's mutations (Backend.AI's names: create_user, modify_keypair, ...), where it has any.
 _MUTATIONS = tuple(app.Mutation for app in _APPS if getattr(app, "Mutation", None) is not None)
@@ -44,7 +46,7 @@ Mutation = merge_types("Mutation", _MUTATIONS) if _MUTATIONS else None
 
 schema = strawberry.Schema(query=Query, mutation=Mutation,
                            config=StrawberryConfig(auto_camel_case=False, scalar_map=SCALARS),
-                           extensions=[CostLimits])
+                           extensions=[CostLimits, GraphQLMetrics])
 
 
 class GraphQLView(APIView):

@@ -21,6 +21,8 @@ from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
+from backendai import telemetry
+
 WINDOW_SECONDS = 900
 ANONYMOUS_LIMIT = 1000
 KEY_PREFIX = "ratelimit"
@@ -58,13 +60,15 @@ class RateLimiter:
 
     def __init__(self, storage: Storage):
         self.storage = storage
+        self.layer = "redis" if isinstance(storage, RedisStorage) else "memory"  # backendai_layer_operation_*
         self._strategy = MovingWindowRateLimiter(storage)
 
     def hit(self, key: str, limit: int, window: int = WINDOW_SECONDS) -> RateLimitState:
         item = KeyWindow(limit, window)
-        if not self._strategy.hit(item, key):
-            return RateLimitState(limit=limit, remaining=0, exceeded=True, window=window)
-        remaining = self._strategy.get_window_stats(item, key).remaining
+        with telemetry.layer_operation(self.layer, "rate_limit_hit"):
+            if not self._strategy.hit(item, key):
+                return RateLimitState(limit=limit, remaining=0, exceeded=True, window=window)
+            remaining = self._strategy.get_window_stats(item, key).remaining
         return RateLimitState(limit=limit, remaining=max(remaining, 0), window=window)
 
     def reset(self) -> None:

@@ -1,4 +1,6 @@
 """OpenAPI description of our authentication scheme for drf-spectacular."""
+import functools
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -66,3 +68,30 @@ INTERNAL_SCHEMA_SETTINGS = {
                     "with its own daemon token. Users and client SDKs use the API of /spec/docs instead."),
     "PREPROCESSING_HOOKS": ["backendai.api.schema.internal_endpoints_only"],
 }
+
+
+
+@functools.cache
+def _problem_serializer():
+    """One ``Problem`` component (a second class of the same name would make spectacular warn)."""
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    return inline_serializer("Problem", {
+        "type": serializers.CharField(help_text="https://api.backend.ai/probs/<slug>"),
+        "title": serializers.CharField(), "msg": serializers.CharField(required=False),
+        "data": serializers.JSONField(required=False)})
+
+
+PROBLEM_MEANINGS = {400: "Invalid parameters", 401: "Not authenticated", 403: "Not allowed for the caller",
+                    404: "Not found", 429: "Rate limit exceeded"}
+
+
+def problem_responses(*statuses: int) -> dict:
+    """``extend_schema(responses=...)`` entries for the failures a view answers: each an
+    ``application/problem+json`` body (``backendai.api.errors``)."""
+    from drf_spectacular.utils import OpenApiResponse
+
+    return {(status, "application/problem+json"):
+            OpenApiResponse(_problem_serializer(), description=PROBLEM_MEANINGS.get(status, "Failure"))
+            for status in statuses}

@@ -58,6 +58,8 @@ def _string(label: str, value, limit: int = MAX_TEXT) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise _bad(label, "is not valid Unicode (a lone surrogate)") from None
+    if "\x00" in value:
+        raise _bad(label, "holds a NUL character")
     return value
 
 

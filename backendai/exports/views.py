@@ -82,14 +82,20 @@ class ReportCSVView(APIView):
         if not report.allowed(request.user):
             raise errors.InsufficientPrivilege(f"You may not export the {report.key} report.")
         export = parse_request(report, request.data, request.headers.get("X-Export-Filename"), timezone.now())
-        chunks = csv_chunks(export.columns, report.rows(request.user, export), export.encoding)
-        first = next(chunks)  # the query runs now: a failure is still an error answer
-        response = StreamingHttpResponse(streamed(request, _resumed(first, chunks), thread_sensitive=True),
-                                         content_type=f"text/csv; charset={export.charset}")
-        response["Content-Disposition"] = content_disposition_header(True, export.filename)
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Cache-Control"] = "no-store"
-        return response
+        return csv_response(request, export, report.rows(request.user, export))
+
+
+def csv_response(request, export, rows) -> StreamingHttpResponse:
+    """``rows`` of ``export`` streamed as a CSV attachment (the API's export and the web UI's
+    download links share it)."""
+    chunks = csv_chunks(export.columns, rows, export.encoding)
+    first = next(chunks)  # the query runs now: a failure is still an error answer
+    response = StreamingHttpResponse(streamed(request, _resumed(first, chunks), thread_sensitive=True),
+                                     content_type=f"text/csv; charset={export.charset}")
+    response["Content-Disposition"] = content_disposition_header(True, export.filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def cell(column, value) -> str:

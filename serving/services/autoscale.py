@@ -42,6 +42,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from appproxy.gateway import coordinator
+from backendai.actions import audited
 from backendai.api import errors
 from serving.models import (
     LIVE_ROUTE,
@@ -235,6 +236,7 @@ def list_rules(actor, endpoint_ref) -> list[AutoScalingRule]:
     return list(rules_of(actor, endpoint_ref))
 
 
+@audited("autoscaling-rule", "create", "endpoint_ref")
 def create_rule(actor, endpoint_ref, props) -> AutoScalingRule:
     endpoint = _endpoint(actor, endpoint_ref)
     cleaned = _clean(props)
@@ -249,6 +251,7 @@ def create_rule(actor, endpoint_ref, props) -> AutoScalingRule:
     return rule
 
 
+@audited("autoscaling-rule", "modify", "rule_id")
 def modify_rule(actor, rule_id, props, endpoint_ref=None) -> AutoScalingRule:
     rule = get_rule(actor, rule_id, endpoint_ref)
     cleaned = _clean(props, _fields_of(rule))
@@ -267,6 +270,7 @@ def modify_rule(actor, rule_id, props, endpoint_ref=None) -> AutoScalingRule:
     return rule
 
 
+@audited("autoscaling-rule", "delete", "rule_id")
 def delete_rule(actor, rule_id, endpoint_ref=None) -> None:
     rule = get_rule(actor, rule_id, endpoint_ref)
     AutoScalingRule.objects.filter(pk=rule.pk).delete()

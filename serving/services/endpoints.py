@@ -33,6 +33,7 @@ from agents import services as agent_services
 from appproxy import tokens as proxy_tokens
 from backendai import bgtasks
 from backendai import services as manager_services
+from backendai.actions import audited
 from backendai.api import errors as api_errors
 from serving import metrics as serving_metrics
 from serving.models import (
@@ -166,6 +167,7 @@ def _check_name_free(owner: User, name: str, field: str) -> None:
         raise validation.invalid(field, f"a service named {name!r} already exists")
 
 
+@audited("endpoint", "create", lambda a, k, r: r if r is not None else (k.get("spec") or (a[2] if len(a) > 2 else {})).get("name"))
 def create_endpoint(actor: User, actor_keypair, spec: dict, *, dry_run: bool = False) -> Endpoint:
     """A new endpoint from Backend.AI's create body; every check comes first, a refused request
     writes nothing.  ``dry_run``: the checked, unsaved endpoint."""
@@ -382,6 +384,7 @@ def apply_replicas(endpoint: Endpoint, replicas: int, *, kind: str = EventKind.S
     return locked
 
 
+@audited("endpoint", "scale", "endpoint")
 def scale(actor: User, endpoint: Endpoint, replicas) -> Endpoint:
     """``service scale``: replicas by hand (0..MAX_REPLICAS)."""
     _require_manage(actor, endpoint)
@@ -390,6 +393,7 @@ def scale(actor: User, endpoint: Endpoint, replicas) -> Endpoint:
                           message=f"Scaled by {actor.email} to {replicas} replica(s)")
 
 
+@audited("endpoint", "destroy", "endpoint")
 @transaction.atomic
 def destroy(actor: User, endpoint: Endpoint) -> Endpoint:
     """``service rm``: the endpoint goes DESTROYING; the reconciler drains its routes, destroys
@@ -406,6 +410,7 @@ def destroy(actor: User, endpoint: Endpoint) -> Endpoint:
     return locked
 
 
+@audited("endpoint", "set-open-to-public", "endpoint")
 @transaction.atomic
 def set_open_to_public(actor: User, endpoint: Endpoint, open_to_public) -> Endpoint:
     """Whether the endpoint takes requests without a token (the reconciler pushes it to the circuit)."""
@@ -424,6 +429,7 @@ def set_open_to_public(actor: User, endpoint: Endpoint, open_to_public) -> Endpo
     return locked
 
 
+@audited("endpoint", "sync", "endpoint")
 def sync(actor: User, endpoint: Endpoint) -> dict:
     """``POST /services/<id>/sync``: converge the endpoint now and push its route table to the
     circuit even if this process pushed the same table before; the pass's summary."""
@@ -443,6 +449,7 @@ def _route(endpoint: Endpoint, route_id) -> Routing:
     return route
 
 
+@audited("endpoint", "set-traffic-ratio", "endpoint")
 @transaction.atomic
 def set_traffic_ratio(actor: User, endpoint: Endpoint, route_id, ratio) -> Routing:
     """``PUT /services/<id>/routings/<rid>``: the route's share of traffic (0..100; 0 drains it
@@ -494,6 +501,7 @@ def drain_period(health_check: dict) -> timedelta:
     return timedelta(seconds=min(interval, 60.0) + 5.0)
 
 
+@audited("endpoint", "remove-route", "endpoint")
 @transaction.atomic
 def remove_route(actor: User, endpoint: Endpoint, route_id) -> Endpoint:
     """``DELETE /services/<id>/routings/<rid>``: drain that route and take one replica away."""
@@ -541,6 +549,7 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@audited("endpoint", "issue-token", "endpoint")
 def issue_token(actor: User, endpoint: Endpoint, duration=None) -> tuple[EndpointToken, str]:
     """A new API token of the endpoint (shown once; only its digest is kept)."""
     _require_manage(actor, endpoint)
@@ -557,6 +566,7 @@ def issue_token(actor: User, endpoint: Endpoint, duration=None) -> tuple[Endpoin
     return row, token
 
 
+@audited("endpoint", "revoke-tokens", "endpoint")
 @transaction.atomic
 def revoke_tokens(actor: User, endpoint: Endpoint) -> int:
     """Revoke every API token of the endpoint at once: the endpoint gets a new token secret (the
@@ -584,6 +594,7 @@ def errors(endpoint: Endpoint) -> dict:
             "retries": endpoint.retries}
 
 
+@audited("endpoint", "clear-errors", "endpoint")
 @transaction.atomic
 def clear_errors(actor: User, endpoint: Endpoint) -> int:
     """``POST /services/<id>/errors/clear``: forget failed routes and the retry backoff."""
@@ -602,6 +613,7 @@ def clear_errors(actor: User, endpoint: Endpoint) -> int:
 
 # --- /services/_/try --------------------------------------------------------------------------
 
+@audited("endpoint", "try-start")
 def try_start(actor: User, actor_keypair, spec: dict) -> str:
     """Check ``spec`` as a create would, then start a background task that runs one replica
     until its health check passes (or fails) and destroys it; the task id."""

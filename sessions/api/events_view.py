@@ -14,6 +14,7 @@ from closing the stream."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
@@ -21,8 +22,9 @@ from django.db.models import Q
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from backendai.api import errors
 from accounts.api.authentication import authenticate_plain_request
+from backendai import telemetry
+from backendai.api import errors
 from backendai.db import release_connections
 from sessions import events, services, validation
 from sessions.lifecycle import DEAD_SESSION
@@ -101,11 +103,14 @@ async def session_events(request):
         last_sent = started
         while (timezone.now() - started).total_seconds() < MAX_STREAM_SECONDS:
             look_from = timezone.now() - timedelta(seconds=2)
+            polled = time.perf_counter()
             if cursor is None:
                 sessions = await sync_to_async(_snapshot)(condition)
             else:
                 sessions = await sync_to_async(_changed_since)(condition, min(cursor, look_from))
             batch = events.events_for(sessions, scope, since=cursor)
+            for event in batch:
+                telemetry.observe_event(event.name, seconds=time.perf_counter() - polled)
             for event in batch:
                 yield event.sse()
             if batch:
@@ -123,7 +128,7 @@ async def session_events(request):
             await asyncio.sleep(POLL_SECONDS)
         yield "event: server_close\ndata: {}\n\n"
 
-    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response = StreamingHttpResponse(telemetry.propagated(stream(), "session_sse"), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -1,9 +1,15 @@
 from django.urls import path
 
-from sessions.api import commit_views
-from sessions.api import execute_views
-from sessions.api import files_views
-from sessions.api import agent_views, events_view, resource_views, ssh_views, views
+from sessions.api import (
+    agent_views,
+    commit_views,
+    events_view,
+    execute_views,
+    files_views,
+    resource_views,
+    ssh_views,
+    views,
+)
 
 urlpatterns = [
     path("session", views.SessionCreateView.as_view(), name="session-create"),
@@ -31,6 +37,12 @@ urlpatterns = [
     path("resource/usage/period", resource_views.UsagePeriodView.as_view(), name="resource-usage-period"),
     path("resource/recalculate-usage", resource_views.RecalculateUsageView.as_view(),
          name="resource-recalculate-usage"),
+    path("resource/stats", resource_views.UsageStatsView.as_view(), name="resource-stats"),
+    path("fair-share/usage-buckets/<str:level>/search", resource_views.UsageBucketSearchView.as_view(),
+         name="usage-bucket-search"),
+    path("resource/stats/user/month", resource_views.UserMonthStatsView.as_view(), name="resource-stats-user-month"),
+    path("resource/stats/admin/month", resource_views.AdminMonthStatsView.as_view(),
+         name="resource-stats-admin-month"),
     path("agent-api/v1/sync", agent_views.SyncView.as_view(), name="agent-sync"),
     path("agent-api/v1/events", agent_views.EventsView.as_view(), name="agent-events"),
     path("scaling-groups", resource_views.ScalingGroupsView.as_view(), name="scaling-groups"),

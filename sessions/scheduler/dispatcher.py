@@ -29,9 +29,10 @@ from django.utils import timezone
 
 from agents import services as agent_services
 from agents.models import ScalingGroup
+from backendai import telemetry
+from sessions import occupancy
 from sessions.lifecycle import KernelStatus, SessionStatus, history_entry
 from sessions.models import Session
-from sessions import occupancy
 from sessions.scheduler import locks, metrics, sequencers, snapshot, writer
 from sessions.scheduler.predicates import Limits, PendingQueue, State
 from sessions.scheduler.selectors import AgentPool, AgentSlot
@@ -147,17 +148,21 @@ def _run(name: str, now) -> PassResult:
                 return result
             opts = group.opts
             with _gc_paused():
-                raw = snapshot.load(name, with_group_usage=group.scheduler == "drf")
+                with telemetry.stage("snapshot"):
+                    raw = snapshot.load(name, with_group_usage=group.scheduler == "drf")
                 result.considered = len(raw.pending)
                 if not raw.pending:
                     return result
                 rr_next = _load_rr(name, {a[2] for a in raw.agents})
-                decided = decide(raw, group_name=name, scheduler=group.scheduler, opts=opts, now=now,
-                                 rr_next=rr_next)
-            written = writer.write(decided.sessions, decided.kernels, now)
+                with telemetry.stage("decide"):
+                    decided = decide(raw, group_name=name, scheduler=group.scheduler, opts=opts, now=now,
+                                     rr_next=rr_next)
+            with telemetry.stage("write"):
+                written = writer.write(decided.sessions, decided.kernels, now)
             touched = sorted({a for a in written.kernels.values() if a})
             if touched:
-                occupancy.rewrite_occupancy(touched)
+                with telemetry.stage("occupancy"):
+                    occupancy.rewrite_occupancy(touched)
             result.scheduled = [s for s in decided.scheduled if s in written.sessions]
             result.failed = {s: v for s, v in decided.failed.items() if s in written.sessions}
             result.cancelled = {s: v for s, v in decided.cancelled.items() if s in written.sessions}

@@ -43,6 +43,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -51,7 +52,8 @@ from django.utils import timezone
 
 from agents import services as agent_services
 from agents.models import Agent, AgentStatus
-from sessions import services
+from backendai import telemetry
+from sessions import occupancy, services
 from sessions.lifecycle import (
     RESCHEDULABLE_KERNEL,
     RESCHEDULABLE_SESSION,
@@ -61,7 +63,6 @@ from sessions.lifecycle import (
     history_entry,
 )
 from sessions.models import Kernel, Session
-from sessions import occupancy
 from sessions.scheduler import locks, metrics, writer
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,9 @@ def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_g
                     result.lost.append(change.id)
                     continue
                 getattr(result, kinds[change.id]).append(change.id)
+            swept_kernels = sum(1 for c in kernel_changes
+                                if (c.terminated or c.status == K.TERMINATING) and c.id in written.kernels)
+            transaction.on_commit(partial(_observe_sweeps, result, swept_kernels))
             agents = sorted({a for a in written.kernels.values() if a})
             if agents:
 
@@ -163,6 +167,13 @@ def _reconcile(scheduled_timeout, preparing_timeout, terminating_timeout, lost_g
         for session_id in getattr(result, kind):
             log.warning("reconciler: session %s %s", session_id, kind.replace("_", " "))
     return result
+
+
+def _observe_sweeps(result: ReconcileResult, kernels: int) -> None:
+    """``backendai_sweep_session_count{reason}`` / ``_sweep_kernel_count``: what this sweep ended."""
+    for kind in ("failed_to_start", "forced", "agent_lost"):
+        telemetry.observe_sweep("session", len(getattr(result, kind)), reason=kind)
+    telemetry.observe_sweep("kernel", kernels, reason="reconcile")
 
 
 def _candidates(scheduled_timeout, preparing_timeout, terminating_timeout, lost_grace, now):

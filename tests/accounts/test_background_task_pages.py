@@ -12,10 +12,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from permission_matrix import ROLES, World, assert_no_foreign_secret
 
 from backendai import bgtasks
 from backendai.models import BackgroundTask, BackgroundTaskStatus
+from permission_matrix import ROLES, World, assert_no_foreign_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -268,7 +268,8 @@ def sample(metric: str, **labels) -> float:
     return REGISTRY.get_sample_value(metric, labels) or 0
 
 
-def test_a_finished_task_is_counted_timed_and_gauged_on_metrics(client, owner):
+def test_a_finished_task_is_counted_timed_and_gauged_on_metrics(client, owner, settings):
+    settings.METRICS_PUBLIC = True  # the public port serves /metrics only when configured
     labels = {"name": "metrics-count"}
     before = (sample("backendai_bgtask_done_count_total", status="done", **labels),
               sample("backendai_bgtask_processing_time_sec_count", **labels),
@@ -282,11 +283,12 @@ def test_a_finished_task_is_counted_timed_and_gauged_on_metrics(client, owner):
              sample("backendai_bgtask_done_count_total", status="failed", name="metrics-fail"))
     assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
     body = client.get("/metrics").content.decode()
-    assert 'backendai_bgtask_count{name="metrics-count",status="done"} 1.0' in body
-    assert 'backendai_bgtask_count{name="metrics-count",status="pending"} 1.0' in body
-    assert 'backendai_bgtask_count{name="metrics-fail",status="failed"} 1.0' in body
+    assert 'backendai_bgtask_status_count{name="metrics-count",status="done"} 1.0' in body
+    assert 'backendai_bgtask_status_count{name="metrics-count",status="pending"} 1.0' in body
+    assert 'backendai_bgtask_status_count{name="metrics-fail",status="failed"} 1.0' in body
     assert 'backendai_bgtask_done_count_total{name="metrics-count",status="done"}' in body
     assert 'backendai_bgtask_processing_time_sec_bucket{le="0.1",name="metrics-count"}' in body
+    assert 'backendai_bgtask_count_total{name="metrics-count"}' in body  # started by a worker
 
 
 def test_cancelled_and_given_up_tasks_are_counted_once(owner):
@@ -310,6 +312,6 @@ def test_the_gauge_is_one_statement_however_many_tasks(client, owner):
         make_task(owner, name=f"gauge-{i % 2}", status=BackgroundTaskStatus.DONE)
     with CaptureQueriesContext(connection) as captured:
         families = {f.name: f for f in DatabaseCollector().collect()}
-    assert len(captured) == 3  # sessions, agents, tasks: one GROUP BY each
-    samples = {(s.labels["name"], s.labels["status"]): s.value for s in families["backendai_bgtask_count"].samples}
+    assert len(captured) == 6  # sessions, oldest waits, agents, proxy workers, storage proxies, tasks: a GROUP BY each
+    samples = {(s.labels["name"], s.labels["status"]): s.value for s in families["backendai_bgtask_status_count"].samples}
     assert samples == {("gauge-0", "done"): 3, ("gauge-1", "done"): 2}

@@ -125,7 +125,8 @@ def test_the_announcement_is_set_by_superadmins_only(signed, owner, superadmin):
     assert bad.status_code == 400 and slug(bad) == "invalid-api-params"
 
 
-def test_metrics_show_sessions_and_agents_by_status(client, owner):
+def test_metrics_show_sessions_and_agents_by_status(client, owner, settings):
+    settings.METRICS_PUBLIC = True  # the public port serves /metrics only when configured
     from agents import services as agent_services
     from agents.models import Agent
 

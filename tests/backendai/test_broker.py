@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import time
 from pathlib import Path
 
 from kombu import Connection
+
+from helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSPORT = "backendai.broker:Transport"
@@ -166,13 +167,7 @@ def test_a_celery_worker_survives_a_garbage_row_and_runs_the_next_task(tmp_path)
         assert worker.poll() is None
     finally:
         producer.close()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)
+        stop_process(worker)
 
 
 def test_the_embedded_mode_uses_this_transport_without_remote_control(tmp_path):

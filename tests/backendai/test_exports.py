@@ -37,8 +37,9 @@ def filter_cases():
             for report in registry.registered() for name in report.filters]
 
 
-def test_the_apps_register_the_five_reports_of_client_26():
-    assert [report.key for report in registry.registered()] == ["users", "keypairs", "projects", "sessions", "audit-logs"]
+def test_the_apps_register_the_five_reports_of_client_26_and_the_usage_buckets():
+    assert [report.key for report in registry.registered()] == [
+        "users", "keypairs", "projects", "sessions", "audit-logs", "usage-buckets"]
 
 
 @pytest.mark.parametrize("report,name", filter_cases())

@@ -157,7 +157,7 @@ def test_the_second_stacks_options_move_every_port(tmp_path):
     assert commands["proxy"][commands["proxy"].index("--api-port") + 1] == "40020"
     assert [c.option for c in stack.port_claims(args)] == ["--port", "--agent-ports", "--proxy-api-port",
                                                            "--proxy-ports", "--storage-manager-port",
-                                                           "--storage-client-port"]
+                                                           "--storage-client-port", "--metrics-port"]
 
 
 def test_the_storage_proxys_ports_are_derived_checked_and_named_with_their_options(tmp_path):

@@ -311,7 +311,8 @@ class LiveStack:
         self.logs[name] = log
         self.commands[name] = (list(argv), dict(extra_env) if extra_env else None)
         handle = open(log, "ab")
-        process = _subprocess.Popen(argv, cwd=_ROOT, env={**self.env, **(extra_env or {})}, stdout=handle,
+        env = {k: v for k, v in {**self.env, **(extra_env or {})}.items() if v is not None}  # None: unset
+        process = _subprocess.Popen(argv, cwd=_ROOT, env=env, stdout=handle,
                                     stderr=_subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         return process
@@ -375,8 +376,10 @@ class LiveStack:
         self.start(agent_id, [_sys.executable, "-m", "agents.daemon", "--manager-url", self.url, "--agent-id", agent_id,
                               "--backend", backend, "--scratch-root", str(self.data_dir / f"scratch-{agent_id}"),
                               "--port-range", port_range or f"{low}-{low + 19}", "--sync-interval", "1",
-                              "--stop-timeout", "3"],
-                   {"BAI_AGENT_TOKEN": token, "BAI_AGENT_LOCAL_ALLOW_ROOT": "true"})  # the suite may run as root
+                              # its /metrics on any free port (as scripts/run): the service discovery lists it
+                              "--stop-timeout", "3", "--metrics-listen", "127.0.0.1:0"],
+                   # the suite may run as root; the agent's metrics are its own, not in the manager's multiprocess dir
+                   {"BAI_AGENT_TOKEN": token, "BAI_AGENT_LOCAL_ALLOW_ROOT": "true", "PROMETHEUS_MULTIPROC_DIR": None})
 
     def full_log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace")

@@ -26,7 +26,7 @@ AGENTS = [f"held-{i}" for i in range(4)]
 @pytest.fixture
 def live_stack_env():
     return {"DB_POOL_MAX_SIZE": "2", "DB_POOL_MIN_SIZE": "1", "AGENT_SYNC_MAX_WAIT": str(WAIT),
-            "AGENT_HEARTBEAT_TIMEOUT": str(4 * WAIT)}
+            "AGENT_HEARTBEAT_TIMEOUT": str(4 * WAIT), "METRICS_PUBLIC": "true"}
 
 
 def sync_body(agent_id, **extra):

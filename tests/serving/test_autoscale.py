@@ -535,7 +535,9 @@ def test_the_periodic_task_runs_a_pass(owner, defaults, proxy_worker, settings):
 
 # --- metrics --------------------------------------------------------------------------------------
 
-def test_metrics_show_replicas_routes_and_scaling_decisions(client, replica_sessions, django_capture_on_commit_callbacks):
+def test_metrics_show_replicas_routes_and_scaling_decisions(client, replica_sessions, django_capture_on_commit_callbacks,
+                                                           settings):
+    settings.METRICS_PUBLIC = True  # the public port serves /metrics only when configured
     from serving.services import autoscale
 
     endpoint, (first, second) = replica_sessions

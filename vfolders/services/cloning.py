@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from backendai import bgtasks
+from backendai.actions import audited
 from backendai.api import errors
 from vfolders.models import UsageMode, VFolder, VFolderPermission, VFolderStatus
 from vfolders.services import proxy
@@ -65,6 +66,7 @@ def _check_room(user: User, host, size: int) -> None:
             data={"limit": limit, "used": used, "requested": size})
 
 
+@audited("vfolder", "clone", "ref")
 def start_clone(user: User, ref, *, target_name, target_host=None, usage_mode=UsageMode.GENERAL,
                 permission=VFolderPermission.READ_WRITE, cloneable=False,
                 keypair=None) -> tuple[VFolder, VFolder, str]:

@@ -6,11 +6,13 @@ import json
 import logging
 import stat as stat_module
 from contextlib import contextmanager
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 
 from accounts.models import User
+from backendai.actions import audited
 from backendai.api import errors
 from storageproxy import paths
 from vfolders.models import VFolder
@@ -69,6 +71,7 @@ def list_files(user: User, ref, path=".") -> dict:
     return {"path": display_path(parts), "files": json.dumps(files), "items": items}
 
 
+@audited("vfolder", "mkdir", "ref")
 def make_dirs(user: User, ref, paths_, *, parents: bool = False, exist_ok: bool = False) -> dict:
     """mkdir for one path (23.09) or a list (24.09): ``{"results": {"success": [...], "failed": [...]}}``."""
     access = get_folder(user, ref, need="write")
@@ -96,6 +99,7 @@ def make_dirs(user: User, ref, paths_, *, parents: bool = False, exist_ok: bool 
     return {"results": {"success": success, "failed": failed}}
 
 
+@audited("vfolder", "rename-file", "ref")
 def rename_file(user: User, ref, target_path, new_name) -> None:
     access = get_folder(user, ref, need="write")
     require_usable(access.folder)
@@ -104,6 +108,7 @@ def rename_file(user: User, ref, target_path, new_name) -> None:
     proxy.folder_call(access.folder, "POST", "/folder/file/rename", {"relpath": relpath(parts), "new_name": name})
 
 
+@audited("vfolder", "move-file", "ref")
 def move_file(user: User, ref, src, dst) -> str:
     access = get_folder(user, ref, need="write")
     require_usable(access.folder)
@@ -117,6 +122,7 @@ def move_file(user: User, ref, src, dst) -> str:
     return shown
 
 
+@audited("vfolder", "delete-files", "ref")
 def delete_files(user: User, ref, files, *, recursive: bool = False) -> None:
     access = get_folder(user, ref, need="delete")
     folder = access.folder

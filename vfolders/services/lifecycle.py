@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Project, ProjectType, User
+from backendai.actions import audited
 from backendai.api import errors
 from vfolders import hooks
 from vfolders.models import (
@@ -50,6 +51,7 @@ def name_taken(user: User, name: str, project: Project | None = None, exclude_id
     return query.exists()
 
 
+@audited("vfolder", "create", lambda a, k, r: r if r is not None else k.get("name"))
 def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = UsageMode.GENERAL,
                   permission: str = VFolderPermission.READ_WRITE, cloneable: bool = False, keypair=None,
                   unmanaged_path=None, status: str = VFolderStatus.READY) -> VFolder:
@@ -103,6 +105,7 @@ def create_folder(user: User, *, name, host=None, group=None, usage_mode: str = 
     return folder
 
 
+@audited("vfolder", "rename", "ref")
 def rename_folder(user: User, ref, new_name, keypair=None) -> VFolder:
     access = get_folder(user, ref, need="manage")
     folder = access.folder
@@ -122,6 +125,7 @@ def rename_folder(user: User, ref, new_name, keypair=None) -> VFolder:
     return folder
 
 
+@audited("vfolder", "update-options", "ref")
 def update_options(user: User, ref, *, permission=None, cloneable=None, keypair=None) -> VFolder:
     access = get_folder(user, ref, need="manage")
     folder = access.folder
@@ -138,6 +142,7 @@ def update_options(user: User, ref, *, permission=None, cloneable=None, keypair=
     return folder
 
 
+@audited("vfolder", "delete", "ref")
 def move_to_trash(user: User, ref, keypair=None) -> VFolder:
     """``DELETE /folders/{x}``: the folder goes to the trash (files kept until purged)."""
     access = get_folder(user, ref, need="manage")
@@ -153,6 +158,7 @@ def move_to_trash(user: User, ref, keypair=None) -> VFolder:
     return folder
 
 
+@audited("vfolder", "delete", "folder_id")
 def trash_folder(user: User, folder_id) -> Access:
     """A folder in the trash, by id, that ``user`` manages."""
     parsed = parse_uuid(folder_id)
@@ -161,6 +167,7 @@ def trash_folder(user: User, folder_id) -> Access:
     return get_folder(user, parsed.hex, statuses=TRASH_STATUSES, need="manage")
 
 
+@audited("vfolder", "restore", "folder_id")
 def restore_from_trash(user: User, folder_id, keypair=None) -> VFolder:
     access = trash_folder(user, folder_id)
     folder = access.folder
@@ -179,6 +186,7 @@ def restore_from_trash(user: User, folder_id, keypair=None) -> VFolder:
     return folder
 
 
+@audited("vfolder", "purge", "folder_id")
 def purge(user: User, folder_id, keypair=None) -> None:
     """Remove a folder in the trash for good (its files first)."""
     access = trash_folder(user, folder_id)

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User, UserStatus
+from backendai.actions import audited
 from backendai.api import errors
 from vfolders import hooks
 from vfolders.models import (
@@ -59,6 +60,7 @@ def _check_mounts(folder: VFolder) -> None:
             f"The folder is mounted in active sessions ({', '.join(busy)}); terminate them first")
 
 
+@audited("vfolder", "change-owner", "vfolder")
 def change_owner(caller: User, vfolder, user_email) -> VFolder:
     """Make the active user ``user_email`` the owner of the user folder ``vfolder`` (an id)."""
     if not caller.is_superadmin:

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from backendai import telemetry
 from backendai.api import errors
 from vfolders.models import ProxyStatus, StorageHost, StorageProxy
 
@@ -128,6 +129,13 @@ def get_proxy(name: str) -> StorageProxy:
     return proxy
 
 
+def _operation(method: str, path: str) -> str:
+    """A bounded label: the method and the path's first three words (``POST folder/file/upload``; the
+    manager API's paths are constants, never ids)."""
+    words = [w for w in path.split("?", 1)[0].strip("/").split("/")[:3] if w.replace("-", "_").isidentifier()]
+    return f"{method.upper()} {'/'.join(words)}"[:64]
+
+
 def call(proxy: StorageProxy, method: str, path: str, body: dict | None = None, *,
          long: bool = False, wait: float | None = None) -> dict:
     """One manager API request; the JSON answer, or the proxy's error raised as ours.  ``wait``:
@@ -140,7 +148,8 @@ def call(proxy: StorageProxy, method: str, path: str, body: dict | None = None, 
         seconds = LONG_TIMEOUT if long else wait
         limit = httpx.Timeout(seconds, connect=min(5.0, timeout(), seconds))
     try:
-        response = _client(proxy).request(method, path, json=body, timeout=limit)
+        with telemetry.layer_operation("storage_proxy", _operation(method, path)):
+            response = _client(proxy).request(method, path, json=body, timeout=limit)
     except httpx.HTTPError as exc:
         log.warning("storage proxy %s: %s %s failed: %s", proxy.name, method, path, exc)
         raise unavailable(proxy.name, type(exc).__name__, ProxyUnreachable) from None
@@ -189,6 +198,24 @@ def _volume_entries(answer: dict) -> list[dict]:
         if isinstance(volumes, list) else []
 
 
+def metrics_address(proxy: StorageProxy, reported) -> str:
+    """Where the proxy said it serves ``/metrics`` (``host:port``), "" when it said nothing usable;
+    a wildcard host (``0.0.0.0``, ``::``) becomes the host of its manager URL."""
+    if not isinstance(reported, str) or len(reported) > 300:
+        return ""
+    host, sep, port = reported.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535 or \
+            not all(c.isalnum() or c in ".-_:[]" for c in host):
+        return ""
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = urlsplit(proxy.manager_url).hostname or ""
+        if not host:
+            return ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{int(port)}"
+
+
 def check_proxy(proxy: StorageProxy) -> StorageProxy:
     """Ask the proxy for ``/status`` and ``/volumes`` and record what it said: ALIVE with its
     version and volumes (and each host's volume path), or, when it has not answered for
@@ -215,7 +242,8 @@ def check_proxy(proxy: StorageProxy) -> StorageProxy:
     if proxy.status != ProxyStatus.ALIVE:
         log.info("storage proxy %s is ALIVE (version %s)", proxy.name, status.get("version"))
     changes = {"status": ProxyStatus.ALIVE, "last_seen": now, "last_checked": now, "last_error": "",
-               "version": str(status.get("version") or "")[:64], "volumes": volumes}
+               "version": str(status.get("version") or "")[:64], "volumes": volumes,
+               "metrics_address": metrics_address(proxy, status.get("metrics_address"))}
     with transaction.atomic():
         StorageProxy.objects.filter(pk=proxy.pk).update(**changes)
         remember_volume_paths(proxy.name, volumes)

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import ProjectMembership, User, UserStatus
+from backendai.actions import audited
 from backendai.api import errors
 from vfolders.models import (
     ALIVE_STATUSES,
@@ -65,6 +66,7 @@ def invitation_json(inv: VFolderInvitation) -> dict:
     }
 
 
+@audited("vfolder", "invite", "ref")
 def invite(user: User, ref, permission, emails, keypair=None) -> list[str]:
     """Invite users of the folder's domain to a user folder; returns the invited emails."""
     access = get_folder(user, ref, need="manage")
@@ -108,6 +110,7 @@ def _invitation(inv_id) -> VFolderInvitation:
     return inv
 
 
+@audited("vfolder-invitation", "accept", "inv_id")
 def accept_invitation(user: User, inv_id) -> VFolderGrant:
     inv = _invitation(inv_id)
     if inv.invitee_id != user.pk:
@@ -129,6 +132,7 @@ def accept_invitation(user: User, inv_id) -> VFolderGrant:
     return grant
 
 
+@audited("vfolder-invitation", "delete", "inv_id")
 def delete_invitation(user: User, inv_id) -> str:
     """The invitee rejects, the inviter (or the folder's owner, or an admin) cancels."""
     inv = _invitation(inv_id)
@@ -145,6 +149,7 @@ def delete_invitation(user: User, inv_id) -> str:
     return state
 
 
+@audited("vfolder-invitation", "update", "inv_id")
 def update_invitation(user: User, inv_id, permission) -> None:
     inv = _invitation(inv_id)
     if not (inv.inviter_id == user.pk or inv.vfolder.user_id == user.pk or admin_covers(user, inv.vfolder)):
@@ -173,6 +178,7 @@ def _project_members(folder: VFolder) -> set:
     return set(ProjectMembership.objects.filter(project_id=folder.project_id).values_list("user_id", flat=True))
 
 
+@audited("vfolder", "share", "ref")
 def share(user: User, ref, permission, emails) -> list[str]:
     """Give project members a permission of their own on a project folder."""
     access = get_folder(user, ref, need="manage")
@@ -186,6 +192,7 @@ def share(user: User, ref, permission, emails) -> list[str]:
     return [u.email for u in users]
 
 
+@audited("vfolder", "unshare", "ref")
 def unshare(user: User, ref, emails) -> list[str]:
     access = get_folder(user, ref, need="manage")
     folder = access.folder
@@ -224,6 +231,7 @@ def shared_permissions(user: User, vfolder_id=None) -> list[dict]:
     return result
 
 
+@audited("vfolder", "set-shared-permission", "vfolder")
 def set_shared_permission(user: User, vfolder, target, permission) -> None:
     """``POST /folders/_/shared``: an admin changes (``permission`` one of ro, rw, wd) or takes
     back (``permission`` None) the permission of their own that ``target`` (a user id) has on
@@ -257,6 +265,7 @@ def set_shared_permission(user: User, vfolder, target, permission) -> None:
     log.info("folder %s: %s gave %s the permission %s", folder.pk, user.pk, member.pk, permission)
 
 
+@audited("vfolder", "leave", "ref")
 def leave(user: User, ref, shared_user_uuid=None) -> None:
     """An invitee leaves a user folder; its owner (or an admin) may remove an invitee."""
     access = get_folder(user, ref)

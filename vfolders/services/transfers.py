@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from accounts.models import User
+from backendai.actions import audited
 from backendai.api import errors
 from vfolders.models import HostPermission
 from vfolders.services import proxy
@@ -42,6 +43,7 @@ def _token_answer(folder, answer: dict) -> dict:
     return {"token": token, "url": url}
 
 
+@audited("vfolder", "upload", "ref")
 def request_upload(user: User, ref, path, size, *, keypair=None) -> dict:
     """``POST /folders/{x}/request-upload``: the proxy's upload token and client-API URL for one
     file of ``size`` bytes (the proxy checks the target and the scope's room; size 0 creates the
@@ -84,6 +86,7 @@ def token_expires_in() -> int:
     return token_lifetime()
 
 
+@audited("vfolder", "upload", "ref")
 def upload_file_object(user: User, ref, directory, name, fileobj, size: int, keypair=None) -> str:
     """A whole file from a web form (no JavaScript): the upload token is asked for as the API
     does, then the file goes to the proxy's tus endpoint in one PATCH."""

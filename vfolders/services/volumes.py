@@ -20,6 +20,7 @@ import uuid
 from django.db import transaction
 
 from accounts.models import Project, ProjectMembership, User
+from backendai.actions import audited
 from backendai.api import errors
 from backendai.api.gqlkit import apply_filter, apply_order
 from vfolders.models import QuotaScope, StorageHost
@@ -166,6 +167,7 @@ def _require_scope_admin(user: User, kind: str, ident: uuid.UUID) -> None:
         raise errors.InsufficientPrivilege("Only superadmins and the domain's admins change quota scopes")
 
 
+@audited("quota-scope", "set", "quota_scope_id")
 def set_quota_scope(user: User, storage_host_name, quota_scope_id, hard_limit_bytes=None) -> dict:
     """``set_quota_scope``: keep ``hard_limit_bytes`` as the scope's limit on the host
     (None changes nothing, as Backend.AI does with an unset value)."""
@@ -183,6 +185,7 @@ def set_quota_scope(user: User, storage_host_name, quota_scope_id, hard_limit_by
     return _scope_json(host, qsid)
 
 
+@audited("quota-scope", "unset", "quota_scope_id")
 def unset_quota_scope(user: User, storage_host_name, quota_scope_id) -> dict:
     """``unset_quota_scope``: forget the limit set for the scope (the policy's applies again)."""
     kind, ident = parse_scope_id(quota_scope_id)
