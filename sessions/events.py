@@ -41,6 +41,11 @@ class Event:
     when: datetime
     data: dict
 
+    @property
+    def key(self) -> tuple:
+        """What tells two events apart: a name, its moment and whose (the session, or the kernel)."""
+        return (self.name, self.when, self.data.get("sessionId"), self.data.get("kernelId"))
+
     def sse(self) -> str:
         return f"event: {self.name}\ndata: {json.dumps(self.data)}\nretry: 5\n\n"
 

@@ -101,6 +101,7 @@ async def session_events(request):
         started = timezone.now()
         yield OPENING
         last_sent = started
+        sent: set[tuple] = set()  # the keys of the events this stream sent
         while (timezone.now() - started).total_seconds() < MAX_STREAM_SECONDS:
             look_from = timezone.now() - timedelta(seconds=2)
             polled = time.perf_counter()
@@ -108,7 +109,14 @@ async def session_events(request):
                 sessions = await sync_to_async(_snapshot)(condition)
             else:
                 sessions = await sync_to_async(_changed_since)(condition, min(cursor, look_from))
-            batch = events.events_for(sessions, scope, since=cursor)
+            # entries commit in their own order, not their timestamps': look back as far as the sessions
+            # were read and skip what was sent already (an entry stamped before the cursor still counts)
+            since = None if cursor is None else min(cursor, look_from)
+            batch = [e for e in events.events_for(sessions, scope, since=since) if e.key not in sent]
+            sent.update(e.key for e in batch)
+            if cursor is not None:  # what is older than any later look-back can go
+                horizon = min(cursor, look_from)
+                sent = {key for key in sent if key[1] > horizon}
             for event in batch:
                 telemetry.observe_event(event.name, seconds=time.perf_counter() - polled)
             for event in batch:
@@ -119,7 +127,7 @@ async def session_events(request):
                 yield KEEPALIVE
                 last_sent = timezone.now()
             if batch:
-                cursor = max(e.when for e in batch)
+                cursor = max([*([cursor] if cursor else []), *(e.when for e in batch)])  # never backwards
             elif cursor is None:
                 cursor = started
             if single and sessions and all(s.status in DEAD_SESSION for s in sessions):
