@@ -85,7 +85,8 @@ class MetricsHTTPServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
 
     def routes(self) -> dict[str, Answer]:
-        raise NotImplementedError
+        """What a subclass serves; a server without routes answers 404 to every path."""
+        return {}
 
     def handle_error(self, request, client_address):  # a client that hangs up is not an error to print
         log.debug("%s: a request from %s failed", self.label, client_address, exc_info=True)
