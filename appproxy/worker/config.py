@@ -75,6 +75,20 @@ def _count(text: Any) -> int:
     return value
 
 
+def _processes(text: Any) -> int:
+    value = int(str(text).strip())
+    if value < 0 or value > 256:
+        raise ValueError("expected 0 (one per core) to 256")
+    return value or (os.cpu_count() or 1)
+
+
+def _loop(text: Any) -> str:
+    value = str(text).strip().lower()
+    if value not in ("uvloop", "asyncio"):
+        raise ValueError("expected uvloop or asyncio")
+    return value
+
+
 def _networks(text: Any) -> tuple:
     result = []
     for item in str(text).split(","):
@@ -127,6 +141,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream_timeout", parse_seconds, 300.0, "seconds to wait for an app's response head", "SECONDS"),
     Option("keepalive_timeout", parse_seconds, 75.0, "seconds an idle client connection is kept", "SECONDS"),
     Option("shutdown_grace", parse_seconds, 10.0, "seconds in-flight requests get on shutdown", "SECONDS"),
+    Option("processes", _processes, 1, "processes serving the app ports together (SO_REUSEPORT; 0: one per core); "
+           "the first one alone talks to the coordinator and serves the API port", "N"),
+    Option("loop", _loop, "uvloop", "event loop: uvloop (a dependency; asyncio when it is missing) or asyncio",
+           "{uvloop,asyncio}"),
     Option("log_level", parse_log_level, "INFO", "logging level", "LEVEL"),
     Option("log_format", parse_log_format, "plain", "log format: plain or json (one JSON object per line)",
            "FORMAT"),
@@ -167,6 +185,8 @@ class WorkerConfig:
     log_level: str
     webui_url: str = ""
     log_format: str = "plain"
+    processes: int = 1
+    loop: str = "uvloop"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,21 +93,78 @@ class UpstreamPool:
 _in_networks = forwarded.in_networks
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counter) -> None:
-    """Copy bytes until EOF, then half-close the other side."""
-    try:
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            counter.inc(len(data))
-            if writer.transport.get_write_buffer_size() > HIGH_WATER:
-                await writer.drain()
-        if writer.can_write_eof() and not writer.is_closing():
-            writer.write_eof()
-    except (ConnectionError, OSError, RuntimeError):
-        writer.close()
+class _Splice(asyncio.Protocol):
+    """One direction of a relay (a websocket after its 101, a raw TCP connection): what the
+    ``source`` transport receives is written to ``sink`` from the callback itself, with no
+    stream buffer, task or future in between.  Flow control: when ``source``'s own write buffer
+    is full (it is the other direction's sink), the other direction stops reading."""
+
+    __slots__ = ("relay", "source", "sink", "counter", "eof", "peer")
+
+    def __init__(self, relay: _Relay, source, sink, counter):
+        self.relay, self.source, self.sink, self.counter = relay, source, sink, counter
+        self.eof = False
+        self.peer: _Splice | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.sink.write(data)
+        self.counter.inc(len(data))
+
+    def eof_received(self) -> bool:
+        """Half-close: pass the EOF on and keep the other direction going."""
+        self.eof = True
+        try:
+            if self.sink.can_write_eof() and not self.sink.is_closing():
+                self.sink.write_eof()
+        except (OSError, RuntimeError):
+            self.relay.finish()
+        if self.peer.eof:
+            self.relay.finish()
+        return True
+
+    def connection_lost(self, exc) -> None:
+        self.relay.finish()
+
+    def pause_writing(self) -> None:
+        self.peer.source.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.peer.source.is_closing():
+            self.peer.source.resume_reading()
+
+
+class _Relay:
+    """Two spliced transports; ``done`` when both directions ended or either connection was lost."""
+
+    def __init__(self, creader, cwriter, ureader, uwriter, counter):
+        self.done = asyncio.get_running_loop().create_future()
+        client, app = cwriter.transport, uwriter.transport
+        self.transports = (client, app)
+        up = _Splice(self, client, app, counter)
+        down = _Splice(self, app, client, counter)
+        up.peer, down.peer = down, up
+        for splice, reader in ((up, creader), (down, ureader)):
+            buffered = reader._buffer  # noqa: SLF001 - bytes the stream read ahead: they go first
+            if buffered:
+                splice.data_received(bytes(buffered))
+                buffered.clear()
+            splice.source.set_protocol(splice)
+        for splice, reader in ((up, creader), (down, ureader)):
+            sink = splice.sink
+            if sink.get_write_buffer_size() >= sink.get_write_buffer_limits()[1]:
+                splice.source.pause_reading()
+            elif not splice.source.is_closing() and not splice.source.is_reading():
+                splice.source.resume_reading()  # the stream may have paused it (buffer over its limit)
+            if reader._eof:  # noqa: SLF001 - the stream saw the EOF already
+                splice.eof_received()
+        if client.is_closing() or app.is_closing():
+            self.finish()
+
+    def finish(self) -> None:
+        for transport in self.transports:
+            transport.close()  # writes what is buffered first
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class Proxy:
@@ -187,8 +244,8 @@ class Proxy:
         """The client's address: the peer, unless the peer is a trusted proxy; then the
         right-most ``X-Forwarded-For`` hop that is not a trusted proxy (or ``X-Real-IP``
         when there is no ``X-Forwarded-For``).  Headers from anyone else are ignored."""
-        if request is None:
-            return peer
+        if request is None or not self.trusted:
+            return peer  # (what resolve_client answers for an untrusted peer, without parsing it)
         chain = ", ".join(value.decode("latin-1") for value in request.forwarded_for)
         real = next((v for _, n, v in reversed(request.headers) if n == b"x-real-ip"), b"").decode("latin-1")
         return forwarded.resolve_client(peer, chain, real, self.trusted)
@@ -224,7 +281,7 @@ class Proxy:
         circuit.relays.add(pair)
         circuit.last_access = time.time()
         try:
-            await asyncio.gather(_pipe(creader, uwriter, traffic), _pipe(ureader, cwriter, traffic))
+            await _Relay(creader, cwriter, ureader, uwriter, traffic).done
         finally:
             circuit.relays.discard(pair)
             circuit.last_access = time.time()

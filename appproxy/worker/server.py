@@ -13,7 +13,9 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import signal
+import sys
 import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -31,11 +33,55 @@ log = logging.getLogger("appproxy.worker")
 
 FAILED_PORT_MEMORY = 600.0
 HOUSEKEEPING_INTERVAL = 5.0
+# --processes N: the primary starts N-1 followers with this variable set (and the write end of a
+# pipe for their reports in FOLLOWER_REPORT_ENV); each serves the app ports through SO_REUSEPORT
+FOLLOWER_ENV = "BAI_PROXY_FOLLOWER"
+FOLLOWER_REPORT_ENV = "BAI_PROXY_FOLLOWER_REPORT_FD"
+RESPAWN_DELAY = 1.0
+
+
+def merge_counters(total: dict | None, more: dict, inflight: bool = True) -> dict:
+    """Two processes' inference counters (``Endpoint.counters()``) as one; ``inflight=False``
+    leaves out ``more``'s requests in flight (a process that ended has none)."""
+    if total is None:
+        total = {**more, "inflight": more.get("inflight", 0) if inflight else 0,
+                 "latency_buckets": dict(more.get("latency_buckets") or {}),
+                 "routes": {rid: dict(r) for rid, r in (more.get("routes") or {}).items()}}
+        return total
+    out = dict(total)
+    for key in ("requests_total", "errors_total", "latency_sum", "latency_count", *(("inflight",) if inflight else ())):
+        out[key] = total.get(key, 0) + more.get(key, 0)
+    buckets = dict(total.get("latency_buckets") or {})
+    for bound, count in (more.get("latency_buckets") or {}).items():
+        buckets[bound] = buckets.get(bound, 0) + count
+    out["latency_buckets"] = buckets
+    routes = {rid: dict(r) for rid, r in (total.get("routes") or {}).items()}
+    for rid, r in (more.get("routes") or {}).items():
+        mine = routes.setdefault(rid, {"requests": 0, "errors": 0})
+        mine["requests"] += r.get("requests", 0)
+        mine["errors"] += r.get("errors", 0)
+    out["routes"] = routes
+    return out
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, client: CoordinatorClient | None = None):
+    """One worker process.  With ``--processes N`` the primary (``follower=False``) registers,
+    heartbeats, serves the API port and runs N-1 followers (``python -m appproxy.worker`` with
+    ``argv``); a follower serves the app ports only: it reads its circuit table from the
+    coordinator (a read), gets the secret and sync nudges from the primary on its stdin and
+    reports last-access times and unusable ports to the primary, which heartbeats for all."""
+
+    def __init__(self, config: WorkerConfig, client: CoordinatorClient | None = None, *, follower: bool = False,
+                 argv: list[str] | None = None):
         self.config = config
+        self.follower = follower
+        self.argv = list(argv or ())
+        self.reuse_port = config.processes > 1
+        self.children: dict[int, asyncio.subprocess.Process] = {}
+        # inference counters: each follower's latest (cumulative) and those of followers that ended
+        self.follower_counters: dict[int, dict[str, dict]] = {}
+        self.retired_counters: dict[str, dict] = {}
+        self.report_transport: asyncio.WriteTransport | None = None
         self.client = client or CoordinatorClient(config.coordinator_url, config.token or "", config.name)
         self.table = CircuitTable()
         self.metrics = Metrics()
@@ -92,21 +138,32 @@ class Worker:
     async def start(self) -> None:
         """Listen on the API port, register, load the table, open the frontends, start the loops."""
         self.proxy.start()
-        await self._start_api()
-        await self.register()
+        if self.follower:
+            await self._follow_primary()
+        else:
+            await self._start_api()
+            await self.register()
         if self.stopping.is_set():
             return
         await self.sync(full=True)
         if self.config.mode == "wildcard":
             self.frontend = await asyncio.start_server(self._on_wildcard, self.config.bind_host,
                                                        self.config.wildcard_port, limit=MAX_HEAD, backlog=1024,
-                                                       reuse_address=True)
+                                                       reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("worker %s: wildcard frontend *.%s on %s:%s", self.config.name, self.config.wildcard_domain,
                      self.config.bind_host, self.config.wildcard_port)
+        if self.follower:
+            self.tasks = [asyncio.create_task(self._primary_loop(), name="primary"),
+                          asyncio.create_task(self._report_loop(), name="report"),
+                          asyncio.create_task(self._sync_loop(), name="sync"),
+                          asyncio.create_task(self._housekeeping_loop(), name="housekeeping")]
+            return
         self.tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                       asyncio.create_task(self._sync_loop(), name="sync"),
                       asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
                       asyncio.create_task(self._flip_loop(), name="route-health")]
+        self.tasks += [asyncio.create_task(self._keep_follower(index), name=f"follower-{index}")
+                       for index in range(1, self.config.processes)]
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -119,6 +176,7 @@ class Worker:
                 pass
         for server in [*self.listeners.values(), *([self.frontend] if self.frontend else [])]:
             server.close()
+        await self._stop_followers()
         self.proxy.close_idle()
         deadline = time.monotonic() + self.config.shutdown_grace
         while self.proxy.connections and time.monotonic() < deadline:
@@ -127,7 +185,9 @@ class Worker:
         for circuit in self.table.circuits.values():
             self.proxy.close_relays(circuit)
         self.proxy.close_all()
-        if self.registered:
+        if self.report_transport is not None:
+            self.report_transport.close()
+        if self.registered and not self.follower:
             try:
                 async with asyncio.timeout(3):
                     await self.client.shutdown()
@@ -185,6 +245,7 @@ class Worker:
                 self.secret = answer["secret"]
                 self.permit_ttl = float(answer.get("permit_ttl") or self.permit_ttl)
                 self.registered = True
+                self._tell_followers({"secret": self.secret, "permit_ttl": self.permit_ttl})
                 log.info("worker %s registered with %s (%s mode, setup at %s)", self.config.name,
                          self.config.coordinator_url, self.config.mode, self.config.api_endpoint)
                 return
@@ -211,6 +272,9 @@ class Worker:
             try:
                 answer = await self.client.circuits(since)
             except NotRegistered:
+                if self.follower:  # the primary registers again on its next heartbeat, then nudges
+                    log.warning("worker %s: the coordinator does not know this worker (yet)", self.config.name)
+                    return False
                 log.warning("worker %s: the coordinator does not know this worker: registering again",
                             self.config.name)
                 await self.register()
@@ -229,6 +293,8 @@ class Worker:
             if answer.get("full"):
                 self.last_full_sync = time.monotonic()
             changes = self.table.apply(answer)
+            if changes:
+                self._tell_followers({"sync": True})
             for circuit in changes.removed:
                 if circuit.is_inference:
                     self.inference.detach(circuit)
@@ -285,7 +351,7 @@ class Worker:
                    if c.last_access > self.reported.get(cid, 0.0)}
         now = time.time()
         failed = sorted(p for p, when in self.failed.items() if now - when < FAILED_PORT_MEMORY)
-        inference = {e.circuit_id: {"health": e.health_report(), "counters": e.counters()}
+        inference = {e.circuit_id: {"health": e.health_report(), "counters": self._counters(e)}
                      for e in self.inference.endpoints.values()}
         try:
             answer = await self.client.heartbeat(reports, failed, inference)
@@ -333,6 +399,133 @@ class Worker:
             if self.config.mode == "port":
                 await self.reconcile_listeners()
 
+    # --- several processes (--processes N) ---------------------------------------------------
+
+    def _tell_followers(self, message: dict) -> None:
+        line = json.dumps(message).encode() + b"\n"
+        for child in self.children.values():
+            if child.stdin is not None and not child.stdin.is_closing():
+                child.stdin.write(line)
+
+    async def _keep_follower(self, index: int) -> None:
+        """Run follower ``index`` (``python -m appproxy.worker`` with our arguments) and start it
+        again if it dies; its reports (last access, unusable ports) ride our heartbeats."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            read_fd, write_fd = os.pipe()
+            env = dict(os.environ, **{FOLLOWER_ENV: "1", FOLLOWER_REPORT_ENV: str(write_fd)})
+            try:
+                child = await asyncio.create_subprocess_exec(sys.executable, "-m", "appproxy.worker", *self.argv,
+                                                             stdin=asyncio.subprocess.PIPE, env=env,
+                                                             pass_fds=(write_fd,))
+            except OSError as exc:
+                os.close(read_fd)
+                log.error("worker %s: cannot start follower %d: %s", self.config.name, index, exc)
+                child = None
+            finally:
+                os.close(write_fd)
+            if child is not None:
+                self.children[index] = child
+                child.stdin.write(json.dumps({"secret": self.secret, "permit_ttl": self.permit_ttl}).encode()
+                                  + b"\n")
+                reports = asyncio.StreamReader()
+                transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reports),
+                                                            os.fdopen(read_fd, "rb", 0))
+                log.info("worker %s: follower %d is process %s", self.config.name, index, child.pid)
+                try:  # cancelled at shutdown: the child stays in self.children for _stop_followers
+                    while line := await reports.readline():
+                        self._follower_report(index, json.loads(line))
+                    code = await child.wait()
+                finally:
+                    transport.close()
+                self.children.pop(index, None)
+                for cid, counters in self.follower_counters.pop(index, {}).items():
+                    # what it counted stays counted (the sums the coordinator sees never go down)
+                    self.retired_counters[cid] = merge_counters(self.retired_counters.get(cid), counters,
+                                                                inflight=False)
+                if self.stopping.is_set():
+                    return
+                log.error("worker %s: follower %d (process %s) ended with status %s: starting it again",
+                          self.config.name, index, child.pid, code)
+            if await self._sleep(RESPAWN_DELAY):
+                return
+
+    def _counters(self, endpoint: Endpoint) -> dict:
+        """An endpoint's counters summed over this process and the followers."""
+        total = endpoint.counters()
+        for more in (self.retired_counters.get(endpoint.circuit_id),
+                     *(c.get(endpoint.circuit_id) for c in self.follower_counters.values())):
+            if more:
+                total = merge_counters(total, more)
+        return total
+
+    def _follower_report(self, index: int, report: dict) -> None:
+        if "inference" in report:
+            self.follower_counters[index] = report["inference"]
+        for cid, when in (report.get("access") or {}).items():
+            circuit = self.table.get(cid)
+            if circuit is not None and when > circuit.last_access:
+                circuit.last_access = when
+        now = time.time()
+        for port in report.get("failed") or ():
+            self.failed[int(port)] = now
+
+    async def _stop_followers(self) -> None:
+        children = list(self.children.values())
+        for child in children:
+            if child.returncode is None:
+                child.terminate()
+        for child in children:
+            try:
+                async with asyncio.timeout(self.config.shutdown_grace + 5):
+                    await child.wait()
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+    async def _follow_primary(self) -> None:
+        """A follower: the primary's messages come on stdin (the secret first), reports go to its pipe."""
+        loop = asyncio.get_running_loop()
+        self.primary = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self.primary), sys.stdin)
+        fd = int(os.environ.pop(FOLLOWER_REPORT_ENV))
+        self.report_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fd, "wb", 0))
+        while self.secret is None and not self.stopping.is_set():
+            if not await self._from_primary():
+                return
+
+    async def _from_primary(self) -> bool:
+        line = await self.primary.readline()
+        if not line:
+            log.warning("worker %s: the primary process is gone: stopping", self.config.name)
+            self.request_stop()
+            return False
+        message = json.loads(line)
+        if message.get("secret"):
+            self.secret = message["secret"]
+            self.permit_ttl = float(message.get("permit_ttl") or self.permit_ttl)
+            self.registered = True
+        if message.get("sync"):
+            self.sync_event.set()
+        return True
+
+    async def _primary_loop(self) -> None:
+        while await self._from_primary():
+            pass
+
+    async def _report_loop(self) -> None:
+        while not await self._sleep(self.config.heartbeat_interval):
+            reports = {cid: c.last_access for cid, c in self.table.circuits.items()
+                       if c.last_access > self.reported.get(cid, 0.0)}
+            now = time.time()
+            failed = sorted(p for p, when in self.failed.items() if now - when < FAILED_PORT_MEMORY)
+            report = {"access": reports, "failed": failed}
+            if self.inference.endpoints:
+                report["inference"] = {e.circuit_id: e.counters() for e in self.inference.endpoints.values()}
+            if reports or failed or self.inference.endpoints:
+                self.report_transport.write(json.dumps(report).encode() + b"\n")
+                self.reported.update(reports)
+
     # --- frontends ---------------------------------------------------------------------------
 
     async def reconcile_listeners(self) -> None:
@@ -347,7 +540,7 @@ class Worker:
             try:
                 self.listeners[port] = await asyncio.start_server(
                     functools.partial(self._on_port, port), self.config.bind_host, port, limit=MAX_HEAD,
-                    backlog=1024, reuse_address=True)
+                    backlog=1024, reuse_address=True, reuse_port=self.reuse_port or None)
                 if self.failed.pop(port, None):
                     log.info("worker %s: port %s is usable again", self.config.name, port)
             except OSError as exc:
@@ -455,7 +648,8 @@ class Worker:
         if request.method == b"GET" and path == "/health":
             body = json.dumps({"status": "ok" if self.registered else "starting", "name": self.config.name,
                                "mode": self.config.mode, "revision": self.table.revision,
-                               "circuits": len(self.table),
+                               "circuits": len(self.table), "event_loop": type(asyncio.get_running_loop()).__module__,
+                               "processes": 1 + len(self.children),
                                "coordinator": "down" if self.coordinator_down_since else "up"}).encode()
             return simple_response(200 if self.registered else 503, body, b"application/json")
         if request.method == b"GET" and path == "/metrics":

@@ -2,6 +2,7 @@
 configurable-http-proxy, and against the app itself, in one run.
 
     .venv/bin/python bench/appproxy/run.py [--duration 5] [--connections 32] [--ws-round-trips 2000]
+        [--modes quiet,busy] [--processes N] [--loop uvloop|asyncio] [--short]
 
 What runs (all on 127.0.0.1, every loop bounded in count and time):
 
@@ -17,6 +18,14 @@ What runs (all on 127.0.0.1, every loop bounded in count and time):
 * the load: ``wrk`` (Debian) with one thread and N connections, the same
   command line (cookie header included) for every target; websocket round
   trips: one client sending a small message and waiting for its echo, N times.
+
+Each mode measures every target: ``quiet`` with nothing else running, ``busy`` with one
+CPU-bound Python process per core alongside (normal priority, each ending by itself after the
+phase).  With ``--processes N`` (default: the core count) a second worker runs with N processes
+sharing its ports (SO_REUSEPORT), next to nginx with N worker processes.  The summary prints the
+issue's ratios per mode: the worker's req/s and p99 against nginx's, its req/s against
+configurable-http-proxy's and its websocket round trips against nginx's.  ``--short`` (CI):
+1 s per target, 8 connections, 200 round trips.
 
 Missing tools are installed (apt-get for nginx and wrk as root, npm for
 configurable-http-proxy into the work directory).  Prints a table and exits.
@@ -126,6 +135,9 @@ def standin_coordinator(circuits: list[dict]):
 
         def do_POST(self):
             self._read()
+            if self.path == "/workers/register":
+                self._send({"worker": {}, "secret": SECRET, "revision": 1, "permit_ttl": 3600})
+                return
             if self.path.endswith("/shutdown"):
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
@@ -145,7 +157,7 @@ def standin_coordinator(circuits: list[dict]):
 # --- contenders -----------------------------------------------------------------------------------
 
 NGINX_CONF = """
-worker_processes 1;
+worker_processes {workers};
 error_log {work}/nginx-error.log warn;
 pid {work}/nginx.pid;
 events {{ worker_connections 4096; }}
@@ -292,22 +304,112 @@ async def _ws_round_trips(url: str, cookie: str, count: int) -> dict:
     return {"rtps": count / elapsed, "p50": statistics.median(samples), "p99": samples[int(len(samples) * 0.99)]}
 
 
+# --- busy mode -----------------------------------------------------------------------------------
+
+BURNER = "import time\nend = time.monotonic() + {seconds}\nx = 0\nwhile time.monotonic() < end:\n    x += 1\n"
+
+
+class Burners:
+    """One CPU-bound Python process per core at normal priority, each ending by itself after
+    ``seconds`` (and stopped by ``stop``): the "other load" of a busy machine."""
+
+    def __init__(self, children: Children, seconds: float):
+        self.procs = [children.start([sys.executable, "-c", BURNER.format(seconds=seconds)])
+                      for _ in range(os.cpu_count() or 1)]
+
+    def stop(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
 # --- main -----------------------------------------------------------------------------------------
+
+def start_worker(children, coordinator, ports, api_port, processes: int, loop: str, name: str):
+    low, high = min(ports), max(ports)
+    children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
+                    f"http://127.0.0.1:{coordinator.server_address[1]}", "--name", name, "--mode", "port",
+                    "--port-range", f"{low}-{high}", "--api-port", str(api_port), "--log-level", "WARNING",
+                    "--processes", str(processes), "--loop", loop],
+                   cwd=ROOT, env=dict(os.environ, BAI_PROXY_TOKEN="bench"), stderr=None)
+
+
+def worker_health(api_port: int) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", api_port), timeout=2) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            if data.startswith(b"HTTP/1.1 200"):
+                return json.loads(data.partition(b"\r\n\r\n")[2])
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the worker at API port {api_port} does not answer /health")
+
+
+def ratio(a, b, fmt="{:.2f}x"):
+    return fmt.format(a / b) if a and b else "-"
+
+
+def measure(mode, targets, ws_targets, load, args, cookie):
+    results, ws_results = {}, {}
+    for name, port in targets.items():
+        load(port)  # warm-up (JIT, pools), not counted
+        results[name] = load(port)
+    for name, port in ws_targets.items():
+        ws_results[name] = asyncio.run(_ws_round_trips(f"ws://127.0.0.1:{port}/", cookie, args.ws_round_trips))
+    rows = [("target", "req/s", "p50 ms", "p99 ms", "vs nginx", "p99/nginx", "vs CHP", "errors")]
+    nginx = results.get("nginx", {})
+    chp = results.get("configurable-http-proxy", {})
+    for name, r in results.items():
+        errors = str(r["non2xx"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")
+        rows.append((name, f"{r['rps']:.0f}", f"{r['p50'] * 1000:.2f}", f"{r['p99'] * 1000:.2f}",
+                     ratio(r["rps"], nginx.get("rps")), ratio(r["p99"], nginx.get("p99")),
+                     ratio(r["rps"], chp.get("rps")), errors))
+    print(f"\n[{mode}] HTTP: GET / (12-byte body), keep-alive", flush=True)
+    print_table(rows)
+    ws_rows = [("target", "round trips/s", "p50 ms", "p99 ms", "vs nginx")]
+    for name, r in ws_results.items():
+        ws_rows.append((name, f"{r['rtps']:.0f}", f"{r['p50'] * 1000:.3f}", f"{r['p99'] * 1000:.3f}",
+                        ratio(r["rtps"], ws_results.get("nginx", {}).get("rtps"))))
+    print(f"\n[{mode}] Websocket: {args.ws_round_trips} sequential round trips of a small text message, "
+          "one connection", flush=True)
+    print_table(ws_rows)
+    return results, ws_results
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds of load per target (1-60)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (1-512)")
     parser.add_argument("--ws-round-trips", type=int, default=2000, help="websocket round trips per target")
+    parser.add_argument("--modes", default="quiet,busy",
+                        help="quiet: nothing else runs; busy: a CPU-bound process per core runs alongside")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="also measure the worker with this many processes (SO_REUSEPORT) against nginx "
+                             "with as many workers (1: skip)")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the worker's event loop")
+    parser.add_argument("--short", action="store_true", help="CI: 1 s per target, 8 connections, 200 round trips")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "appproxy-bench"))
     parser.add_argument("--serve-app", nargs=2, type=int, metavar=("HTTP_PORT", "WS_PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_app:
         asyncio.run(serve_app(*args.serve_app))
         return 0
+    if args.short:
+        args.duration, args.connections, args.ws_round_trips = 1, 8, 200
     args.duration = max(1, min(args.duration, 60))
     args.connections = max(1, min(args.connections, 512))
     args.ws_round_trips = max(10, min(args.ws_round_trips, 100_000))
+    args.processes = max(1, min(args.processes, 64))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"quiet", "busy"}:
+        parser.error("--modes: a comma list of quiet, busy")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
@@ -324,35 +426,52 @@ def main(argv=None) -> int:
         wait_port(app_port)
         wait_port(ws_port)
 
-        proxy_port, proxy_ws_port, api_port = free_port(), free_port(), free_port()
         circuit = {"app": "hello", "protocol": "http", "session_id": str(uuid.uuid4()), "owner_id": OWNER,
                    "granted_users": [], "target_host": "127.0.0.1", "open_to_public": False,
                    "allowed_client_ips": [], "revision": 1, "subdomain": None}
         ws_circuit_id = str(uuid.uuid4())
+        proxy_port, proxy_ws_port, api_port = free_port(), free_port(), free_port()
         circuits = [{**circuit, "id": CIRCUIT, "target_port": app_port, "port": proxy_port},
                     {**circuit, "id": ws_circuit_id, "app": "ws", "target_port": ws_port, "port": proxy_ws_port}]
         coordinator = standin_coordinator(circuits)
-        low, high = min(proxy_port, proxy_ws_port), max(proxy_port, proxy_ws_port)
-        children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
-                        f"http://127.0.0.1:{coordinator.server_address[1]}", "--name", "bench", "--mode", "port",
-                        "--port-range", f"{low}-{high}", "--api-port", str(api_port), "--log-level", "WARNING"],
-                       cwd=ROOT, env=dict(os.environ, BAI_PROXY_TOKEN="bench"), stderr=None)
+        start_worker(children, coordinator, [proxy_port, proxy_ws_port], api_port, 1, args.loop, "bench")
         wait_port(proxy_port)
         wait_port(proxy_ws_port)
+        health = worker_health(api_port)
         cookie = "; ".join(f"{tokens.permit_cookie_name(cid)}={tokens.make_permit(SECRET, cid, OWNER, 3600)}"
                            for cid in (CIRCUIT, ws_circuit_id))
 
         targets = {"direct (the app)": app_port, "appproxy worker": proxy_port}
         ws_targets = {"direct (the app)": ws_port, "appproxy worker": proxy_ws_port}
+        if args.processes > 1:
+            # a second worker (another name, the same circuits on other ports) with N processes
+            multi_port, multi_ws, multi_api = free_port(), free_port(), free_port()
+            multi = [{**circuits[0], "port": multi_port}, {**circuits[1], "port": multi_ws}]
+            multi_coordinator = standin_coordinator(multi)
+            start_worker(children, multi_coordinator, [multi_port, multi_ws], multi_api, args.processes, args.loop,
+                         "bench-multi")
+            wait_port(multi_port)
+            deadline = time.monotonic() + 30
+            while worker_health(multi_api).get("processes") != args.processes and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # the followers' listeners
+            targets[f"appproxy worker x{args.processes}"] = multi_port
         if nginx:
-            nginx_port, nginx_ws = free_port(), free_port()
-            conf = run_dir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(work=run_dir, app=app_port, ws=ws_port, port=nginx_port,
-                                              ws_port=nginx_ws))
-            children.start([nginx, "-c", str(conf), "-p", str(run_dir), "-g", "daemon off;"])
-            wait_port(nginx_port)
-            targets["nginx"] = nginx_port
-            ws_targets["nginx"] = nginx_ws
+            workers = [1] + ([args.processes] if args.processes > 1 else [])
+            for count in workers:
+                nginx_port, nginx_ws = free_port(), free_port()
+                nginx_dir = run_dir / f"nginx-{count}"
+                nginx_dir.mkdir()
+                conf = nginx_dir / "nginx.conf"
+                conf.write_text(NGINX_CONF.format(work=nginx_dir, app=app_port, ws=ws_port, port=nginx_port,
+                                                  ws_port=nginx_ws, workers=count))
+                children.start([nginx, "-c", str(conf), "-p", str(nginx_dir), "-g", "daemon off;"])
+                wait_port(nginx_port)
+                if count == 1:
+                    targets["nginx"] = nginx_port
+                    ws_targets["nginx"] = nginx_ws
+                else:
+                    targets[f"nginx x{count}"] = nginx_port
         else:
             print("nginx is not available: skipped", flush=True)
         if chp and node:
@@ -375,33 +494,35 @@ def main(argv=None) -> int:
             if wrk else (lambda port: asyncio.run(_python_load(port, cookie, args.duration, args.connections)))
         generator = f"wrk -t1 -c{args.connections} -d{args.duration}s" if wrk else \
             f"python asyncio client, {args.connections} connections, {args.duration}s"
-        print(f"\nHTTP: GET / (12-byte body), keep-alive, load: {generator}; machine: {os.cpu_count()} cores",
+        print(f"load: {generator}; machine: {os.cpu_count()} cores; worker event loop: {health.get('event_loop')}",
               flush=True)
-        results = {}
-        for name, port in targets.items():
-            load(port)  # warm-up (JIT, pools), not counted
-            results[name] = load(port)
-        rows = [("target", "req/s", "p50 ms", "p99 ms", "vs CHP", "errors")]
-        chp_rps = results.get("configurable-http-proxy", {}).get("rps")
-        for name, r in results.items():
-            ratio = f"{r['rps'] / chp_rps:.2f}x" if chp_rps else "-"
-            errors = str(r["non2xx"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")
-            rows.append((name, f"{r['rps']:.0f}", f"{r['p50'] * 1000:.2f}", f"{r['p99'] * 1000:.2f}", ratio, errors))
-        print_table(rows)
+        summary = {}
+        for mode in modes:
+            burners = None
+            if mode == "busy":
+                # bounded: the whole phase, with margin, then each burner ends by itself
+                seconds = len(targets) * 2 * (args.duration + 2) + len(ws_targets) * 30 + 60
+                burners = Burners(children, seconds)
+                time.sleep(0.5)
+            try:
+                summary[mode] = measure(mode, targets, ws_targets, load, args, cookie)
+            finally:
+                if burners is not None:
+                    burners.stop()
 
-        print(f"\nWebsocket: {args.ws_round_trips} sequential round trips of a small text message, one connection",
+        rows = [("mode", "worker/nginx req/s", "worker/nginx p99", "worker/CHP req/s", "ws worker/nginx",
+                 f"x{args.processes}/nginx x{args.processes} req/s")]
+        for mode, (results, ws_results) in summary.items():
+            worker, ngx = results.get("appproxy worker", {}), results.get("nginx", {})
+            multi_r = results.get(f"appproxy worker x{args.processes}", {})
+            multi_n = results.get(f"nginx x{args.processes}", {})
+            rows.append((mode, ratio(worker.get("rps"), ngx.get("rps")), ratio(worker.get("p99"), ngx.get("p99")),
+                         ratio(worker.get("rps"), results.get("configurable-http-proxy", {}).get("rps")),
+                         ratio(ws_results["appproxy worker"]["rtps"], ws_results.get("nginx", {}).get("rtps")),
+                         ratio(multi_r.get("rps"), multi_n.get("rps"))))
+        print("\nSummary (targets: req/s >= 0.75x nginx, p99 <= 1.5x nginx, websocket round trips >= 0.9x nginx)",
               flush=True)
-        ws_rows = [("target", "round trips/s", "p50 ms", "p99 ms")]
-        for name, port in ws_targets.items():
-            r = asyncio.run(_ws_round_trips(f"ws://127.0.0.1:{port}/", cookie, args.ws_round_trips))
-            ws_rows.append((name, f"{r['rtps']:.0f}", f"{r['p50'] * 1000:.3f}", f"{r['p99'] * 1000:.3f}"))
-        print_table(ws_rows)
-        try:
-            import uvloop  # noqa: F401
-            loop_name = "uvloop"
-        except ImportError:
-            loop_name = "asyncio (uvloop not installed)"
-        print(f"\nworker event loop: {loop_name}", flush=True)
+        print_table(rows)
         coordinator.shutdown()
     finally:
         children.stop_all()

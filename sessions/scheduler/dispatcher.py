@@ -8,13 +8,15 @@
 3. decides in memory (``decide``): pending timeout, top priority band,
    sequencer, predicates, agent selection and placement, with the in-memory
    state updated after every placement;
-4. writes every decision back in one guarded set-based statement
-   (``writer.write``) and recomputes the touched agents' occupancy in one more;
+4. writes every decision back set-based (``writer.write``: one COPY into a
+   temporary table and one guarded ``UPDATE ... FROM``) and recomputes the
+   touched agents' occupancy in one more statement;
 5. after commit, pokes the agents that received kernels.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -64,6 +66,7 @@ class PassResult:
     considered: int = 0  # pending sessions read
     duration: float = 0.0
     statements: int = 0
+    stages: dict = field(default_factory=dict)  # seconds per stage: snapshot, decide, write, occupancy
 
     @property
     def decisions(self) -> int:
@@ -148,20 +151,20 @@ def _run(name: str, now) -> PassResult:
                 return result
             opts = group.opts
             with _gc_paused():
-                with telemetry.stage("snapshot"):
+                with _stage(result, "snapshot"):
                     raw = snapshot.load(name, with_group_usage=group.scheduler == "drf")
                 result.considered = len(raw.pending)
                 if not raw.pending:
                     return result
                 rr_next = _load_rr(name, {a[2] for a in raw.agents})
-                with telemetry.stage("decide"):
+                with _stage(result, "decide"):
                     decided = decide(raw, group_name=name, scheduler=group.scheduler, opts=opts, now=now,
                                      rr_next=rr_next)
-            with telemetry.stage("write"):
-                written = writer.write(decided.sessions, decided.kernels, now)
+                with _stage(result, "write"):
+                    written = writer.write(decided.sessions, decided.kernels, now)
             touched = sorted({a for a in written.kernels.values() if a})
             if touched:
-                with telemetry.stage("occupancy"):
+                with _stage(result, "occupancy"):
                     occupancy.rewrite_occupancy(touched)
             result.scheduled = [s for s in decided.scheduled if s in written.sessions]
             result.failed = {s: v for s, v in decided.failed.items() if s in written.sessions}
@@ -203,6 +206,17 @@ def poke_agents(agent_ids: list[str]) -> None:
         async_to_sync(send_all)()
     except Exception as exc:  # noqa: BLE001 - a lost hint is harmless: agents sync on a timer
         log.debug("could not poke agents: %s", exc)
+
+
+@contextmanager
+def _stage(result: PassResult, name: str):
+    """A stage of the pass: observed by the telemetry and kept in ``result.stages``."""
+    started = time.perf_counter()
+    try:
+        with telemetry.stage(name):
+            yield
+    finally:
+        result.stages[name] = time.perf_counter() - started
 
 
 @contextmanager
@@ -284,9 +298,10 @@ def decide(raw: snapshot.RawSnapshot, *, group_name: str, scheduler: str, opts: 
     priority = selector_config.get("resource_priority") or DEFAULT_RESOURCE_PRIORITY
     pool = AgentPool(space, agents, opts.get("agent_selection_strategy") or "dispersed", priority, rr_next)
 
-    # requests
+    # requests (the snapshot decodes each distinct slot map once, so equal maps are often one object)
+    vectors: dict = {}
     for session in raw.pending:
-        _prepare_session(space, session)
+        _prepare_session(space, session, vectors)
 
     # pending timeout
     timeout = opts.get("pending_timeout") or 0
@@ -366,21 +381,32 @@ def _group_usage(space: SlotSpace, raw: snapshot.RawSnapshot) -> dict:
     return usage
 
 
-def _prepare_session(space: SlotSpace, session: snapshot.PendingSession) -> None:
+def _request_vector(space: SlotSpace, mapping, vectors: dict):
+    key = id(mapping)
+    hit = vectors.get(key)
+    if hit is not None and hit[0] is mapping:
+        return hit[1]
+    vec = _vector_or_none(space, mapping)
+    vectors[key] = (mapping, vec)
+    return vec
+
+
+def _prepare_session(space: SlotSpace, session: snapshot.PendingSession, vectors: dict | None = None) -> None:
+    vectors = {} if vectors is None else vectors
     if not session.kernels:
         session.error = "the session has no kernels"
         session.request = _vector_or_none(space, session.requested_raw) or space.zero
         return
-    total = space.zero
+    total = None
     for kernel in session.kernels:
         if kernel.status != KernelStatus.PENDING:
             session.error = f"kernel {kernel.hostname} is {kernel.status}, not PENDING"
-        vec = _vector_or_none(space, kernel.requested_raw)
+        vec = _request_vector(space, kernel.requested_raw, vectors)
         if vec is None:
             session.error = f"kernel {kernel.hostname} has malformed requested slots"
             vec = space.zero
         kernel.request = vec
-        total = add(total, vec)
+        total = vec if total is None else add(total, vec)
     session.request = total
     if session.cluster_mode != "multi-node" and any(k.architecture != session.architecture for k in session.kernels):
         session.error = "the kernels of a single-node session must share one architecture"
@@ -513,6 +539,14 @@ def _clip(free, dims):
 
 
 def _no_agent_msg(pool: AgentPool, space: SlotSpace, vec, arch: str, group: str) -> str:
+    key = (vec, arch, group)
+    msg = pool.messages.get(key)
+    if msg is None:
+        msg = pool.messages[key] = _no_agent_text(pool, space, vec, arch, group)
+    return msg
+
+
+def _no_agent_text(pool: AgentPool, space: SlotSpace, vec, arch: str, group: str) -> str:
     n = pool.count(arch)
     if not n:
         return f"no ALIVE schedulable agent for architecture {arch} in scaling group '{group}'"
@@ -522,13 +556,29 @@ def _no_agent_msg(pool: AgentPool, space: SlotSpace, vec, arch: str, group: str)
 
 # --- recording decisions ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=64)
+def _entry(status: str, now) -> dict:
+    """One history entry per status and instant, shared by every row of the pass (only serialised)."""
+    return history_entry(status, now)
+
+
+@functools.lru_cache(maxsize=8)
+def _iso(now) -> str:
+    return now.isoformat()
+
+
+@functools.lru_cache(maxsize=256)
+def _passed_block(passed: tuple) -> tuple:
+    return tuple({"name": n} for n in passed)
+
+
 def _scheduler_block(session, now, *, retries: int, passed, failed, msg: str | None = None) -> dict:
     data = dict(session.status_data)
     block = {
         "retries": retries,
-        "last_try": now.isoformat(),
+        "last_try": _iso(now),
         "failed_predicates": list(failed),
-        "passed_predicates": [{"name": n} for n in passed],
+        "passed_predicates": list(_passed_block(tuple(passed))),
     }
     if msg:
         block["msg"] = msg
@@ -547,14 +597,14 @@ def _wait(out: Decisions, session, now, info: str, *, passed, failed, msg: str |
 
 def _cancel(out: Decisions, session, now, info: str, msg: str, *, passed=(), failed=()) -> None:
     data = _scheduler_block(session, now, retries=session.retries, passed=passed, failed=failed, msg=msg)
-    entry = [history_entry(SessionStatus.CANCELLED, now)]
+    entry = [_entry(SessionStatus.CANCELLED, now)]
     out.sessions.append(writer.SessionChange(session.id, SessionStatus.PENDING, SessionStatus.CANCELLED,
                                              status_info=info, status_data=data, history=entry, terminated=True))
     for kernel in session.kernels:
         if kernel.status == KernelStatus.PENDING:
             out.kernels.append(writer.KernelChange(
                 kernel.id, session.id, KernelStatus.PENDING, KernelStatus.CANCELLED, status_info=info,
-                history=[history_entry(KernelStatus.CANCELLED, now)], terminated=True))
+                history=[_entry(KernelStatus.CANCELLED, now)], terminated=True))
     out.cancelled[session.id] = info
     out.outcomes["cancelled"] += 1
 
@@ -562,7 +612,7 @@ def _cancel(out: Decisions, session, now, info: str, msg: str, *, passed=(), fai
 def _schedule(out: Decisions, session, placement, now, passed, space: SlotSpace) -> None:
     data = _scheduler_block(session, now, retries=session.retries, passed=passed, failed=[])
     agent_ids = list(dict.fromkeys(agent.id for _, agent in placement))
-    entry = [history_entry(SessionStatus.SCHEDULED, now)]
+    entry = [_entry(SessionStatus.SCHEDULED, now)]
     out.sessions.append(writer.SessionChange(
         session.id, SessionStatus.PENDING, SessionStatus.SCHEDULED, status_info=INFO_SCHEDULED, status_data=data,
         agent_ids=agent_ids, occupying_slots=_occupying(session, space), history=entry))
@@ -570,7 +620,7 @@ def _schedule(out: Decisions, session, placement, now, passed, space: SlotSpace)
         out.kernels.append(writer.KernelChange(
             kernel.id, session.id, KernelStatus.PENDING, KernelStatus.SCHEDULED, status_info=INFO_SCHEDULED,
             agent_id=agent.id, agent_addr=agent.addr, occupied_slots=kernel.requested_raw,
-            history=[history_entry(KernelStatus.SCHEDULED, now)]))
+            history=[_entry(KernelStatus.SCHEDULED, now)]))
     out.scheduled.append(session.id)
     out.outcomes["scheduled"] += 1
 

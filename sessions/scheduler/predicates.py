@@ -144,6 +144,15 @@ class State:
         self.concurrency = {k: list(v) for k, v in concurrency.items()}
         self.dependencies = dependencies
         self.pending_queues = pending_queues
+        self._private_checks = (("reserved_time", self._reserved_time), ("dependencies", self._dependencies),
+                                ("concurrency", self._concurrency))
+        self._checks = (*self._private_checks,
+                        ("pending_session_count_limit", self._pending_count),
+                        ("pending_session_resource_limit", self._pending_slots),
+                        ("keypair_resource_limit", self._keypair_limit),
+                        ("user_resource_limit", self._user_limit),
+                        ("user_group_resource_limit", self._project_limit),
+                        ("domain_resource_limit", self._domain_limit))
 
     # -- bookkeeping ----------------------------------------------------------
     def _usage(self, scope: str, owner) -> list:
@@ -154,14 +163,14 @@ class State:
         return vec
 
     def placed(self, session) -> None:
+        amounts = [(d, v) for d, v in enumerate(session.request) if v]
         for scope, owner in (("k", session.access_key), ("u", session.user_id), ("p", session.project_id),
                              ("d", session.domain_id)):
             if owner is None:
                 continue
             vec = self._usage(scope, owner)
-            for d, v in enumerate(session.request):
-                if v:
-                    vec[d] += v
+            for d, v in amounts:
+                vec[d] += v
         if session.access_key is not None:
             counts = self.concurrency.setdefault(session.access_key, [0, 0])
             counts[1 if session.is_private else 0] += 1
@@ -177,17 +186,7 @@ class State:
         passed: list[str] = []
         failed: list[dict] = []
         fatal, fatal_msg = None, ""
-        checks = [("reserved_time", self._reserved_time), ("dependencies", self._dependencies),
-                  ("concurrency", self._concurrency)]
-        if not session.is_private:
-            checks += [
-                ("pending_session_count_limit", self._pending_count),
-                ("pending_session_resource_limit", self._pending_slots),
-                ("keypair_resource_limit", self._keypair_limit),
-                ("user_resource_limit", self._user_limit),
-                ("user_group_resource_limit", self._project_limit),
-                ("domain_resource_limit", self._domain_limit),
-            ]
+        checks = self._private_checks if session.is_private else self._checks
         for name, check in checks:
             result = check(session)
             if result is None:

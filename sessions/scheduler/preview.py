@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.models import Agent, AgentStatus
 from backendai.services import known_slot_types
 from backendai.slots import ResourceSlot
 from sessions.lifecycle import CONCURRENCY_SESSION, OCCUPYING_SESSION, KernelStatus
@@ -103,8 +102,7 @@ def preview_request(group, *, keypair, owner, project, architecture: str, per_ke
     slot_types = slot_types if slot_types is not None else known_slot_types()
     raw = snapshot.load(group.pk, with_group_usage=group.scheduler == "drf", slot_types=slot_types)
     if not raw.pending:  # ``load`` stops early without pending sessions: read the agents too
-        raw.agents = list(Agent.objects.filter(scaling_group_id=group.pk, status=AgentStatus.ALIVE).order_by("id")
-                          .values_list("id", "addr", "architecture", "available_slots", "schedulable"))
+        raw.agents = snapshot.alive_agents(group.pk)
         raw.occupancy = snapshot._agent_occupancy(group.pk)
         raw.slot_types = slot_types
     _add_owner(raw, group.pk, keypair, owner, project)

@@ -97,9 +97,11 @@ class AgentPool:
         self.rr_next = dict(rr_next or {})
         self.rr_changed: set[str] = set()
         self._indexes: dict[tuple, _Index] = {}
+        self._arch_indexes: dict[str, list[_Index]] = {}  # the same indexes, by architecture
         self._failures: dict[str, list[tuple]] = {}
         self._shapes: dict[tuple, Shape] = {}
         self.tentative = 0  # allocations of a multi-node session not yet committed
+        self.messages: dict = {}  # the dispatcher's "no agent" texts, per request and architecture
 
     # -- shapes and keys ----------------------------------------------------
     def shape(self, vector: tuple) -> Shape:
@@ -110,23 +112,26 @@ class AgentPool:
             shape = self._shapes[vector] = Shape(vector, dims, zero_acc)
         return shape
 
-    def _key(self, shape: Shape, agent: AgentSlot) -> tuple:
-        extras = shape.extras(agent)
+    def _key(self, shape: Shape, agent: AgentSlot, extras: int | None = None) -> tuple:
+        if extras is None:
+            extras = shape.extras(agent)
         if self.strategy == "dispersed":
-            return (-extras, *(agent.free[d] for d in shape.dims), -agent.rank)
+            return (-extras, *[agent.free[d] for d in shape.dims], -agent.rank)
         if self.strategy == "concentrated":
-            return (extras, *(agent.free[d] for d in shape.dims), agent.rank)
-        return (-extras, *(agent.available[d] for d in shape.dims), -agent.rank)  # legacy: static
+            return (extras, *[agent.free[d] for d in shape.dims], agent.rank)
+        return (-extras, *[agent.available[d] for d in shape.dims], -agent.rank)  # legacy: static
 
     def _index(self, arch: str, shape: Shape) -> _Index:
         key = (arch, shape.dims, shape.zero_accelerators)
         index = self._indexes.get(key)
         if index is None:
             index = self._indexes[key] = _Index()
+            self._arch_indexes.setdefault(arch, []).append(index)
             for agent in self.by_arch.get(arch, ()):
-                entry = self._key(shape, agent)
+                extras = shape.extras(agent)  # static: ``available`` does not change during a pass
+                entry = self._key(shape, agent, extras)
                 index.entries.append(entry)
-                index.key_of[agent.rank] = (entry, shape)
+                index.key_of[agent.rank] = (entry, shape, extras)
             index.entries.sort()
         return index
 
@@ -228,13 +233,12 @@ class AgentPool:
         agent.kernels_added += sign
         if not agent.schedulable or self.strategy in ("legacy", "roundrobin"):
             return
-        for (arch, _dims, _zero), index in self._indexes.items():
-            if arch != agent.architecture:
-                continue
-            old, shape = index.key_of[agent.rank]
-            new = self._key(shape, agent)
+        for index in self._arch_indexes.get(agent.architecture, ()):
+            old, shape, extras = index.key_of[agent.rank]
+            new = self._key(shape, agent, extras)
             if new == old:
                 continue
-            del index.entries[bisect_left(index.entries, old)]
-            insort(index.entries, new)
-            index.key_of[agent.rank] = (new, shape)
+            entries = index.entries
+            del entries[bisect_left(entries, old)]
+            insort(entries, new)
+            index.key_of[agent.rank] = (new, shape, extras)

@@ -16,9 +16,16 @@ Whatever the queue length, one pass of a scaling group reads:
    sessions in other groups.
 
 Everything else happens in memory.
+
+No model instance is built and no ORM field conversion runs: on PostgreSQL each
+query is compiled by the ORM and run on a plain cursor (``_rows``), so the JSON
+columns arrive as text and are decoded once per distinct value (a queue repeats
+the same few slot maps); other databases (SQLite, the embedded default) go
+through ``values_list``, which decodes them itself.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -132,6 +139,38 @@ def _norm_uuid(value):
     return uuid.UUID(str(value))
 
 
+def _rows(queryset) -> list[tuple]:
+    """The tuples of a ``values_list`` queryset.  On PostgreSQL its SQL runs on a
+    plain cursor (no per-field converters: psycopg already gives UUIDs, datetimes
+    and numbers; JSON columns stay text for ``_JsonCache``)."""
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+class _JsonCache:
+    """Decodes JSON text once per distinct value; already-decoded values pass through.
+    The decoded objects are shared, so the pass treats them as read-only."""
+
+    def __init__(self):
+        self.seen: dict = {}
+
+    def __call__(self, value):
+        if not isinstance(value, str):
+            return value
+        decoded = self.seen.get(value)
+        if decoded is None:
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                decoded = value
+            self.seen[value] = decoded
+        return decoded
+
+
 _PENDING_COLUMNS = (
     "id", "name", "created_at", "priority", "session_type", "cluster_mode", "agent_ids", "access_key_id",
     "user_id", "project_id", "domain_id", "architecture", "starts_at", "status_data", "requested_slots",
@@ -155,35 +194,41 @@ def load(group_name: str, *, with_group_usage: bool, slot_types: dict | None = N
     agents and occupancy, the owners' usage, and pending sessions elsewhere that
     count against pending limits.  ``slot_types``: the known slot types when the
     caller read them already (``preview``), else read here (statement 7)."""
-    snapshot = _pending_sessions(group_name)
+    decode = _JsonCache()
+    snapshot = _pending_sessions(group_name, decode)
     if not snapshot.pending:
         return snapshot
     by_id = {session.id: session for session in snapshot.pending}
-    _attach_kernels(group_name, by_id)
+    _attach_kernels(group_name, by_id, decode)
     snapshot.dependencies = _dependencies(group_name)
-    snapshot.agents = list(
-        Agent.objects.filter(scaling_group_id=group_name, status=AgentStatus.ALIVE)
-        .order_by("id")
-        .values_list("id", "addr", "architecture", "available_slots", "schedulable")
-    )
+    snapshot.agents = alive_agents(group_name, decode)
     snapshot.occupancy = _agent_occupancy(group_name)
     snapshot.usage, snapshot.concurrency = _owner_usage(group_name, with_group_usage)
-    snapshot.pending_elsewhere = _pending_elsewhere(group_name, snapshot.keypair_policies)
+    snapshot.pending_elsewhere = _pending_elsewhere(group_name, snapshot.keypair_policies, decode)
     snapshot.slot_types = slot_types if slot_types is not None else known_slot_types()
     return snapshot
 
 
-def _pending_sessions(group_name: str) -> RawSnapshot:
+def alive_agents(group_name: str, decode=None) -> list[tuple]:
+    """(id, addr, architecture, available_slots, schedulable) of the group's ALIVE agents, by id (one statement)."""
+    decode = decode or _JsonCache()
+    return [(agent_id, addr, arch, decode(available), schedulable) for agent_id, addr, arch, available, schedulable in
+            _rows(Agent.objects.filter(scaling_group_id=group_name, status=AgentStatus.ALIVE).order_by("id")
+                  .values_list("id", "addr", "architecture", "available_slots", "schedulable"))]
+
+
+def _pending_sessions(group_name: str, decode) -> RawSnapshot:
     """The group's PENDING sessions, oldest first, with their keypair, user, project
     and domain limits (one statement, the limits joined in)."""
     pending: list[PendingSession] = []
     keypair_policies: dict[str, KeypairPolicy] = {}
     user_limits, project_limits, domain_limits = {}, {}, {}
-    rows = (Session.objects.filter(scaling_group_id=group_name, status=S.PENDING)
-            .order_by("created_at", "id").values_list(*_PENDING_COLUMNS))
+    rows = _rows(Session.objects.filter(scaling_group_id=group_name, status=S.PENDING)
+                 .order_by("created_at", "id").values_list(*_PENDING_COLUMNS))
     for (sid, name, created, priority, stype, cmode, agent_ids, ak, user_id, project_id, domain_id, arch, starts_at,
          status_data, requested, kp_policy, kp_total, kp_default, kp_conc, kp_sftp, kp_pcount, kp_pslots,
          u_total, u_default, p_total, d_total) in rows:
+        agent_ids, status_data, requested = decode(agent_ids), decode(status_data), decode(requested)
         pending.append(PendingSession(
             id=sid, name=name, created_at=created, priority=priority, session_type=stype, cluster_mode=cmode,
             designated=[str(a) for a in agent_ids] if isinstance(agent_ids, list) else [],
@@ -192,6 +237,7 @@ def _pending_sessions(group_name: str) -> RawSnapshot:
             requested_raw=requested if isinstance(requested, dict) else {},
         ))
         if ak is not None and kp_policy is not None and ak not in keypair_policies:
+            kp_total, kp_pslots = decode(kp_total), decode(kp_pslots)
             keypair_policies[ak] = KeypairPolicy(
                 name=kp_policy, total_resource_slots=kp_total or {},
                 unlimited_for_unspecified=kp_default != "LIMITED",
@@ -200,9 +246,12 @@ def _pending_sessions(group_name: str) -> RawSnapshot:
             )
         if user_id not in user_limits:
             # no main keypair (or policy): no user-level limit
-            user_limits[user_id] = (u_total or {}, u_default != "LIMITED") if u_default is not None else ({}, True)
-        project_limits.setdefault(project_id, p_total or {})
-        domain_limits.setdefault(domain_id, d_total or {})
+            user_limits[user_id] = ((decode(u_total) or {}, u_default != "LIMITED") if u_default is not None
+                                    else ({}, True))
+        if project_id not in project_limits:
+            project_limits[project_id] = decode(p_total) or {}
+        if domain_id not in domain_limits:
+            domain_limits[domain_id] = decode(d_total) or {}
     if not pending:
         keypair_policies, user_limits, project_limits, domain_limits = {}, {}, {}, {}
     return RawSnapshot(pending=pending, keypair_policies=keypair_policies, user_limits=user_limits,
@@ -210,9 +259,9 @@ def _pending_sessions(group_name: str) -> RawSnapshot:
                        occupancy={}, usage={}, concurrency={}, pending_elsewhere=[], slot_types={})
 
 
-def _attach_kernels(group_name: str, by_id: dict) -> None:
+def _attach_kernels(group_name: str, by_id: dict, decode) -> None:
     """Each pending session's kernels, main first (one statement)."""
-    for kid, session_id, role, idx, hostname, arch, requested, status in (
+    for kid, session_id, role, idx, hostname, arch, requested, status in _rows(
         Kernel.objects.filter(session__scaling_group_id=group_name, session__status=S.PENDING)
         .order_by()
         .values_list("id", "session_id", "cluster_role", "cluster_idx", "cluster_hostname", "architecture",
@@ -220,16 +269,18 @@ def _attach_kernels(group_name: str, by_id: dict) -> None:
     ):
         session = by_id.get(session_id)
         if session is not None:
+            requested = decode(requested)
             session.kernels.append(PendingKernel(kid, role, idx, hostname, arch, status,
                                                  requested if isinstance(requested, dict) else {}))
     for session in by_id.values():
-        session.kernels.sort(key=lambda k: (k.role != "main", k.idx, k.hostname))
+        if len(session.kernels) > 1:
+            session.kernels.sort(key=lambda k: (k.role != "main", k.idx, k.hostname))
 
 
 def _dependencies(group_name: str) -> dict:
     """{session id: [Dependency]} of the group's pending sessions (one statement)."""
     dependencies: dict = {}
-    for session_id, dep_id, dep_name, dep_status, dep_result in (
+    for session_id, dep_id, dep_name, dep_status, dep_result in _rows(
         SessionDependency.objects.filter(session__scaling_group_id=group_name, session__status=S.PENDING)
         .order_by()
         .values_list("session_id", "depends_on_id", "depends_on__name", "depends_on__status", "depends_on__result")
@@ -238,18 +289,18 @@ def _dependencies(group_name: str) -> dict:
     return dependencies
 
 
-def _pending_elsewhere(group_name: str, keypair_policies: dict) -> list:
+def _pending_elsewhere(group_name: str, keypair_policies: dict, decode=None) -> list:
     """Pending sessions in other groups of keypairs with pending limits (one statement, only when needed)."""
     limited = [ak for ak, p in keypair_policies.items()
                if p.max_pending_session_count is not None or p.max_pending_session_resource_slots]
     if not limited:
         return []
-    return list(
+    decode = decode or _JsonCache()
+    return [(sid, ak, created, decode(requested)) for sid, ak, created, requested in _rows(
         Session.objects.filter(status=S.PENDING, access_key_id__in=limited)
         .exclude(scaling_group_id=group_name)
         .order_by()
-        .values_list("id", "access_key_id", "created_at", "requested_slots")
-    )
+        .values_list("id", "access_key_id", "created_at", "requested_slots"))]
 
 
 def _agent_occupancy(group_name: str) -> dict:

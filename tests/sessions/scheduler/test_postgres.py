@@ -138,5 +138,55 @@ def test_the_statement_count_of_a_pass_does_not_grow_with_the_queue(scheduler, m
         assert result.statements == len(statements)
     assert counts[0] == counts[1], counts
     # lock, group, pending, kernels, dependencies, agents, occupancy, usage, slot types,
-    # pending elsewhere (a policy has a pending limit), write, occupancy recompute
-    assert counts[0] == 12, statements
+    # pending elsewhere (a policy has a pending limit), the write's batch table, its COPY, its ANALYZE
+    # and the guarded UPDATE, occupancy recompute
+    assert counts[0] == 15, statements
+    assert sum(1 for sql in statements if sql.startswith("COPY ")) == 1, statements
+
+
+def test_the_copy_write_keeps_awkward_text_and_reports_exactly_what_it_changed(owner, make_group, make_agent,
+                                                                               make_session):
+    """The COPY text format escapes tabs, newlines and backslashes; a guard that fails leaves the
+    session and its kernels alone; a kernel whose agent is kept reports the agent it has."""
+    from django.utils import timezone
+
+    from sessions.models import Session
+    from sessions.scheduler import writer
+
+    group = make_group()
+    agent = make_agent(group, "a1", cpu=8)
+    waiting = make_session(owner, group)
+    moved = make_session(owner, group)
+    running = make_session(owner, group, status="RUNNING", agent=agent)
+    now = timezone.now()
+    awkward = {"scheduler": {"msg": 'tab\there, line\nbreak, back\\slash \\N, "quotes", é, \u2028'},
+               "keep": ["\\t", "\r\n"]}
+    kernel_of_moved = moved.kernels.get()
+    kernel_of_running = running.kernels.get()
+    Session.objects.filter(pk=moved.pk).update(status="CANCELLED")  # someone else got there first
+    sessions = [
+        writer.SessionChange(waiting.pk, "PENDING", "PENDING", status_info="no\\where\tto go", status_data=awkward),
+        writer.SessionChange(moved.pk, "PENDING", "SCHEDULED", status_info="scheduled", agent_ids=["a1"],
+                             history=[{"status": "SCHEDULED", "timestamp": now.isoformat()}]),
+        writer.SessionChange(running.pk, "RUNNING", "TERMINATING", status_info="user-requested",
+                             history=[{"status": "TERMINATING", "timestamp": now.isoformat()}]),
+    ]
+    kernels = [
+        writer.KernelChange(kernel_of_moved.pk, moved.pk, "PENDING", "SCHEDULED", agent_id="a1", agent_addr="x"),
+        writer.KernelChange(kernel_of_running.pk, running.pk, "RUNNING", "TERMINATING", status_info="user-requested"),
+    ]
+    with transaction.atomic():
+        written = writer.write(sessions, kernels, now)
+        # a second batch in the same transaction reuses the batch table without seeing the first one's rows
+        again = writer.write([writer.SessionChange(waiting.pk, "PENDING", "PENDING", status_info="again")], [], now)
+    assert written.sessions == {waiting.pk, running.pk}
+    assert written.kernels == {kernel_of_running.pk: "a1"}  # the kept agent, as the row has it
+    assert again.sessions == {waiting.pk} and again.kernels == {}
+    waiting.refresh_from_db()
+    assert waiting.status_data == awkward and waiting.status_info == "again"
+    moved.refresh_from_db()
+    assert moved.status == "CANCELLED" and moved.agent_ids == []
+    kernel_of_moved.refresh_from_db()
+    assert kernel_of_moved.status == "PENDING" and kernel_of_moved.agent_id is None
+    running.refresh_from_db()
+    assert running.status == "TERMINATING" and running.status_history[-1]["status"] == "TERMINATING"
