@@ -384,6 +384,9 @@ LOGGING = {
                 "httpx": {"level": "WARNING"}},
 }
 if CONFIG.access_log_file is not None:  # the access log on its own (the embedded stack: <data-dir>/logs)
-    LOGGING["handlers"]["access_file"] = {"class": "logging.FileHandler", "filename": str(CONFIG.access_log_file),
+    # WatchedFileHandler: every process reopens the file once it was moved (logrotate without copytruncate,
+    # the embedded stack's own rotation: backendai.stack.LogRotation)
+    LOGGING["handlers"]["access_file"] = {"class": "logging.handlers.WatchedFileHandler",
+                                          "filename": str(CONFIG.access_log_file),
                                           "formatter": CONFIG.log_format, "delay": True}
     LOGGING["loggers"]["backendai.access"] = {"handlers": ["access_file"], "level": "INFO", "propagate": False}

@@ -29,6 +29,7 @@ import json
 import os
 import queue
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -561,6 +562,57 @@ class BeatWatch:
         return thread
 
 
+class LogRotation:
+    """Keep the embedded stack's log files under ``max_bytes``: a file past it becomes ``<name>.1``
+    (``.1`` becomes ``.2`` ..., ``keep`` of them kept).  Files whose writers reopen a moved file
+    (``reopens``: the access log's ``WatchedFileHandler`` in every process) are renamed; the others
+    (daphne's ``--access-log``, opened once in append mode) are copied then truncated, so their
+    writer goes on at the start of the same file (lines written between the copy and the
+    truncation are lost: that window is a few milliseconds every ``max_bytes``)."""
+
+    def __init__(self, stopping: threading.Event, reopens: list[Path], appends: list[Path], *,
+                 max_bytes: int, keep: int, interval: float = 30.0):
+        self.stopping, self.reopens, self.appends = stopping, reopens, appends
+        self.max_bytes, self.keep, self.interval = max_bytes, keep, interval
+
+    def rotate(self, path: Path, copy: bool) -> bool:
+        """Rotate ``path`` if it is past the limit; True when it did."""
+        try:
+            if path.stat().st_size <= self.max_bytes:
+                return False
+        except OSError:
+            return False
+        for index in range(self.keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{index}")
+            if older.exists():
+                older.replace(path.with_name(f"{path.name}.{index + 1}"))
+        first = path.with_name(f"{path.name}.1")
+        if copy:
+            shutil.copyfile(path, first)
+            with open(path, "r+b") as handle:
+                handle.truncate(0)
+        else:
+            path.replace(first)
+        return True
+
+    def check(self) -> None:
+        for paths, copy in ((self.reopens, False), (self.appends, True)):
+            for path in paths:
+                try:
+                    self.rotate(path, copy)
+                except OSError as exc:  # a full disk or a removed directory: try again next time
+                    print(f"[stack ] could not rotate {path}: {exc}", file=sys.stderr, flush=True)
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.check()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, daemon=True, name="log-rotation")
+        thread.start()
+        return thread
+
+
 def forget_metrics(metrics_dir: Path) -> Callable[[int], None]:
     """What to do when a child exits: let Prometheus' multiprocess mode drop its live gauges."""
     def forget(pid: int) -> None:
@@ -620,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     supervision.add_argument("--health-interval", type=float, default=5.0, help="how often /readyz is read, s (5)")
     supervision.add_argument("--beat-grace", type=float, default=15.0,
                              help="restart beat when /readyz calls it unhealthy this long, s (15)")
+    supervision.add_argument("--log-max-mb", type=int, default=64,
+                             help="rotate <data-dir>/logs/access.log and requests.log past this size, MiB (64)")
+    supervision.add_argument("--log-keep", type=int, default=5, help="rotated log files kept per log (5)")
     supervision.add_argument("--stop-grace", type=float, default=15.0,
                              help="how long each process may take to stop before SIGKILL, s (15)")
     return parser
@@ -634,6 +689,8 @@ def main(argv=None) -> int:
         parser.error(f"--coordinator-port {args.coordinator_port}: use 1024-65535")
     if args.metrics_port and not 1024 <= args.metrics_port <= 65535:
         parser.error(f"--metrics-port {args.metrics_port}: use 1024-65535")
+    if not 1 <= args.log_max_mb <= 1 << 20 or not 1 <= args.log_keep <= 1000:
+        parser.error("--log-max-mb: use 1-1048576; --log-keep: use 1-1000")
     resolve_ports(args)
     try:
         for option in ("agent_ports", "proxy_ports"):
@@ -715,6 +772,8 @@ def main(argv=None) -> int:
                 f"/metrics/service_discovery); "
                 f"access log {data / 'logs' / 'access.log'}")
     BeatWatch(supervisor, f"{web_url}/readyz", interval=args.health_interval, grace=args.beat_grace).start()
+    LogRotation(supervisor.stopping, [Path(env["ACCESS_LOG_FILE"])], [data / "logs" / "access.log"],
+                max_bytes=args.log_max_mb << 20, keep=args.log_keep).start()
     status = supervisor.run()
     if supervisor.gave_up:
         console.say(f"stopped: {supervisor.gave_up} kept failing (exit status 1); kernels were left running "

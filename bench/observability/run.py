@@ -54,6 +54,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import percentile, scratch_database  # noqa: E402  (no Django)
+
 GiB = 2**30
 IMAGE = "cr.example.com/stable/python:3.11"
 HOST = "testserver"
@@ -93,20 +97,6 @@ def parse_args(argv=None):
     if not 1 <= args.sessions <= 1_000_000 or not 1 <= args.agents <= 100_000:
         parser.error("need 1 <= --sessions <= 1000000 and 1 <= --agents <= 100000")
     return args
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def scratch_database(server: str, name: str, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server.rstrip('/')}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_django(server: str, name: str, data_dir: str) -> None:

@@ -29,6 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import percentile, scratch_database  # noqa: E402  (no Django)
+
 TARGET_MS = 300.0
 GiB = 2**30
 IMAGE = "cr.example.com/stable/python:3.11"
@@ -46,20 +50,6 @@ def parse_args(argv=None):
     if not 1 <= args.baseline < args.sessions <= 100_000 or not 1 <= args.requests <= 10_000:
         parser.error("need 1 <= --baseline < --sessions <= 100000 and 1 <= --requests <= 10000")
     return args
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def scratch_database(server: str, name: str, drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server.rstrip('/')}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_django(server: str, name: str, data_dir: str) -> None:
