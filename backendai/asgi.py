@@ -188,6 +188,7 @@ application = TrustedProxyHeaders(ProtocolTypeRouter(
         "http": BodyLimit(flow_controlled(django_asgi_app)),
         # a consumer that gets no database connection closes with 1013 "try again later", not 1011
         # consumers run with a request context (request id, client, user once authenticated)
-        "websocket": WebsocketContext(unavailable.ASGIGuard(URLRouter(websocket_urlpatterns))),
+        "websocket": WebsocketContext(unavailable.ASGIGuard(URLRouter(websocket_urlpatterns)),
+                                      routes=websocket_urlpatterns),
     }
 ))

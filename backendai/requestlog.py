@@ -146,8 +146,18 @@ class WebsocketContext:
     """ASGI wrapper for websocket connections: a request context for the consumer, and
     one access line when the connection ends."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, routes: list | None = None):
+        self.app, self.routes = app, routes or []
+
+    def route_of(self, path: str) -> str:
+        """The pattern of the websocket route serving ``path`` (the channels router's order), like the
+        HTTP lines' ``route``; ``unmatched`` for the catch-all and for no route."""
+        relative = path.lstrip("/")
+        for route in self.routes:
+            pattern = getattr(route, "pattern", None)
+            if pattern is not None and pattern.match(relative):
+                return str(pattern) or "unmatched"
+        return "unmatched"
 
     async def __call__(self, scope, receive, send):
         if scope.get("type") != "websocket":
@@ -175,5 +185,5 @@ class WebsocketContext:
             try:
                 return await self.app(scope, receive, tracking_send)
             finally:
-                write_access_line(ctx, method="WS", path=path, route="", status=state["status"],
+                write_access_line(ctx, method="WS", path=path, route=self.route_of(path), status=state["status"],
                                   seconds=time.perf_counter() - started, size=None)

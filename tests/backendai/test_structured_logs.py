@@ -313,8 +313,24 @@ def test_a_websocket_connection_runs_with_a_context_and_gets_one_access_line(cap
 
     async_to_sync(main)()
     [line] = access_records(caplog)
-    assert (line.method, line.path, line.status, line.request_id) == (
-        "WS", "/stream/session/mine/nothing-here", 101, "ws-1")
+    assert (line.method, line.path, line.status, line.request_id, line.route) == (
+        "WS", "/stream/session/mine/nothing-here", 101, "ws-1", "unmatched")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_websocket_access_line_names_the_route_pattern_not_the_raw_path(caplog):
+    caplog.set_level(logging.INFO, logger="backendai.access")
+
+    async def main():
+        ws = WebsocketCommunicator(application, "/stream/session/someone-else/pty",
+                                   headers=[(b"host", b"testserver")])
+        await ws.connect(timeout=5)  # refused (no credentials): the line is written all the same
+        await ws.wait()
+
+    async_to_sync(main)()
+    [line] = access_records(caplog)
+    assert line.route == r"^(?:func/)?stream/session/(?P<name>[^/]+)/pty$"
+    assert line.path == "/stream/session/someone-else/pty" and line.method == "WS"
 
 
 def test_the_agent_daemon_logs_json_lines_with_its_agent_id(tmp_path):
