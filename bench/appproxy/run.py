@@ -2,7 +2,8 @@
 configurable-http-proxy, and against the app itself, in one run.
 
     .venv/bin/python bench/appproxy/run.py [--duration 5] [--connections 32] [--ws-round-trips 2000]
-        [--modes quiet,busy] [--processes N] [--loop uvloop|asyncio] [--short]
+        [--modes quiet,busy] [--processes N] [--loop uvloop|asyncio] [--circuits 100]
+        [--baseline-root DIR] [--ports LOW-HIGH] [--short]
 
 What runs (all on 127.0.0.1, every loop bounded in count and time):
 
@@ -22,10 +23,18 @@ What runs (all on 127.0.0.1, every loop bounded in count and time):
 Each mode measures every target: ``quiet`` with nothing else running, ``busy`` with one
 CPU-bound Python process per core alongside (normal priority, each ending by itself after the
 phase).  With ``--processes N`` (default: the core count) a second worker runs with N processes
-sharing its ports (SO_REUSEPORT), next to nginx with N worker processes.  The summary prints the
-issue's ratios per mode: the worker's req/s and p99 against nginx's, its req/s against
-configurable-http-proxy's and its websocket round trips against nginx's.  ``--short`` (CI):
-1 s per target, 8 connections, 200 round trips.
+sharing its ports (SO_REUSEPORT), next to nginx with N worker processes.  Next to req/s and
+latency, each HTTP row has the CPU time (user + system, from /proc) the target's processes used
+per request during its measured run: on a shared machine the figure other load disturbs least.
+``--baseline-root DIR`` adds the worker of another checkout (DIR holding its ``appproxy/`` and
+``backendai/``, e.g. ``git archive HEAD~1 appproxy backendai | tar -x -C DIR``) as one more target.
+The scale phase (quiet only; ``--circuits N``, 0 to skip) runs a wildcard-mode worker with N+1
+circuits, each to its own app address (127.0.0.2 ... on one port), and loads it with a wrk
+script setting Host and permit per request: all requests to one circuit, then round-robin over
+N, next to nginx under the same script.  The summary prints the issue's ratios per mode: the
+worker's req/s and p99 against nginx's, its req/s against configurable-http-proxy's, its
+websocket round trips against nginx's and its CPU per request against nginx's.  ``--short``
+(CI): 1 s per target, 8 connections, 200 round trips, 10 circuits.
 
 Missing tools are installed (apt-get for nginx and wrk as root, npm for
 configurable-http-proxy into the work directory).  Prints a table and exits.
@@ -60,7 +69,20 @@ OWNER = str(uuid.uuid4())
 CIRCUIT = str(uuid.uuid4())
 
 
+PORTS: list[int] = []  # --ports LOW-HIGH: listen only there (a shared machine); else any free port
+
+
 def free_port() -> int:
+    while PORTS:
+        port = PORTS.pop(0)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    if getattr(free_port, "bounded", False):
+        raise RuntimeError("--ports: every port of the range is taken")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -95,7 +117,12 @@ class HelloProtocol(asyncio.Protocol):
             self.transport.write(self.RESPONSE * count)
 
 
-async def serve_app(http_port: int, ws_port: int) -> None:
+def scale_host(index: int) -> str:
+    """The scale phase's app addresses: one port, a loopback address per circuit (127.0.0.2 ...)."""
+    return f"127.{(index + 2) // 65536}.{(index + 2) // 256 % 256}.{(index + 2) % 256}"
+
+
+async def serve_app(http_port: int, ws_port: int, scale_port: int = 0, scale_count: int = 0) -> None:
     from websockets.asyncio.server import serve
 
     async def echo(ws):
@@ -104,6 +131,8 @@ async def serve_app(http_port: int, ws_port: int) -> None:
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(HelloProtocol, "127.0.0.1", http_port, backlog=1024)
+    for index in range(scale_count):  # the scale phase: an app address per circuit
+        await loop.create_server(HelloProtocol, scale_host(index), scale_port, backlog=1024)
     async with serve(echo, "127.0.0.1", ws_port, compression=None):
         await server.serve_forever()
 
@@ -244,9 +273,10 @@ def _seconds(text: str) -> float:
     return value * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def run_wrk(wrk: str, url: str, cookie: str, duration: int, connections: int) -> dict:
-    done = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Cookie: {cookie}",
-                           url], capture_output=True, text=True, timeout=duration + 60)
+def run_wrk(wrk: str, url: str, cookie: str, duration: int, connections: int, script: Path | None = None) -> dict:
+    extra = ["-s", str(script)] if script else ["-H", f"Cookie: {cookie}"]
+    done = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
+                          capture_output=True, text=True, timeout=duration + 60)
     out = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
     p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M)[1])
@@ -326,13 +356,38 @@ class Burners:
 
 # --- main -----------------------------------------------------------------------------------------
 
-def start_worker(children, coordinator, ports, api_port, processes: int, loop: str, name: str):
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (Linux /proc)."""
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = int(fields[11]) + int(fields[12])
+    mine, total, changed = {pid}, 0, True
+    while changed:
+        more = {child for child, parent in parents.items() if parent in mine} - mine
+        changed = bool(more)
+        mine |= more
+    total = sum(cpu.get(p, 0) for p in mine)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+PIDS: dict[str, int] = {}  # target -> the process (tree) serving it, for its CPU time per request
+
+
+def start_worker(children, coordinator, ports, api_port, processes: int, loop: str, name: str, root: Path = ROOT):
     low, high = min(ports), max(ports)
-    children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
+    return children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
                     f"http://127.0.0.1:{coordinator.server_address[1]}", "--name", name, "--mode", "port",
                     "--port-range", f"{low}-{high}", "--api-port", str(api_port), "--log-level", "WARNING",
                     "--processes", str(processes), "--loop", loop],
-                   cwd=ROOT, env=dict(os.environ, BAI_PROXY_TOKEN="bench"), stderr=None)
+                   cwd=root, env=dict(os.environ, BAI_PROXY_TOKEN="bench"), stderr=None)
 
 
 def worker_health(api_port: int) -> dict:
@@ -352,6 +407,76 @@ def worker_health(api_port: int) -> dict:
     raise RuntimeError(f"the worker at API port {api_port} does not answer /health")
 
 
+SCALE_DOMAIN = "bench.test"
+LUA = """local hosts = {{{hosts}}}
+local cookies = {{{cookies}}}
+local n, i = #hosts, 0
+request = function()
+  i = i % n + 1
+  return wrk.format("GET", "/", {{["Host"] = hosts[i], ["Cookie"] = cookies[i]}})
+end
+"""
+
+
+def start_scale(children, run_dir: Path, app_port: int, scale_port: int, count: int, loop: str, nginx_port):
+    """A wildcard-mode worker with circuit s0 (the app's main port) and s1..sN (an app address each),
+    and a wrk script per load: every request to s0, or the requests spread round-robin over s1..sN."""
+    base = {"app": "hello", "protocol": "http", "owner_id": OWNER, "granted_users": [], "target_host": "127.0.0.1",
+            "open_to_public": False, "allowed_client_ips": [], "revision": 1, "port": None}
+    targets = [("127.0.0.1", app_port), *((scale_host(index), scale_port) for index in range(count))]
+    circuits = [{**base, "id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()), "subdomain": f"s{index}",
+                 "target_host": host, "target_port": port} for index, (host, port) in enumerate(targets)]
+    coordinator = standin_coordinator(circuits)
+    port, api = free_port(), free_port()
+    worker = children.start([sys.executable, "-m", "appproxy.worker", "--coordinator-url",
+                             f"http://127.0.0.1:{coordinator.server_address[1]}", "--name", "bench-scale", "--mode",
+                             "wildcard", "--wildcard-domain", SCALE_DOMAIN, "--wildcard-port", str(port), "--api-port",
+                             str(api), "--log-level", "WARNING", "--loop", loop],
+                            cwd=ROOT, env=dict(os.environ, BAI_PROXY_TOKEN="bench"), stderr=None)
+    wait_port(port)
+    worker_health(api)
+    scripts = {}
+    for name, chosen in (("one", circuits[:1]), ("many", circuits[1:])):
+        hosts = ", ".join(f'"{c["subdomain"]}.{SCALE_DOMAIN}:{port}"' for c in chosen)
+        cookies = ", ".join(f'"{tokens.permit_cookie_name(c["id"])}='
+                            f'{tokens.make_permit(SECRET, c["id"], OWNER, 3600)}"' for c in chosen)
+        scripts[name] = run_dir / f"scale-{name}.lua"
+        scripts[name].write_text(LUA.format(hosts=hosts, cookies=cookies))
+    return {"coordinator": coordinator, "port": port, "scripts": scripts, "pid": worker.pid,
+            "nginx": nginx_port, "count": count}
+
+
+def measure_scale(scale, wrk: str, args) -> None:
+    def load(port, script):
+        return run_wrk(wrk, f"http://127.0.0.1:{port}/", "", args.duration, args.connections, script)
+
+    count = scale["count"]
+    targets = [("appproxy worker, 1 circuit", scale["port"], scale["scripts"]["one"], scale["pid"]),
+               (f"appproxy worker, {count} circuits", scale["port"], scale["scripts"]["many"], scale["pid"])]
+    if scale["nginx"]:
+        targets.insert(0, ("nginx (any Host)", scale["nginx"], scale["scripts"]["one"], PIDS.get("nginx")))
+    results = {}
+    for name, port, script, pid in targets:
+        load(port, script)  # warm-up, not counted
+        before = tree_cpu(pid) if pid else 0.0
+        results[name] = r = load(port, script)
+        requests = r["rps"] * args.duration
+        r["cpu_us"] = (tree_cpu(pid) - before) / requests * 1e6 if pid and requests else None
+    one = results["appproxy worker, 1 circuit"]
+    ngx = results.get("nginx (any Host)", {})
+    rows = [("target", "req/s", "p50 ms", "p99 ms", "vs 1 circuit", "p99 / 1 circuit", "vs nginx", "CPU us/req",
+             "CPU / 1 circuit", "errors")]
+    for name, r in results.items():
+        rows.append((name, f"{r['rps']:.0f}", f"{r['p50'] * 1000:.2f}", f"{r['p99'] * 1000:.2f}",
+                     ratio(r["rps"], one["rps"]), ratio(r["p99"], one["p99"]), ratio(r["rps"], ngx.get("rps")),
+                     f"{r['cpu_us']:.1f}" if r.get("cpu_us") else "-", ratio(r.get("cpu_us"), one.get("cpu_us")),
+                     str(r["non2xx"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")))
+    print(f"\n[scale, quiet] HTTP over a wildcard-mode worker: every request to one circuit, or spread "
+          f"round-robin over {count} circuits (each its own app address); the Host and permit set per request by a "
+          "wrk script", flush=True)
+    print_table(rows)
+
+
 def ratio(a, b, fmt="{:.2f}x"):
     return fmt.format(a / b) if a and b else "-"
 
@@ -360,17 +485,24 @@ def measure(mode, targets, ws_targets, load, args, cookie):
     results, ws_results = {}, {}
     for name, port in targets.items():
         load(port)  # warm-up (JIT, pools), not counted
+        pid = PIDS.get(name)
+        before = tree_cpu(pid) if pid else 0.0
         results[name] = load(port)
+        seconds = tree_cpu(pid) - before if pid else 0.0
+        requests = results[name]["rps"] * args.duration
+        results[name]["cpu_us"] = seconds / requests * 1e6 if pid and requests else None
     for name, port in ws_targets.items():
         ws_results[name] = asyncio.run(_ws_round_trips(f"ws://127.0.0.1:{port}/", cookie, args.ws_round_trips))
-    rows = [("target", "req/s", "p50 ms", "p99 ms", "vs nginx", "p99/nginx", "vs CHP", "errors")]
+    rows = [("target", "req/s", "p50 ms", "p99 ms", "vs nginx", "p99/nginx", "vs CHP", "CPU us/req", "CPU/nginx",
+             "errors")]
     nginx = results.get("nginx", {})
     chp = results.get("configurable-http-proxy", {})
     for name, r in results.items():
         errors = str(r["non2xx"]) + (f" ({r['socket_errors']})" if r["socket_errors"] else "")
         rows.append((name, f"{r['rps']:.0f}", f"{r['p50'] * 1000:.2f}", f"{r['p99'] * 1000:.2f}",
                      ratio(r["rps"], nginx.get("rps")), ratio(r["p99"], nginx.get("p99")),
-                     ratio(r["rps"], chp.get("rps")), errors))
+                     ratio(r["rps"], chp.get("rps")), f"{r['cpu_us']:.1f}" if r.get("cpu_us") else "-",
+                     ratio(r.get("cpu_us"), nginx.get("cpu_us")), errors))
     print(f"\n[{mode}] HTTP: GET / (12-byte body), keep-alive", flush=True)
     print_table(rows)
     ws_rows = [("target", "round trips/s", "p50 ms", "p99 ms", "vs nginx")]
@@ -396,13 +528,27 @@ def main(argv=None) -> int:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the worker's event loop")
     parser.add_argument("--short", action="store_true", help="CI: 1 s per target, 8 connections, 200 round trips")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "appproxy-bench"))
-    parser.add_argument("--serve-app", nargs=2, type=int, metavar=("HTTP_PORT", "WS_PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--circuits", type=int, default=100,
+                        help="scale phase (quiet only): the load spread over this many circuits, each to its own "
+                             "app port, against one circuit, on a wildcard-mode worker (0: skip; --short: 10)")
+    parser.add_argument("--baseline-root", default="", metavar="DIR",
+                        help="also measure the worker of another checkout (its appproxy/ and backendai/ in DIR)")
+    parser.add_argument("--ports", default=os.environ.get("BENCH_PORTS", ""), metavar="LOW-HIGH",
+                        help="listen only on ports of this range (a shared machine; default $BENCH_PORTS, else any "
+                             "free port)")
+    parser.add_argument("--serve-app", nargs="+", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_app:
-        asyncio.run(serve_app(*args.serve_app))
+        asyncio.run(serve_app(*args.serve_app[:4]))
         return 0
     if args.short:
         args.duration, args.connections, args.ws_round_trips = 1, 8, 200
+        args.circuits = min(args.circuits, 10)
+    args.circuits = max(0, min(args.circuits, 1000))
+    if args.ports:
+        low, _, high = args.ports.partition("-")
+        PORTS[:] = range(int(low), int(high) + 1)
+        free_port.bounded = True
     args.duration = max(1, min(args.duration, 60))
     args.connections = max(1, min(args.connections, 512))
     args.ws_round_trips = max(10, min(args.ws_round_trips, 100_000))
@@ -422,7 +568,9 @@ def main(argv=None) -> int:
     children = Children()
     try:
         app_port, ws_port = free_port(), free_port()
-        children.start([sys.executable, __file__, "--serve-app", str(app_port), str(ws_port)])
+        scale_port = free_port()
+        PIDS["direct (the app)"] = children.start([sys.executable, __file__, "--serve-app", str(app_port), str(ws_port),
+                                                   str(scale_port), str(args.circuits)]).pid
         wait_port(app_port)
         wait_port(ws_port)
 
@@ -434,7 +582,8 @@ def main(argv=None) -> int:
         circuits = [{**circuit, "id": CIRCUIT, "target_port": app_port, "port": proxy_port},
                     {**circuit, "id": ws_circuit_id, "app": "ws", "target_port": ws_port, "port": proxy_ws_port}]
         coordinator = standin_coordinator(circuits)
-        start_worker(children, coordinator, [proxy_port, proxy_ws_port], api_port, 1, args.loop, "bench")
+        PIDS["appproxy worker"] = start_worker(children, coordinator, [proxy_port, proxy_ws_port], api_port, 1,
+                                               args.loop, "bench").pid
         wait_port(proxy_port)
         wait_port(proxy_ws_port)
         health = worker_health(api_port)
@@ -448,14 +597,25 @@ def main(argv=None) -> int:
             multi_port, multi_ws, multi_api = free_port(), free_port(), free_port()
             multi = [{**circuits[0], "port": multi_port}, {**circuits[1], "port": multi_ws}]
             multi_coordinator = standin_coordinator(multi)
-            start_worker(children, multi_coordinator, [multi_port, multi_ws], multi_api, args.processes, args.loop,
-                         "bench-multi")
+            PIDS[f"appproxy worker x{args.processes}"] = start_worker(
+                children, multi_coordinator, [multi_port, multi_ws], multi_api, args.processes, args.loop,
+                "bench-multi").pid
             wait_port(multi_port)
             deadline = time.monotonic() + 30
             while worker_health(multi_api).get("processes") != args.processes and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(1.0)  # the followers' listeners
             targets[f"appproxy worker x{args.processes}"] = multi_port
+        if args.baseline_root:
+            # the same worker from another checkout (e.g. the commit before a change), same circuits
+            base_port, base_ws, base_api = free_port(), free_port(), free_port()
+            base = [{**circuits[0], "port": base_port}, {**circuits[1], "port": base_ws}]
+            base_coordinator = standin_coordinator(base)
+            PIDS["appproxy worker (baseline)"] = start_worker(
+                children, base_coordinator, [base_port, base_ws], base_api, 1, args.loop, "bench-baseline",
+                Path(args.baseline_root)).pid
+            wait_port(base_port)
+            targets["appproxy worker (baseline)"] = base_port
         if nginx:
             workers = [1] + ([args.processes] if args.processes > 1 else [])
             for count in workers:
@@ -465,7 +625,8 @@ def main(argv=None) -> int:
                 conf = nginx_dir / "nginx.conf"
                 conf.write_text(NGINX_CONF.format(work=nginx_dir, app=app_port, ws=ws_port, port=nginx_port,
                                                   ws_port=nginx_ws, workers=count))
-                children.start([nginx, "-c", str(conf), "-p", str(nginx_dir), "-g", "daemon off;"])
+                PIDS["nginx" if count == 1 else f"nginx x{count}"] = children.start(
+                    [nginx, "-c", str(conf), "-p", str(nginx_dir), "-g", "daemon off;"]).pid
                 wait_port(nginx_port)
                 if count == 1:
                     targets["nginx"] = nginx_port
@@ -476,9 +637,9 @@ def main(argv=None) -> int:
             print("nginx is not available: skipped", flush=True)
         if chp and node:
             chp_port, chp_api = free_port(), free_port()
-            children.start([node, str(chp), "--ip", "127.0.0.1", "--port", str(chp_port), "--api-ip", "127.0.0.1",
-                            "--api-port", str(chp_api), "--default-target", f"http://127.0.0.1:{app_port}",
-                            "--log-level", "error"])
+            PIDS["configurable-http-proxy"] = children.start([
+                node, str(chp), "--ip", "127.0.0.1", "--port", str(chp_port), "--api-ip", "127.0.0.1", "--api-port",
+                str(chp_api), "--default-target", f"http://127.0.0.1:{app_port}", "--log-level", "error"]).pid
             wait_port(chp_port)
             targets["configurable-http-proxy"] = chp_port
             chp_ws, chp_ws_api = free_port(), free_port()
@@ -496,6 +657,9 @@ def main(argv=None) -> int:
             f"python asyncio client, {args.connections} connections, {args.duration}s"
         print(f"load: {generator}; machine: {os.cpu_count()} cores; worker event loop: {health.get('event_loop')}",
               flush=True)
+        scale = None
+        if args.circuits and wrk:
+            scale = start_scale(children, run_dir, app_port, scale_port, args.circuits, args.loop, targets.get("nginx"))
         summary = {}
         for mode in modes:
             burners = None
@@ -511,7 +675,7 @@ def main(argv=None) -> int:
                     burners.stop()
 
         rows = [("mode", "worker/nginx req/s", "worker/nginx p99", "worker/CHP req/s", "ws worker/nginx",
-                 f"x{args.processes}/nginx x{args.processes} req/s")]
+                 f"x{args.processes}/nginx x{args.processes} req/s", "worker/nginx CPU per req")]
         for mode, (results, ws_results) in summary.items():
             worker, ngx = results.get("appproxy worker", {}), results.get("nginx", {})
             multi_r = results.get(f"appproxy worker x{args.processes}", {})
@@ -519,11 +683,16 @@ def main(argv=None) -> int:
             rows.append((mode, ratio(worker.get("rps"), ngx.get("rps")), ratio(worker.get("p99"), ngx.get("p99")),
                          ratio(worker.get("rps"), results.get("configurable-http-proxy", {}).get("rps")),
                          ratio(ws_results["appproxy worker"]["rtps"], ws_results.get("nginx", {}).get("rtps")),
-                         ratio(multi_r.get("rps"), multi_n.get("rps"))))
+                         ratio(multi_r.get("rps"), multi_n.get("rps")),
+                         ratio(worker.get("cpu_us"), ngx.get("cpu_us"))))
+        if scale is not None:
+            measure_scale(scale, wrk, args)
         print("\nSummary (targets: req/s >= 0.75x nginx, p99 <= 1.5x nginx, websocket round trips >= 0.9x nginx)",
               flush=True)
         print_table(rows)
         coordinator.shutdown()
+        if scale is not None:
+            scale["coordinator"].shutdown()
     finally:
         children.stop_all()
         shutil.rmtree(run_dir, ignore_errors=True)
