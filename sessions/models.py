@@ -21,6 +21,10 @@ from sessions.lifecycle import (
 
 log = logging.getLogger(__name__)
 
+# what the partial status indexes hold: every status but the final ones (sorted: a stable migration)
+LIVE_STATUSES = sorted(s.value for s in SessionStatus if s not in (SessionStatus.TERMINATED, SessionStatus.CANCELLED))
+LIVE_KERNEL_STATUSES = sorted(s.value for s in KernelStatus if s not in TERMINAL_KERNEL)
+
 
 class SessionType(models.TextChoices):
     INTERACTIVE = "interactive", "Interactive"
@@ -43,18 +47,19 @@ class SessionResult(models.TextChoices):
 class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     creation_id = models.CharField(max_length=32, blank=True)
-    name = models.CharField(max_length=64, db_index=True)
+    name = models.CharField(max_length=64)  # indexed with access_key (Meta.indexes)
     session_type = models.CharField(max_length=16, choices=SessionType.choices, default=SessionType.INTERACTIVE)
     priority = models.PositiveSmallIntegerField(default=10)
     cluster_mode = models.CharField(max_length=16, choices=ClusterMode.choices, default=ClusterMode.SINGLE_NODE)
     cluster_size = models.PositiveSmallIntegerField(default=1)
     agent_ids = models.JSONField(default=list, blank=True)
-    scaling_group = models.ForeignKey("agents.ScalingGroup", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
-    domain = models.ForeignKey("accounts.Domain", on_delete=models.CASCADE, related_name="sessions")
+    scaling_group = models.ForeignKey("agents.ScalingGroup", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="sessions", db_index=False)  # see Meta.indexes
+    domain = models.ForeignKey("accounts.Domain", on_delete=models.CASCADE, related_name="sessions", db_index=False)
     project = models.ForeignKey("accounts.Project", on_delete=models.CASCADE, related_name="sessions")
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="sessions")
     access_key = models.ForeignKey("accounts.Keypair", null=True, on_delete=models.SET_NULL, related_name="sessions",
-                                   db_column="access_key")
+                                   db_column="access_key", db_index=False)
     image = models.CharField(max_length=512)
     architecture = models.CharField(max_length=32, default="x86_64")
     tag = models.CharField(max_length=64, blank=True)
@@ -71,7 +76,7 @@ class Session(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in SessionStatus],
-                              default=SessionStatus.PENDING, db_index=True)
+                              default=SessionStatus.PENDING)
     status_changed = models.DateTimeField(null=True, blank=True)
     status_info = models.CharField(max_length=64, blank=True)
     status_data = models.JSONField(default=dict, blank=True)
@@ -88,6 +93,20 @@ class Session(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Every index is rewritten when the scheduler (or an agent's report) changes ``status``: a
+        # status change is never a HOT update.  So no ``varchar_pattern_ops`` twins (no query runs a
+        # prefix LIKE that one could serve: ``icontains`` is UPPER(..) LIKE, and ``match_sessions``'
+        # prefix is read among one keypair's sessions), and the status index only covers the live
+        # statuses (a finished session leaves it; lists of finished ones go by user/keypair/created_at).
+        indexes = [
+            # the scheduler's queue (status = PENDING AND scaling_group_id = g), the live-status counts;
+            # scaling_group has no index of its own (deleting a group, rare, scans the table)
+            models.Index(fields=["status", "scaling_group"], name="session_live_status",
+                         condition=models.Q(status__in=LIVE_STATUSES)),
+            # a keypair's sessions; a session by name (get_session, rename, enqueue's name clash)
+            models.Index(fields=["access_key", "name"], name="session_keypair_name"),
+            models.Index(fields=["domain"], name="session_domain"),
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.status})"
@@ -118,7 +137,8 @@ class Kernel(models.Model):
     cluster_idx = models.PositiveSmallIntegerField(default=1)
     local_rank = models.PositiveSmallIntegerField(default=0)
     cluster_hostname = models.CharField(max_length=64, default="main1")
-    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="kernels")
+    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="kernels",
+                              db_index=False)  # kernel_agent_status leads with it
     agent_addr = models.CharField(max_length=128, blank=True)
     image = models.CharField(max_length=512)
     architecture = models.CharField(max_length=32, default="x86_64")
@@ -137,7 +157,7 @@ class Kernel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=[(s.value, s.value) for s in KernelStatus],
-                              default=KernelStatus.PENDING, db_index=True)
+                              default=KernelStatus.PENDING)
     status_changed = models.DateTimeField(null=True, blank=True)
     status_info = models.CharField(max_length=64, blank=True)
     status_data = models.JSONField(default=dict, blank=True)
@@ -149,6 +169,9 @@ class Kernel(models.Model):
     class Meta:
         ordering = ["session_id", "cluster_idx"]
         indexes = [models.Index(fields=["agent", "status"], name="kernel_agent_status"),
+                   # the live kernels by status (occupancy, overviews); a finished kernel leaves it
+                   models.Index(fields=["status"], name="kernel_live_status",
+                                condition=models.Q(status__in=LIVE_KERNEL_STATUSES)),
                    # the usage statistics' "held resources in [start, end)" (sessions/usage_buckets.py)
                    models.Index(fields=["terminated_at", "created_at"], name="kernel_lifetime")]
 

@@ -38,24 +38,29 @@ def rewrite_occupancy(agent_ids=None) -> int:
     if connection.vendor == "postgresql":
         at = connection.ops.quote_name(Agent._meta.db_table)
         kt = connection.ops.quote_name(Kernel._meta.db_table)
-        ids_sql = "SELECT unnest(%s::text[]) AS id" if agent_ids is not None else f"SELECT id FROM {at}"
+        # one aggregation over the live kernels of every agent asked for, joined to the agents: not a
+        # subquery per agent, whose plan (with the kernel statuses' statistics stale, as they are right
+        # after a pass moved thousands of kernels) can scan every live kernel once per agent
+        ids_sql = "SELECT unnest(%(ids)s::text[]) AS id" if agent_ids is not None else f"SELECT id FROM {at}"
+        on_agents = "AND k.agent_id = ANY(%(ids)s::text[])" if agent_ids is not None else ""
         sql = f"""
 UPDATE {at} AS a SET occupied_slots = COALESCE(o.slots, '{{}}'::jsonb)
 FROM (
-  SELECT ids.id, (
-    SELECT jsonb_object_agg(x.key, trim_scale(x.total)::text) FROM (
-      SELECT j.key, SUM(j.value::numeric) AS total
-      FROM {kt} k, jsonb_each_text(k.requested_slots) j
-      WHERE k.agent_id = ids.id AND k.status = ANY(%s::text[])
-      GROUP BY j.key
-    ) x
-  ) AS slots
+  SELECT ids.id, s.slots
   FROM ({ids_sql}) ids
+  LEFT JOIN (
+    SELECT x.agent_id, jsonb_object_agg(x.key, trim_scale(x.total)::text) AS slots FROM (
+      SELECT k.agent_id, j.key, SUM(j.value::numeric) AS total
+      FROM {kt} k, jsonb_each_text(k.requested_slots) j
+      WHERE k.status = ANY(%(statuses)s::text[]) {on_agents}
+      GROUP BY k.agent_id, j.key
+    ) x
+    GROUP BY x.agent_id
+  ) s ON s.agent_id = ids.id
 ) o
 WHERE a.id = o.id AND a.occupied_slots IS DISTINCT FROM COALESCE(o.slots, '{{}}'::jsonb)
 """
-        params = [statuses] if agent_ids is None else [statuses, agent_ids]
-        # placeholders appear in the order: statuses (inner), ids (from)
+        params = {"statuses": statuses, "ids": agent_ids}
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount

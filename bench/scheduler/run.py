@@ -61,11 +61,22 @@ def parse_args():
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the set-based pass (default 3)")
+    parser.add_argument("--terminated", type=int, default=0,
+                        help="TERMINATED sessions (one kernel each) already in the table, in the same group: "
+                             "the history a long-running installation carries (default 0)")
+    parser.add_argument("--no-previous", action="store_true",
+                        help="skip the pass on the previous schema (migration 0005's indexes), run interleaved "
+                             "with ours by default")
+    parser.add_argument("--pass-only", action="store_true",
+                        help="only the set-based pass (and the next one): no write variants, per-row or naive "
+                             "contenders (for the scale runs)")
     parser.add_argument("--short", action="store_true",
-                        help="CI: 1000 pending x 100 agents, 50 users, 50 baseline sessions, one repetition")
+                        help="CI: 1000 pending x 100 agents, 50 users, 50 baseline sessions, one repetition "
+                             "(200 terminated sessions unless --terminated is given)")
     args = parser.parse_args()
     if args.short:
         args.pending, args.agents, args.users, args.baseline_sessions, args.repeat = 1000, 100, 50, 50, 1
+        args.terminated = args.terminated or 200
     return args
 
 
@@ -173,23 +184,86 @@ def load_data(args) -> None:
             "FROM (SELECT unnest(%s::uuid[]) AS id, generate_subscripts(%s::uuid[], 1) AS n) o WHERE s.id = o.id",
             [start, [str(s.id) for s in sessions], [str(s.id) for s in sessions]])
     Kernel.objects.bulk_create(kernels, batch_size=2000)
+    if args.terminated:
+        load_terminated(args.terminated, users, agents, sessions[0].id, kernels[0].id, start)
     print(f"loaded {args.users} users, {args.agents} agents, {args.pending} pending sessions "
-          f"({len(kernels)} kernels) in {time.monotonic() - t0:.1f} s")
+          f"({len(kernels)} kernels), {args.terminated} terminated sessions in {time.monotonic() - t0:.1f} s")
+
+
+def load_terminated(n: int, users, agents, session_template, kernel_template, before) -> None:
+    """``n`` TERMINATED sessions of the bench group with one TERMINATED kernel each (on an agent,
+    with a finished session's history), created before the queue: copied from a pending row in
+    SQL (every column of the model, whatever other columns it grows), not built in Python."""
+    import json
+
+    from django.db import connection
+
+    from sessions.models import Kernel, Session
+
+    history = json.dumps([{"status": s, "timestamp": "2026-01-01T00:00:00+00:00"}
+                          for s in ("PENDING", "SCHEDULED", "PREPARING", "RUNNING", "TERMINATING", "TERMINATED")])
+    slots = json.dumps({"cpu": "2", "mem": str(4 * GIB)})
+    params = {"n": n, "users": [str(u.pk) for u in users], "keys": [u.main_keypair_id for u in users],
+              "agents": [a.id for a in agents], "addrs": [a.addr for a in agents], "before": before,
+              "history": history, "slots": slots, "st": session_template, "kt": kernel_template}
+    session_values = {
+        "id": "gen_random_uuid()", "name": "'t' || g", "user_id": "(%(users)s::uuid[])[1 + g %% cardinality(%(users)s::uuid[])]",
+        "access_key": "(%(keys)s::text[])[1 + g %% cardinality(%(keys)s::text[])]", "status": "'TERMINATED'",
+        "status_info": "'user-requested'", "result": "'success'", "cluster_size": "1",
+        "created_at": "%(before)s - g * interval '1 minute'",
+        "status_changed": "%(before)s - g * interval '1 minute' + interval '30 minutes'",
+        "terminated_at": "%(before)s - g * interval '1 minute' + interval '30 minutes'",
+        "status_history": "%(history)s::jsonb", "requested_slots": "%(slots)s::jsonb",
+        "occupying_slots": "%(slots)s::jsonb", "agent_ids": "jsonb_build_array((%(agents)s::text[])[1 + g %% cardinality(%(agents)s::text[])])",
+    }
+    kernel_values = {
+        "id": "gen_random_uuid()", "session_id": "s.id", "status": "'TERMINATED'", "status_info": "'user-requested'",
+        "agent_id": "s.agent_ids ->> 0", "agent_addr": "'10.0.0.1'", "created_at": "s.created_at",
+        "status_changed": "s.terminated_at", "terminated_at": "s.terminated_at", "status_history": "s.status_history",
+        "requested_slots": "s.requested_slots", "occupied_slots": "s.requested_slots", "exit_code": "0",
+    }
+    q = connection.ops.quote_name
+    s_cols = [f.column for f in Session._meta.concrete_fields]
+    k_cols = [f.column for f in Kernel._meta.concrete_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {q(Session._meta.db_table)} ({', '.join(map(q, s_cols))}) "
+            f"SELECT {', '.join(session_values.get(c, 't.' + q(c)) for c in s_cols)} "
+            f"FROM {q(Session._meta.db_table)} t CROSS JOIN generate_series(1, %(n)s) g WHERE t.id = %(st)s", params)
+        cursor.execute(
+            f"INSERT INTO {q(Kernel._meta.db_table)} ({', '.join(map(q, k_cols))}) "
+            f"SELECT {', '.join(kernel_values.get(c, 't.' + q(c)) for c in k_cols)} "
+            f"FROM {q(Kernel._meta.db_table)} t CROSS JOIN {q(Session._meta.db_table)} s "
+            f"WHERE t.id = %(kt)s AND s.status = 'TERMINATED'", params)
+
+
+def index_counts() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename, count(*) FROM pg_indexes WHERE tablename IN "
+                       "('compute_sessions_session', 'compute_sessions_kernel') GROUP BY tablename")
+        counts = dict(cursor.fetchall())
+    return (f"{counts.get('compute_sessions_session', 0)} indexes on the session table, "
+            f"{counts.get('compute_sessions_kernel', 0)} on the kernel table")
 
 
 def reset() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        # the queue back to PENDING; the --terminated history stays as it is
         cursor.execute("UPDATE compute_sessions_session SET status = 'PENDING', status_info = '', "
                        "status_data = '{}', agent_ids = '[]', occupying_slots = '{}', status_history = '[]', "
-                       "status_changed = NULL, terminated_at = NULL")
+                       "status_changed = NULL, terminated_at = NULL WHERE status <> 'TERMINATED'")
         cursor.execute("UPDATE compute_sessions_kernel SET status = 'PENDING', status_info = '', agent_id = NULL, "
-                       "agent_addr = '', occupied_slots = '{}', status_history = '[]', status_changed = NULL")
+                       "agent_addr = '', occupied_slots = '{}', status_history = '[]', status_changed = NULL "
+                       "WHERE status <> 'TERMINATED'")
         cursor.execute("UPDATE agents_agent SET occupied_slots = '{}'")
-        # every contender starts from the same vacuumed tables (what autovacuum keeps in shape between
-        # passes), not from the dead rows the previous contender and this reset left
-        cursor.execute("VACUUM ANALYZE compute_sessions_session, compute_sessions_kernel, agents_agent")
+        # every contender starts from the same freshly packed tables (as rows just inserted: pages
+        # filled up to the table's fillfactor), not from the dead rows, nor the free space they leave
+        # once vacuumed, of the previous contender and this reset
+        cursor.execute("VACUUM (FULL, ANALYZE) compute_sessions_session, compute_sessions_kernel, agents_agent")
         cursor.execute("ANALYZE")
 
 
@@ -216,13 +290,82 @@ def scheduled_count() -> int:
 
 # --- the contenders -------------------------------------------------------------------------------
 
+def session_updates() -> tuple[int, int]:
+    """(updates, HOT updates) of the session table so far (this backend's counters flushed first)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                       "WHERE relname = 'compute_sessions_session'")
+        return cursor.fetchone()
+
+
 def run_set_based():
     from sessions.scheduler import run_pass
 
+    before = session_updates()
     t0 = time.monotonic()
     result = run_pass("bench")
     elapsed = time.monotonic() - t0
+    after = session_updates()
+    result.hot = (after[1] - before[1], after[0] - before[0])  # HOT / all updates of session rows
     return result, elapsed
+
+
+PREVIOUS_SCHEMA = ("compute_sessions", "0005_kernel_lifetime_index")
+
+
+def previous_variants():
+    """Our pass on the schema before 0006 (the 14 session and 8 kernel indexes: the ``_like``
+    twins, full status indexes): migrated back before each of its runs and forward after."""
+    from django.core.management import call_command
+
+    def enter():
+        call_command("migrate", *PREVIOUS_SCHEMA, verbosity=0)
+
+    def leave():
+        call_command("migrate", PREVIOUS_SCHEMA[0], verbosity=0)
+
+    return [("same pass, indexes before migration 0006", enter, leave)]
+
+
+def write_wal() -> dict:
+    """The pass's decisions (on freshly reset data) written with the UPDATE under ``EXPLAIN (ANALYZE,
+    WAL)``: WAL records, bytes and full-page images of the one guarded UPDATE (sessions and kernels),
+    the figures load on the machine does not change.  Rolled back."""
+    import json
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from agents.models import ScalingGroup
+    from sessions.scheduler import dispatcher, snapshot, writer
+
+    plans = []
+
+    def explain(execute, sql, params, many, context):
+        if not sql.lstrip().startswith("WITH s AS ("):
+            return execute(sql, params, many, context)
+        cursor = context["cursor"]
+        cursor.execute("EXPLAIN (ANALYZE, WAL, FORMAT JSON) " + sql, params)
+        plans.append(cursor.fetchone()[0])
+        return cursor.execute("SELECT 'k', '', NULL WHERE false")
+
+    reset()
+    with transaction.atomic():
+        now = timezone.now()
+        group = ScalingGroup.objects.get(pk="bench")
+        raw = snapshot.load("bench", with_group_usage=False)
+        decided = dispatcher.decide(raw, group_name="bench", scheduler=group.scheduler, opts=group.opts, now=now)
+        with connection.execute_wrapper(explain):
+            writer.write(decided.sessions, decided.kernels, now)
+        transaction.set_rollback(True)
+    plan = plans[0] if not isinstance(plans[0], str) else json.loads(plans[0])
+    top = plan[0]["Plan"]
+    return {"records": top.get("WAL Records", 0), "bytes": top.get("WAL Bytes", 0), "fpi": top.get("WAL FPI", 0),
+            "ms": plan[0].get("Execution Time", 0.0)}
 
 
 def run_per_row_writes():
@@ -447,6 +590,24 @@ def run_naive(limit: int):
     return decided, elapsed, counter.count
 
 
+def hot_note(result) -> str:
+    hot, updates = getattr(result, "hot", (0, 0))
+    return f"{hot}/{updates} session updates HOT"
+
+
+def print_table(args, rows) -> None:
+    print()
+    print(f"scheduler benchmark: {args.pending} pending sessions x {args.agents} agents, {args.users} users, "
+          f"{args.terminated} terminated sessions, PostgreSQL, FIFO + dispersed; {index_counts()}")
+    print(f"{'contender':<58} {'decisions':>9} {'seconds':>9} {'decisions/s':>12} {'statements':>11}  note")
+    for name, decisions, seconds, statements, note in rows:
+        if decisions is None:
+            print(f"{name:<58} {'':>9} {seconds:>9.3f} {'':>12} {'':>11}  {note}")
+            continue
+        rate = decisions / seconds if seconds else float("inf")
+        print(f"{name:<58} {decisions:>9} {seconds:>9.3f} {rate:>12.0f} {statements:>11}  {note}")
+
+
 def main():
     args = parse_args()
     recreate_database(args.server, args.db)
@@ -462,9 +623,19 @@ def main():
         n = args.pending
         rows = []
 
-        runs = []
+        # the contenders that differ from ours by the schema or the stored format run on the same data,
+        # interleaved with ours (each before ours in every round, so the data ends in our pass's state)
+        variants = [] if args.no_previous else previous_variants()
+        runs, variant_runs = [], {label: [] for label, _, _ in variants}
         for i in range(max(args.repeat, 1)):
-            if i:
+            for label, enter, leave in variants:
+                enter()
+                try:
+                    reset()
+                    variant_runs[label].append(run_set_based())
+                finally:
+                    leave()
+            if i or variants:
                 reset()
             result, elapsed = run_set_based()
             assert not result.skipped, result.skipped
@@ -473,18 +644,46 @@ def main():
         elapsed, result = ordered[0]
         median = ordered[len(ordered) // 2][0]
         note = f"best of {len(runs)}, median {median:.3f} s" if len(runs) > 1 else "measured"
-        rows.append(("set-based pass (ours)", result.decisions, elapsed, result.statements, note))
+        rows.append(("set-based pass (ours)", result.decisions, elapsed, result.statements,
+                     f"{note}; {hot_note(result)}"))
         stages = dict(result.stages)
         stages["lock, group, commit"] = max(elapsed - sum(stages.values()), 0.0)
         for stage, seconds in stages.items():
             rows.append((f"  stage: {stage}", None, seconds, None, "same run"))
+        wal = {"ours": write_wal()}
+        for label, enter, leave in variants:
+            enter()
+            try:
+                wal[label] = write_wal()
+            finally:
+                leave()
+        for label, vruns in variant_runs.items():
+            vbest = min(vruns, key=lambda r: r[1])
+            vmedian = sorted(r[1] for r in vruns)[len(vruns) // 2]
+            rows.append((f"  {label}", vbest[0].decisions, vbest[1], vbest[0].statements,
+                         f"best of {len(vruns)}, median {vmedian:.3f} s, x{vbest[1] / elapsed:.2f} ours; "
+                         f"{hot_note(vbest[0])}"))
+            vstages = dict(vbest[0].stages)
+            vstages["lock, group, commit"] = max(vbest[1] - sum(vstages.values()), 0.0)
+            for stage in ("write", "lock, group, commit"):
+                rows.append((f"    its stage: {stage}", None, vstages[stage], None,
+                             f"x{vstages[stage] / stages[stage]:.2f} ours" if stages[stage] else "same run"))
+        reset()  # the state of our pass again (write_wal rolled back its write on reset data)
+        run_set_based()
         ours_scheduled = scheduled_count()
         ours_over = overallocated()
+        for label, w in wal.items():
+            print(f"the write's UPDATE, {label}: {w['records']} WAL records, {w['bytes'] / 1e6:.1f} MB "
+                  f"({w['fpi']} full-page images), {w['ms'] / 1000:.3f} s under EXPLAIN ANALYZE")
         print(f"set-based: {len(result.scheduled)} scheduled, {len(result.failed)} waiting, "
               f"{ours_over} over-allocated agents")
         # a second pass over what is left (a full cluster: every remaining session waits)
         result2, elapsed2 = run_set_based()
-        rows.append(("  same, next pass (cluster full)", result2.decisions, elapsed2, result2.statements, "measured"))
+        rows.append(("  same, next pass (cluster full)", result2.decisions, elapsed2, result2.statements,
+                     f"measured; {hot_note(result2)}"))
+        if args.pass_only:
+            print_table(args, rows)
+            return
 
         rows.extend(run_write_variants())
 
@@ -506,16 +705,7 @@ def main():
             rows.append((f"naive per-session ORM loop, {n} (extrapolated x{factor:.1f})", n, elapsed_n * factor,
                          round(statements_n * factor), "EXTRAPOLATED"))
 
-        print()
-        print(f"scheduler benchmark: {n} pending sessions x {args.agents} agents, {args.users} users, "
-              f"PostgreSQL, FIFO + dispersed")
-        print(f"{'contender':<58} {'decisions':>9} {'seconds':>9} {'decisions/s':>12} {'statements':>11}  note")
-        for name, decisions, seconds, statements, note in rows:
-            if decisions is None:
-                print(f"{name:<58} {'':>9} {seconds:>9.3f} {'':>12} {'':>11}  {note}")
-                continue
-            rate = decisions / seconds if seconds else float("inf")
-            print(f"{name:<58} {decisions:>9} {seconds:>9.3f} {rate:>12.0f} {statements:>11}  {note}")
+        print_table(args, rows)
         base = rows[0][2]
         per_row = next(r for r in rows if r[0].startswith("in-memory decisions"))
         print()
