@@ -289,6 +289,7 @@ class Config:
     db_conn_max_age: int = 0
     db_disable_server_side_cursors: bool = False
     default_rate_limit: int = 10000
+    keypair_use_interval: int = 1
     log_level: str = "INFO"
     log_format: str = "plain"
     access_log_file: Path | None = None
@@ -373,6 +374,7 @@ def load(env=None) -> Config:
         csrf_trusted_origins=_list(env, "CSRF_TRUSTED_ORIGINS", []),
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         default_rate_limit=_int(env, "DEFAULT_RATE_LIMIT", 10000, minimum=1),
+        keypair_use_interval=_int(env, "KEYPAIR_USE_INTERVAL", 1, minimum=0, maximum=3600),
         log_level=log_level,
         log_format=log_format,
         # the one-line-per-request access log (logger backendai.access); unset: with the other logs

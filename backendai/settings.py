@@ -23,6 +23,10 @@ ALLOWED_HOSTS = CONFIG.allowed_hosts
 CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
 TRUSTED_PROXIES = CONFIG.trusted_proxies
 BACKEND_DEFAULT_RATE_LIMIT = CONFIG.default_rate_limit
+# A process writes a keypair's last use (last_used, num_queries) at most once per this many seconds,
+# adding up the calls in between: one UPDATE of the same row per signed call serialised every client
+# of a keypair on that row's lock and a WAL flush (accounts.services.keypairs.record_keypair_use)
+KEYPAIR_USE_INTERVAL = CONFIG.keypair_use_interval
 REDIS_URL = CONFIG.redis_url
 AGENT_HEARTBEAT_TIMEOUT = CONFIG.agent_heartbeat_timeout
 AGENT_LOST_GRACE = CONFIG.agent_lost_grace

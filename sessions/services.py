@@ -14,7 +14,7 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, F, Func, IntegerField, Q
+from django.db.models import Count, F, Func, IntegerField, Prefetch, Q, prefetch_related_objects
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -248,7 +248,8 @@ def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | N
     a live one first, else the most recent."""
     validation.check_session_ref(name_or_id)
     keypair = owner_scope(actor, actor_keypair, owner_access_key)
-    query = visible_sessions(actor).select_related("access_key", "scaling_group", "project", "user")
+    # the keypair's policy too: the idle checks of GET /session/<s> read it
+    query = visible_sessions(actor).select_related("access_key__resource_policy", "scaling_group", "project", "user")
     found = query.filter(pk=name_or_id).first() if _UUID_RE.fullmatch(name_or_id) else None
     if found is None:
         named = query.filter(access_key=keypair, name=name_or_id)
@@ -370,9 +371,11 @@ def logs_of(session: Session, wait_seconds: float = 5.0) -> str:
     return kernel.container_log or ""
 
 
-def apps_of(session: Session) -> list[dict]:
-    """Service ports of the main kernel in the shape the client's ``apps`` reads."""
-    kernel = session.kernels.filter(cluster_role="main").first()
+def apps_of(session: Session, kernel: Kernel | None = None) -> list[dict]:
+    """Service ports of the main kernel (``kernel`` when the caller has it) in the shape the client's
+    ``apps`` reads."""
+    if kernel is None:
+        kernel = session.kernels.filter(cluster_role="main").first()
     apps = []
     for port in (kernel.service_ports if kernel else []) or []:
         entry = {"name": port["name"], "protocol": port["protocol"], "ports": port["container_ports"]}
@@ -386,8 +389,12 @@ def apps_of(session: Session) -> list[dict]:
 
 
 def info(session: Session) -> dict:
-    """``GET /session/{s}``: the camelCase dict of Backend.AI's get_info."""
-    kernel = session.kernels.filter(cluster_role="main").select_related("agent").first()
+    """``GET /session/{s}``: the camelCase dict of Backend.AI's get_info.  The kernels with their agents
+    are read once (one statement, however many kernels) and serve the idle checks, the service ports
+    and the agents' state."""
+    prefetch_related_objects([session], Prefetch("kernels", queryset=Kernel.objects.select_related("agent")))
+    kernels = list(session.kernels.all())
+    kernel = next((k for k in kernels if k.cluster_role == "main"), None)
     now = timezone.now()
     end = session.terminated_at or now
     return {
@@ -421,8 +428,8 @@ def info(session: Session) -> dict:
         "numQueriesExecuted": session.num_queries,
         "lastStat": (kernel.last_stat if kernel else None) or session.last_stat,
         "idleChecks": idle_checks(session, now),
-        "servicePorts": apps_of(session),
-        "agents": agents_of(session),
+        "servicePorts": apps_of(session, kernel) if kernel else [],
+        "agents": _agents_state({k.agent for k in kernels if k.agent_id}),
     }
 
 
@@ -431,9 +438,12 @@ def agents_of(session: Session) -> list[dict]:
     kernels can't be reached, and the session is ended ``AGENT_LOST_GRACE`` seconds
     after ``lostAt`` unless the agent comes back."""
     ids = {a for a in session.kernels.exclude(agent_id=None).values_list("agent_id", flat=True)}
-    rows = Agent.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "status", "lost_at")
-    return [{"id": agent_id, "status": status, "lostAt": lost_at.isoformat() if lost_at else None}
-            for agent_id, status, lost_at in rows]
+    return _agents_state(Agent.objects.filter(pk__in=ids))
+
+
+def _agents_state(agents: Iterable[Agent]) -> list[dict]:
+    return [{"id": a.pk, "status": a.status, "lostAt": a.lost_at.isoformat() if a.lost_at else None}
+            for a in sorted(agents, key=lambda a: a.pk)]
 
 
 def idle_checks(session: Session, now=None) -> dict:

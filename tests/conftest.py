@@ -54,6 +54,13 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _keypair_use_written_per_call(settings):
+    """Each signed call writes its keypair's last use, so statement counts do not depend on timing
+    (production writes once a second: tests/accounts/test_keypair_use.py)."""
+    settings.KEYPAIR_USE_INTERVAL = 0
+
+
+@pytest.fixture(autouse=True)
 def _fresh_rate_limits():
     from backendai.api import ratelimit
 

@@ -15,6 +15,7 @@ small filter/order language of the session and agent lists, paging, the caller
 (``actor``) and the masking of unexpected resolver errors (``public_error``)."""
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -35,7 +36,7 @@ from graphql.language import (
     SelectionSetNode,
     VariableNode,
 )
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.types import Info
@@ -137,7 +138,7 @@ class CostLimits(SchemaExtension):
         context = self.execution_context
         context.parse_options["max_tokens"] = MAX_TOKENS
         context.validation_rules = context.validation_rules + (
-            depth_rule(settings.GRAPHQL_MAX_DEPTH, None), alias_rule(settings.GRAPHQL_MAX_ALIASES))
+            _depth_rule(settings.GRAPHQL_MAX_DEPTH), _alias_rule(settings.GRAPHQL_MAX_ALIASES))
         yield
 
     def on_parse(self):
@@ -155,6 +156,30 @@ class CostLimits(SchemaExtension):
                 # strawberry skips its own validation when errors are already set
                 context.pre_execution_errors = [GraphQLError(p) for p in problems]
         yield
+
+
+# The rule classes are made once per limit: the same classes on every request keep the validation
+# rules, and so the cached validation of a document, the same from one request to the next.
+_depth_rule = functools.lru_cache(maxsize=16)(lambda depth: depth_rule(depth, None))
+_alias_rule = functools.lru_cache(maxsize=16)(alias_rule)
+
+
+class CachedParse(ParserCache):
+    """strawberry's parse cache (128 query texts, LRU): clients send the same few documents on every
+    call, and parsing one of them cost more than running it.  After ``CostLimits`` in the schema's
+    extensions, so an over-long text is refused before it is parsed or cached."""
+
+
+class CachedValidation(ValidationCache):
+    """strawberry's validation cache (128 documents, LRU; a document's validity depends only on the
+    schema, the document and the rules), except that a document ``CostLimits`` already refused keeps
+    its refusal (strawberry's own class would overwrite it with the validation's answer)."""
+
+    def on_validate(self):
+        if self.execution_context.pre_execution_errors:
+            yield
+            return
+        yield from super().on_validate()
 
 
 # --- wire values, lists, the caller -----------------------------------------------------------

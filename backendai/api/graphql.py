@@ -31,7 +31,7 @@ from agents import gql as agents_gql
 from backendai import audit_gql
 from backendai.api import errors
 from backendai.api.gql_metrics import GraphQLMetrics
-from backendai.api.gqlkit import SCALARS, CostLimits, public_error
+from backendai.api.gqlkit import SCALARS, CachedParse, CachedValidation, CostLimits, public_error
 from serving import gql as serving_gql
 from serving import gql_autoscale as serving_autoscale_gql
 from sessions import gql as sessions_gql
@@ -46,7 +46,7 @@ Mutation = merge_types("Mutation", _MUTATIONS) if _MUTATIONS else None
 
 schema = strawberry.Schema(query=Query, mutation=Mutation,
                            config=StrawberryConfig(auto_camel_case=False, scalar_map=SCALARS),
-                           extensions=[CostLimits, GraphQLMetrics])
+                           extensions=[CostLimits, CachedParse, CachedValidation, GraphQLMetrics])
 
 
 class GraphQLView(APIView):

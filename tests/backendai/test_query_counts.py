@@ -49,6 +49,11 @@ SSE_POLL = 2
 COMPUTE_SESSION_LIST = 6
 # vfolder_list: the signature, the count, the folders, memberships and grants.
 VFOLDER_LIST = 6
+# GET /session/<id> (the official client's REST read of a session): the signature (keypair with its
+# user and policy, then its last use), the session with its keypair and policy, project, user and
+# scaling group, and its kernels with their agents (the idle checks, the service ports and the agents'
+# state all read those).
+SESSION_INFO = 4
 # The sessions page: the login session, the user (with its preferences), the page's count and its
 # sessions, the user's projects and resource groups (the filter menus) and the live app proxy workers
 # (the "Open <app>" form targets).  The live usage of running rows comes with them in one more.
@@ -338,3 +343,24 @@ def test_the_sessions_page_costs_the_same_statements_for_few_or_many_sessions(cl
         counted.append(captured)
     assert_flat_and_pinned("the sessions page", *counted, SESSIONS_PAGE)
 
+
+
+# --- the REST read of a session ----------------------------------------------------------------------
+
+def session_info(api, session) -> tuple[CaptureQueriesContext, dict]:
+    api.get(f"/session/{session.pk}")  # per-process caches warmed
+    with CaptureQueriesContext(connection) as captured:
+        response = api.get(f"/session/{session.pk}")
+    assert response.status_code == 200, response.content
+    return captured, response.json()
+
+
+def test_it_answers_a_session_info_in_the_same_statements_for_one_kernel_or_a_cluster_among_many(
+        signed, owner, member, image_and_agent):
+    _, agent = image_and_agent
+    one, answer = session_info(signed(owner), place(owner, agent, 1)[0])
+    assert answer["servicePorts"] and answer["agents"] == [{"id": agent.pk, "status": "ALIVE", "lostAt": None}]
+    crowd = place(member, agent, MANY, SUBS)
+    many, answer = session_info(signed(member), crowd[-1])
+    assert answer["sessionId"] == str(crowd[-1].pk) and answer["servicePorts"]
+    assert_flat_and_pinned("GET /session/<id>", one, many, SESSION_INFO)
