@@ -182,6 +182,12 @@ def _tune_daphne_close_codes() -> None:
 
 tune_daphne()
 
+# the web process enqueues the scheduler's hint when a session is created: Celery's task registry
+# and the broker connection are set up at start, not in the first request (backendai.celery.warm_producer)
+from backendai.celery import warm_producer  # noqa: E402
+
+warm_producer()
+
 application = TrustedProxyHeaders(ProtocolTypeRouter(
     {
         # file downloads wait for the socket instead of piling up in memory

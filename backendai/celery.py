@@ -1,6 +1,8 @@
 """The Celery application: workers run reconcilers and passes; beat (exactly
 one) triggers them on the schedules kept in the database (django-celery-beat)."""
+import logging
 import os
+import threading
 
 from celery import Celery
 from celery.signals import (
@@ -9,6 +11,8 @@ from celery.signals import (
     before_task_publish,
     task_postrun,
     task_prerun,
+    worker_process_init,
+    worker_ready,
 )
 
 from backendai import logfilters, requestctx
@@ -18,6 +22,38 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backendai.settings")
 app = Celery("backendai")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def warm_producer() -> None:
+    """Open a producer of the pool in a background thread now, rather than in the first enqueue of
+    this process: the task registry, and the embedded broker (``backendai.broker``), which imports
+    SQLAlchemy and creates its tables on first use: about 0.6 s that the first session created after
+    a start used to wait for (bench/hints/run.py's "cold" column).  Best effort: the first enqueue tries again."""
+
+    app.finalize(auto=True)  # the task registry (imports the tasks modules: here, not in a thread)
+
+    def warm():
+        try:
+            with app.producer_pool.acquire(block=True, timeout=5) as producer:
+                producer.connection.ensure_connection(max_retries=1)
+                producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])  # the broker's tables
+        except Exception as exc:  # noqa: BLE001 - the first enqueue connects (and reports) itself
+            logging.getLogger(__name__).debug("could not warm the Celery producer: %s", exc)
+
+    threading.Thread(target=warm, name="celery-warm-producer", daemon=True).start()
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _warm_worker(sender=None, **kwargs):
+    """The process that runs tasks (the worker itself with ``--pool=solo`` or threads, each prefork
+    child) starts its hint relay before the first scheduling pass needs it (``backendai.hints``)."""
+    pool = getattr(sender, "pool", None)
+    if pool is not None and type(pool).__module__.endswith(".prefork"):
+        return  # the prefork parent runs no task: its children warm themselves
+    from backendai import hints
+
+    hints.warm_relay()
 
 
 @after_setup_logger.connect

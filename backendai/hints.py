@@ -210,10 +210,18 @@ class _Relay:
     def submit(self, url: str, agent_ids: list[str]) -> None:
         with self._cond:
             self._pending.setdefault(url, {}).update(dict.fromkeys(agent_ids))
-            if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="hint-relay", daemon=True).start()
+            self._start()
             self._cond.notify()
+
+    def start(self) -> None:
+        """Start the thread (and its HTTP client) before the first hint (see :func:`warm_relay`)."""
+        with self._cond:
+            self._start()
+
+    def _start(self) -> None:
+        if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="hint-relay", daemon=True).start()
 
     def _take(self, timeout: float | None) -> dict[str, list[str]]:
         with self._cond:
@@ -271,6 +279,18 @@ class _Relay:
 
 _relay = _Relay()
 atexit.register(_relay.flush)
+
+
+def warm_relay() -> None:
+    """In a process that would relay (the Celery worker of the embedded mode), start the relay's
+    thread and HTTP client now: the first session after a start no longer waits for them."""
+    from channels.layers import get_channel_layer
+
+    try:
+        if getattr(settings, "INTERNAL_WEB_URL", None) and not _serving.is_set() and _in_memory(get_channel_layer()):
+            _relay.start()
+    except Exception as exc:  # noqa: BLE001 - the first hint starts it
+        log.debug("could not start the hint relay: %s", exc)
 
 
 # --- waiting for a hint (the long poll) ----------------------------------------------------------
