@@ -18,7 +18,7 @@ files only, never symbolic links, under names that ``names.ArchiveNames``
 sanitises, whatever a session left on disk.
 
 Uploads are written to ``<host root>/.staging/<scope>/<upload id>.part`` (never
-inside a folder), fsynced after each chunk, and renamed into place only when
+inside a folder), fsynced before each chunk is acknowledged, and renamed into place only when
 complete, so a failed upload leaves nothing in the folder.
 """
 from __future__ import annotations
@@ -54,6 +54,24 @@ log = logging.getLogger(__name__)
 MAX_NAME_BYTES = names.NAME_MAX_BYTES
 MAX_PATH_BYTES = names.PATH_MAX_BYTES
 IO_CHUNK = 1024 * 1024
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16, 1024) or 16
+def write_pieces(fd: int, pieces: list, offset: int) -> int:
+    """Write every piece (bytes-like) at ``offset`` with as few ``pwritev`` calls as it takes (no
+    joining copy); returns the bytes written."""
+    views = [memoryview(piece) for piece in pieces if len(piece)]
+    total = first = 0
+    while first < len(views):
+        done = os.pwritev(fd, views[first:first + _IOV_MAX], offset + total)
+        total += done
+        while done:
+            size = len(views[first])
+            if done >= size:
+                done -= size
+                first += 1
+            else:
+                views[first] = views[first][done:]
+                done = 0
+    return total
 STAGING_DIRNAME = ".staging"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -479,6 +497,28 @@ class Staging:
             return os.stat(self.part).st_size
         except FileNotFoundError:
             return None
+
+    def settled_offset(self, wait: float = 5.0) -> int | None:
+        """Like :meth:`offset`, but first waits (at most ``wait`` seconds) for a PATCH still writing
+        this upload to finish (it holds the file's lock until its bytes are written and fsynced), so
+        that a client resuming right after a cut connection learns everything that was kept."""
+        try:
+            fd = os.open(self.part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break  # a PATCH is still receiving: its current size
+                    time.sleep(0.01)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def completed(self) -> bool:
         return self.done.exists()
