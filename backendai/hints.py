@@ -46,6 +46,8 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from backendai import telemetry
+
 log = logging.getLogger(__name__)
 
 #: The channel-layer message of a hint (``AgentLinkConsumer.agent_poke`` handles it).
@@ -128,8 +130,14 @@ def deliver_local(agent_ids: list[str]):
     if not _in_memory(layer):  # held syncs of other processes (their listeners)
         sends += [(waiter_group(a), {"type": WAKE_TYPE, "agent": a}) for a in agent_ids]
 
+    layer_name = "memory" if _in_memory(layer) else "redis"  # backendai_layer_operation_*{operation="hint_send"}
+
+    async def send(group: str, message: dict) -> None:
+        with telemetry.layer_operation(layer_name, "hint_send"):
+            await layer.group_send(group, message)
+
     async def send_all():
-        results = await asyncio.gather(*(layer.group_send(group, message) for group, message in sends),
+        results = await asyncio.gather(*(send(group, message) for group, message in sends),
                                        return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:

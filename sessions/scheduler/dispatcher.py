@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
@@ -233,10 +234,16 @@ def _gc_paused():
             gc.enable()
 
 
+def _cache_layer() -> str:
+    """The cache's layer label for ``backendai_layer_operation_*``: Redis in production, else memory."""
+    return "redis" if settings.REDIS_URL else "memory"
+
+
 def _load_rr(group: str, archs: set) -> dict:
     keys = {RR_CACHE_KEY.format(group=group, arch=a): a for a in archs}
     try:
-        stored = cache.get_many(list(keys))
+        with telemetry.layer_operation(_cache_layer(), "cache_get_many"):
+            stored = cache.get_many(list(keys))
     except Exception as exc:  # noqa: BLE001 - a lost hint only restarts the rotation
         log.debug("round-robin state unavailable: %s", exc)
         return {}
@@ -247,8 +254,9 @@ def _save_rr(group: str, decided: Decisions) -> None:
     if not decided.rr_changed:
         return
     try:
-        cache.set_many({RR_CACHE_KEY.format(group=group, arch=a): decided.rr_next[a] for a in decided.rr_changed},
-                       timeout=None)
+        with telemetry.layer_operation(_cache_layer(), "cache_set_many"):
+            cache.set_many({RR_CACHE_KEY.format(group=group, arch=a): decided.rr_next[a] for a in decided.rr_changed},
+                           timeout=None)
     except Exception as exc:  # noqa: BLE001
         log.debug("could not store round-robin state: %s", exc)
 

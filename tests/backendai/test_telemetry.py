@@ -393,3 +393,34 @@ def test_a_field_that_raises_a_problem_counts_a_failed_graphql_field(signed, own
     response = signed(owner).post("/admin/gql", {"query": query})
     assert response.status_code == 403 and slug(response) == "insufficient-privilege"
     assert (d["failed"], d["answered"]) == (1, 1)  # the field's name, not the alias
+
+
+def _kv_layer() -> str:
+    return "redis" if os.environ.get("REDIS_URL") else "memory"
+
+
+@pytest.mark.django_db
+def test_a_hint_to_agents_counts_one_layer_operation_per_message_it_sends():
+    from backendai import hints
+
+    layer = _kv_layer()
+    d = Deltas(sent=("backendai_layer_operation_count_total", {"layer": layer, "operation": "hint_send",
+                                                               "success": "true"}))
+    hints.deliver_local(["telemetry-agent-1", "telemetry-agent-2"])
+    # one message per agent to its link's group, plus one per agent to the held-sync listeners over Redis
+    assert d["sent"] == (4 if layer == "redis" else 2)
+
+
+@pytest.mark.django_db
+def test_the_schedulers_round_robin_state_is_read_and_written_as_layer_operations():
+    from sessions.scheduler import dispatcher
+
+    layer = _kv_layer()
+    d = Deltas(read=("backendai_layer_operation_count_total", {"layer": layer, "operation": "cache_get_many",
+                                                               "success": "true"}),
+               wrote=("backendai_layer_operation_count_total", {"layer": layer, "operation": "cache_set_many",
+                                                                "success": "true"}))
+    decided = dispatcher.Decisions(rr_next={"x86_64": 3}, rr_changed={"x86_64"})
+    dispatcher._save_rr("telemetry-group", decided)
+    assert dispatcher._load_rr("telemetry-group", {"x86_64"}) == {"x86_64": 3}
+    assert (d["read"], d["wrote"]) == (1, 1)
