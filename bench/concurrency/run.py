@@ -588,7 +588,11 @@ def main() -> int:
     parser.add_argument("--server", default=None, help="an existing PostgreSQL server (postgres://user@host:port)")
     parser.add_argument("--redis", default=None, help="an existing Redis database (redis://host:port/db); flushed")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and databases")
+    parser.add_argument("--short", action="store_true",
+                        help="seconds of load, for CI (tests/test_bench_short_modes.py): 4 clients (1 creating sessions), 3 s per mode")
     args = parser.parse_args()
+    if args.short:
+        args.clients, args.session_clients, args.duration = 4, 1, 3.0
     modes = {
         "baseline": ({"DB_POOL_MAX_SIZE": "0", "DB_CONN_MAX_AGE": str(args.baseline_max_age)},
                      f"baseline (no pool, max age {args.baseline_max_age})"),

@@ -91,7 +91,11 @@ def parse_args(argv=None):
     parser.add_argument("--pg", default=default_server(),
                         help="PostgreSQL server URL without a database name (default: DATABASE_URL's server)")
     parser.add_argument("--db", default="bai_bench_observability", help="scratch database (created and dropped)")
+    parser.add_argument("--short", action="store_true",
+                        help="seconds, for CI (tests/test_bench_short_modes.py): 20 requests, 50 sessions, 5 agents, 3 scrapes")
     args = parser.parse_args(argv)
+    if args.short:
+        args.requests, args.sessions, args.agents, args.scrapes = 20, 50, 5, 3
     if not 1 <= args.requests <= 100_000 or not 1 <= args.scrapes <= 10_000:
         parser.error("need 1 <= --requests <= 100000 and 1 <= --scrapes <= 10000")
     if not 1 <= args.sessions <= 1_000_000 or not 1 <= args.agents <= 100_000:

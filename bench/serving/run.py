@@ -293,7 +293,12 @@ def main() -> int:
                              "replica that waits)")
     parser.add_argument("--dir", default=None, help="working directory (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, data)")
+    parser.add_argument("--short", action="store_true",
+                        help="seconds of load, for CI (tests/test_bench_short_modes.py): 0.5 s per target, 4 connections, "
+                             "1 and 2 replicas")
     args = parser.parse_args()
+    if args.short:
+        args.duration, args.warmup, args.connections, args.replicas = 0.5, 0.2, 4, 2
 
     work = Path(tempfile.mkdtemp(prefix="serving-bench-", dir=args.dir))
     python = ROOT / ".venv" / "bin" / "python"

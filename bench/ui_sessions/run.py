@@ -46,7 +46,11 @@ def parse_args(argv=None):
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"),
                         help="PostgreSQL server URL without a database name")
     parser.add_argument("--db", default="bai_bench_ui_sessions", help="scratch database (created and dropped)")
+    parser.add_argument("--short", action="store_true",
+                        help="seconds, for CI (tests/test_bench_short_modes.py): 50 sessions against 5, 5 requests")
     args = parser.parse_args(argv)
+    if args.short:
+        args.sessions, args.baseline, args.requests = 50, 5, 5
     if not 1 <= args.baseline < args.sessions <= 100_000 or not 1 <= args.requests <= 10_000:
         parser.error("need 1 <= --baseline < --sessions <= 100000 and 1 <= --requests <= 10000")
     return args
