@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -499,22 +501,32 @@ def _content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-async def _stream(request: web.Request, response: web.StreamResponse, iterator) -> web.StreamResponse:
-    await response.prepare(request)
+@contextmanager
+def _cut_on_failure(request: web.Request) -> Iterator[None]:
+    """A download that fails after its head went out cannot answer with an error any more: log it
+    and cut the connection, so the client sees a short body, never a complete-looking one.  A
+    client that left (or a cancelled handler) goes on as it is."""
     try:
-        while True:
-            chunk = await blocking(next, iterator, None)
-            if chunk is None:
-                break
-            if chunk:
-                await response.write(chunk)
-        await response.write_eof()
+        yield
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
         log.exception("download of %s failed mid-stream", request.path)
         if request.transport is not None:
             request.transport.close()
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, iterator) -> web.StreamResponse:
+    await response.prepare(request)
+    try:
+        with _cut_on_failure(request):
+            while True:
+                chunk = await blocking(next, iterator, None)
+                if chunk is None:
+                    break
+                if chunk:
+                    await response.write(chunk)
+            await response.write_eof()
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
@@ -577,29 +589,24 @@ async def _send_file(request: web.Request, response: web.StreamResponse, fd: int
     loop = asyncio.get_running_loop()
     sent = 0
     try:
-        await response.prepare(request)
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("Connection lost")
-        sendfile = getattr(loop, "sendfile", None)
-        if length and sendfile is not None:
-            with open(fd, "rb", buffering=0, closefd=False) as file:
-                try:
-                    sent = await sendfile(transport, file, start, length, fallback=False)
-                except (NotImplementedError, asyncio.SendfileNotAvailableError):
-                    sent = 0  # nothing was sent: the checks come before the first byte
-        while sent < length:
-            want = min(DOWNLOAD_CHUNK, length - sent)
-            data = await blocking(os.pread, fd, want, start + sent) or bytes(want)
-            await response.write(data)
-            sent += len(data)
-        await response.write_eof()
-    except (ConnectionError, asyncio.CancelledError):
-        raise
-    except Exception:
-        log.exception("download of %s failed mid-stream", request.path)
-        if request.transport is not None:
-            request.transport.close()
+        with _cut_on_failure(request):
+            await response.prepare(request)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("Connection lost")
+            sendfile = getattr(loop, "sendfile", None)
+            if length and sendfile is not None:
+                with open(fd, "rb", buffering=0, closefd=False) as file:
+                    try:
+                        sent = await sendfile(transport, file, start, length, fallback=False)
+                    except (NotImplementedError, asyncio.SendfileNotAvailableError):
+                        sent = 0  # nothing was sent: the checks come before the first byte
+            while sent < length:
+                want = min(DOWNLOAD_CHUNK, length - sent)
+                data = await blocking(os.pread, fd, want, start + sent) or bytes(want)
+                await response.write(data)
+                sent += len(data)
+            await response.write_eof()
     finally:
         os.close(fd)
     return response
