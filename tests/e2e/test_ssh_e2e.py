@@ -9,6 +9,7 @@ by the agent, the official client 23.9.10 and the system's ``ssh``/``scp``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -45,26 +46,53 @@ def client_env(client_bin, live_stack, keypair, home) -> dict:
             "BACKEND_SECRET_KEY": keypair.secret_key, "BACKEND_ENDPOINT_TYPE": "api", "PYTHONUNBUFFERED": "1"}
 
 
-def run_cli(argv: list[str], cwd, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run an official-client command that wraps ``ssh``/``scp`` (its own process group), once more if it hangs.
-
-    The client ends its background ``backend.ai app ... sshd`` with SIGINT as soon as ``ssh`` exits, while
-    that process is tearing the tunnel down; now and then CPython delivers the KeyboardInterrupt inside a
-    weakref callback (``WeakSet._remove`` of asyncio's task set), where it is swallowed as "unraisable",
-    so that process never exits and the command waits for it forever.  That is a race inside the client
-    (23.9 to 26.9 alike), not in the manager: a hung attempt is ended and the command run again, once.
-    """
-    for attempt in (1, 2):
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid``, children first (``/proc/<pid>/task/<tid>/children``)."""
+    found = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
         try:
-            out, err = process.communicate(timeout=timeout)
-            return subprocess.CompletedProcess(argv, process.returncode, out, err)
-        except subprocess.TimeoutExpired:
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                children = [int(child) for child in listing.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def run_cli(argv: list[str], cwd, env: dict, timeout: float = 45) -> subprocess.CompletedProcess:
+    """Run an official-client command that wraps ``ssh``/``scp`` (its own process group) to its end.
+
+    The client ends its background ``backend.ai app ... sshd`` with one SIGINT as soon as ``ssh`` exits and
+    then waits for it.  That process has no signal handler: the KeyboardInterrupt is raised wherever its main
+    thread is, and when that is a weakref callback (``WeakSet._remove`` of asyncio's task set, run while the
+    tunnel's tasks are being dropped, which is exactly when ``ssh`` has just closed it) CPython reports it as
+    "unraisable" and drops it, so the proxy serves on and the command waits for it forever.  That is a race
+    inside the client (23.9 to 26.9 alike), not in the manager.  A person at the terminal presses Ctrl-C
+    once more; so does this: a command still running after ``timeout`` has its wrapped processes (not the
+    command itself, which is waiting in its ``finally``) interrupted again, up to three times, before it is
+    counted as hung.
+    """
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for again in range(4):
+            try:
+                out, err = process.communicate(timeout=timeout if again == 0 else 15)
+                return subprocess.CompletedProcess(argv, process.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                for pid in descendants(process.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGINT)
+    finally:
+        if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-            out, err = process.communicate()
-            assert attempt == 1, f"{argv} hung twice:\n{out}\n{err}"
-    raise AssertionError("unreachable")
+    out, err = process.communicate()
+    raise AssertionError(f"{argv} hung even after three more interrupts:\n{out}\n{err}")
 
 
 @pytest.fixture
