@@ -21,6 +21,25 @@ from helpers import PASSWORD, STRICT, SignedClient, require  # noqa: F401
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# The longest files first: with one worker per core (scripts/test, pytest-xdist) whole files are handed out
+# in collection order, so a file of several minutes collected last would leave one worker running it
+# alone at the end.  These took a minute or more each (``--durations``); then the other end-to-end tests.
+LONGEST_FIRST = ("e2e/test_cli_conformance.py", "e2e/test_serving_e2e.py", "e2e/test_soak.py",
+                 "backendai/test_bench_api_reads.py", "e2e/test_stack_supervisor.py",
+                 "backendai/test_hostile_input_sweep.py", "sessions/test_start_bench_short.py")
+
+
+def _run_order(item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0].removeprefix("tests/")
+    if path in LONGEST_FIRST:
+        return 0, LONGEST_FIRST.index(path)
+    return (1 if item.get_closest_marker("e2e") else 2), 0
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_run_order)  # stable: the order inside each group stays the collection's
+
+
 # Hypothesis: a fixed seed under CI (a run is reproducible and never fails by luck); random locally,
 # where the example database under .hypothesis/ replays what an earlier run found.
 from hypothesis import settings as _hypothesis_settings  # noqa: E402

@@ -182,7 +182,7 @@ def test_a_user_sets_their_ssh_public_key(client, owner):
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==",  # the right type, a truncated key
     ed25519_public_key() + "\n" + ed25519_public_key(),
     "ssh-ed25519 " + "A" * 9000,
-])
+], ids=["not-a-key", "bad-base64", "truncated-dss", "type-mismatch", "truncated-ed25519", "two-keys", "too-long"])
 def test_a_malformed_ssh_public_key_is_refused_beside_the_field(client, owner, text):
     before = Keypair.objects.get(pk=owner.main_keypair_id).ssh_public_key
     client.force_login(owner)

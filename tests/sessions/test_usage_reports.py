@@ -201,7 +201,7 @@ BAD = [
     "/resource/usage/month?month=000103",
     "/resource/usage/month?month=%00%00%00",
     "/resource/usage/month?month=202503&group_ids=not-a-uuid",
-    f"/resource/usage/month?month=202503&group_ids={uuid.uuid4()}",
+    "/resource/usage/month?month=202503&group_ids=3f1d2c4b-5a69-4e7f-8d0c-1b2a3e4f5061",
     "/resource/usage/period?end_date=20250331",
     "/resource/usage/period?start_date=20250301",
     "/resource/usage/period?start_date=20250230&end_date=20250331",

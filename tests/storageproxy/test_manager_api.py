@@ -169,9 +169,14 @@ def test_it_creates_a_folder_idempotently_where_the_layout_says(manager, volumes
     problem(manager.post("/folder/create", json={"volume": "v1", "vfid": vfid}), 400, "vfolder-operation-failed")
 
 
-@pytest.mark.parametrize("vfid", ["user:1/abc", "user:" + str(uuid.uuid4()), "../../etc/" + uuid.uuid4().hex,
-                                  f"user:{uuid.uuid4()}/../{uuid.uuid4().hex}", 17, None, "x" * 5000,
-                                  f"user:{uuid.uuid4()}/{uuid.uuid4().hex}/extra"])
+# fixed ids (the same test ids in every collection: pytest -n N compares them across workers)
+UNKNOWN_A = uuid.UUID("9d3f6a2e-4b1c-4e8d-a7f0-2c5b8e1d6a34")
+UNKNOWN_B = uuid.UUID("c0ffee00-1d2e-4f3a-8b4c-5d6e7f8091a2")
+
+
+@pytest.mark.parametrize("vfid", ["user:1/abc", "user:" + str(UNKNOWN_A), "../../etc/" + UNKNOWN_B.hex,
+                                  f"user:{UNKNOWN_A}/../{UNKNOWN_B.hex}", 17, None, "x" * 5000,
+                                  f"user:{UNKNOWN_A}/{UNKNOWN_B.hex}/extra"])
 def test_it_refuses_malformed_folder_ids(manager, vfid, volumes):
     problem(manager.post("/folder/create", json={"volume": "v1", "vfid": vfid}), 400, "invalid-api-params")
     assert sorted(p.name for p in volumes["v1"].iterdir()) == [".scopes"]
