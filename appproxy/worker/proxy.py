@@ -45,45 +45,68 @@ NO_REPLICA = ("No healthy replica of this endpoint can take the request now; try
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per (host, port)."""
+    """Idle keep-alive connections to the apps per (host, port): ``(UpstreamConn, transport, idle since)``.
+    The callback path takes them as they are; the stream path (``take_streams``/``put_streams``)
+    wraps one in a reader and writer for an exchange and unwraps it when it is returned."""
 
     def __init__(self):
         self.idle: dict[tuple[str, int], list] = defaultdict(list)
 
-    def take(self, key):
+    def take(self, key) -> UpstreamConn | None:
         stack = self.idle.get(key)
         while stack:
-            reader, writer, _ = stack.pop()
-            if writer.is_closing() or reader.at_eof() or reader._buffer:  # noqa: SLF001 - unread bytes: unusable
-                writer.close()
+            conn, transport, _ = stack.pop()
+            if conn.closed or transport.is_closing():
+                transport.close()
                 continue
-            return reader, writer
+            return conn
         return None
 
-    def put(self, key, reader, writer) -> None:
+    def put(self, key, conn: UpstreamConn) -> None:
         stack = self.idle[key]
-        if len(stack) >= POOL_PER_TARGET:
+        transport = conn.transport
+        if len(stack) >= POOL_PER_TARGET or conn.closed or transport.is_closing():
+            transport.close()
+            return
+        conn.client = None
+        stack.append((conn, transport, time.monotonic()))
+
+    def take_streams(self, key):
+        """A pooled connection as ``(reader, writer)`` (or None) for the stream path."""
+        conn = self.take(key)
+        if conn is None:
+            return None
+        return _streams(conn.transport, b"", False, False, MAX_HEAD)
+
+    def put_streams(self, key, reader, writer) -> None:
+        transport = writer.transport
+        if transport.is_closing() or reader.at_eof() or reader._buffer:  # noqa: SLF001 - unread bytes: unusable
             writer.close()
             return
-        stack.append((reader, writer, time.monotonic()))
+        conn = UpstreamConn()
+        transport.set_protocol(conn)
+        conn.transport = transport
+        if not transport.is_reading():
+            transport.resume_reading()
+        self.put(key, conn)
 
     def sweep(self, max_idle: float = POOL_IDLE_SECONDS) -> None:
         cutoff = time.monotonic() - max_idle
         for key in list(self.idle):
             keep = []
-            for reader, writer, since in self.idle[key]:
-                if since < cutoff or writer.is_closing() or reader.at_eof():
-                    writer.close()
+            for conn, transport, since in self.idle[key]:
+                if since < cutoff or conn.closed or transport.is_closing():
+                    transport.close()
                 else:
-                    keep.append((reader, writer, since))
+                    keep.append((conn, transport, since))
             if keep:
                 self.idle[key] = keep
             else:
                 del self.idle[key]
 
     def close_target(self, key) -> None:
-        for _, writer, _ in self.idle.pop(key, []):
-            writer.close()
+        for _, transport, _ in self.idle.pop(key, []):
+            transport.close()
 
     def close(self) -> None:
         for key in list(self.idle):
@@ -188,6 +211,7 @@ class Proxy:
         self.waiting: dict[asyncio.StreamWriter, float] = {}
         self.timed_out: set[asyncio.StreamWriter] = set()
         self.stopping = False
+        self.tasks: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
 
     # --- connections -----------------------------------------------------------------------
@@ -291,12 +315,32 @@ class Proxy:
             closed.inc()
             duration.observe(time.monotonic() - started)
 
-    async def serve_http(self, reader, writer, resolve: Callable[[Request], Circuit | None], where: str) -> None:
-        """A client connection: requests one after another (keep-alive) until either side closes."""
+    def http_protocol(self, resolve: Callable[[Request], Circuit | None], where: str) -> ClientConn:
+        """A protocol for a new client connection (``loop.create_server``'s factory): the callback path."""
+        return ClientConn(self, resolve, where)
+
+    def spawn(self, coro) -> None:
+        """Run ``coro`` as a task held until it ends (the stream path of a handed-over connection)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def serve_http(self, reader, writer, resolve: Callable[[Request], Circuit | None], where: str,
+                         first: bytes | None = None, keep: bool = True) -> None:
+        """A client connection on the stream path: requests one after another (keep-alive) until
+        either side closes; ``first``: a head the callback path read already (``keep=False``:
+        only close)."""
         peer = (writer.get_extra_info("peername") or ("?", 0))[0]
-        state = self.connections[writer] = [False, time.monotonic()]
+        state = self.connections[writer] = [first is not None, time.monotonic()]
         try:
-            while not self.stopping:
+            if first is not None:
+                try:
+                    keep = await self.handle(first, reader, writer, resolve, peer, where)
+                except ClientGone:
+                    return
+                state[0] = False
+                state[1] = time.monotonic()
+            while keep and not self.stopping:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError as exc:
@@ -315,11 +359,28 @@ class Proxy:
                     break
                 state[0] = False
                 state[1] = time.monotonic()
-                if not keep:
-                    break
         finally:
             self.connections.pop(writer, None)
             writer.close()
+
+    async def finish_on_streams(self, request, response, circuit, creader, cwriter, ureader, uwriter, key, m,
+                                started: float, resolve, where: str) -> None:
+        """The callback path handed over an exchange whose answer is chunked or close-delimited:
+        relay it on streams, then serve the connection's next requests on the stream path."""
+        self.connections[cwriter] = [True, started]
+        keep = False
+        try:
+            keep = await self._respond(request, response, circuit, cwriter, ureader, uwriter, None, key, m)
+        except ClientGone:
+            pass
+        finally:
+            m.pending.dec()
+            m.duration.observe(time.monotonic() - started)
+            if not keep:
+                self.connections.pop(cwriter, None)
+                cwriter.close()
+        if keep:
+            await self.serve_http(creader, cwriter, resolve, where)
 
     async def handle(self, head: bytes, reader, writer, resolve, peer: str, where: str) -> bool:
         request = None
@@ -335,18 +396,23 @@ class Proxy:
             self.check_access(request, circuit, self.client_address(peer, request))
             return await self.exchange(request, circuit, reader, writer, peer)
         except HTTPError as exc:
-            self.metrics.refused.labels(exc.reason).inc()
-            close = request is None or request.has_body or not request.keep_alive or exc.status >= 500
-            if exc.status in (401, 403):
-                client = self.client_address(peer, request)
-                via = f" (via {peer})" if client != peer else ""
-                log.info("refused a request from %s%s at %s: %s", client, via, where, exc.message)
-            if exc.problem:
-                writer.write(problem_page(exc.status, exc.reason, exc.message, exc.headers, close=close))
-            else:
-                writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
-                                        close=close, back=self.webui_url))
-            return not close
+            return self.refuse(exc, request, writer, peer, where)
+
+    def refuse(self, exc: HTTPError, request: Request | None, writer, peer: str, where: str) -> bool:
+        """Answer ``exc`` as an error page (``writer``: a stream writer or a transport); True when
+        the client connection may carry another request."""
+        self.metrics.refused.labels(exc.reason).inc()
+        close = request is None or request.has_body or not request.keep_alive or exc.status >= 500
+        if exc.status in (401, 403):
+            client = self.client_address(peer, request)
+            via = f" (via {peer})" if client != peer else ""
+            log.info("refused a request from %s%s at %s: %s", client, via, where, exc.message)
+        if exc.problem:
+            writer.write(problem_page(exc.status, exc.reason, exc.message, exc.headers, close=close))
+        else:
+            writer.write(error_page(exc.status, exc.message, bool(request and request.wants_json), exc.reason,
+                                    close=close, back=self.webui_url))
+        return not close
 
     def check_token(self, request: Request, circuit: Circuit, client: str) -> None:
         """An inference circuit admits ``Authorization: BackendAI|Bearer <endpoint token>`` (or anyone when public)."""
@@ -397,7 +463,8 @@ class Proxy:
 
     # --- one exchange -------------------------------------------------------------------------
 
-    def upstream_head(self, request: Request, peer: str, strip_auth: bool = False) -> bytes:
+    def upstream_head(self, request: Request, peer: str, strip_auth: bool = False, client: str | None = None) -> bytes:
+        """The request head the app gets (``client``: ``client_address(peer, request)`` if the caller has it)."""
         drop = request.connection_tokens
         out = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
         for name, lname, value in request.headers:
@@ -417,7 +484,7 @@ class Proxy:
         # a chain the client wrote itself is not passed on: only a trusted proxy's hops are
         trusted = self.is_trusted(peer)
         forwarded = b", ".join([*(request.forwarded_for if trusted else ()), peer.encode()])
-        client = self.client_address(peer, request).encode("latin-1", "replace")
+        client = (self.client_address(peer, request) if client is None else client).encode("latin-1", "replace")
         out += (b"X-Forwarded-For: ", forwarded, b"\r\nX-Real-IP: ", client, b"\r\nX-Forwarded-Proto: ",
                 self.scheme, b"\r\n")
         if request.host:
@@ -432,7 +499,7 @@ class Proxy:
     async def _connect(self, circuit: Circuit, key):
         try:
             async with asyncio.timeout(self.connect_timeout):
-                return await asyncio.open_connection(*key, limit=MAX_HEAD)
+                return await _open_streams(*key, limit=MAX_HEAD)
         except (OSError, TimeoutError) as exc:
             log.warning("circuit %s (session %s, app %s): cannot reach %s:%s: %s", circuit.id, circuit.session_id,
                         circuit.app, key[0], key[1], exc)
@@ -536,7 +603,7 @@ class Proxy:
         head = self.upstream_head(request, peer, strip_auth=circuit.inference is not None)
         body = request.has_body
         for attempt in (0, 1):
-            pooled = self.pool.take(key)
+            pooled = self.pool.take_streams(key)
             if pooled is not None:
                 ureader, uwriter = pooled
                 reused = True
@@ -620,7 +687,7 @@ class Proxy:
                 uwriter.close()
                 raise ClientGone()
         if reusable:
-            self.pool.put(key, ureader, uwriter)
+            self.pool.put_streams(key, ureader, uwriter)
         else:
             uwriter.close()
         if cwriter.transport.get_write_buffer_size() > HIGH_WATER:
@@ -743,3 +810,440 @@ async def _copy_until_close(reader, writer, counter, as_chunks: bool) -> None:
             await writer.drain()
     if as_chunks:
         writer.write(b"0\r\n\r\n")
+
+
+class _Writer(asyncio.StreamWriter):
+    """A stream writer over a transport that may outlive it: a connection to an app goes back to
+    the pool (``UpstreamPool.put_streams`` gives the transport another protocol) and its writer
+    is dropped.  asyncio's ``StreamWriter.__del__`` closes a transport that is not closing when
+    the writer is collected, so the pooled connection would be closed under the pool, and the
+    next request would open a new one; this writer leaves alone a transport that has been handed
+    on to another protocol, and closes one that is still its own as asyncio's does."""
+
+    def __del__(self):
+        if self._transport.get_protocol() is self._protocol and _STREAM_WRITER_DEL is not None:
+            _STREAM_WRITER_DEL(self)
+
+
+_STREAM_WRITER_DEL = getattr(asyncio.StreamWriter, "__del__", None)
+
+
+async def _open_streams(host: str, port: int, limit: int):
+    """``asyncio.open_connection`` with a ``_Writer``: a connection to an app, for the stream path."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, _Writer(transport, protocol, reader, loop)
+
+
+def _streams(transport, data: bytes, eof: bool, write_paused: bool, limit: int):
+    """Hand a transport over to a stream reader and writer (the stream path), with the bytes
+    already read from it (``data``) and whether its EOF came already."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    protocol._paused = write_paused  # noqa: SLF001 - the transport will call resume_writing once drained
+    writer = _Writer(transport, protocol, reader, loop)
+    if not transport.is_closing() and not transport.is_reading():
+        transport.resume_reading()
+    if data:
+        reader.feed_data(data)
+    if eof:
+        reader.feed_eof()
+    return reader, writer
+
+
+class UpstreamConn(asyncio.Protocol):
+    """A connection to an app on the callback path: its bytes go to the client connection whose
+    exchange holds it (``client``); idle in the pool, anything from the app makes it unusable."""
+
+    __slots__ = ("transport", "client", "closed")
+
+    def __init__(self):
+        self.transport = None
+        self.client: ClientConn | None = None
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.closed = True  # idle: bytes nobody asked for
+            self.transport.close()
+        else:
+            client.upstream_data(self, data)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes: connection_lost says the rest
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        client = self.client
+        if client is not None:
+            client.upstream_lost(self, exc)
+
+
+_HEAD, _SMALL_BODY, _BODY = 0, 1, 2
+
+
+class ClientConn(asyncio.Protocol):
+    """A client connection on the callback path: request heads are parsed in ``data_received``,
+    sent to a pooled app connection, and the answer is relayed from that connection's
+    ``data_received`` straight to this transport (no stream, task or future per request).
+    The common case stays here: a request without a body or upgrade to a plain (not inference)
+    circuit, answered with a Content-Length (or no body).  Anything else hands the connection
+    over to the stream path (``Proxy.serve_http``) for the rest of its life."""
+
+    def __init__(self, proxy: Proxy, resolve, where: str):
+        self.proxy, self.resolve, self.where = proxy, resolve, where
+        self.transport = None
+        self.buffer = b""
+        self.busy = self.eof = self.closed = self.detached = self.in_next = False
+        self.write_paused = self.read_paused = False
+        self.upstream: UpstreamConn | None = None
+        self.connecting = None
+        self.request = self.circuit = self.m = None
+
+    # --- client side ---------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = (transport.get_extra_info("peername") or ("?", 0))[0]
+        self.state = self.proxy.connections[transport] = [False, time.monotonic()]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer = self.buffer + data if self.buffer else data
+        if self.busy:
+            if len(self.buffer) > MAX_HEAD and not self.read_paused:
+                self.read_paused = True  # pipelined requests pile up: wait for the answer first
+                self.transport.pause_reading()
+            return
+        self._next()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if not self.busy:
+            self._next()
+        return True  # the answer in progress (if any) still goes out
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.proxy.connections.pop(self.transport, None)
+        if self.detached or not self.busy:
+            return
+        self._drop_upstream()  # a connect under way finds the client gone and closes what it got
+        self._finished()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.upstream is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        upstream = self.upstream
+        if upstream is not None and not upstream.transport.is_closing():
+            upstream.transport.resume_reading()
+
+    def _close(self) -> None:
+        self.closed = True
+        self.proxy.connections.pop(self.transport, None)
+        self.transport.close()
+
+    def _next(self) -> None:
+        """Serve the next request in the buffer, if a whole head is there."""
+        if self.in_next:
+            return
+        self.in_next = True
+        try:
+            while not (self.busy or self.closed or self.detached):
+                buffer = self.buffer
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0 or end > MAX_HEAD:
+                    if end > MAX_HEAD or len(buffer) > MAX_HEAD:
+                        self.transport.write(error_page(431, "request head too large"))
+                        self._close()
+                    elif self.eof:
+                        if buffer.strip():
+                            self.transport.write(error_page(400, "incomplete request"))
+                        self._close()
+                    elif self.read_paused:
+                        self.read_paused = False
+                        self.transport.resume_reading()
+                    return
+                if self.proxy.stopping:
+                    self._close()
+                    return
+                self.buffer = buffer[end + 4:]
+                self.state[0] = True
+                self._start(buffer[:end + 4])
+        finally:
+            self.in_next = False
+
+    def _start(self, head: bytes) -> None:
+        proxy = self.proxy
+        request = None
+        try:
+            request = parse_request(head)
+            circuit = self.resolve(request)
+            if circuit is None or circuit.protocol != "http":
+                raise HTTPError(404, f"No app is served at {self.where} (its session may have ended, or the link "
+                                     "expired): open the app again from the session page.", "no-circuit")
+            if circuit.inference is not None or request.upgrade is not None or request.has_body:
+                self._hand_over(head)
+                return
+            client = proxy.client_address(self.peer, request)
+            proxy.check_access(request, circuit, client)
+        except HTTPError as exc:
+            self._done(proxy.refuse(exc, request, self.transport, self.peer, self.where))
+            return
+        m = self.m = circuit.metrics or proxy.metrics.for_circuit(circuit)
+        m.requests.inc()
+        m.pending.inc()
+        self.started = time.monotonic()
+        circuit.last_access = time.time()
+        self.request, self.circuit = request, circuit
+        self.key = (circuit.target_host, circuit.target_port)
+        self.upstream_head = proxy.upstream_head(request, self.peer, client=client)
+        self.busy = True
+        self.attempt = 0
+        self._ask()
+
+    def _hand_over(self, head: bytes) -> None:
+        """The rest of this connection goes the stream path, starting with ``head``."""
+        self.detached = True
+        proxy = self.proxy
+        proxy.connections.pop(self.transport, None)
+        if self.read_paused:
+            self.transport.resume_reading()
+        reader, writer = _streams(self.transport, self.buffer, self.eof, self.write_paused, MAX_HEAD)
+        self.buffer = b""
+        proxy.spawn(proxy.serve_http(reader, writer, self.resolve, self.where, first=head))
+
+    # --- the app side --------------------------------------------------------------------------
+
+    def _ask(self) -> None:
+        conn = self.proxy.pool.take(self.key)
+        if conn is None:
+            self.reused = False
+            self.connecting = asyncio.get_running_loop().create_task(self._connect())
+        else:
+            self.reused = True
+            self._send(conn)
+
+    async def _connect(self) -> None:
+        proxy, circuit, key = self.proxy, self.circuit, self.key
+        try:
+            async with asyncio.timeout(proxy.connect_timeout):
+                _, conn = await asyncio.get_running_loop().create_connection(UpstreamConn, *key)
+        except (OSError, TimeoutError) as exc:
+            self.connecting = None
+            if self.closed:
+                return  # the client went away meanwhile: its exchange is over already
+            log.warning("circuit %s (session %s, app %s): cannot reach %s:%s: %s", circuit.id, circuit.session_id,
+                        circuit.app, key[0], key[1], exc)
+            self._fail(ConnectFailed(502, f"The app {circuit.app} does not answer (it may be starting or "
+                                          "stopped).", "upstream-unreachable"))
+            return
+        self.connecting = None
+        if self.closed:
+            conn.transport.close()
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamConn) -> None:
+        self.upstream = conn
+        conn.client = self
+        self.phase = _HEAD
+        self.got = b""
+        self.proxy.waiting[conn.transport] = time.monotonic() + self.proxy.upstream_timeout
+        conn.transport.write(self.upstream_head)
+        if self.write_paused:
+            conn.transport.pause_reading()
+
+    def _drop_upstream(self) -> None:
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.client = None
+            self.proxy.waiting.pop(conn.transport, None)
+            conn.transport.close()
+
+    def upstream_data(self, conn: UpstreamConn, data: bytes) -> None:
+        phase = self.phase
+        if phase == _BODY:
+            remaining = self.remaining
+            size = len(data)
+            if size >= remaining:
+                if size > remaining:
+                    self.reusable = False  # bytes after the body: the connection is not clean
+                    data = data[:remaining]
+                    size = remaining
+                self.transport.write(data)
+                self.m.response_bytes.inc(size)
+                self._complete()
+            else:
+                self.transport.write(data)
+                self.remaining = remaining - size
+                self.m.response_bytes.inc(size)
+            return
+        got = self.got + data if self.got else data
+        if phase == _SMALL_BODY:
+            self._small_body(got)
+        else:
+            self._response_head(conn, got)
+
+    def _response_head(self, conn: UpstreamConn, got: bytes) -> None:
+        proxy, request = self.proxy, self.request
+        while True:
+            end = got.find(b"\r\n\r\n")
+            if end < 0 or end > MAX_HEAD:
+                if end > MAX_HEAD or len(got) > MAX_HEAD:
+                    self._drop_upstream()
+                    self._fail(HTTPError(502, "The app sent a response head that is too large.", "upstream-bad"))
+                else:
+                    self.got = got
+                return
+            head, got = got[:end + 4], got[end + 4:]
+            code = head[9:12]
+            if code[:1] != b"1" or code == b"101":
+                break
+            if request.version == b"HTTP/1.1":  # an interim answer (100 Continue): passed on
+                self.transport.write(head)
+        self.got = b""
+        proxy.waiting.pop(conn.transport, None)
+        m = self.m
+        m.upstream_requests.inc()
+        m.upstream_responses.inc()
+        try:
+            response = parse_response(head)
+        except HTTPError as exc:
+            self._drop_upstream()
+            self._fail(exc)
+            return
+        no_body = request.method == b"HEAD" or response.status in (204, 304) or response.status < 200
+        length = response.content_length
+        if not no_body and length is None:
+            self._slow_response(conn, response, got)  # chunked or until the app closes
+            return
+        keep = self.keep_client = request.keep_alive and not proxy.stopping
+        head_out = _client_head(request, response, False, keep)
+        self.reusable = not response.close
+        if no_body:
+            if got:
+                self.reusable = False
+            self.transport.write(head_out)
+            self._complete()
+        elif length <= CHUNK:  # a small body goes out with the head in one write, once it is all here
+            self.head_out = head_out
+            self.remaining = length
+            self._small_body(got)
+        else:
+            self.phase = _BODY
+            self.remaining = length
+            self.transport.write(head_out)
+            if got:
+                self.upstream_data(conn, got)
+
+    def _small_body(self, got: bytes) -> None:
+        length = self.remaining
+        if len(got) < length:
+            self.phase = _SMALL_BODY
+            self.got = got
+            return
+        if len(got) > length:
+            self.reusable = False
+            got = got[:length]
+        self.got = b""
+        self.transport.write(self.head_out + got)
+        self.m.response_bytes.inc(length)
+        self._complete()
+
+    def _complete(self) -> None:
+        """The whole answer went out: the app connection back to the pool, the next request."""
+        conn = self.upstream
+        self.upstream = None
+        self.m.responses.inc()
+        if self.reusable:
+            if self.write_paused:
+                conn.transport.resume_reading()
+            self.proxy.pool.put(self.key, conn)
+        else:
+            conn.client = None
+            conn.transport.close()
+        self._finished()
+        self._done(self.keep_client)
+
+    def _finished(self) -> None:
+        m = self.m
+        m.pending.dec()
+        m.duration.observe(time.monotonic() - self.started)
+        self.busy = False
+
+    def _done(self, keep: bool) -> None:
+        self.busy = False
+        state = self.state
+        state[0] = False
+        state[1] = time.monotonic()
+        if self.closed:
+            return
+        if not keep or self.proxy.stopping:
+            self._close()
+        elif self.buffer or self.eof or self.read_paused:
+            self._next()
+
+    def _fail(self, exc: HTTPError) -> None:
+        """No answer from the app: the client gets an error page."""
+        self._finished()
+        if not self.closed:
+            self._done(self.proxy.refuse(exc, self.request, self.transport, self.peer, self.where))
+
+    def upstream_lost(self, conn: UpstreamConn, exc) -> None:
+        if conn is not self.upstream:
+            return
+        proxy, circuit = self.proxy, self.circuit
+        self.upstream = None
+        conn.client = None
+        transport = conn.transport
+        proxy.waiting.pop(transport, None)
+        if self.phase != _HEAD:
+            log.info("circuit %s (session %s): response cut short: %r", circuit.id, circuit.session_id,
+                     exc or ConnectionError("the app closed the connection"))
+            self._finished()
+            self._close()
+            return
+        if transport in proxy.timed_out:
+            proxy.timed_out.discard(transport)
+            self._fail(HTTPError(504, f"The app {circuit.app} did not answer in time.", "upstream-timeout"))
+            return
+        if self.reused and self.attempt == 0 and not self.got:
+            self.attempt = 1  # the pooled connection had gone stale: once more on a new one
+            self._ask()
+            return
+        log.warning("circuit %s (session %s): the app at %s:%s closed without answering: %r", circuit.id,
+                    circuit.session_id, self.key[0], self.key[1], exc)
+        self._fail(HTTPError(502, f"The app {circuit.app} closed the connection without answering.",
+                             "upstream-closed"))
+
+    def _slow_response(self, conn: UpstreamConn, response, got: bytes) -> None:
+        """A chunked or close-delimited answer: both connections go the stream path for it (and
+        the client connection for the rest of its life)."""
+        self.detached = True
+        self.upstream = None
+        conn.client = None
+        proxy = self.proxy
+        proxy.connections.pop(self.transport, None)
+        if self.write_paused:
+            conn.transport.resume_reading()
+        if self.read_paused:
+            self.transport.resume_reading()
+        creader, cwriter = _streams(self.transport, self.buffer, self.eof, self.write_paused, MAX_HEAD)
+        ureader, uwriter = _streams(conn.transport, got, False, False, CHUNK)
+        self.buffer = b""
+        proxy.spawn(proxy.finish_on_streams(self.request, response, self.circuit, creader, cwriter, ureader, uwriter,
+                                            self.key, self.m, self.started, self.resolve, self.where))

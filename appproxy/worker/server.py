@@ -147,9 +147,9 @@ class Worker:
             return
         await self.sync(full=True)
         if self.config.mode == "wildcard":
-            self.frontend = await asyncio.start_server(self._on_wildcard, self.config.bind_host,
-                                                       self.config.wildcard_port, limit=MAX_HEAD, backlog=1024,
-                                                       reuse_address=True, reuse_port=self.reuse_port or None)
+            self.frontend = await asyncio.get_running_loop().create_server(
+                self._wildcard_protocol, self.config.bind_host, self.config.wildcard_port, backlog=1024,
+                reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("worker %s: wildcard frontend *.%s on %s:%s", self.config.name, self.config.wildcard_domain,
                      self.config.bind_host, self.config.wildcard_port)
         if self.follower:
@@ -538,9 +538,9 @@ class Worker:
             if port in self.listeners or self.stopping.is_set():
                 continue
             try:
-                self.listeners[port] = await asyncio.start_server(
-                    functools.partial(self._on_port, port), self.config.bind_host, port, limit=MAX_HEAD,
-                    backlog=1024, reuse_address=True, reuse_port=self.reuse_port or None)
+                self.listeners[port] = await asyncio.get_running_loop().create_server(
+                    functools.partial(self._port_protocol, port), self.config.bind_host, port, backlog=1024,
+                    reuse_address=True, reuse_port=self.reuse_port or None)
                 if self.failed.pop(port, None):
                     log.info("worker %s: port %s is usable again", self.config.name, port)
             except OSError as exc:
@@ -556,7 +556,17 @@ class Worker:
                     self.released.pop(port, None)
                     self.port_protocol.pop(port, None)
 
-    async def _on_port(self, port: int, reader, writer) -> None:
+    def _port_protocol(self, port: int) -> asyncio.Protocol:
+        """The protocol for a connection to an app port: HTTP on the proxy's callback path, a raw
+        TCP circuit (or a freed TCP port) on streams."""
+        circuit = self.table.by_port.get(port)
+        if (circuit is not None and circuit.protocol == "tcp") or (circuit is None
+                                                                  and self.port_protocol.get(port) == "tcp"):
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=MAX_HEAD),
+                                                functools.partial(self._on_tcp_port, port))
+        return self.proxy.http_protocol(lambda _request: self.table.by_port.get(port), f"port {port}")
+
+    async def _on_tcp_port(self, port: int, reader, writer) -> None:
         circuit = self.table.by_port.get(port)
         if circuit is not None and circuit.protocol == "tcp":
             await self.proxy.serve_tcp(reader, writer, circuit)
@@ -564,8 +574,7 @@ class Worker:
         if circuit is None and self.port_protocol.get(port) == "tcp":
             writer.close()  # a TCP client would wait for a banner: close at once instead
             return
-        await self.proxy.serve_http(reader, writer, lambda _request: self.table.by_port.get(port),
-                                    f"port {port}")
+        await self.proxy.serve_http(reader, writer, lambda _request: self.table.by_port.get(port), f"port {port}")
 
     def _resolve_host(self, request) -> Circuit | None:
         host = (request.host or b"").decode("latin-1").lower()
@@ -577,8 +586,8 @@ class Worker:
             return None
         return self.table.by_subdomain.get(host[:-len(suffix)])
 
-    async def _on_wildcard(self, reader, writer) -> None:
-        await self.proxy.serve_http(reader, writer, self._resolve_host, f"*.{self.config.wildcard_domain}")
+    def _wildcard_protocol(self) -> asyncio.Protocol:
+        return self.proxy.http_protocol(self._resolve_host, f"*.{self.config.wildcard_domain}")
 
     def frontend_url(self, circuit: Circuit) -> str:
         c = self.config
