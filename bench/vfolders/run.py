@@ -22,7 +22,8 @@ round, each step starting with the file it reads evicted from the page cache
    sends each body with ``sendfile`` so its own cost stays small; the token comes from the proxy's
    manager API (what the manager does in ``request-upload``);
 3. **download via the proxy**: each stored file with one ``GET /download``, written to a new
-   file (4 MiB ``recv_into``/``write``, one ``fsync``);
+   file (4 MiB ``recv_into``/``write``, one ``fsync``; ``--discard``: read and dropped, which leaves
+   the servers' send paths alone);
 4. **download via nginx**: the same stored file, the same client.
 
 The order of the steps flips every other round (after heavy writes the disk of a virtual machine
@@ -183,7 +184,8 @@ def tus_upload(url: str, token: str, src: Path, size: int, chunk: int) -> None:
         conn.close()
 
 
-def http_download(netloc: str, target: str, dst: Path, size: int) -> None:
+def http_download(netloc: str, target: str, dst: Path | None, size: int) -> None:
+    """GET ``target`` into ``dst`` (fsynced), or read and drop the body when ``dst`` is None."""
     conn = http.client.HTTPConnection(netloc, timeout=600)
     try:
         conn.request("GET", target)
@@ -194,17 +196,20 @@ def http_download(netloc: str, target: str, dst: Path, size: int) -> None:
         buffer = bytearray(4 * MiB)
         view = memoryview(buffer)
         got = 0
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if dst is not None else None
         try:
             while got < size:
                 n = resp.readinto(view)
                 if not n:
                     raise SystemExit(f"GET {target[:40]}: the body ended after {got} bytes")
-                write_out(fd, view[:n])
+                if fd is not None:
+                    write_out(fd, view[:n])
                 got += n
-            os.fsync(fd)
+            if fd is not None:
+                os.fsync(fd)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
     finally:
         conn.close()
 
@@ -354,6 +359,9 @@ def main() -> int:
                         help="listen on three free ports of PORT..PORT+99 (proxy manager API, client API, "
                              "nginx); default: ports the system picks")
     parser.add_argument("--no-nginx", action="store_true", help="leave nginx out")
+    parser.add_argument("--discard", action="store_true",
+                        help="the download client drops the bodies instead of writing them to the disk: the "
+                             "servers' send paths alone (no byte check of the downloads)")
     args = parser.parse_args()
     size = parse_size(args.size or ("32M" if args.short else "1G"))
     chunk = parse_size(args.chunk)
@@ -419,7 +427,7 @@ def main() -> int:
                 for s, t in zip(sources, tickets)], sources)
 
         def download_step(via: str, names: list[str], check: bool) -> bool:
-            downloads = [work / f"downloaded-{i}.bin" for i in range(count)]
+            downloads = [None if args.discard else work / f"downloaded-{i}.bin" for i in range(count)]
             stored = [folder / name for name in names]
             if via == "proxy":
                 tickets = [proxy.call("POST", "/folder/file/download", {"volume": "volume1", "vfid": vfid,
@@ -432,6 +440,8 @@ def main() -> int:
                 step("download via nginx (sendfile)", [
                     lambda n=n, d=d: http_download(f"127.0.0.1:{nginx.port}", f"/{folder_rel}/{n}", d, size)
                     for n, d in zip(names, downloads)], stored)
+            if args.discard:
+                return True
             same = not check or [sha256(path) for path in downloads] == expected
             for path in downloads:
                 path.unlink()
@@ -476,7 +486,8 @@ def main() -> int:
             print(nginx_note)
         print(f"proxy memory: RSS {rss_start / MiB:.1f} MiB at start, peak {memory['VmHWM'] / MiB:.1f} MiB "
               f"(VmHWM) after {rounds * count} uploads and downloads of {size / MiB:.0f} MiB")
-        print(f"byte-identical: {'yes' if ok else 'NO'}")
+        print(f"byte-identical: {'yes' if ok else 'NO'}" + (" (the stored files; --discard drops the downloads)"
+                                                           if args.discard else ""))
         print("summary: upload {:.2f}x plain copy (target 0.8x), download {:.2f}x plain copy (target 0.9x){}".format(
             base / median["upload via the storage proxy"], base / median["download via the storage proxy"],
             f", {nginx_s / median['download via the storage proxy']:.2f}x nginx" if nginx_s else ""))
