@@ -22,7 +22,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The longest files first: with one worker per core (scripts/test, pytest-xdist) whole files are handed out
-# in collection order, so a file of several minutes collected last would leave one worker running it
+# in collection order (scripts/test passes --no-loadscope-reorder: xdist would otherwise hand out the files
+# with the most tests first), so a file of several minutes collected last would leave one worker running it
 # alone at the end.  These took a minute or more each (``--durations``); then the other end-to-end tests.
 LONGEST_FIRST = ("e2e/test_cli_conformance.py", "e2e/test_serving_e2e.py", "e2e/test_soak.py",
                  "backendai/test_bench_api_reads.py", "e2e/test_stack_supervisor.py",
