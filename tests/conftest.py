@@ -21,31 +21,23 @@ from helpers import PASSWORD, STRICT, SignedClient, require  # noqa: F401
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# The order of the files, for one worker per core (scripts/test, pytest-xdist hands out whole files in
-# collection order; it passes --no-loadscope-reorder, else xdist would hand out the files with the most
-# tests first and the one-test CLI conformance file, ~7 min, would run alone at the end).  The longest
-# file first, then the end-to-end files spread evenly among the others: each runs several processes, so
-# two at once on two cores contend (all of them first: 40 min against 30), while one beside a light
-# file keeps both cores busy.  Inside a file the order is the collection's.
-LONGEST_FIRST = ("tests/e2e/test_cli_conformance.py",)
+# The longest files first: with one worker per core (scripts/test, pytest-xdist) whole files are handed out
+# in collection order, so a file of several minutes collected last would leave one worker running it
+# alone at the end.  These took a minute or more each (``--durations``); then the other end-to-end tests.
+LONGEST_FIRST = ("e2e/test_cli_conformance.py", "e2e/test_serving_e2e.py", "e2e/test_soak.py",
+                 "backendai/test_bench_api_reads.py", "e2e/test_stack_supervisor.py",
+                 "backendai/test_hostile_input_sweep.py", "sessions/test_start_bench_short.py")
 
 
-def _file_of(item) -> str:
-    return item.nodeid.split("::", 1)[0]
+def _run_order(item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0].removeprefix("tests/")
+    if path in LONGEST_FIRST:
+        return 0, LONGEST_FIRST.index(path)
+    return (1 if item.get_closest_marker("e2e") else 2), 0
 
 
 def pytest_collection_modifyitems(config, items):
-    files = list(dict.fromkeys(_file_of(item) for item in items))
-    first = [f for f in LONGEST_FIRST if f in files]
-    heavy = [f for f in files if f.startswith("tests/e2e/") and f not in first]
-    light = [f for f in files if not f.startswith("tests/e2e/") and f not in first]
-    order, step = list(first), max(1, len(light) // (len(heavy) + 1))
-    for n, path in enumerate(heavy):
-        order += light[n * step:(n + 1) * step]
-        order.append(path)
-    order += light[len(heavy) * step:]
-    rank = {path: n for n, path in enumerate(order)}
-    items.sort(key=lambda item: rank[_file_of(item)])
+    items.sort(key=_run_order)  # stable: the order inside each group stays the collection's
 
 
 # Hypothesis: a fixed seed under CI (a run is reproducible and never fails by luck); random locally,
