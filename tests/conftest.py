@@ -24,7 +24,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 # The longest files first, then the other end-to-end tests (these took a minute or more each, ``--durations``).
 # This is the order of a run in one process; with one worker per core (scripts/test) pytest-xdist hands out
 # whole files with the most tests first, which mixes the heavy end-to-end files with light ones (measured
-# best: 30 min) but leaves the one-test CLI conformance file (~7 min) for the end (docs: the closing note).
+# best: 30 min) but leaves the one-test CLI conformance file (~7 min) for the end.
 LONGEST_FIRST = ("e2e/test_cli_conformance.py", "e2e/test_serving_e2e.py", "e2e/test_soak.py",
                  "backendai/test_bench_api_reads.py", "e2e/test_stack_supervisor.py",
                  "backendai/test_hostile_input_sweep.py", "sessions/test_start_bench_short.py")
