@@ -23,11 +23,20 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 # The longest files first, then the other end-to-end tests (these took a minute or more each, ``--durations``).
 # This is the order of a run in one process; with one worker per core (scripts/test) pytest-xdist hands out
-# whole files with the most tests first, which mixes the heavy end-to-end files with light ones (measured
-# best: 30 min) but leaves the one-test CLI conformance file (~7 min) for the end.
-LONGEST_FIRST = ("e2e/test_cli_conformance.py", "e2e/test_serving_e2e.py", "e2e/test_soak.py",
+# whole files with the most tests first (this order only breaks ties), which mixes the heavy end-to-end files
+# with light ones (measured best: 30 min) but would leave the one-test files for the end.  The official CLI's
+# conformance run (minutes per client version) is one file per version, each with a live stack of its own
+# (tests/cli_conformance_support.py; 26.9.6 is the slowest, 23.9.10 the fastest), and XDIST_FIRST hands
+# those files out before everything else, so that the run ends on short files instead.
+LONGEST_FIRST = ("e2e/test_cli_conformance_26.py", "e2e/test_cli_conformance_24.py", "e2e/test_cli_conformance_23.py",
+                 "e2e/test_serving_e2e.py", "e2e/test_soak.py",
                  "backendai/test_bench_api_reads.py", "e2e/test_stack_supervisor.py",
                  "backendai/test_hostile_input_sweep.py", "sessions/test_start_bench_short.py")
+# Handed out first under ``--dist loadfile``, in this order.  Left at the end of xdist's queue (one test each),
+# they could end up one after the other on one worker: a worker with two or fewer tests pending takes the next
+# file at once.  At the start each worker takes two files, so with two workers the first takes 24.9.14, then
+# 23.9.10 (about 2.5 + 1.5 min alone), and the second 26.9.6 (about 4 min), then the rest of the queue.
+XDIST_FIRST = ("e2e/test_cli_conformance_24.py", "e2e/test_cli_conformance_26.py", "e2e/test_cli_conformance_23.py")
 
 
 def _run_order(item) -> tuple[int, int]:
@@ -39,6 +48,24 @@ def _run_order(item) -> tuple[int, int]:
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=_run_order)  # stable: the order inside each group stays the collection's
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` as pytest-xdist does it (files with the most tests first), but XDIST_FIRST before all."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FirstFilesFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            first = sorted((scope for scope in self.workqueue if scope.removeprefix("tests/") in XDIST_FIRST),
+                           key=lambda scope: XDIST_FIRST.index(scope.removeprefix("tests/")))
+            for scope in reversed(first):
+                self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return FirstFilesFirst(config, log)
 
 
 # Hypothesis: a fixed seed under CI (a run is reproducible and never fails by luck); random locally,

@@ -19,7 +19,7 @@ from agents.daemon.backends.base import BackendSettings
 from agents.daemon.backends.local import LocalBackend, _group_members
 from agents.daemon.link import ManagerLink
 from agents.daemon.streams import StreamMux
-from agents.protocol import KernelSpec, decode_data, encode_data
+from agents.protocol import DEFAULT_WINDOW, KernelSpec, ack_threshold, decode_data, encode_data
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
 
@@ -28,13 +28,20 @@ class FakeManagerLink:
     """A websocket server for one link at a time.
 
     Control frames (dicts) queue up in ``control``; data per stream
-    accumulates in ``data`` (and ``frames`` counts the data frames).
+    accumulates in ``data`` (and ``frames`` counts the data frames).  Like the
+    manager (sessions/kernel_io.py), it acknowledges the data frames it got by
+    groups of ``ack_threshold(window)``, except on the streams in ``silent``:
+    without acks the agent stops after a window of frames, and how many frames
+    a terminal's output takes depends on how the reads fall.
     """
 
     def __init__(self):
         self.control: queue.Queue = queue.Queue()
         self.data: dict[str, bytes] = {}
         self.frames: dict[str, int] = {}
+        self.windows: dict[str, int] = {}  # from the stream.open frames sent
+        self.silent: set[str] = set()
+        self._unacked: dict[str, int] = {}
         self.changed = threading.Condition()
         self.conn = None
         self.connected = threading.Event()
@@ -53,12 +60,23 @@ class FakeManagerLink:
                         self.data[stream] = self.data.get(stream, b"") + payload
                         self.frames[stream] = self.frames.get(stream, 0) + 1
                         self.changed.notify_all()
+                    self._acknowledge(conn, stream)
                 else:
                     self.control.put(json.loads(message))
         except Exception:  # noqa: BLE001 - the connection dropped
             pass
 
+    def _acknowledge(self, conn, stream):
+        if stream in self.silent:
+            return
+        self._unacked[stream] = n = self._unacked.get(stream, 0) + 1
+        if n >= ack_threshold(self.windows.get(stream, DEFAULT_WINDOW)):
+            self._unacked[stream] = 0
+            conn.send(json.dumps({"type": "stream.ack", "stream": stream, "n": n}))
+
     def send(self, frame):
+        if isinstance(frame, dict) and frame.get("type") == "stream.open":
+            self.windows[frame["stream"]] = frame.get("window", DEFAULT_WINDOW)
         self.conn.send(frame if isinstance(frame, bytes) else json.dumps(frame))
 
     def next(self, timeout=10.0, skip=("stream.ack",)):
@@ -116,8 +134,10 @@ def kernel(backend, command=None, **extra):
     return backend.create(KernelSpec.from_wire(data)).kernel_id
 
 
-def open_pty(manager, kernel_id, window=16, rows=24, cols=80):
+def open_pty(manager, kernel_id, window=16, rows=24, cols=80, acks=True):
     stream = uuid.uuid4().hex
+    if not acks:
+        manager.silent.add(stream)
     manager.send({"type": "stream.open", "stream": stream, "kind": "pty", "kernel_id": kernel_id,
                   "rows": rows, "cols": cols, "window": window})
     assert manager.next() == {"type": "stream.opened", "stream": stream}
@@ -138,6 +158,18 @@ def test_a_terminal_over_the_link_echoes_resizes_and_reports_its_exit(manager, l
     assert link.active == 0
 
 
+def test_a_terminal_reports_its_exit_after_more_output_than_its_window(manager, link, backend):
+    """The agent sends a window of data frames, then waits for the manager's acks (docs/agent-protocol.md):
+    a terminal whose output comes in more pieces than that still ends with its exit code, after all of it."""
+    kid = kernel(backend)
+    sid = open_pty(manager, kid, window=2)
+    manager.send(encode_data(sid, b"for i in $(seq 40); do echo li''ne$i; sleep 0.01; done; exit 7\n"))
+    frame = manager.next()
+    assert frame == {"type": "stream.close", "stream": sid, "exit_code": 7, "reason": "exited"}
+    assert b"line40\r\n" in manager.data[sid] and manager.frames[sid] > 2
+    assert link.active == 0
+
+
 def test_closing_a_stream_from_the_manager_kills_the_terminal(manager, link, backend):
     kid = kernel(backend)
     sid = open_pty(manager, kid)
@@ -153,7 +185,7 @@ def test_closing_a_stream_from_the_manager_kills_the_terminal(manager, link, bac
 
 def test_the_agent_sends_at_most_a_window_of_frames_before_an_ack(manager, link, backend):
     kid = kernel(backend)
-    sid = open_pty(manager, kid, window=3)
+    sid = open_pty(manager, kid, window=3, acks=False)
     manager.send(encode_data(sid, b"yes 0123456789abcdef | head -c 3000000\n"))
     time.sleep(1.0)
     assert manager.frames[sid] == 3
