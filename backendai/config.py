@@ -290,6 +290,7 @@ class Config:
     db_disable_server_side_cursors: bool = False
     default_rate_limit: int = 10000
     keypair_use_interval: int = 1
+    web_request_threads: int = 4
     log_level: str = "INFO"
     log_format: str = "plain"
     access_log_file: Path | None = None
@@ -375,6 +376,7 @@ def load(env=None) -> Config:
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         default_rate_limit=_int(env, "DEFAULT_RATE_LIMIT", 10000, minimum=1),
         keypair_use_interval=_int(env, "KEYPAIR_USE_INTERVAL", 1, minimum=0, maximum=3600),
+        web_request_threads=_int(env, "WEB_REQUEST_THREADS", 4, minimum=0, maximum=1000),
         log_level=log_level,
         log_format=log_format,
         # the one-line-per-request access log (logger backendai.access); unset: with the other logs

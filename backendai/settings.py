@@ -27,6 +27,7 @@ BACKEND_DEFAULT_RATE_LIMIT = CONFIG.default_rate_limit
 # adding up the calls in between: one UPDATE of the same row per signed call serialised every client
 # of a keypair on that row's lock and a WAL flush (accounts.services.keypairs.record_keypair_use)
 KEYPAIR_USE_INTERVAL = CONFIG.keypair_use_interval
+WEB_REQUEST_THREADS = CONFIG.web_request_threads  # requests running their Python at once per web process
 REDIS_URL = CONFIG.redis_url
 AGENT_HEARTBEAT_TIMEOUT = CONFIG.agent_heartbeat_timeout
 AGENT_LOST_GRACE = CONFIG.agent_lost_grace

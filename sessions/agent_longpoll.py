@@ -34,7 +34,7 @@ from django.conf import settings
 from prometheus_client import Gauge
 
 from agents.models import Agent
-from backendai import hints, telemetry
+from backendai import admission, hints, telemetry
 from backendai.db import release_connections
 from sessions import agent_sync
 
@@ -89,7 +89,8 @@ def sync(token, payload: dict, peer_address: str, *, wait=None, known: str | Non
     with telemetry.layer_operation("agent", "sync" if seconds <= 0 or not known else "sync_held"):
         if seconds <= 0 or not known:
             return _finish(agent_sync.sync(token, payload, peer_address))
-        return async_to_sync(_held)(token, payload, peer_address, seconds, known)
+        with admission.waiting():  # a held sync leaves its place to other requests
+            return async_to_sync(_held)(token, payload, peer_address, seconds, known)
 
 
 def _record(token, payload: dict, peer_address: str) -> dict:

@@ -12,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 
+from backendai import admission
 from backendai.api import errors
 from backendai.api.errors import BackendAIError
 from sessions import execution
@@ -39,7 +40,8 @@ def session_execute(request, session_id):
             raise errors.InvalidAPIParameters("mode: the console runs query, continue and input")
         target = http_target(request.user, request.user.main_keypair, str(session_id))
         try:
-            result = async_to_sync(execution.execute)(target, parsed)
+            with admission.waiting():
+                result = async_to_sync(execution.execute)(target, parsed)
         except KernelIOError as exc:
             log.info("console execute %s in session %s (kernel %s on %s) failed: %s", parsed.mode,
                      target.session_name, target.kernel_id, target.agent_id, exc.message)

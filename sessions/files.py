@@ -29,6 +29,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from backendai import admission
 from backendai.actions import audited
 from backendai.api import errors
 from backendai.streaming import TransferBroken
@@ -164,9 +165,10 @@ class Loop:
             return cls._shared
 
     def run(self, coro_fn: Callable[..., Any], *args: Any) -> Any:
-        if self._loop is None:
-            return async_to_sync(coro_fn)(*args)
-        return asyncio.run_coroutine_threadsafe(coro_fn(*args), self._loop).result()
+        with admission.waiting():  # the bytes travel to or from the agent meanwhile
+            if self._loop is None:
+                return async_to_sync(coro_fn)(*args)
+            return asyncio.run_coroutine_threadsafe(coro_fn(*args), self._loop).result()
 
 
 def _io(target: StreamTarget, kind: str, fields: dict[str, Any]) -> KernelIO:

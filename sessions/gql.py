@@ -26,8 +26,11 @@ from backendai.api.gqlkit import (
     json_or_none,
     page,
 )
-from sessions import presets as preset_services, services as session_services
+from backendai.prepared import Prepared, attach
+from sessions import presets as preset_services
+from sessions import services as session_services
 from sessions.lifecycle import DEAD_SESSION, KernelStatus, SessionStatus
+from sessions.models import Kernel, SessionDependency
 
 # A container shows its requested slots as occupied unless it is not placed yet or has ended cleanly.
 _NOT_HOLDING_KERNEL = frozenset({KernelStatus.PENDING, KernelStatus.TERMINATED, KernelStatus.CANCELLED})
@@ -178,8 +181,22 @@ def _sessions_query(info: Info, access_key, status, group_id=None):
     if group_id:
         query = query.filter(project_id=group_id)
     # the idle checks of every item read its keypair's policy: joined here, not one query per item
-    return query.select_related("project", "user", "access_key__resource_policy").prefetch_related(
-        "kernels", "dependency_links__depends_on")
+    return query.select_related("project", "user", "access_key__resource_policy")
+
+
+_session_page = Prepared("compute_session_list page")
+_kernels_of_sessions = Prepared("kernels of sessions")
+_dependencies_of_sessions = Prepared("dependencies of sessions")
+
+
+def _with_relations(sessions: list) -> list:
+    """The kernels and the dependencies of a page of sessions: one query each (``prefetch_related``'s)."""
+    ids = [s.pk for s in sessions]
+    if ids:
+        attach(sessions, "kernels", _kernels_of_sessions.fetch(Kernel.objects.filter(session_id__in=ids)))
+        attach(sessions, "dependency_links", _dependencies_of_sessions.fetch(
+            SessionDependency.objects.filter(session_id__in=ids).select_related("depends_on")))
+    return sessions
 
 
 # --- resource presets (sessions.presets: superadmins change them, everyone reads those offered to them) ---
@@ -258,19 +275,19 @@ class Query:
         query = apply_filter(query, filter, SESSION_FIELDS)
         total = query.count()
         show = actor(info)[0].is_superadmin
-        items = [session_of(s, show) for s in
-                 apply_order(query, order, SESSION_FIELDS, "-created_at")[offset:offset + limit]]
+        page_query = apply_order(query, order, SESSION_FIELDS, "-created_at")[offset:offset + limit]
+        items = [session_of(s, show) for s in _with_relations(_session_page.fetch(page_query))]
         return ComputeSessionList(items=items, total_count=total)
 
     @strawberry.field
     def compute_session(self, info: Info, id: uuid.UUID) -> Optional[ComputeSession]:
         user, keypair = actor(info)
         query = session_services.visible_sessions(user).select_related(
-            "project", "user", "access_key__resource_policy").prefetch_related("kernels", "dependency_links__depends_on")
+            "project", "user", "access_key__resource_policy")
         if not (user.is_superadmin or user.is_domain_admin):
             query = query.filter(access_key=keypair)
-        found = query.filter(pk=id).first()
-        return session_of(found, user.is_superadmin) if found else None
+        found = _with_relations(_session_page.fetch(query.filter(pk=id)[:1]))
+        return session_of(found[0], user.is_superadmin) if found else None
 
     @strawberry.field
     def resource_preset(self, info: Info, name: Optional[str] = None) -> Optional[ResourcePresetType]:

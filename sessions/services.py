@@ -14,16 +14,17 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, F, Func, IntegerField, Prefetch, Q, prefetch_related_objects
+from django.db.models import Count, F, Func, IntegerField, Q
 from django.utils import timezone
 
 from agents import services as agent_services
 from agents.models import Agent, AgentStatus
-from backendai import requestctx, telemetry
+from backendai import admission, requestctx, telemetry
 from backendai import services as manager_services
 from backendai.actions import audited
 from backendai.api import errors
 from backendai.db import release_connections
+from backendai.prepared import Prepared
 from backendai.slots import ResourceSlot
 from sessions import idle, occupancy, signals, validation
 from sessions.enqueue import owner_keypair
@@ -243,6 +244,10 @@ def visible_sessions(actor):
     return query.filter(user=actor)
 
 
+_session_by_id = Prepared("session by id")
+_kernels_of_session = Prepared("kernels of a session")
+
+
 def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | None = None) -> Session:
     """A session by id (dashed or hex) or by name among the keypair's sessions:
     a live one first, else the most recent."""
@@ -250,7 +255,7 @@ def get_session(actor, actor_keypair, name_or_id: str, owner_access_key: str | N
     keypair = owner_scope(actor, actor_keypair, owner_access_key)
     # the keypair's policy too: the idle checks of GET /session/<s> read it
     query = visible_sessions(actor).select_related("access_key__resource_policy", "scaling_group", "project", "user")
-    found = query.filter(pk=name_or_id).first() if _UUID_RE.fullmatch(name_or_id) else None
+    found = _session_by_id.first(query.filter(pk=name_or_id)) if _UUID_RE.fullmatch(name_or_id) else None
     if found is None:
         named = query.filter(access_key=keypair, name=name_or_id)
         found = (named.exclude(status__in=DEAD_SESSION).order_by("-created_at").first()
@@ -367,7 +372,8 @@ def logs_of(session: Session, wait_seconds: float = 5.0) -> str:
         if received and received >= asked.isoformat():
             break
         release_connections()  # no pooled connection held while the agent uploads the log
-        time.sleep(0.2)
+        with admission.waiting():
+            time.sleep(0.2)
     return kernel.container_log or ""
 
 
@@ -392,8 +398,8 @@ def info(session: Session) -> dict:
     """``GET /session/{s}``: the camelCase dict of Backend.AI's get_info.  The kernels with their agents
     are read once (one statement, however many kernels) and serve the idle checks, the service ports
     and the agents' state."""
-    prefetch_related_objects([session], Prefetch("kernels", queryset=Kernel.objects.select_related("agent")))
-    kernels = list(session.kernels.all())
+    kernels = _kernels_of_session.prefetch(session, "kernels",
+                                           Kernel.objects.select_related("agent").filter(session_id=session.pk))
     kernel = next((k for k in kernels if k.cluster_role == "main"), None)
     now = timezone.now()
     end = session.terminated_at or now

@@ -25,6 +25,7 @@ from accounts.services.defaults import ensure_defaults
 from accounts.services.keys import generate_access_key, generate_secret_key, generate_ssh_keypair
 from backendai.actions import audited
 from backendai.api import errors
+from backendai.prepared import Prepared
 
 log = logging.getLogger("accounts.services")
 
@@ -83,10 +84,13 @@ def assign_keypair_policy(keypairs, policy: KeypairResourcePolicy) -> int:
     )
 
 
+_authentication_read = Prepared("keypair for authentication")
+
+
 def keypair_for_authentication(access_key: str) -> Keypair | None:
-    return (
-        Keypair.objects.select_related("user", "resource_policy").filter(access_key=access_key).first()
-    )
+    """The keypair of a signed request with its user and policy (every API call: compiled once)."""
+    return _authentication_read.first(
+        Keypair.objects.select_related("user", "resource_policy").filter(access_key=access_key))
 
 
 _uses: dict[str, list] = {}  # access key -> [calls not yet written, monotonic time of the last write]

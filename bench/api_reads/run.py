@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/api_reads/run.py [--sessions 10000] [--duration 5] [--clients 32]
         [--processes 2] [--scale 100000] [--pg postgres://postgres@127.0.0.1:5432] [--db bai_bench_4_api]
-        [--redis redis://127.0.0.1:6379/4] [--port 41100] [--short]
+        [--redis redis://127.0.0.1:6379/4] [--port 41100] [--baseline-root DIR] [--short]
 
 It creates a scratch PostgreSQL database (dropped at the end), migrates it and fills it with
 ``--sessions`` sessions (bulk inserts, one kernel each) of 20 users in 4 projects; the measured user
@@ -32,7 +32,9 @@ no nonce), so ``wrk`` sends the same signed headers on every request.  It prints
 second, p50/p99 latency, errors (socket errors and non-2xx answers) and the ratios against daphne
 and against ``healthz`` of the same server, all from this one run.  ``--scale N`` then grows the
 table to N sessions and measures the four reads again on the production recipe (one line each).
-``--short``: 1 000 sessions, one second per read (CI runs it: tests/backendai/test_bench_api_reads.py).
+``--baseline-root DIR`` also runs the production recipe on another tree (an
+earlier commit: ``git archive REV | tar -x -C DIR``) as ``baseline``, first, on the same data, and adds
+its ratios.  ``--short``: 1 000 sessions, one second per read (CI runs it: tests/backendai/test_bench_api_reads.py).
 
 Needs ``wrk`` (Debian's package; installed with apt-get when missing and running as root).
 Not a test: it exits 0 unless it could not run.
@@ -100,6 +102,9 @@ def parse_args(argv=None):
                         help="Redis database for the cache and the rate limits (its bench keys are removed)")
     parser.add_argument("--port", type=int, default=41100, help="first of the two ports it listens on")
     parser.add_argument("--only", choices=["before", "after"], help="measure one setup only")
+    parser.add_argument("--baseline-root", metavar="DIR",
+                        help="also measure the production recipe serving another tree (e.g. `git archive REV | tar -x "
+                             "-C DIR`), as `baseline`, in the same run on the same data; ratios in `vs base`")
     parser.add_argument("--profile", metavar="DIR", help="py-spy each web process during each read (stacks in DIR)")
     parser.add_argument("--profile-tool", default="py-spy", help="the py-spy executable (default: on PATH)")
     parser.add_argument("--short", action="store_true", help="1 000 sessions, 1 s per read (CI)")
@@ -232,15 +237,18 @@ class Servers:
 
     def __init__(self, setup: str, args, env: dict, work: Path):
         self.setup, self.args, self.env, self.work = setup, args, env, work
-        self.port = args.port if setup == "before" else args.port + 1
-        self.procs: list[subprocess.Popen] = []
+        self.port = {"before": args.port, "after": args.port + 1, "baseline": args.port + 2}[setup]
+        self.root = Path(args.baseline_root).resolve() if setup == "baseline" else ROOT
+        if setup == "baseline":
+            self.env = {**env, "PYTHONPATH": str(self.root)}
+        self.procs: list[subprocess.Popen] = []  # "before": daphne; "after" and "baseline": gunicorn + uvicorn
         self.logs: list[Path] = []
 
     def _spawn(self, argv: list[str], name: str, **kwargs) -> None:
         path = self.work / f"{name}.log"
         self.logs.append(path)
         with open(path, "ab") as handle:
-            self.procs.append(subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            self.procs.append(subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                                                start_new_session=True, **kwargs))
 
     def start(self) -> None:
@@ -419,7 +427,7 @@ def profile_workers(args, servers: Servers, setup: str, read: str) -> list[subpr
     if not args.profile:
         return []
     spy = shutil.which("py-spy") or args.profile_tool
-    pids = servers.pids()[1:] if setup == "after" else servers.pids()
+    pids = servers.pids()[1:] if setup != "before" else servers.pids()
     Path(args.profile).mkdir(parents=True, exist_ok=True)
     slug = read.split(" ")[0]
     return [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(args.duration), "-r", "200", "--format", "raw",
@@ -446,21 +454,26 @@ def ratio(a: float, b: float) -> str:
 def print_table(results: dict, args) -> None:
     print(f"\nAPI reads: {args.sessions} sessions, {args.clients} clients, {args.processes} web processes, "
           f"{args.duration} s per read (wrk -t1 -c{args.clients})")
-    header = (f"{'read':22s} {'setup':7s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
-              f"{'vs before':>10s} {'vs healthz':>11s} {'cpu ms/req':>11s} {'cpu vs before':>14s}")
+    has_base = "baseline" in results
+    header = (f"{'read':22s} {'setup':8s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
+              f"{'vs before':>10s} {'vs healthz':>11s} {'cpu ms/req':>11s} {'cpu vs before':>14s}"
+              + (f" {'vs base':>8s} {'cpu vs base':>12s}" if has_base else ""))
     print(header)
     print("-" * len(header))
     for name in ["healthz", *READS]:
-        for setup in ("before", "after"):
+        for setup in ("before", "baseline", "after"):
             row = results.get(setup, {}).get(name)
             if not row:
                 continue
             before = results.get("before", {}).get(name)
+            base = results.get("baseline", {}).get(name)
             floor = results[setup].get("healthz")
-            print(f"{name:22s} {setup:7s} {row['rps']:8.0f} {row['p50']:8.1f} {row['p99']:8.1f} {row['errors']:7d} "
+            print(f"{name:22s} {setup:8s} {row['rps']:8.0f} {row['p50']:8.1f} {row['p99']:8.1f} {row['errors']:7d} "
                   f"{ratio(row['rps'], before['rps']) if before else '-':>10s} "
                   f"{ratio(row['rps'], floor['rps']) if floor and name != 'healthz' else '-':>11s} "
-                  f"{row['cpu_ms']:11.2f} {ratio(row['cpu_ms'], before['cpu_ms']) if before else '-':>14s}")
+                  f"{row['cpu_ms']:11.2f} {ratio(row['cpu_ms'], before['cpu_ms']) if before else '-':>14s}"
+                  + (f" {ratio(row['rps'], base['rps']) if base else '-':>8s}"
+                     f" {ratio(row['cpu_ms'], base['cpu_ms']) if base else '-':>12s}" if has_base else ""))
     after = results.get("after", {})
     if all(name in after for name in READS):
         met = all(after[n]["rps"] >= TARGET_RPS and after[n]["p99"] <= TARGET_P99_MS and not after[n]["errors"]
@@ -505,6 +518,8 @@ def main(argv=None) -> int:
     env = server_env(args, str(work / "data"), str(metrics_dir))
     (work / "data").mkdir()
     setups = [args.only] if args.only else ["before", "after"]
+    if args.baseline_root:
+        setups = ["baseline", *setups]  # the baseline, then ours: the same data, one after the other
     results: dict[str, dict] = {}
     scaled = None
     access_keys: list[str] = []

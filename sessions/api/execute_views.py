@@ -8,6 +8,7 @@ from asgiref.sync import async_to_sync
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backendai import admission
 from sessions import execution
 from sessions.kernel_io import KernelIOError
 from sessions.streams import http_target
@@ -21,7 +22,8 @@ def _owner(request) -> str | None:
 
 def _run(target, parsed, **kwargs):
     try:
-        return async_to_sync(execution.execute)(target, parsed, **kwargs)
+        with admission.waiting():  # the code runs in the kernel meanwhile
+            return async_to_sync(execution.execute)(target, parsed, **kwargs)
     except KernelIOError as exc:
         log.info("execute %s in session %s (kernel %s on %s) failed: %s", kwargs.get("mode") or parsed.mode,
                  target.session_name, target.kernel_id, target.agent_id, exc.message)

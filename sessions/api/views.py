@@ -8,6 +8,7 @@ from django.db import DatabaseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backendai import admission
 from backendai.api import errors, unavailable
 from backendai.db import release_connections
 from sessions import enqueue as enqueue_service
@@ -68,7 +69,8 @@ def wait_for_start(session, max_wait: int) -> str:
         if time.monotonic() >= deadline:
             return "TIMEOUT" if max_wait else session.status
         release_connections()
-        time.sleep(0.25)
+        with admission.waiting():
+            time.sleep(0.25)
 
 
 class SessionDetailView(APIView):

@@ -21,6 +21,7 @@ import uuid
 
 from accounts.models import Keypair, ProjectMembership, User
 from backendai.api import errors
+from backendai.prepared import Prepared
 from vfolders.models import LISTED_STATUSES, OwnershipType, VFolder, VFolderGrant
 from vfolders.services.access import Access, AccessContext, iso, personal_q
 from vfolders.services.inputs import check_text, parse_uuid
@@ -114,8 +115,11 @@ def scope_query(user: User, kind: str = "all", *, group_id=None, domain_name=Non
     return _narrow_domain(query, user, domain_name)
 
 
+_folder_page = Prepared("folder page")
+
+
 def _page(user: User, query, limit: int, offset: int, order_by: list[str]) -> list[dict]:
-    page = list(query.select_related("user", "project").order_by(*order_by)[offset:offset + limit])
+    page = _folder_page.fetch(query.select_related("user", "project").order_by(*order_by)[offset:offset + limit])
     context = AccessContext(user, [f.id for f in page])
     items = []
     for folder in page:
