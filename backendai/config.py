@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -225,15 +226,28 @@ def _secret_key(env, data_dir: Path) -> str:
             raise ConfigError("SECRET_KEY", "must be at least 32 characters long")
         return raw
     # Embedded mode: generate once, keep it in the data directory (mode 600).
-    path = data_dir / "secret_key"
+    return _generated_once(data_dir / "secret_key", 50)
+
+
+def _generated_once(path: Path, size: int) -> str:
+    """A secret generated into ``path`` (mode 600) by the first process that needs it; processes
+    starting at the same moment (the embedded stack's web server, worker and beat) all get that one.
+    It is written to a temporary file and linked into place whole, so no process reads it half
+    written; one that loses the race reads the winner's."""
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(size))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process linked its own first: that one is the secret
+    finally:
+        os.unlink(temporary)
+    return path.read_text().strip()
 
 
 STORAGE_PROXY_SECRET_FILE = "storage-proxy-secret"
@@ -248,18 +262,7 @@ def _shared_secret(env, data_dir: Path, name: str, filename: str) -> str:
         if len(raw) < 16:
             raise ConfigError(name, "must be at least 16 characters long")
         return raw
-    path = data_dir / filename
-    if path.exists():
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(32)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process wrote it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret)
-    return secret
+    return _generated_once(data_dir / filename, 32)
 
 
 def storage_proxy_secret(env, data_dir: Path) -> str:

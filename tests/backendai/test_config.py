@@ -94,3 +94,32 @@ def test_the_readme_configuration_table_names_every_variable_the_loader_reads():
     read = set(re.findall(r'\(env, "([A-Z][A-Z0-9_]+)"', (ROOT / "backendai" / "config.py").read_text()))
     table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1]
     assert read and not sorted(name for name in read if f"`{name}`" not in table)
+
+
+def test_processes_starting_together_on_a_fresh_data_directory_all_get_the_one_generated_secret_key(
+        tmp_path, monkeypatch):
+    """The embedded stack starts the web server, the worker and beat at once: each may find no key
+    file, and the later ones must read the first one's key, never fail (FileExistsError) and never
+    read a file still being written (an empty key)."""
+    first = config.load({"BACKEND_DATA_DIR": str(tmp_path)}).secret_key
+    shared = config.storage_proxy_secret({}, tmp_path)
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # as if it checked just before the first wrote it
+    assert config.load({"BACKEND_DATA_DIR": str(tmp_path)}).secret_key == first
+    assert config.storage_proxy_secret({}, tmp_path) == shared
+
+
+def test_a_generated_secret_is_never_seen_half_written(tmp_path, monkeypatch):
+    """The key appears under its name only once complete: an empty or partial file is never read."""
+    seen = []
+    real_open = os.open
+
+    def watching_open(path, *args, **kwargs):
+        if str(path).endswith("/secret_key"):
+            seen.append(os.path.exists(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", watching_open)
+    key = config.load({"BACKEND_DATA_DIR": str(tmp_path)}).secret_key
+    assert (tmp_path / "secret_key").read_text() == key and len(key) >= 40
+    assert seen == []  # written elsewhere and linked into place whole, not opened under its name
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftover temporary file
