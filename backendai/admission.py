@@ -22,7 +22,6 @@ class Admission:
     never hold the others up.  ``size`` 0: no limit."""
 
     def __init__(self, size: int):
-        self.size = size
         self._slots = threading.BoundedSemaphore(size) if size > 0 else None
         self._held = threading.local()
 

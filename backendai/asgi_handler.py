@@ -31,7 +31,6 @@ back what is old exactly as before (``CONN_MAX_AGE``, the psycopg pool).
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
@@ -43,8 +42,6 @@ from django.http import FileResponse
 from django.urls import set_script_prefix
 
 from backendai import admission
-
-log = logging.getLogger(__name__)
 
 #: Idle request threads kept per process (more are started while more requests run at once).
 IDLE_THREADS = 32
@@ -62,18 +59,15 @@ class SyncASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         executor = self._idle.pop() if self._idle else ThreadPoolExecutor(1, thread_name_prefix="request")
-        settled = False
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
-            settled = True
-        finally:
-            if settled:
-                self._give_back(executor)
-            else:  # cancelled: a call may still run on the thread, back once it returns
-                loop = asyncio.get_running_loop()
-                executor.submit(_noop).add_done_callback(
-                    lambda _: loop.call_soon_threadsafe(self._give_back, executor))
+        except BaseException:  # cancelled: a call may still run on the thread, back once it returns
+            loop = asyncio.get_running_loop()
+            executor.submit(lambda: None).add_done_callback(
+                lambda _: loop.call_soon_threadsafe(self._give_back, executor))
+            raise
+        self._give_back(executor)
 
     def _give_back(self, executor: ThreadPoolExecutor) -> None:
         if len(self._idle) < IDLE_THREADS:
@@ -127,22 +121,15 @@ class SyncASGIHandler(ASGIHandler):
     def _respond(self, scope, body_file):
         """On the request's thread: what Django's ``handle`` and ``run_get_response`` do, synchronously."""
         with admission.running():
-            return self._request_response(scope, body_file)
-
-    def _request_response(self, scope, body_file):
-        signals.request_started.send(sender=self.__class__, scope=scope)
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            return error_response
-        response = self.get_response(request)
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, error_response = self.create_request(scope, body_file)
+            if request is None:
+                return error_response
+            response = self.get_response(request)
         response._handler_class = self.__class__
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size
         return response
-
-
-def _noop() -> None:
-    return None
 
 
 def get_asgi_application() -> SyncASGIHandler:

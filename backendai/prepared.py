@@ -26,7 +26,8 @@ import threading
 
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connections
-from django.db.models.query import get_related_populators
+from django.db.models import prefetch_related_objects
+from django.db.models.query import ModelIterable, QuerySet, get_related_populators
 from django.db.models.sql.constants import MULTI
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,15 @@ _UNCACHEABLE = object()
 class Prepared:
     """One hot read (a call site); see the module's docstring."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, max_shapes: int = MAX_SHAPES):
+        self.name, self.max_shapes = name, max_shapes
         self._shapes: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
     def fetch(self, queryset) -> list:
         query = queryset.query
         if (query.combinator or query.values_select or query.extra or query.select_for_update
-                or queryset._iterable_class.__name__ != "ModelIterable"):
+                or queryset._iterable_class is not ModelIterable):
             return list(queryset)
         using = queryset.db
         compiler = query.get_compiler(using=using)
@@ -71,8 +72,6 @@ class Prepared:
             params += (query.high_mark - query.low_mark, query.low_mark)
         objects = self._run(template, sql, params, using)
         if queryset._prefetch_related_lookups:
-            from django.db.models import prefetch_related_objects
-
             prefetch_related_objects(objects, *queryset._prefetch_related_lookups)
         return objects
 
@@ -83,7 +82,8 @@ class Prepared:
         return found[0] if found else None
 
     def _learn(self, key: tuple, query, compiler, where_params, using: str) -> object:
-        if query.high_mark is not None:  # compiled without its slice, which the statement takes as parameters
+        page = query.high_mark is not None
+        if page:  # compiled without its slice, which the statement takes as parameters
             query = query.clone()
             query.clear_limits()
             compiler = query.get_compiler(using=using)
@@ -91,14 +91,15 @@ class Prepared:
             sql, params = compiler.as_sql()
         except (EmptyResultSet, FullResultSet):
             return _UNCACHEABLE
-        if key[2]:
+        if page:
             sql += " LIMIT %s OFFSET %s"
         shape = (compiler, sql) if tuple(params) == tuple(where_params) else _UNCACHEABLE
         with self._lock:
-            if len(self._shapes) < MAX_SHAPES:
+            if len(self._shapes) < self.max_shapes:
                 self._shapes[key] = shape
             elif shape is not _UNCACHEABLE:
-                log.debug("prepared read %s: more than %d shapes, %s runs uncached", self.name, MAX_SHAPES, key[1])
+                log.debug("prepared read %s: more than %d shapes, %s runs uncached", self.name, self.max_shapes,
+                          key[1])
         return shape
 
     def prefetch(self, instance, related_name: str, queryset) -> list:
@@ -108,7 +109,6 @@ class Prepared:
         objects = self.fetch(queryset)
         attach([instance], related_name, objects)
         return objects
-
 
     @staticmethod
     def _run(template, sql: str, params: tuple, using: str) -> list:
@@ -143,8 +143,6 @@ def attach(instances: list, related_name: str, objects: list) -> None:
     ms per instance here, 3 ms of a page of 20 sessions with two relations); an empty one is enough."""
     if not instances:
         return
-    from django.db.models.query import QuerySet
-
     descriptor = getattr(type(instances[0]), related_name)
     field, cache_name = descriptor.field, descriptor.rel.cache_name
     owned: dict = {}

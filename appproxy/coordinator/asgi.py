@@ -12,9 +12,7 @@ URLCONF = "appproxy.coordinator.urls"
 django.setup(set_prefix=False)
 settings.ROOT_URLCONF = URLCONF  # before the first request builds the resolver
 
-from backendai import admission  # noqa: E402
-from backendai.asgi_handler import SyncASGIHandler  # noqa: E402
+from backendai.asgi_handler import get_asgi_application  # noqa: E402
 
 # the manager's handler: one thread hop per request on reused threads, WEB_REQUEST_THREADS at once
-admission.configure(settings.WEB_REQUEST_THREADS)
-application = SyncASGIHandler()
+application = get_asgi_application()

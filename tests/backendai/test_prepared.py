@@ -6,7 +6,6 @@ from unittest import mock
 import pytest
 from django.db.models.sql.compiler import SQLCompiler
 
-from backendai import prepared
 from backendai.prepared import Prepared, attach
 
 pytestmark = pytest.mark.django_db
@@ -87,14 +86,13 @@ def test_reads_it_does_not_keep_still_answer_as_the_queryset_does(users):
 
 
 def test_past_its_shape_limit_a_read_runs_uncached_and_still_right(users):
-    read = Prepared("test")
-    with mock.patch.object(prepared, "MAX_SHAPES", 1):
-        key = users[0].main_keypair.access_key
-        read.first(keypairs().filter(access_key=key))
-        with compilations() as as_sql:
-            assert read.first(keypairs().filter(access_key=key, is_active=True)).pk == key
-            assert read.first(keypairs().filter(access_key=key, is_active=True)).pk == key
-        assert as_sql.call_count == 2  # not kept: compiled each time
+    read = Prepared("test", max_shapes=1)
+    key = users[0].main_keypair.access_key
+    read.first(keypairs().filter(access_key=key))
+    with compilations() as as_sql:
+        assert read.first(keypairs().filter(access_key=key, is_active=True)).pk == key
+        assert read.first(keypairs().filter(access_key=key, is_active=True)).pk == key
+    assert as_sql.call_count == 2  # not kept: compiled each time
 
 
 def test_prefetched_related_lookups_are_still_loaded(users, django_assert_num_queries):
