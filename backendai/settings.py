@@ -113,6 +113,14 @@ TEMPLATES = [
             ],
         },
     },
+    {
+        # the hot fragments rendered once per row of a long, polled list (backendai/jinja.py)
+        "NAME": "jinja2",
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [BASE_DIR / "templates" / "jinja2"],
+        "APP_DIRS": False,
+        "OPTIONS": {"environment": "backendai.jinja.environment", "autoescape": True},
+    },
 ]
 
 DATABASES = {"default": dj_database_url.parse(CONFIG.database_url, conn_max_age=0)}

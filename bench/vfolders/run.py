@@ -26,8 +26,13 @@ round, each step starting with the file it reads evicted from the page cache
    the servers' send paths alone);
 4. **download via nginx**: the same stored file, the same client.
 
-The order of the steps flips every other round (after heavy writes the disk of a virtual machine
-may still be busy for a while).
+The order of the steps flips every other round.  Each step starts after the disk has been idle for
+half a second (``sync``, then ``/sys/dev/block/*/stat`` unchanged: the earlier step's write-back and,
+on a filesystem mounted with ``discard``, the TRIM of the files it deleted), and each measured download
+comes after an unmeasured one through the other server: on the virtual disk of 2026-12-07 every other
+1 GiB download ran about twice as long as the one before it, whichever server served it, which had
+made the ratio to nginx depend on the step order.  The per-round figures and the best round of each
+download are printed below the table.
 With ``--concurrency N`` every step runs N transfers at once (one thread each) and the figures
 are their total.  Each step's time is the median over the rounds; the ratios compare medians of
 the same run.  It also prints the proxy's CPU seconds per step, its resident memory at start and
@@ -127,6 +132,29 @@ def sha256(path: Path) -> str:
         while chunk := source.read(8 * MiB):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def settle(path: Path, quiet: float = 0.5, limit: float = 60.0) -> float:
+    """``sync``, then wait until the disk holding ``path`` has had no I/O for ``quiet`` seconds (at most
+    ``limit``): the previous step's write-back and, on a filesystem mounted with ``discard`` (this
+    machine's ext4), the TRIM of the files it deleted, which the kernel issues after the journal commit
+    and which otherwise slowed whichever step came next by up to 3x.  Returns the seconds waited."""
+    started = time.monotonic()
+    os.sync()
+    dev = os.stat(path).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    if not stat.exists():
+        return time.monotonic() - started
+    last, since = None, time.monotonic()
+    while time.monotonic() - started < limit:
+        fields = stat.read_text().split()
+        now = time.monotonic()
+        if fields != last or int(fields[8]):  # counters moved, or requests in flight
+            last, since = fields, now
+        elif now - since >= quiet:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - started
 
 
 def evict(path: Path) -> None:
@@ -405,12 +433,15 @@ def main() -> int:
         cpu: dict[str, list[float]] = {}
         ok = True
 
-        def step(name: str, jobs, reads: list[Path]) -> None:
-            os.sync()  # no dirty pages of an earlier step left to write back meanwhile
+        def step(name: str, jobs, reads: list[Path], record: bool = True) -> None:
+            settle(work)  # no write-back or TRIM of an earlier step left to compete with this one
             for path in reads:
                 evict(path)
             before = cpu_seconds(proxy.process.pid)
-            times.setdefault(name, []).append(run_all(jobs))
+            seconds = run_all(jobs)
+            if not record:
+                return
+            times.setdefault(name, []).append(seconds)
             cpu.setdefault(name, []).append(cpu_seconds(proxy.process.pid) - before)
 
         def copy_step() -> None:
@@ -426,7 +457,7 @@ def main() -> int:
                 lambda s=s, t=t: tus_upload(t["url"], t["token"], s, size, chunk)
                 for s, t in zip(sources, tickets)], sources)
 
-        def download_step(via: str, names: list[str], check: bool) -> bool:
+        def download_step(via: str, names: list[str], check: bool, record: bool = True) -> bool:
             downloads = [None if args.discard else work / f"downloaded-{i}.bin" for i in range(count)]
             stored = [folder / name for name in names]
             if via == "proxy":
@@ -435,11 +466,11 @@ def main() -> int:
                 step("download via the storage proxy", [
                     lambda t=t, d=d: http_download(urlsplit(t["url"]).netloc,
                                                    urlsplit(t["url"]).path + "?token=" + t["token"], d, size)
-                    for t, d in zip(tickets, downloads)], stored)
+                    for t, d in zip(tickets, downloads)], stored, record)
             else:
                 step("download via nginx (sendfile)", [
                     lambda n=n, d=d: http_download(f"127.0.0.1:{nginx.port}", f"/{folder_rel}/{n}", d, size)
-                    for n, d in zip(names, downloads)], stored)
+                    for n, d in zip(names, downloads)], stored, record)
             if args.discard:
                 return True
             same = not check or [sha256(path) for path in downloads] == expected
@@ -459,9 +490,16 @@ def main() -> int:
             stored = [folder / name for name in names]
             if round_no == 0:
                 ok &= [sha256(path) for path in stored] == expected
-            for via in (["nginx", "proxy"] if flip else ["proxy", "nginx"]):
-                if via == "proxy" or nginx is not None:
-                    ok &= download_step(via, names, check=round_no == 0)
+            order = ["nginx", "proxy"] if flip else ["proxy", "nginx"]
+            if nginx is None:
+                order = ["proxy"]
+            # an unmeasured download before each measured one, through the other server: on this virtual
+            # disk every other 1 GiB download ran ~2x slower than the one before it, whichever server
+            # served it (the per-round figures show it), so each measured download now comes in the same
+            # place of that rhythm
+            for via in order:
+                download_step(order[-1] if via == order[0] else order[0], names, check=False, record=False)
+                ok &= download_step(via, names, check=round_no == 0)
             for path in stored:
                 path.unlink()
         memory = proc_status(proxy.process.pid)
@@ -482,6 +520,13 @@ def main() -> int:
             print(f"| {name} | {seconds:.2f} | {total / MiB / seconds:.0f} | {base / seconds:.2f}x | {vs_nginx} "
                   f"| {proxy_cpu} |")
         print()
+        print("each round (seconds, in the order the rounds ran): " + "; ".join(
+            f"{name}: " + " ".join(f"{value:.2f}" for value in values) for name, values in times.items()))
+        best = {name: min(values) for name, values in times.items()}
+        if nginx_s:
+            print("best of the rounds: download via the storage proxy {:.2f} s, via nginx {:.2f} s: {:.2f}x nginx".format(
+                best["download via the storage proxy"], best["download via nginx (sendfile)"],
+                best["download via nginx (sendfile)"] / best["download via the storage proxy"]))
         if nginx_note:
             print(nginx_note)
         print(f"proxy memory: RSS {rss_start / MiB:.1f} MiB at start, peak {memory['VmHWM'] / MiB:.1f} MiB "

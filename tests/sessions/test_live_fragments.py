@@ -106,3 +106,62 @@ def test_the_filterset_says_which_values_are_in_force(owner, superadmin, agent):
     filters = SessionListFilter(request.GET, session_services.visible_sessions(owner), request=request)
     assert filters.values == {"scope": "mine", "state": "active", **unset}
     assert "scope" in filters.form.errors  # a choice this user is not offered
+
+
+# --- the rows are a Jinja2 template (backendai/jinja.py) -----------------------------------------------
+
+def test_the_rows_escape_what_a_user_wrote_as_the_django_templates_do():
+    from types import SimpleNamespace
+
+    from django.template.loader import render_to_string
+
+    row = SimpleNamespace(
+        pk="0123456789abcdef", status="RUNNING", name='<img src=x onerror="alert(1)">', image="img:1",
+        architecture="x86_64", requested_slots={"cpu": "1"}, note="<b>note</b>", session_type="interactive",
+        result="undefined", get_session_type_display=lambda: "Interactive", scaling_group_id=None,
+        user=SimpleNamespace(email="a&b@example.com"), usage=None, is_live=True, created_at=timezone.now(),
+        age_shown="1 min", can_destroy=True,
+        links=SimpleNamespace(detail="/d/", logs="/l/", destroy="/x/", apps=[("jupyter", "/o/?a=1&b=2")]))
+    html = render_to_string("sessions/_rows.html", {"sessions": [row], "show_owner": True, "csrf_input": "",
+                                                     "list_path": "/ui/sessions/", "query": "a=1&b=<2>"},
+                            using="jinja2")
+    assert "<img" not in html and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    assert "&lt;b&gt;note&lt;/b&gt;" in html and "a&amp;b@example.com" in html
+    assert 'action="/o/?a=1&amp;b=2"' in html and 'value="/ui/sessions/?a=1&amp;b=&lt;2&gt;"' in html
+    assert "<td>—</td>" in html  # no resource group
+
+
+def test_the_rows_date_is_the_django_date_filter_in_the_current_time_zone():
+    from datetime import datetime
+    from datetime import timezone as dt_timezone
+
+    from django.template.defaultfilters import date as django_date
+    from django.template.loader import render_to_string
+
+    from backendai.jinja import local_date
+
+    moment = datetime(2026, 12, 31, 23, 30, 5, tzinfo=dt_timezone.utc)
+    with timezone.override("Asia/Seoul"):
+        dtl = render_to_string("sessions/_status_badge.html", {"status": "X"})  # the Django engine still serves
+        assert local_date(moment, "Y-m-d H:i:s") == "2027-01-01 08:30:05"
+        assert local_date(moment, "Y-m-d H:i:s") == django_date(timezone.localtime(moment), "Y-m-d H:i:s")
+    assert local_date(None, "Y") == "" and 'data-status="X"' in dtl
+
+
+def test_every_form_of_the_rows_carries_one_csrf_token_the_server_accepts(owner, agent):
+    from django.test import Client
+
+    first = make_session(owner, agent, "first-one")
+    make_session(owner, agent, "second-one")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    for url in (LIST, ROWS):
+        page = client.get(url, {"state": "active"}).content.decode()
+        rows = page.split('id="session-rows"', 1)[-1].split("</tbody>", 1)[0]
+        tokens = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', rows)
+        assert len(tokens) >= 2 and len(set(tokens)) == 1, url  # one masked token for the page's forms
+    destroy = reverse("ui-sessions:destroy", kwargs={"session_id": first.pk})
+    assert client.post(destroy, {"next": LIST}).status_code == 403  # no token: refused, nothing done
+    assert Session.objects.get(pk=first.pk).status == "RUNNING"
+    response = client.post(destroy, {"csrfmiddlewaretoken": tokens[0], "next": LIST})
+    assert response.status_code == 302 and Session.objects.get(pk=first.pk).status != "RUNNING"

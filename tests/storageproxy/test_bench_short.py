@@ -26,3 +26,17 @@ def test_the_files_benchmark_runs_in_short_mode(tmp_path):
     assert re.search(r"^summary: upload [\d.]+x plain copy .* download [\d.]+x plain copy", out, re.M), out
     assert re.search(r"^proxy memory: RSS [\d.]+ MiB at start, peak [\d.]+ MiB", out, re.M), out
     assert not list(tmp_path.iterdir())  # its working directory is gone
+
+
+def test_the_send_path_benchmark_runs_in_short_mode(tmp_path):
+    command = [sys.executable, str(ROOT / "bench" / "vfolders" / "sendpath.py"), "--short", "--dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode == 0, (out + done.stderr)[-3000:]
+    servers = ["asyncio loop.sendfile"]
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        servers.append("nginx (sendfile)")
+    for cache in ("warm", "cold"):
+        for server in servers:
+            assert re.search(rf"^\| {cache} \| {re.escape(server)} \| [\d.]+ \| [\d.]+ \| \d+ \|", out, re.M), out
+    assert not list(tmp_path.iterdir())  # its working directory is gone
