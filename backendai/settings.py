@@ -116,7 +116,7 @@ TEMPLATES = [
     {
         # the hot fragments rendered once per row of a long, polled list (backendai/jinja.py)
         "NAME": "jinja2",
-        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "BACKEND": "backendai.jinja.Jinja2",
         "DIRS": [BASE_DIR / "templates" / "jinja2"],
         "APP_DIRS": False,
         "OPTIONS": {"environment": "backendai.jinja.environment", "autoescape": True},

@@ -20,7 +20,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.template.backends.utils import csrf_input
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -125,11 +124,8 @@ def _list_context(request, *, full_page: bool = True) -> dict:
 
 
 def _rows(request, context: dict) -> str:
-    """The table's rows: a Jinja2 template (templates/jinja2/sessions/_rows.html, backendai/jinja.py).
-    The CSRF field is made once for the page's forms: the backend's own ``csrf_input`` (given a request)
-    is a lazy value that masks a new token each time a form prints it, 14 % of the page's CPU."""
-    context = {**context, "csrf_input": csrf_input(request)}
-    return mark_safe(render_to_string(ROWS_TEMPLATE, context, using="jinja2"))  # escaped by Jinja2
+    """The table's rows: a Jinja2 template (templates/jinja2/sessions/_rows.html, backendai/jinja.py)."""
+    return mark_safe(render_to_string(ROWS_TEMPLATE, context, request, using="jinja2"))  # escaped by Jinja2
 
 
 @login_required
