@@ -125,3 +125,22 @@ def check_every_command(version: str, binary: Path, *, password, make_user, live
     assert not problems, (nl.join(problems) + f"{nl}{nl}the whole run:{nl}{done.stdout}"
                           f"{nl}the lines for {conformance.GAPS_FILE.name} as of this run ({version}):"
                           f"{nl}{nl.join(failing)}")
+
+
+def official_client_fixture(version: str):
+    """A version file's ``official_client`` fixture, asked for before ``live_stack``: a client left out
+    locally skips before a stack starts."""
+    @pytest.fixture
+    def official_client(require):
+        return client_or_skip(version, require)
+    return official_client
+
+
+def conformance_test(version: str):
+    """A version file's one test: ``check_every_command`` for that version."""
+    @pytest.mark.e2e
+    @pytest.mark.django_db(transaction=True)
+    def test(official_client, password, make_user, live_stack, cluster, tmp_path):
+        check_every_command(version, official_client, password=password, make_user=make_user,
+                            live_stack=live_stack, cluster=cluster, tmp_path=tmp_path)
+    return test

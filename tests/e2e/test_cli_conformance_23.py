@@ -1,28 +1,12 @@
-"""The official CLI 23.9.10, all of it, through ``scripts/conformance --versions 23.9.10`` against a live
-stack of its own (this client always runs: scripts/test installs it on Python 3.11; under CI=true a
-missing client fails, never skips).  Every admin and vfolder command, every session command a local
-agent serves and login/ps/logout in session mode: what works today must keep working, what fails must be
-a 23.9.10 gap named in ``tests/e2e/cli_conformance_gaps.txt``, and a listed gap that works now fails the
-test too.  One file per version so that ``--dist loadfile`` gives the versions to different workers
-(tests/cli_conformance_support.py has the shared run)."""
+"""The official CLI 23.9.10, all of it, against a live stack of its own (this client always runs: scripts/test installs it on Python 3.11; under
+CI=true a missing client fails, never skips): what works today must keep working, what fails must be a
+23.9.10 gap named in ``tests/e2e/cli_conformance_gaps.txt``.  One file per version so that ``--dist
+loadfile`` gives the versions to different workers; the run is tests/cli_conformance_support.py's."""
 from __future__ import annotations
 
-import pytest
-
-from cli_conformance_support import check_every_command, client_or_skip
+from cli_conformance_support import conformance_test, official_client_fixture
 
 VERSION = "23.9.10"
 
-
-@pytest.fixture
-def official_client(require):
-    """Asked for before ``live_stack``: a client left out locally skips before a stack starts."""
-    return client_or_skip(VERSION, require)
-
-
-@pytest.mark.e2e
-@pytest.mark.django_db(transaction=True)
-def test_every_command_of_the_official_cli_23_9_10_works_or_is_a_listed_gap(
-        official_client, password, make_user, live_stack, cluster, tmp_path):
-    check_every_command(VERSION, official_client, password=password, make_user=make_user, live_stack=live_stack,
-                        cluster=cluster, tmp_path=tmp_path)
+official_client = official_client_fixture(VERSION)
+test_every_command_of_the_official_cli_23_9_10_works_or_is_a_listed_gap = conformance_test(VERSION)
